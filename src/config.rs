@@ -1,0 +1,136 @@
+//! Every flag of `face-echo serve`, with its default, in one struct.
+//!
+//! clap parses and documents the flags (`--help`); [`Config::validate`] checks what
+//! clap cannot, so a bad combination fails at start-up with a message naming the flag.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// How the server runs. Built from the command line by clap, or directly by tests.
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    /// Address for HTTP, the page and the signaling WebSocket. Loopback by default:
+    /// the demo is meant for this machine; bind elsewhere only behind TLS or a proxy.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+
+    /// Serve the page from this folder instead of the copy embedded in the binary
+    /// (for editing web/ without rebuilding). Models are still served from the binary
+    /// unless the folder has a models/ sibling.
+    #[arg(long, value_name = "DIR")]
+    pub web_dir: Option<PathBuf>,
+
+    /// STUN server URL, e.g. stun:stun.example.org:3478. Repeatable. None by default,
+    /// so the demo works offline; add one when clients reach the server through NAT.
+    #[arg(long = "stun", value_name = "URL")]
+    pub stun: Vec<String>,
+
+    /// UDP port range for media, MIN-MAX (one port per session and address).
+    /// By default each session takes an ephemeral port. Open this range in firewalls.
+    #[arg(long, value_name = "MIN-MAX", value_parser = parse_port_range)]
+    pub udp_port: Option<PortRange>,
+
+    /// Public IP to advertise in ICE candidates instead of the host's own (1:1 NAT,
+    /// e.g. a cloud VM with an elastic IP). Repeatable.
+    #[arg(long, value_name = "IP")]
+    pub nat_ip: Vec<IpAddr>,
+
+    /// Most concurrent sessions (PeerConnections). Beyond it a new offer gets the
+    /// error `server_full`.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_sessions: usize,
+
+    /// Seconds an ICE connection may stay `disconnected` before the session is closed
+    /// and the client told.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub disconnect_timeout: u64,
+}
+
+/// An inclusive UDP port range from `--udp-port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl PortRange {
+    /// How many ports the range holds.
+    pub fn len(&self) -> usize {
+        usize::from(self.max - self.min) + 1
+    }
+}
+
+fn parse_port_range(text: &str) -> Result<PortRange, String> {
+    let (min, max) = match text.split_once('-') {
+        Some((min, max)) => (min, max),
+        None => (text, text),
+    };
+    let port = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("`{s}` is not a port number (1-65535)"))
+    };
+    let (min, max) = (port(min)?, port(max)?);
+    if min == 0 || min > max {
+        return Err(format!("expected MIN-MAX with 1 <= MIN <= MAX, got `{text}`"));
+    }
+    Ok(PortRange { min, max })
+}
+
+impl Config {
+    /// The defaults, listening on `listen`: what `face-echo` runs with no flags.
+    pub fn new(listen: SocketAddr) -> Self {
+        Config {
+            listen,
+            web_dir: None,
+            stun: Vec::new(),
+            udp_port: None,
+            nat_ip: Vec::new(),
+            max_sessions: 64,
+            disconnect_timeout: 10,
+        }
+    }
+
+    /// Checks what clap cannot check flag by flag.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for url in &self.stun {
+            if !(url.starts_with("stun:") || url.starts_with("stuns:")) {
+                anyhow::bail!("--stun {url}: expected a URL like stun:host:port");
+            }
+        }
+        if self.max_sessions == 0 {
+            anyhow::bail!("--max-sessions must be at least 1");
+        }
+        if let Some(dir) = &self.web_dir
+            && !dir.join("index.html").is_file()
+        {
+            anyhow::bail!("--web-dir {}: no index.html there", dir.display());
+        }
+        Ok(())
+    }
+
+    pub fn disconnect_timeout(&self) -> Duration {
+        Duration::from_secs(self.disconnect_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges_parse_and_reject_nonsense() {
+        assert_eq!(
+            parse_port_range("40000-40010"),
+            Ok(PortRange { min: 40000, max: 40010 })
+        );
+        assert_eq!(parse_port_range("5000"), Ok(PortRange { min: 5000, max: 5000 }));
+        assert!(parse_port_range("10-5").is_err());
+        assert!(parse_port_range("0-5").is_err());
+        assert!(parse_port_range("a-b").is_err());
+        assert!(parse_port_range("1-70000").is_err());
+    }
+}

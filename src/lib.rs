@@ -1,0 +1,17 @@
+//! face-echo: a WebRTC echo media server for live vision work.
+//!
+//! A browser publishes a VP8 stream; the server sends the same RTP straight back
+//! on its own track. See the README's Architecture section for the module map.
+//!
+//! The path of one packet: [`session::echo::forward`] reads it from the incoming
+//! track and writes it, payload untouched, to the session's echo track.
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod network;
+pub mod peer;
+pub mod server;
+pub mod session;
+pub mod sessions;
+pub mod signaling;

@@ -1,0 +1,76 @@
+//! The `face-echo` binary: parse flags, set up logging, run until Ctrl-C/SIGTERM.
+
+use clap::Parser;
+use face_echo::config::Config;
+use tracing_subscriber::EnvFilter;
+
+/// WebRTC echo media server for live vision work.
+///
+/// Serves a page that captures the webcam, detects faces in the browser and sends
+/// the annotated video over WebRTC (VP8); the server echoes the RTP back
+/// unmodified. Open http://127.0.0.1:8080/ after starting it.
+///
+/// Logging: RUST_LOG (e.g. RUST_LOG=face_echo=debug), default info.
+#[derive(Parser, Debug)]
+#[command(name = "face-echo", version, about, long_about)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("face-echo: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cli.config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("face-echo: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = face_echo::server::start(config).await?;
+    let addr = server.addr;
+    tracing::info!("listening on http://{addr}/ (signaling ws://{addr}/ws)");
+    if !addr.ip().is_loopback() {
+        tracing::warn!("listening on {addr}, beyond loopback, without TLS: browsers allow the camera only on https or localhost");
+    }
+    wait_for_stop_signal().await;
+    tracing::info!("shutting down: closing every session");
+    server.shutdown().await?;
+    tracing::info!("bye");
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,69 @@
+//! Process-wide Prometheus metrics, served as text on `/metrics`.
+//!
+//! Counters are bumped on the hot path, so they are plain atomics (prometheus-client's
+//! `Counter`); per-session numbers live in [`crate::session::EchoStats`] instead.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    pub sessions_active: Gauge,
+    pub sessions_total: Counter,
+    pub rtp_packets_received: Counter,
+    pub rtp_packets_forwarded: Counter,
+    pub rtp_bytes_forwarded: Counter,
+    pub rtp_forward_errors: Counter,
+    pub plis_relayed: Counter,
+    pub signaling_errors: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("face_echo");
+        let sessions_active = Gauge::default();
+        let sessions_total = Counter::default();
+        let rtp_packets_received = Counter::default();
+        let rtp_packets_forwarded = Counter::default();
+        let rtp_bytes_forwarded = Counter::default();
+        let rtp_forward_errors = Counter::default();
+        let plis_relayed = Counter::default();
+        let signaling_errors = Counter::default();
+        registry.register("sessions_active", "Sessions (PeerConnections) open now", sessions_active.clone());
+        registry.register("sessions", "Sessions opened since start", sessions_total.clone());
+        registry.register("rtp_packets_received", "RTP packets received from publishers", rtp_packets_received.clone());
+        registry.register("rtp_packets_forwarded", "RTP packets echoed back", rtp_packets_forwarded.clone());
+        registry.register("rtp_bytes_forwarded", "RTP payload bytes echoed back", rtp_bytes_forwarded.clone());
+        registry.register("rtp_forward_errors", "RTP packets the echo track refused to send", rtp_forward_errors.clone());
+        registry.register("plis_relayed", "Keyframe requests (PLI/FIR) relayed to publishers", plis_relayed.clone());
+        registry.register("signaling_errors", "Signaling frames answered with an error", signaling_errors.clone());
+        Metrics {
+            registry,
+            sessions_active,
+            sessions_total,
+            rtp_packets_received,
+            rtp_packets_forwarded,
+            rtp_bytes_forwarded,
+            rtp_forward_errors,
+            plis_relayed,
+            signaling_errors,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,131 @@
+//! Where sessions bind their media sockets, and which remote candidates they use.
+//!
+//! The rule: media follows the HTTP listener. A server on loopback binds media to
+//! loopback only and ignores remote candidates elsewhere; a server on a wildcard
+//! binds every interface and adds loopback for clients that came in over loopback
+//! (some peers on this machine offer only 127.0.0.1, and webrtc-rs leaves loopback
+//! out of wildcard binds).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::config::{Config, PortRange};
+use crate::peer::PeerNetwork;
+
+#[derive(Debug)]
+pub struct MediaNetwork {
+    listen_ip: IpAddr,
+    ports: Option<PortRange>,
+    /// Rotates through the port range so consecutive sessions try different ports.
+    next_port: AtomicUsize,
+    stun_urls: Vec<String>,
+    nat_ips: Vec<IpAddr>,
+}
+
+impl MediaNetwork {
+    pub fn from_config(config: &Config) -> Self {
+        MediaNetwork {
+            listen_ip: config.listen.ip(),
+            ports: config.udp_port,
+            next_port: AtomicUsize::new(0),
+            stun_urls: config.stun.clone(),
+            nat_ips: config.nat_ip.clone(),
+        }
+    }
+
+    /// True when media is bound to loopback only.
+    pub fn loopback_only(&self) -> bool {
+        self.listen_ip.is_loopback()
+    }
+
+    /// Whether a remote candidate at `address` (an IP or an mDNS name) can be used.
+    pub fn accepts_remote(&self, address: &str) -> bool {
+        match address.parse::<IpAddr>() {
+            Ok(ip) => !self.loopback_only() || ip.is_loopback(),
+            // mDNS names (`<uuid>.local`) never resolve to loopback.
+            Err(_) => !self.loopback_only(),
+        }
+    }
+
+    /// The networks to try, in order, for a client connecting from `client`: one
+    /// per port of `--udp-port` (starting at a rotating offset), or one ephemeral.
+    pub fn attempts_for(&self, client: IpAddr) -> Vec<PeerNetwork> {
+        let ips = self.bind_ips(client);
+        let ports: Vec<u16> = match self.ports {
+            None => vec![0],
+            Some(range) => {
+                let start = self.next_port.fetch_add(1, Ordering::Relaxed) % range.len();
+                (0..range.len())
+                    .map(|i| range.min + ((start + i) % range.len()) as u16)
+                    .collect()
+            }
+        };
+        ports
+            .into_iter()
+            .map(|port| PeerNetwork {
+                udp_addrs: ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
+                stun_urls: self.stun_urls.clone(),
+                nat_ips: self.nat_ips.clone(),
+            })
+            .collect()
+    }
+
+    fn bind_ips(&self, client: IpAddr) -> Vec<IpAddr> {
+        if !self.listen_ip.is_unspecified() {
+            return vec![self.listen_ip];
+        }
+        let mut ips = vec![self.listen_ip];
+        if client.is_loopback() {
+            ips.push(match self.listen_ip {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            });
+        }
+        ips
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn network(listen: &str, ports: Option<PortRange>) -> MediaNetwork {
+        let mut config = Config::new(listen.parse().unwrap());
+        config.udp_port = ports;
+        MediaNetwork::from_config(&config)
+    }
+
+    #[test]
+    fn loopback_listener_binds_and_accepts_loopback_only() {
+        let net = network("127.0.0.1:8080", None);
+        let attempts = net.attempts_for("127.0.0.1".parse().unwrap());
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].udp_addrs, vec!["127.0.0.1:0".parse().unwrap()]);
+        assert!(net.accepts_remote("127.0.0.1"));
+        assert!(!net.accepts_remote("10.1.2.3"));
+        assert!(!net.accepts_remote("4f1c2d3e.local"));
+    }
+
+    #[test]
+    fn wildcard_listener_adds_loopback_for_loopback_clients() {
+        let net = network("0.0.0.0:8080", None);
+        let local = net.attempts_for("127.0.0.1".parse().unwrap());
+        assert_eq!(local[0].udp_addrs.len(), 2);
+        let remote = net.attempts_for("192.0.2.7".parse().unwrap());
+        assert_eq!(remote[0].udp_addrs, vec!["0.0.0.0:0".parse().unwrap()]);
+        assert!(net.accepts_remote("10.1.2.3"));
+    }
+
+    #[test]
+    fn port_range_rotates_and_covers_every_port() {
+        let net = network("127.0.0.1:8080", Some(PortRange { min: 40000, max: 40002 }));
+        let first: Vec<u16> = net
+            .attempts_for("127.0.0.1".parse().unwrap())
+            .iter()
+            .map(|n| n.udp_addrs[0].port())
+            .collect();
+        assert_eq!(first, vec![40000, 40001, 40002]);
+        let second = net.attempts_for("127.0.0.1".parse().unwrap());
+        assert_eq!(second[0].udp_addrs[0].port(), 40001);
+    }
+}

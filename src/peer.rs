@@ -1,0 +1,136 @@
+//! How every PeerConnection in this crate is built: the server's sessions and the
+//! client peers of the tests and the load generator share one recipe, so they agree
+//! on codecs and feedback by construction.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use rtc::peer_connection::transport::RTCIceCandidateType;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceServer, Registry, SettingEngineBuilder,
+    register_default_interceptors,
+};
+
+/// The payload type we offer VP8 under (what Chromium uses too). As answerer we take
+/// the offerer's number.
+pub const VP8_PAYLOAD_TYPE: u8 = 96;
+pub const VP8_CLOCK_RATE: u32 = 90_000;
+
+/// VP8, the one codec we negotiate, with the feedback an echo needs: NACK for loss,
+/// PLI/FIR for keyframes, REMB so browsers adapt their bitrate.
+pub fn vp8_codec() -> RTCRtpCodec {
+    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    RTCRtpCodec {
+        mime_type: rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8.to_owned(),
+        clock_rate: VP8_CLOCK_RATE,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![
+            feedback("goog-remb", ""),
+            feedback("ccm", "fir"),
+            feedback("nack", ""),
+            feedback("nack", "pli"),
+        ],
+    }
+}
+
+/// A local VP8 track that sends RTP we write ourselves, under a fresh random SSRC.
+pub fn vp8_rtp_track(stream_id: &str, track_id: &str) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        stream_id.to_owned(),
+        track_id.to_owned(),
+        track_id.to_owned(),
+        RtpCodecKind::Video,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(rand::random::<u32>()),
+                ..Default::default()
+            },
+            codec: vp8_codec(),
+            ..Default::default()
+        }],
+    )))
+}
+
+/// Network settings of one PeerConnection.
+#[derive(Debug, Clone, Default)]
+pub struct PeerNetwork {
+    /// Local UDP addresses to bind: concrete addresses are bound as given (loopback
+    /// included); a wildcard expands to every non-loopback interface.
+    pub udp_addrs: Vec<SocketAddr>,
+    pub stun_urls: Vec<String>,
+    /// Public addresses to advertise instead of the host's (1:1 NAT).
+    pub nat_ips: Vec<IpAddr>,
+}
+
+impl PeerNetwork {
+    /// One ephemeral port on 127.0.0.1: what tests and the load generator use.
+    pub fn loopback() -> Self {
+        PeerNetwork {
+            udp_addrs: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)],
+            ..Default::default()
+        }
+    }
+}
+
+/// Builds a PeerConnection that speaks VP8 with the default interceptors (NACK
+/// generator and responder, RTCP reports, TWCC receiver) and no data channels.
+pub async fn build(
+    network: &PeerNetwork,
+    handler: Arc<dyn PeerConnectionEventHandler>,
+) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
+    let mut media_engine = MediaEngine::default();
+    media_engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: vp8_codec(),
+            payload_type: VP8_PAYLOAD_TYPE,
+            ..Default::default()
+        },
+        RtpCodecKind::Video,
+    )?;
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+
+    let ice_servers = if network.stun_urls.is_empty() {
+        Vec::new()
+    } else {
+        vec![RTCIceServer {
+            urls: network.stun_urls.clone(),
+            ..Default::default()
+        }]
+    };
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(ice_servers)
+        .build();
+
+    let mut settings = SettingEngineBuilder::new()
+        // A wildcard bind never yields loopback candidates; a concrete loopback bind
+        // does only with this set. Peers on this machine need them.
+        .with_include_loopback_candidate(true);
+    if !network.nat_ips.is_empty() {
+        settings = settings.with_nat_1to1_ips(
+            network.nat_ips.iter().map(IpAddr::to_string).collect(),
+            RTCIceCandidateType::Host,
+        );
+    }
+
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_media_engine(media_engine)
+        .with_setting_engine(settings.build())
+        .with_interceptor_registry(registry)
+        .with_handler(handler)
+        .with_udp_addrs(network.udp_addrs.clone())
+        .build()
+        .await?;
+    Ok(Arc::new(pc))
+}

@@ -1,0 +1,79 @@
+//! Starting and stopping the server: bind, serve, and on shutdown close every
+//! session before returning.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::http::{self, AppInner, AppState, Assets};
+use crate::metrics::Metrics;
+use crate::network::MediaNetwork;
+use crate::sessions::Sessions;
+
+/// How long shutdown waits for sessions to close before giving up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+/// A server running in this process (the binary runs one; tests run many).
+pub struct RunningServer {
+    /// The address it listens on (the real port when `--listen` asked for 0).
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds `config.listen` and starts serving in the background.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    config.validate()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (stop, stopping) = watch::channel(false);
+    let metrics = Arc::new(Metrics::new());
+    let state = AppState::new(AppInner {
+        sessions: Sessions::new(config.max_sessions, Arc::clone(&metrics)),
+        network: MediaNetwork::from_config(&config),
+        assets: Assets::new(config.web_dir.clone()),
+        metrics,
+        shutdown: stopping.clone(),
+        config,
+    });
+    let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let mut stopped = stopping;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|stopping| *stopping).await;
+            })
+            .await
+    });
+    Ok(RunningServer { addr, state, stop, task })
+}
+
+impl RunningServer {
+    /// Stops accepting, tells every connection to close its session, and waits
+    /// (at most [`SHUTDOWN_GRACE`]) until none is left.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while !self.state.sessions.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.state.sessions.len();
+        if left > 0 {
+            tracing::warn!(left, "sessions still open at shutdown");
+        }
+        match tokio::time::timeout(Duration::from_secs(1), self.task).await {
+            Ok(joined) => joined.context("server task panicked")?.context("server failed")?,
+            Err(_) => tracing::warn!("HTTP server did not stop in time"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,335 @@
+//! One session: one client's PeerConnection, its echo tracks and the tasks that
+//! move packets between them.
+//!
+//! A [`Session`] is owned by the WebSocket connection that negotiated it; closing
+//! the session (or dropping the connection) closes the PeerConnection and aborts
+//! every task it spawned, so nothing outlives the client.
+
+pub mod echo;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use webrtc::media_stream::Track;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use crate::metrics::Metrics;
+use crate::peer::{self, PeerNetwork};
+use crate::signaling::{Candidate, ErrorCode, SignalError};
+use echo::{EchoOutput, EchoStats};
+
+/// Most video tracks one offer may carry (each gets an echo track).
+pub const MAX_VIDEO_TRACKS: usize = 4;
+
+/// What a session tells the connection that owns it.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// A local ICE candidate to trickle to the client.
+    Candidate(Candidate),
+    /// The PeerConnection's state changed.
+    State(RTCPeerConnectionState),
+}
+
+/// The public face of a session: what `/api/sessions` shows.
+#[derive(Debug)]
+pub struct SessionInfo {
+    pub id: String,
+    pub created_at_ms: u64,
+    state: Mutex<RTCPeerConnectionState>,
+    pub echo: Arc<EchoStats>,
+}
+
+impl SessionInfo {
+    fn new(id: String) -> Self {
+        let created_at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        SessionInfo {
+            id,
+            created_at_ms,
+            state: Mutex::new(RTCPeerConnectionState::New),
+            echo: Arc::default(),
+        }
+    }
+
+    pub fn state(&self) -> RTCPeerConnectionState {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_state(&self, state: RTCPeerConnectionState) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+    }
+
+    pub fn to_json(&self) -> Value {
+        let echo = &self.echo;
+        let n = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        json!({
+            "id": self.id,
+            "state": self.state().to_string(),
+            "created_at": self.created_at_ms,
+            "echo": {
+                "packets_in": n(&echo.packets_in),
+                "packets_out": n(&echo.packets_out),
+                "bytes_in": n(&echo.bytes_in),
+                "bytes_out": n(&echo.bytes_out),
+                "plis_relayed": n(&echo.plis_relayed),
+                "forward_errors": n(&echo.forward_errors),
+            },
+        })
+    }
+}
+
+/// A negotiated PeerConnection that echoes.
+pub struct Session {
+    pub info: Arc<SessionInfo>,
+    pc: Arc<dyn PeerConnection>,
+    shared: Arc<Shared>,
+}
+
+/// What the PeerConnection's event handler needs: no reference back to the
+/// PeerConnection itself, so no cycle keeps a closed one alive.
+struct Shared {
+    info: Arc<SessionInfo>,
+    metrics: Arc<Metrics>,
+    events: mpsc::UnboundedSender<SessionEvent>,
+    /// Echo tracks waiting for the incoming track they will echo.
+    free_outputs: Mutex<Vec<EchoOutput>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|task| !task.is_finished());
+        tasks.push(tokio::spawn(task));
+    }
+}
+
+struct Handler(Arc<Shared>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => {
+                let _ = self.0.events.send(SessionEvent::Candidate(Candidate {
+                    candidate: init.candidate,
+                    sdp_mid: init.sdp_mid,
+                    sdp_mline_index: init.sdp_mline_index,
+                    username_fragment: None,
+                }));
+            }
+            Err(err) => tracing::warn!(%err, "could not serialize a local candidate"),
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        self.0.info.set_state(state);
+        let _ = self.0.events.send(SessionEvent::State(state));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        // Called from the PeerConnection's driver loop: never await here, spawn.
+        let shared = Arc::clone(&self.0);
+        self.0.spawn(async move { start_echo(shared, track).await });
+    }
+}
+
+/// Pairs an incoming track with a free echo track and starts both directions.
+async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
+    if track.kind().await != rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
+        tracing::debug!(session = %shared.info.id, "ignoring a non-video track");
+        return;
+    }
+    let output = shared
+        .free_outputs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop();
+    let Some(EchoOutput { track: out_track, sender }) = output else {
+        tracing::warn!(session = %shared.info.id, "more incoming video tracks than echo tracks");
+        return;
+    };
+    let Some(out_ssrc) = out_track.ssrcs().await.first().copied() else {
+        tracing::error!(session = %shared.info.id, "echo track has no SSRC");
+        return;
+    };
+    let out_payload_type = negotiated_vp8_payload_type(&sender).await;
+    tracing::info!(session = %shared.info.id, out_ssrc, ?out_payload_type, "echo started");
+
+    shared.spawn(echo::relay_keyframe_requests(
+        Arc::clone(&out_track),
+        Arc::clone(&track),
+        Arc::clone(&shared.info.echo),
+        Arc::clone(&shared.metrics),
+    ));
+    echo::forward(
+        track,
+        out_track,
+        out_ssrc,
+        out_payload_type,
+        Arc::clone(&shared.info.echo),
+        Arc::clone(&shared.metrics),
+    )
+    .await;
+    tracing::debug!(session = %shared.info.id, "incoming track ended");
+}
+
+async fn negotiated_vp8_payload_type(sender: &Arc<dyn RtpSender>) -> Option<u8> {
+    let parameters = sender.get_parameters().await.ok()?;
+    parameters
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|codec| codec.rtp_codec.mime_type.eq_ignore_ascii_case("video/VP8"))
+        .map(|codec| codec.payload_type)
+}
+
+impl Session {
+    /// Builds a PeerConnection for `offer_sdp` on the first of `networks` whose
+    /// sockets bind, adds one echo track per offered video m-line and answers.
+    /// Local candidates then trickle out as events.
+    pub async fn open(
+        id: String,
+        offer_sdp: String,
+        networks: &[PeerNetwork],
+        metrics: Arc<Metrics>,
+    ) -> Result<(Session, String, mpsc::UnboundedReceiver<SessionEvent>), SignalError> {
+        let video_tracks = offer_sdp
+            .lines()
+            .filter(|line| line.starts_with("m=video "))
+            .count();
+        if video_tracks > MAX_VIDEO_TRACKS {
+            return Err(SignalError::new(
+                ErrorCode::BadSdp,
+                format!("{video_tracks} video m-lines; at most {MAX_VIDEO_TRACKS} are echoed"),
+            ));
+        }
+        let offer = RTCSessionDescription::offer(offer_sdp)
+            .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("unparsable SDP: {e}")))?;
+
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let info = Arc::new(SessionInfo::new(id));
+        let shared = Arc::new(Shared {
+            info: Arc::clone(&info),
+            metrics,
+            events: events_tx,
+            free_outputs: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let mut built = Err(SignalError::new(ErrorCode::Internal, "no media address to bind"));
+        for network in networks {
+            match peer::build(network, Arc::new(Handler(Arc::clone(&shared)))).await {
+                Ok(pc) => {
+                    built = Ok(pc);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(addrs = ?network.udp_addrs, %e, "PeerConnection did not start");
+                    built = Err(SignalError::new(
+                        ErrorCode::Internal,
+                        format!("could not create a PeerConnection: {e}"),
+                    ));
+                }
+            }
+        }
+        let pc = built?;
+        let session = Session { info, pc, shared };
+        match session.negotiate(offer, video_tracks).await {
+            Ok(answer) => Ok((session, answer, events_rx)),
+            Err(err) => {
+                session.close().await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn negotiate(
+        &self,
+        offer: RTCSessionDescription,
+        video_tracks: usize,
+    ) -> Result<String, SignalError> {
+        let internal = |what: &str, e: webrtc::error::Error| {
+            SignalError::new(ErrorCode::Internal, format!("{what}: {e}"))
+        };
+        let mut outputs = Vec::with_capacity(video_tracks);
+        for index in 0..video_tracks {
+            let track = peer::vp8_rtp_track("face-echo", &format!("echo-{index}"));
+            let sender = self
+                .pc
+                .add_track(Arc::clone(&track) as _)
+                .await
+                .map_err(|e| internal("add_track", e))?;
+            outputs.push(EchoOutput { track, sender });
+        }
+        // on_track pops from the end: keep the first m-line's track last.
+        outputs.reverse();
+        *self.shared.free_outputs.lock().unwrap_or_else(|e| e.into_inner()) = outputs;
+
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("offer rejected: {e}")))?;
+        let answer = self
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("cannot answer this offer: {e}")))?;
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(|e| internal("set_local_description", e))?;
+        let local = self
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| SignalError::new(ErrorCode::Internal, "no local description"))?;
+        Ok(local.sdp)
+    }
+
+    /// Applies a remote ICE candidate.
+    pub async fn add_candidate(&self, candidate: Candidate) -> Result<(), SignalError> {
+        let init = RTCIceCandidateInit {
+            candidate: candidate.candidate,
+            sdp_mid: candidate.sdp_mid,
+            sdp_mline_index: candidate.sdp_mline_index,
+            username_fragment: candidate.username_fragment,
+            ..Default::default()
+        };
+        self.pc
+            .add_ice_candidate(init)
+            .await
+            .map_err(|e| SignalError::new(ErrorCode::BadCandidate, format!("candidate rejected: {e}")))
+    }
+
+    /// Closes the PeerConnection and ends every task of this session.
+    pub async fn close(self) {
+        if tokio::time::timeout(Duration::from_secs(2), self.pc.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(session = %self.info.id, "PeerConnection close timed out");
+        }
+        let tasks = std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            task.abort();
+        }
+        self.shared
+            .free_outputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.info.set_state(RTCPeerConnectionState::Closed);
+        tracing::info!(session = %self.info.id, "session closed");
+    }
+}
