@@ -6,8 +6,11 @@
 //! The path of one packet: [`session::echo::forward`] reads it from the incoming
 //! track and writes it, payload untouched, to the session's echo track.
 
+pub mod client;
+pub mod clip;
 pub mod config;
 pub mod http;
+pub mod keyframe_feedback;
 pub mod metrics;
 pub mod network;
 pub mod peer;

@@ -11,6 +11,8 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RtpCodecKind,
 };
 use webrtc::media_stream::MediaStreamTrack;
+
+use crate::keyframe_feedback::{self, KeyframeRequestMarker};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -98,7 +100,10 @@ pub async fn build(
         },
         RtpCodecKind::Video,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?.with(
+        rtc::interceptor::Slot::from(keyframe_feedback::SLOT),
+        KeyframeRequestMarker::default(),
+    );
 
     let ice_servers = if network.stun_urls.is_empty() {
         Vec::new()

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::rtp_transceiver::RtpSender;
 
+use crate::keyframe_feedback::asks_for_keyframe;
 use crate::metrics::Metrics;
 
 /// Keyframe requests reach the publisher at most this often: a burst of PLIs from a
@@ -97,18 +97,17 @@ pub async fn relay_keyframe_requests(
     metrics: Arc<Metrics>,
 ) {
     let Some(media_ssrc) = incoming.ssrcs().await.first().copied() else {
+        tracing::warn!("incoming track has no SSRC: keyframe requests cannot be relayed");
         return;
     };
+    tracing::debug!(media_ssrc, "relaying keyframe requests");
     let mut limiter = RateLimiter::new(PLI_MIN_INTERVAL);
     while let Some(event) = output.poll().await {
         let TrackLocalEvent::OnRtcpPacket(packets) = event else {
             continue;
         };
-        let wants_keyframe = packets.iter().any(|packet| {
-            let any = packet.as_any();
-            any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-        });
-        if !wants_keyframe || !limiter.allow(Instant::now()) {
+        tracing::trace!(?packets, "RTCP on the echo track");
+        if !asks_for_keyframe(&packets) || !limiter.allow(Instant::now()) {
             continue;
         }
         let pli = PictureLossIndication {
@@ -123,6 +122,7 @@ pub async fn relay_keyframe_requests(
             Err(err) => tracing::debug!(%err, "could not relay a keyframe request"),
         }
     }
+    tracing::debug!(media_ssrc, "keyframe relay ended");
 }
 
 /// Lets one event through per interval.

@@ -1,0 +1,308 @@
+//! A webrtc-rs client peer that publishes VP8 to a face-echo server and receives
+//! the echo: the other end of the integration tests and the load generator.
+//!
+//! It speaks the same signaling protocol as the page (JSON over `/ws`, trickle
+//! ICE), so it tests the server the way a browser uses it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp::codec::vp8::Vp8Payloader;
+use rtc::rtp::packetizer::{Packetizer, new_packetizer};
+use rtc::rtp::sequence::new_random_sequencer;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::Track;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription,
+};
+
+use crate::peer::{self, PeerNetwork, VP8_CLOCK_RATE, VP8_PAYLOAD_TYPE};
+
+/// Payload bytes per RTP packet: under a typical path MTU with room for SRTP.
+pub const RTP_MTU: usize = 1200;
+
+/// Changes the offer before it is sent (tests use it to pin the DTLS role).
+pub type OfferEdit = Box<dyn FnOnce(String) -> String + Send>;
+
+/// A connected publisher.
+pub struct Publisher {
+    /// The session id the server gave in its answer.
+    pub session: String,
+    /// Echoed RTP packets, in arrival order.
+    pub echoed: mpsc::UnboundedReceiver<rtp::Packet>,
+    pc: Arc<dyn PeerConnection>,
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    packetizer: Box<dyn Packetizer>,
+    echo_track: watch::Receiver<Option<Arc<dyn TrackRemote>>>,
+    plis_received: Arc<AtomicU64>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every task of this peer, the handler's included: aborted on close.
+    tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+}
+
+struct Handler {
+    ws_out: mpsc::UnboundedSender<String>,
+    state: watch::Sender<RTCPeerConnectionState>,
+    echo_track: watch::Sender<Option<Arc<dyn TrackRemote>>>,
+    echoed: mpsc::UnboundedSender<rtp::Packet>,
+    tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let message = json!({"type": "ice", "candidate": {
+                "candidate": init.candidate,
+                "sdpMid": init.sdp_mid,
+                "sdpMLineIndex": init.sdp_mline_index,
+            }});
+            let _ = self.ws_out.send(message.to_string());
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.echo_track.send(Some(Arc::clone(&track)));
+        let echoed = self.echoed.clone();
+        let task = tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(packet) = event
+                    && echoed.send(packet).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+    }
+}
+
+impl Publisher {
+    /// Connects to `ws_url`, negotiates, and waits until media flows both ways
+    /// (connection state `connected`), at most `timeout`.
+    pub async fn connect(ws_url: &str, timeout: Duration) -> anyhow::Result<Publisher> {
+        Self::connect_with(ws_url, timeout, Box::new(|sdp| sdp)).await
+    }
+
+    /// Like [`Publisher::connect`], with the offer passed through `edit_offer`.
+    pub async fn connect_with(
+        ws_url: &str,
+        timeout: Duration,
+        edit_offer: OfferEdit,
+    ) -> anyhow::Result<Publisher> {
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .with_context(|| format!("cannot open {ws_url}"))?;
+        let (mut ws_sink, mut ws_stream) = ws.split();
+
+        let (ws_out, mut ws_out_rx) = mpsc::unbounded_channel::<String>();
+        let (state_tx, mut state_rx) = watch::channel(RTCPeerConnectionState::New);
+        let (echo_track_tx, echo_track) = watch::channel(None);
+        let (echoed_tx, echoed) = mpsc::unbounded_channel();
+        let handler_tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let handler = Handler {
+            ws_out: ws_out.clone(),
+            state: state_tx,
+            echo_track: echo_track_tx,
+            echoed: echoed_tx,
+            tasks: Arc::clone(&handler_tasks),
+        };
+        let pc = peer::build(&PeerNetwork::loopback(), Arc::new(handler)).await?;
+        let track = peer::vp8_rtp_track("publisher", "camera");
+        pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await?;
+        let ssrc = track
+            .ssrcs()
+            .await
+            .first()
+            .copied()
+            .ok_or_else(|| anyhow!("local track has no SSRC"))?;
+
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(async move {
+            while let Some(text) = ws_out_rx.recv().await {
+                if ws_sink.send(Message::text(text)).await.is_err() {
+                    return;
+                }
+            }
+        }));
+
+        let offer = pc.create_offer(None).await?;
+        pc.set_local_description(offer).await?;
+        let local = pc
+            .local_description()
+            .await
+            .ok_or_else(|| anyhow!("no local offer"))?;
+        let sdp = edit_offer(local.sdp);
+        ws_out.send(json!({"type": "offer", "sdp": sdp}).to_string())?;
+
+        // Read signaling: the answer once, candidates and errors as they come.
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (answer_tx, answer_rx) = oneshot::channel::<anyhow::Result<(String, String)>>();
+        let reader_pc = Arc::clone(&pc);
+        let reader_errors = Arc::clone(&errors);
+        tasks.push(tokio::spawn(async move {
+            let mut answer_tx = Some(answer_tx);
+            while let Some(Ok(frame)) = ws_stream.next().await {
+                let Message::Text(text) = frame else { continue };
+                let Ok(message) = serde_json::from_str::<Value>(text.as_str()) else {
+                    continue;
+                };
+                match message["type"].as_str() {
+                    Some("answer") => {
+                        let sdp = message["sdp"].as_str().unwrap_or_default().to_owned();
+                        let session = message["session"].as_str().unwrap_or_default().to_owned();
+                        if let Some(tx) = answer_tx.take() {
+                            let _ = tx.send(Ok((sdp, session)));
+                        }
+                    }
+                    Some("ice") => {
+                        let Ok(init) = serde_json::from_value::<RTCIceCandidateInit>(
+                            message["candidate"].clone(),
+                        ) else {
+                            continue;
+                        };
+                        let _ = reader_pc.add_ice_candidate(init).await;
+                    }
+                    Some("error") => {
+                        let text = format!("{}: {}", message["code"], message["message"]);
+                        reader_errors.lock().unwrap_or_else(|e| e.into_inner()).push(text.clone());
+                        if let Some(tx) = answer_tx.take() {
+                            let _ = tx.send(Err(anyhow!("server error before the answer: {text}")));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }));
+
+        let (answer, session) = tokio::time::timeout(timeout, answer_rx)
+            .await
+            .context("no answer in time")?
+            .context("signaling closed before the answer")??;
+        pc.set_remote_description(RTCSessionDescription::answer(answer)?)
+            .await?;
+
+        // PLIs the server relays to us, for tests of the RTCP path.
+        let plis_received = Arc::new(AtomicU64::new(0));
+        let (pli_track, pli_count) = (Arc::clone(&track), Arc::clone(&plis_received));
+        tasks.push(tokio::spawn(async move {
+            while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = pli_track.poll().await {
+                for packet in packets {
+                    if let Some(pli) = packet.as_any().downcast_ref::<PictureLossIndication>()
+                        && pli.media_ssrc == ssrc
+                    {
+                        pli_count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+
+        tokio::time::timeout(
+            timeout,
+            state_rx.wait_for(|state| *state == RTCPeerConnectionState::Connected),
+        )
+        .await
+        .context("not connected in time")?
+        .context("peer connection dropped")?;
+
+        handler_tasks.lock().unwrap_or_else(|e| e.into_inner()).extend(tasks);
+        let packetizer = Box::new(new_packetizer(
+            Instant::now(),
+            RTP_MTU,
+            VP8_PAYLOAD_TYPE,
+            ssrc,
+            Box::new(Vp8Payloader::default()),
+            Box::new(new_random_sequencer()),
+            VP8_CLOCK_RATE,
+        ));
+        Ok(Publisher {
+            session,
+            echoed,
+            pc,
+            track,
+            ssrc,
+            packetizer,
+            echo_track,
+            plis_received,
+            errors,
+            tasks: handler_tasks,
+        })
+    }
+
+    /// The SSRC this publisher sends under.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// Packetizes one VP8 frame (`samples` = 90 kHz ticks since the previous one)
+    /// and sends it; returns the packets sent.
+    pub async fn send_frame(&mut self, frame: &Bytes, samples: u32) -> anyhow::Result<Vec<rtp::Packet>> {
+        let packets = self.packetizer.packetize(Instant::now(), frame, samples)?;
+        for packet in &packets {
+            self.track.write_rtp(packet.clone()).await?;
+        }
+        Ok(packets)
+    }
+
+    /// Sends a PLI on the echo track, as a receiver that lost a keyframe would.
+    pub async fn request_keyframe_on_echo(&self) -> anyhow::Result<()> {
+        let track = self
+            .echo_track
+            .borrow()
+            .clone()
+            .ok_or_else(|| anyhow!("no echo track yet"))?;
+        let media_ssrc = track
+            .ssrcs()
+            .await
+            .first()
+            .copied()
+            .ok_or_else(|| anyhow!("echo track has no SSRC"))?;
+        track
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: self.ssrc,
+                media_ssrc,
+            })])
+            .await?;
+        Ok(())
+    }
+
+    /// PLIs for our SSRC received so far.
+    pub fn plis_received(&self) -> u64 {
+        self.plis_received.load(Ordering::Relaxed)
+    }
+
+    /// Error messages the server sent after the answer.
+    pub fn server_errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Closes the PeerConnection and the signaling socket.
+    pub async fn close(self) -> anyhow::Result<()> {
+        let closed = tokio::time::timeout(Duration::from_secs(3), self.pc.close()).await;
+        for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+        match closed {
+            Ok(result) => Ok(result?),
+            Err(_) => bail!("PeerConnection close timed out"),
+        }
+    }
+}
