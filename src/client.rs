@@ -125,7 +125,7 @@ impl Publisher {
             echoed: echoed_tx,
             tasks: Arc::clone(&handler_tasks),
         };
-        let pc = peer::build(&PeerNetwork::loopback(), Arc::new(handler)).await?;
+        let pc = peer::build(&PeerNetwork::loopback(), None, Arc::new(handler)).await?;
         let track = peer::vp8_rtp_track("publisher", "camera");
         pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await?;
         let ssrc = track

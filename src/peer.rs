@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use rtc::peer_connection::transport::RTCIceCandidateType;
+use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateType};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
@@ -75,6 +75,18 @@ pub struct PeerNetwork {
     pub nat_ips: Vec<IpAddr>,
 }
 
+/// The DTLS role an answerer must take for an offer, from its `a=setup:` lines
+/// (RFC 5763): the opposite of what the offerer pinned, or our default (client)
+/// for `actpass`. webrtc-rs answers with its configured role whatever the offer
+/// says, so without this an offer with `setup:active` deadlocks the handshake.
+pub fn answering_dtls_role(offer_sdp: &str) -> Option<RTCDtlsRole> {
+    offer_sdp.lines().find_map(|line| match line.trim().strip_prefix("a=setup:")? {
+        "active" => Some(RTCDtlsRole::Server),
+        "passive" => Some(RTCDtlsRole::Client),
+        _ => None,
+    })
+}
+
 impl PeerNetwork {
     /// One ephemeral port on 127.0.0.1: what tests and the load generator use.
     pub fn loopback() -> Self {
@@ -87,8 +99,10 @@ impl PeerNetwork {
 
 /// Builds a PeerConnection that speaks VP8 with the default interceptors (NACK
 /// generator and responder, RTCP reports, TWCC receiver) and no data channels.
+/// `answer_role` pins the DTLS role when this peer answers (see [`answering_dtls_role`]).
 pub async fn build(
     network: &PeerNetwork,
+    answer_role: Option<RTCDtlsRole>,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
     let mut media_engine = MediaEngine::default();
@@ -121,6 +135,9 @@ pub async fn build(
         // A wildcard bind never yields loopback candidates; a concrete loopback bind
         // does only with this set. Peers on this machine need them.
         .with_include_loopback_candidate(true);
+    if let Some(role) = answer_role {
+        settings = settings.with_answering_dtls_role(role);
+    }
     if !network.nat_ips.is_empty() {
         settings = settings.with_nat_1to1_ips(
             network.nat_ips.iter().map(IpAddr::to_string).collect(),
@@ -138,4 +155,17 @@ pub async fn build(
         .build()
         .await?;
     Ok(Arc::new(pc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answerer_takes_the_role_the_offer_leaves() {
+        assert_eq!(answering_dtls_role("v=0\r\na=setup:active\r\n"), Some(RTCDtlsRole::Server));
+        assert_eq!(answering_dtls_role("v=0\r\na=setup:passive\r\n"), Some(RTCDtlsRole::Client));
+        assert_eq!(answering_dtls_role("v=0\r\na=setup:actpass\r\n"), None);
+        assert_eq!(answering_dtls_role("v=0\r\n"), None);
+    }
 }

@@ -215,6 +215,7 @@ impl Session {
                 format!("{video_tracks} video m-lines; at most {MAX_VIDEO_TRACKS} are echoed"),
             ));
         }
+        let answer_role = peer::answering_dtls_role(&offer_sdp);
         let offer = RTCSessionDescription::offer(offer_sdp)
             .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("unparsable SDP: {e}")))?;
 
@@ -229,7 +230,7 @@ impl Session {
         });
         let mut built = Err(SignalError::new(ErrorCode::Internal, "no media address to bind"));
         for network in networks {
-            match peer::build(network, Arc::new(Handler(Arc::clone(&shared)))).await {
+            match peer::build(network, answer_role, Arc::new(Handler(Arc::clone(&shared)))).await {
                 Ok(pc) => {
                     built = Ok(pc);
                     break;
