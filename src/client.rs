@@ -294,6 +294,15 @@ impl Publisher {
         self.errors.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Closes the PeerConnection but keeps the signaling socket open, as a client
+    /// whose media path died would; the server should notice and tell us.
+    pub async fn close_media_only(&self) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(3), self.pc.close())
+            .await
+            .context("PeerConnection close timed out")??;
+        Ok(())
+    }
+
     /// Closes the PeerConnection and the signaling socket.
     pub async fn close(self) -> anyhow::Result<()> {
         let closed = tokio::time::timeout(Duration::from_secs(3), self.pc.close()).await;

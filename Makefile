@@ -1,0 +1,31 @@
+# The two commands of the README: `make run` serves the demo, `make test` runs every test.
+# Both install what is missing first (scripts/deps.sh).
+
+ARGS ?=
+CARGO ?= cargo
+
+.PHONY: run test test-rust test-browser test-interop deps-build deps-test
+
+run: deps-build
+	$(CARGO) run --release -- $(ARGS)
+
+test: deps-test test-rust test-browser test-interop
+
+deps-build:
+	@scripts/deps.sh build
+
+deps-test:
+	@scripts/deps.sh test
+
+# Unit and integration tests (webrtc-rs client peers against the real server).
+# Building them also builds target/debug/face-echo, which the other suites run.
+test-rust:
+	$(CARGO) test --all-targets
+
+# The page in headless Chromium with a fake camera, against the real server.
+test-browser:
+	cd tests/browser && FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo node --test
+
+# Independent WebRTC stacks as clients: aiortc (PyPI) and GStreamer webrtcbin (Debian).
+test-interop:
+	FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo tests/interop/run.sh

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what face-echo needs on a fresh Debian 12 machine, and only what is missing.
+#   scripts/deps.sh build   libvpx and pkg-config, to build and run the server
+#   scripts/deps.sh test    the above, plus Chromium and the browser test's npm packages
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want=(pkg-config libvpx-dev)
+if [ "${1:-build}" = test ]; then
+  want+=(chromium python3-pil vpx-tools)
+fi
+
+missing=()
+for pkg in "${want[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "deps: cargo not found; install Rust (https://rustup.rs) first" >&2; exit 1; }
+
+if [ "${1:-build}" = test ]; then
+  # playwright-core drives Debian's chromium; it never downloads a browser of its own.
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "deps: npm ci in tests/browser"
+    (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
+  fi
+fi
