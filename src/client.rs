@@ -13,9 +13,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
-use rtc::rtp::codec::vp8::Vp8Payloader;
-use rtc::rtp::packetizer::{Packetizer, new_packetizer};
-use rtc::rtp::sequence::new_random_sequencer;
+use rtc::rtp::packetizer::Packetizer;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -29,7 +27,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription,
 };
 
-use crate::peer::{self, PeerNetwork, VP8_CLOCK_RATE, VP8_PAYLOAD_TYPE};
+use crate::peer::{self, PeerNetwork};
 
 /// Payload bytes per RTP packet: under a typical path MTU with room for SRTP.
 pub const RTP_MTU: usize = 1200;
@@ -224,15 +222,7 @@ impl Publisher {
         .context("peer connection dropped")?;
 
         handler_tasks.lock().unwrap_or_else(|e| e.into_inner()).extend(tasks);
-        let packetizer = Box::new(new_packetizer(
-            Instant::now(),
-            RTP_MTU,
-            VP8_PAYLOAD_TYPE,
-            ssrc,
-            Box::new(Vp8Payloader::default()),
-            Box::new(new_random_sequencer()),
-            VP8_CLOCK_RATE,
-        ));
+        let packetizer = crate::clip::vp8_packetizer(ssrc);
         Ok(Publisher {
             session,
             echoed,

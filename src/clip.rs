@@ -1,8 +1,17 @@
 //! A synthetic VP8 clip, encoded once with libvpx (through `vpx-encode`), that test
 //! peers and the load generator loop, so sending stays cheap on the client side.
 
+use std::time::Instant;
+
 use bytes::Bytes;
+use rtc::rtp;
+use rtc::rtp::codec::vp8::Vp8Payloader;
+use rtc::rtp::packetizer::{Packetizer, new_packetizer};
+use rtc::rtp::sequence::new_random_sequencer;
 use vpx_encode::{Config, Encoder, VideoCodecId};
+
+use crate::client::RTP_MTU;
+use crate::peer::{VP8_CLOCK_RATE, VP8_PAYLOAD_TYPE};
 
 /// One encoded VP8 frame.
 #[derive(Debug, Clone)]
@@ -54,6 +63,30 @@ pub fn encode_test_pattern(
         });
     }
     Ok(out)
+}
+
+/// webrtc-rs's VP8 packetizer with our MTU and payload type, from a random sequence number.
+pub fn vp8_packetizer(ssrc: u32) -> Box<dyn Packetizer> {
+    Box::new(new_packetizer(
+        Instant::now(),
+        RTP_MTU,
+        VP8_PAYLOAD_TYPE,
+        ssrc,
+        Box::new(Vp8Payloader::default()),
+        Box::new(new_random_sequencer()),
+        VP8_CLOCK_RATE,
+    ))
+}
+
+/// Packetizes `frames` into RTP with webrtc-rs's VP8 payloader, as a sender at
+/// `fps` would: one timestamp per frame, marker on each frame's last packet.
+pub fn packetize(frames: &[EncodedFrame], ssrc: u32, fps: u32) -> anyhow::Result<Vec<rtp::Packet>> {
+    let mut packetizer = vp8_packetizer(ssrc);
+    let mut packets = Vec::new();
+    for frame in frames {
+        packets.extend(packetizer.packetize(Instant::now(), &frame.data, VP8_CLOCK_RATE / fps)?);
+    }
+    Ok(packets)
 }
 
 /// An I420 image: diagonal luma bands that move with `index`, and a chroma tint

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::tap::TapConfig;
+
 /// How the server runs. Built from the command line by clap, or directly by tests.
 #[derive(Args, Debug, Clone)]
 pub struct Config {
@@ -47,6 +49,22 @@ pub struct Config {
     /// and the client told.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub disconnect_timeout: u64,
+
+    /// Decode the VP8 each session forwards (depacketize, assemble, libvpx) for
+    /// metrics in /api/sessions and /metrics and a snapshot at
+    /// /api/sessions/{id}/snapshot.jpg. The echo never waits for it.
+    #[arg(long)]
+    pub decode_tap: bool,
+
+    /// With --decode-tap: while the tap waits for a keyframe (after loss), ask the
+    /// publisher for one (at most one PLI per second per session).
+    #[arg(long, requires = "decode_tap")]
+    pub tap_pli: bool,
+
+    /// With --decode-tap: packets the tap may fall behind the echo before it drops
+    /// them (counted as tap_packets_dropped).
+    #[arg(long, default_value_t = 1024, value_name = "PACKETS")]
+    pub tap_queue: usize,
 }
 
 /// An inclusive UDP port range from `--udp-port`.
@@ -91,6 +109,9 @@ impl Config {
             nat_ip: Vec::new(),
             max_sessions: 64,
             disconnect_timeout: 10,
+            decode_tap: false,
+            tap_pli: false,
+            tap_queue: 1024,
         }
     }
 
@@ -101,6 +122,9 @@ impl Config {
                 anyhow::bail!("--stun {url}: expected a URL like stun:host:port");
             }
         }
+        if self.tap_queue == 0 {
+            anyhow::bail!("--tap-queue must be at least 1");
+        }
         if self.max_sessions == 0 {
             anyhow::bail!("--max-sessions must be at least 1");
         }
@@ -110,6 +134,14 @@ impl Config {
             anyhow::bail!("--web-dir {}: no index.html there", dir.display());
         }
         Ok(())
+    }
+
+    /// The tap's settings, when `--decode-tap` is on.
+    pub fn tap(&self) -> Option<TapConfig> {
+        self.decode_tap.then(|| TapConfig {
+            queue_packets: self.tap_queue,
+            request_keyframes: self.tap_pli,
+        })
     }
 
     pub fn disconnect_timeout(&self) -> Duration {

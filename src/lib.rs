@@ -18,3 +18,4 @@ pub mod server;
 pub mod session;
 pub mod sessions;
 pub mod signaling;
+pub mod tap;

@@ -6,6 +6,7 @@
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Every metric the server exports.
@@ -19,6 +20,12 @@ pub struct Metrics {
     pub rtp_forward_errors: Counter,
     pub plis_relayed: Counter,
     pub signaling_errors: Counter,
+    pub tap_frames_decoded: Counter,
+    pub tap_keyframes: Counter,
+    pub tap_decode_errors: Counter,
+    pub tap_packets_dropped: Counter,
+    /// Time libvpx takes per frame in the tap: 50 µs .. ~0.4 s.
+    pub tap_decode_seconds: Histogram,
 }
 
 impl Metrics {
@@ -32,6 +39,11 @@ impl Metrics {
         let rtp_forward_errors = Counter::default();
         let plis_relayed = Counter::default();
         let signaling_errors = Counter::default();
+        let tap_frames_decoded = Counter::default();
+        let tap_keyframes = Counter::default();
+        let tap_decode_errors = Counter::default();
+        let tap_packets_dropped = Counter::default();
+        let tap_decode_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 14));
         registry.register("sessions_active", "Sessions (PeerConnections) open now", sessions_active.clone());
         registry.register("sessions", "Sessions opened since start", sessions_total.clone());
         registry.register("rtp_packets_received", "RTP packets received from publishers", rtp_packets_received.clone());
@@ -40,6 +52,11 @@ impl Metrics {
         registry.register("rtp_forward_errors", "RTP packets the echo track refused to send", rtp_forward_errors.clone());
         registry.register("plis_relayed", "Keyframe requests (PLI/FIR) relayed to publishers", plis_relayed.clone());
         registry.register("signaling_errors", "Signaling frames answered with an error", signaling_errors.clone());
+        registry.register("tap_frames_decoded", "VP8 frames the decode tap decoded", tap_frames_decoded.clone());
+        registry.register("tap_keyframes", "VP8 keyframes the decode tap assembled", tap_keyframes.clone());
+        registry.register("tap_decode_errors", "VP8 frames libvpx refused in the decode tap", tap_decode_errors.clone());
+        registry.register("tap_packets_dropped", "Packets the decode tap was too busy to take (the echo went on)", tap_packets_dropped.clone());
+        registry.register("tap_decode_seconds", "Time to decode one VP8 frame in the tap", tap_decode_seconds.clone());
         Metrics {
             registry,
             sessions_active,
@@ -50,6 +67,11 @@ impl Metrics {
             rtp_forward_errors,
             plis_relayed,
             signaling_errors,
+            tap_frames_decoded,
+            tap_keyframes,
+            tap_decode_errors,
+            tap_packets_dropped,
+            tap_decode_seconds,
         }
     }
 

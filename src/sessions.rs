@@ -65,6 +65,11 @@ impl Sessions {
         Value::Array(infos.iter().map(|info| info.to_json()).collect())
     }
 
+    /// A live session by id.
+    pub fn get(&self, id: &str) -> Option<Arc<SessionInfo>> {
+        self.table().by_id.get(id).cloned()
+    }
+
     pub fn len(&self) -> usize {
         self.table().by_id.len()
     }

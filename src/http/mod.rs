@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
-use axum::http::header;
+use axum::http::{StatusCode, header};
+use serde_json::json;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use tokio::sync::watch;
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::network::MediaNetwork;
 use crate::sessions::Sessions;
+use crate::tap::snapshot;
 
 /// Largest signaling frame we accept; a browser offer is ~5 KB.
 pub const MAX_WS_MESSAGE_BYTES: usize = 64 * 1024;
@@ -57,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws", get(signaling))
         .route("/api/sessions", get(sessions))
+        .route("/api/sessions/{id}/snapshot.jpg", get(snapshot))
         .route("/metrics", get(metrics))
         .route("/models/{*path}", get(model_file))
         .route("/{*path}", get(web_file))
@@ -88,6 +91,28 @@ async fn signaling(
 
 async fn sessions(State(app): State<AppState>) -> Json<serde_json::Value> {
     Json(app.sessions.to_json())
+}
+
+/// The latest frame the session's decode tap decoded, as a JPEG.
+async fn snapshot(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    let not_found = |message: &str| {
+        (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": message}))).into_response()
+    };
+    let Some(session) = app.sessions.get(&id) else {
+        return not_found("no such session");
+    };
+    let Some(tap) = &session.tap else {
+        return not_found("the decode tap is off (start the server with --decode-tap)");
+    };
+    let Some(frame) = tap.latest_frame() else {
+        return not_found("no frame decoded yet");
+    };
+    // Colour conversion and JPEG encoding are CPU work: off the async threads.
+    match tokio::task::spawn_blocking(move || snapshot::jpeg(&frame, 80)).await {
+        Ok(Ok(jpeg)) => ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], jpeg).into_response(),
+        Ok(Err(err)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "message": err}))).into_response(),
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "message": err.to_string()}))).into_response(),
+    }
 }
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {

@@ -188,7 +188,8 @@ impl Connection {
         };
         let id = new_session_id();
         let networks = self.app.network.attempts_for(self.client.ip());
-        match Session::open(id, sdp, &networks, self.app.metrics.clone()).await {
+        let tap = self.app.config.tap();
+        match Session::open(id, sdp, &networks, tap.as_ref(), self.app.metrics.clone()).await {
             Ok((session, answer, events)) => {
                 slot.register(session.info.clone());
                 tracing::info!(session = %session.info.id, client = %self.client, "session opened");

@@ -18,6 +18,8 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use crate::keyframe_feedback::asks_for_keyframe;
 use crate::metrics::Metrics;
+use crate::tap::TapInput;
+use crate::tap::assemble::TapPacket;
 
 /// Keyframe requests reach the publisher at most this often: a burst of PLIs from a
 /// lossy receiver would otherwise make the sender emit keyframe after keyframe.
@@ -41,12 +43,14 @@ pub struct EchoOutput {
     pub sender: Arc<dyn RtpSender>,
 }
 
-/// Forwards `incoming` to `output` until the track ends.
+/// Forwards `incoming` to `output` until the track ends; each forwarded packet is
+/// then offered to the decode tap, if there is one.
 pub async fn forward(
     incoming: Arc<dyn TrackRemote>,
     output: Arc<TrackLocalStaticRTP>,
     out_ssrc: u32,
     out_payload_type: Option<u8>,
+    tap: Option<TapInput>,
     stats: Arc<EchoStats>,
     metrics: Arc<Metrics>,
 ) {
@@ -57,6 +61,8 @@ pub async fn forward(
             _ => continue,
         };
         let payload_len = packet.payload.len() as u64;
+        // Taken before the packet moves into the echo; cloning `Bytes` shares the payload.
+        let for_tap = tap.as_ref().map(|_| TapPacket::from(&packet));
         stats.packets_in.fetch_add(1, Ordering::Relaxed);
         stats.bytes_in.fetch_add(payload_len, Ordering::Relaxed);
         metrics.rtp_packets_received.inc();
@@ -78,6 +84,9 @@ pub async fn forward(
                 stats.bytes_out.fetch_add(payload_len, Ordering::Relaxed);
                 metrics.rtp_packets_forwarded.inc();
                 metrics.rtp_bytes_forwarded.inc_by(payload_len);
+                if let (Some(tap), Some(packet)) = (&tap, for_tap) {
+                    tap.offer(packet);
+                }
             }
             Err(err) => {
                 stats.forward_errors.fetch_add(1, Ordering::Relaxed);
@@ -123,6 +132,28 @@ pub async fn relay_keyframe_requests(
         }
     }
     tracing::debug!(media_ssrc, "keyframe relay ended");
+}
+
+/// Sends the publisher a PLI for each keyframe wish of the decode tap, at most one
+/// per [`crate::tap::TAP_PLI_INTERVAL`].
+pub async fn request_keyframes_for_tap(
+    mut wishes: tokio::sync::mpsc::Receiver<()>,
+    incoming: Arc<dyn TrackRemote>,
+    sent: Arc<crate::tap::TapState>,
+) {
+    let Some(media_ssrc) = incoming.ssrcs().await.first().copied() else {
+        return;
+    };
+    let mut limiter = RateLimiter::new(crate::tap::TAP_PLI_INTERVAL);
+    while wishes.recv().await.is_some() {
+        if !limiter.allow(Instant::now()) {
+            continue;
+        }
+        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+        if incoming.write_rtcp(vec![Box::new(pli)]).await.is_ok() {
+            sent.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Lets one event through per interval.

@@ -25,6 +25,7 @@ use webrtc::rtp_transceiver::RtpSender;
 use crate::metrics::Metrics;
 use crate::peer::{self, PeerNetwork};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
+use crate::tap::{self, TapConfig, TapInput, TapState};
 use echo::{EchoOutput, EchoStats};
 
 /// Most video tracks one offer may carry (each gets an echo track).
@@ -46,10 +47,12 @@ pub struct SessionInfo {
     pub created_at_ms: u64,
     state: Mutex<RTCPeerConnectionState>,
     pub echo: Arc<EchoStats>,
+    /// The decode tap's state, when `--decode-tap` is on.
+    pub tap: Option<Arc<TapState>>,
 }
 
 impl SessionInfo {
-    fn new(id: String) -> Self {
+    pub(crate) fn new(id: String, tap: Option<Arc<TapState>>) -> Self {
         let created_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -59,6 +62,7 @@ impl SessionInfo {
             created_at_ms,
             state: Mutex::new(RTCPeerConnectionState::New),
             echo: Arc::default(),
+            tap,
         }
     }
 
@@ -85,6 +89,10 @@ impl SessionInfo {
                 "plis_relayed": n(&echo.plis_relayed),
                 "forward_errors": n(&echo.forward_errors),
             },
+            "tap": match &self.tap {
+                Some(tap) => tap.to_json(),
+                None => json!({"enabled": false}),
+            },
         })
     }
 }
@@ -104,6 +112,8 @@ struct Shared {
     events: mpsc::UnboundedSender<SessionEvent>,
     /// Echo tracks waiting for the incoming track they will echo.
     free_outputs: Mutex<Vec<EchoOutput>>,
+    /// The decode tap's input and keyframe wishes, for the first video track.
+    tap: Mutex<Option<(TapInput, mpsc::Receiver<()>)>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -165,6 +175,14 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
         return;
     };
     let out_payload_type = negotiated_vp8_payload_type(&sender).await;
+    let tap = shared.tap.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let tap_input = match (tap, &shared.info.tap) {
+        (Some((input, wishes)), Some(state)) => {
+            shared.spawn(echo::request_keyframes_for_tap(wishes, Arc::clone(&track), Arc::clone(state)));
+            Some(input)
+        }
+        _ => None,
+    };
     tracing::info!(session = %shared.info.id, out_ssrc, ?out_payload_type, "echo started");
 
     shared.spawn(echo::relay_keyframe_requests(
@@ -178,6 +196,7 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
         out_track,
         out_ssrc,
         out_payload_type,
+        tap_input,
         Arc::clone(&shared.info.echo),
         Arc::clone(&shared.metrics),
     )
@@ -203,6 +222,7 @@ impl Session {
         id: String,
         offer_sdp: String,
         networks: &[PeerNetwork],
+        tap_config: Option<&TapConfig>,
         metrics: Arc<Metrics>,
     ) -> Result<(Session, String, mpsc::UnboundedReceiver<SessionEvent>), SignalError> {
         let video_tracks = offer_sdp
@@ -220,12 +240,22 @@ impl Session {
             .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("unparsable SDP: {e}")))?;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let info = Arc::new(SessionInfo::new(id));
+        let (tap_input, tap_state) = match tap_config {
+            Some(config) => {
+                let (input, state, wishes) = tap::start(&id, config, Arc::clone(&metrics)).map_err(|e| {
+                    SignalError::new(ErrorCode::Internal, format!("could not start the decode tap: {e}"))
+                })?;
+                (Some((input, wishes)), Some(state))
+            }
+            None => (None, None),
+        };
+        let info = Arc::new(SessionInfo::new(id, tap_state));
         let shared = Arc::new(Shared {
             info: Arc::clone(&info),
             metrics,
             events: events_tx,
             free_outputs: Mutex::new(Vec::new()),
+            tap: Mutex::new(tap_input),
             tasks: Mutex::new(Vec::new()),
         });
         let mut built = Err(SignalError::new(ErrorCode::Internal, "no media address to bind"));
@@ -330,6 +360,8 @@ impl Session {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        // Dropping the tap's input (here, or with the aborted echo task) ends its thread.
+        self.shared.tap.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.info.set_state(RTCPeerConnectionState::Closed);
         tracing::info!(session = %self.info.id, "session closed");
     }

@@ -1,0 +1,187 @@
+//! Depacketize VP8 RTP (with webrtc-rs's own `Vp8Packet`) and assemble frames by
+//! RTP timestamp and marker bit.
+//!
+//! Sans-IO: packets in, frames out, counters kept. Any sequence gap breaks the
+//! frame in progress (discarded and counted) and, since the decoder's references
+//! are then broken too, every frame is skipped until the next keyframe.
+
+use bytes::{Bytes, BytesMut};
+use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp::packetizer::Depacketizer;
+
+/// What the tap needs of an RTP packet: cheap to clone (the payload is shared).
+#[derive(Debug, Clone)]
+pub struct TapPacket {
+    pub sequence_number: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload: Bytes,
+}
+
+impl From<&rtc::rtp::Packet> for TapPacket {
+    fn from(packet: &rtc::rtp::Packet) -> Self {
+        TapPacket {
+            sequence_number: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            marker: packet.header.marker,
+            payload: packet.payload.clone(),
+        }
+    }
+}
+
+/// One complete VP8 frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub data: Bytes,
+    pub timestamp: u32,
+    pub keyframe: bool,
+}
+
+/// Counters of what the assembler saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AssemblyCounts {
+    pub packets: u64,
+    pub frames_assembled: u64,
+    /// Frames that lost a packet (or were malformed) and were discarded.
+    pub frames_incomplete: u64,
+    /// Complete frames dropped because the decoder waits for a keyframe.
+    pub frames_skipped: u64,
+    pub keyframes: u64,
+    /// Packets that came again or too late to use.
+    pub duplicates: u64,
+    /// Payloads that are not VP8 (bad descriptor) .
+    pub malformed: u64,
+    /// Empty (padding-only) packets.
+    pub padding: u64,
+    pub bytes: u64,
+}
+
+/// The largest frame we assemble; beyond it the frame is discarded as malformed.
+pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug)]
+struct Partial {
+    timestamp: u32,
+    data: BytesMut,
+    broken: bool,
+}
+
+#[derive(Debug)]
+pub struct FrameAssembler {
+    last_sequence: Option<u16>,
+    current: Option<Partial>,
+    waiting_for_keyframe: bool,
+    counts: AssemblyCounts,
+}
+
+impl Default for FrameAssembler {
+    fn default() -> Self {
+        FrameAssembler {
+            last_sequence: None,
+            current: None,
+            waiting_for_keyframe: true,
+            counts: AssemblyCounts::default(),
+        }
+    }
+}
+
+impl FrameAssembler {
+    pub fn counts(&self) -> AssemblyCounts {
+        self.counts
+    }
+
+    /// True while frames are skipped until a keyframe arrives.
+    pub fn waiting_for_keyframe(&self) -> bool {
+        self.waiting_for_keyframe
+    }
+
+    /// Skip frames until the next keyframe (e.g. after a decode error).
+    pub fn require_keyframe(&mut self) {
+        self.waiting_for_keyframe = true;
+    }
+
+    /// Takes one packet; returns a frame when this packet completed one.
+    pub fn push(&mut self, packet: &TapPacket) -> Option<Frame> {
+        self.counts.packets += 1;
+        if let Some(last) = self.last_sequence {
+            let step = packet.sequence_number.wrapping_sub(last);
+            if step == 0 || step > u16::MAX / 2 {
+                self.counts.duplicates += 1;
+                return None;
+            }
+            if step > 1 {
+                self.break_current();
+                self.waiting_for_keyframe = true;
+            }
+        }
+        self.last_sequence = Some(packet.sequence_number);
+        if packet.payload.is_empty() {
+            self.counts.padding += 1;
+            return None;
+        }
+
+        if self.current.as_ref().is_some_and(|p| p.timestamp != packet.timestamp) {
+            // A new timestamp before the old frame's marker: the old one lost its end.
+            self.break_current();
+            self.waiting_for_keyframe = true;
+        }
+
+        let mut descriptor = Vp8Packet::default();
+        let body = match descriptor.depacketize(&packet.payload) {
+            Ok(body) => Some(body),
+            Err(_) => {
+                self.counts.malformed += 1;
+                None
+            }
+        };
+        let starts_frame = descriptor.s == 1 && descriptor.pid == 0;
+        let partial = self.current.get_or_insert_with(|| Partial {
+            timestamp: packet.timestamp,
+            data: BytesMut::new(),
+            // A frame must begin with the start of partition 0.
+            broken: !starts_frame,
+        });
+        match body {
+            Some(body) if partial.data.len() + body.len() <= MAX_FRAME_BYTES => {
+                partial.data.extend_from_slice(&body)
+            }
+            _ => partial.broken = true,
+        }
+        if !packet.marker {
+            return None;
+        }
+        let partial = self.current.take()?;
+        self.finish(partial)
+    }
+
+    fn break_current(&mut self) {
+        if self.current.take().is_some() {
+            self.counts.frames_incomplete += 1;
+        }
+    }
+
+    fn finish(&mut self, partial: Partial) -> Option<Frame> {
+        if partial.broken || partial.data.is_empty() {
+            self.counts.frames_incomplete += 1;
+            self.waiting_for_keyframe = true;
+            return None;
+        }
+        let data = partial.data.freeze();
+        // VP8 frame tag (RFC 6386 §9.1): bit 0 of the first byte is 0 on keyframes.
+        let keyframe = data[0] & 0x01 == 0;
+        self.counts.frames_assembled += 1;
+        self.counts.bytes += data.len() as u64;
+        if keyframe {
+            self.counts.keyframes += 1;
+            self.waiting_for_keyframe = false;
+        } else if self.waiting_for_keyframe {
+            self.counts.frames_skipped += 1;
+            return None;
+        }
+        Some(Frame {
+            data,
+            timestamp: partial.timestamp,
+            keyframe,
+        })
+    }
+}

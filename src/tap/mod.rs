@@ -1,0 +1,264 @@
+//! The decode tap: reads the VP8 the session forwards, for metrics and a snapshot,
+//! without ever slowing or altering the echo.
+//!
+//! The echo loop offers each forwarded packet with `try_send` on a bounded
+//! channel ([`TapInput::offer`]); when the tap falls behind, packets are counted
+//! as dropped and the echo goes on. A thread of the tap's own (libvpx decoding is
+//! CPU work: never on the async runtime) depacketizes, assembles and decodes.
+
+pub mod assemble;
+pub mod decode;
+pub mod snapshot;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+use assemble::{AssemblyCounts, FrameAssembler, TapPacket};
+use decode::{I420Frame, Vp8Decoder};
+
+/// How the tap runs (from `--decode-tap`, `--tap-pli`, `--tap-queue`).
+#[derive(Debug, Clone)]
+pub struct TapConfig {
+    /// Packets the tap may fall behind before it drops.
+    pub queue_packets: usize,
+    /// Ask the publisher for a keyframe while waiting for one (≤ 1 per second).
+    pub request_keyframes: bool,
+}
+
+impl Default for TapConfig {
+    fn default() -> Self {
+        TapConfig {
+            queue_packets: 1024,
+            request_keyframes: false,
+        }
+    }
+}
+
+/// Keyframe requests from the tap reach the publisher at most this often.
+pub const TAP_PLI_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The echo loop's end of the tap.
+pub struct TapInput {
+    packets: mpsc::Sender<TapPacket>,
+    state: Arc<TapState>,
+    metrics: Arc<Metrics>,
+}
+
+impl TapInput {
+    /// Offers one forwarded packet; never waits. A full queue counts a drop.
+    pub fn offer(&self, packet: TapPacket) {
+        if self.packets.try_send(packet).is_err() {
+            self.state.packets_dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.tap_packets_dropped.inc();
+        }
+    }
+}
+
+/// What the tap knows, shared with `/api/sessions` and the snapshot route.
+#[derive(Debug, Default)]
+pub struct TapState {
+    pub packets_dropped: AtomicU64,
+    pub frames_decoded: AtomicU64,
+    pub decode_errors: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+    inner: Mutex<TapWindow>,
+}
+
+/// Numbers that need more than an atomic: windows and the latest picture.
+#[derive(Debug, Default)]
+struct TapWindow {
+    counts: AssemblyCounts,
+    width: u32,
+    height: u32,
+    /// When recent frames were decoded (the last second's give the fps).
+    decoded_at: VecDeque<Instant>,
+    /// Recent decode times, µs.
+    decode_us: VecDeque<u64>,
+    last_keyframe_at: Option<Instant>,
+    latest: Option<Arc<I420Frame>>,
+}
+
+const DECODE_TIMES_KEPT: usize = 512;
+const FPS_WINDOW: Duration = Duration::from_secs(1);
+
+impl TapState {
+    fn window(&self) -> std::sync::MutexGuard<'_, TapWindow> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The latest decoded picture, if any.
+    pub fn latest_frame(&self) -> Option<Arc<I420Frame>> {
+        self.window().latest.clone()
+    }
+
+    /// The `"tap"` object of `/api/sessions`.
+    pub fn to_json(&self) -> Value {
+        let now = Instant::now();
+        let window = self.window();
+        let counts = window.counts;
+        let fps = window
+            .decoded_at
+            .iter()
+            .filter(|at| now.saturating_duration_since(**at) <= FPS_WINDOW)
+            .count();
+        let mut times: Vec<u64> = window.decode_us.iter().copied().collect();
+        times.sort_unstable();
+        let percentile = |p: f64| -> Option<u64> {
+            (!times.is_empty()).then(|| times[((times.len() - 1) as f64 * p).round() as usize])
+        };
+        json!({
+            "enabled": true,
+            "packets": counts.packets,
+            "frames_assembled": counts.frames_assembled,
+            "frames_decoded": self.frames_decoded.load(Ordering::Relaxed),
+            "keyframes": counts.keyframes,
+            "frames_incomplete": counts.frames_incomplete,
+            "frames_skipped": counts.frames_skipped,
+            "duplicates": counts.duplicates,
+            "malformed": counts.malformed,
+            "decode_errors": self.decode_errors.load(Ordering::Relaxed),
+            "tap_packets_dropped": self.packets_dropped.load(Ordering::Relaxed),
+            "keyframe_requests": self.keyframe_requests.load(Ordering::Relaxed),
+            "width": window.width,
+            "height": window.height,
+            "fps": fps,
+            "decode_us_p50": percentile(0.50),
+            "decode_us_p99": percentile(0.99),
+            "bytes_per_frame_avg": counts.bytes.checked_div(counts.frames_assembled).unwrap_or(0),
+            "last_keyframe_age_ms": window.last_keyframe_at.map(|at| now.saturating_duration_since(at).as_millis() as u64),
+        })
+    }
+}
+
+/// Starts a session's tap thread. Returns the echo loop's input, the shared
+/// state, and a receiver of keyframe wishes (when `request_keyframes`).
+pub fn start(
+    session_id: &str,
+    config: &TapConfig,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(TapInput, Arc<TapState>, mpsc::Receiver<()>)> {
+    let (packets_tx, packets_rx) = mpsc::channel(config.queue_packets.max(1));
+    let (wishes_tx, wishes_rx) = mpsc::channel(1);
+    let state = Arc::new(TapState::default());
+    let worker = Worker {
+        packets: packets_rx,
+        keyframe_wishes: config.request_keyframes.then_some(wishes_tx),
+        state: Arc::clone(&state),
+        metrics: Arc::clone(&metrics),
+    };
+    std::thread::Builder::new()
+        .name(format!("tap-{session_id}"))
+        .spawn(move || worker.run())?;
+    let input = TapInput {
+        packets: packets_tx,
+        state: Arc::clone(&state),
+        metrics,
+    };
+    Ok((input, state, wishes_rx))
+}
+
+/// The tap's thread: ends when the echo loop drops its [`TapInput`].
+struct Worker {
+    packets: mpsc::Receiver<TapPacket>,
+    keyframe_wishes: Option<mpsc::Sender<()>>,
+    state: Arc<TapState>,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut decoder = match Vp8Decoder::new() {
+            Ok(decoder) => decoder,
+            Err(err) => {
+                tracing::error!(%err, "decode tap disabled for this session");
+                return;
+            }
+        };
+        let mut pipeline = TapPipeline::default();
+        while let Some(packet) = self.packets.blocking_recv() {
+            let outcome = pipeline.push(&mut decoder, &packet);
+            self.record(&pipeline, outcome);
+            if pipeline.assembler.waiting_for_keyframe()
+                && let Some(wishes) = &self.keyframe_wishes
+            {
+                let _ = wishes.try_send(());
+            }
+        }
+    }
+
+    fn record(&self, pipeline: &TapPipeline, outcome: Option<Decoded>) {
+        let mut window = self.state.window();
+        let before = window.counts;
+        window.counts = pipeline.assembler.counts();
+        let new_keyframes = window.counts.keyframes - before.keyframes;
+        if new_keyframes > 0 {
+            self.metrics.tap_keyframes.inc_by(new_keyframes);
+        }
+        match outcome {
+            None => {}
+            Some(Decoded::Error) => {
+                self.state.decode_errors.fetch_add(1, Ordering::Relaxed);
+                self.metrics.tap_decode_errors.inc();
+            }
+            Some(Decoded::Picture { frame, keyframe, took }) => {
+                let now = Instant::now();
+                self.state.frames_decoded.fetch_add(1, Ordering::Relaxed);
+                self.metrics.tap_frames_decoded.inc();
+                self.metrics.tap_decode_seconds.observe(took.as_secs_f64());
+                window.width = frame.width;
+                window.height = frame.height;
+                if keyframe {
+                    window.last_keyframe_at = Some(now);
+                }
+                window.decoded_at.push_back(now);
+                while window.decoded_at.front().is_some_and(|at| now.duration_since(*at) > FPS_WINDOW) {
+                    window.decoded_at.pop_front();
+                }
+                if window.decode_us.len() == DECODE_TIMES_KEPT {
+                    window.decode_us.pop_front();
+                }
+                window.decode_us.push_back(took.as_micros() as u64);
+                window.latest = Some(Arc::new(frame));
+            }
+        }
+    }
+}
+
+/// What decoding one assembled frame gave.
+pub enum Decoded {
+    Picture { frame: I420Frame, keyframe: bool, took: Duration },
+    Error,
+}
+
+/// Depacketize → assemble → decode, one packet at a time, with no I/O: the tap's
+/// thread runs it, and tests and benches drive it directly.
+#[derive(Debug, Default)]
+pub struct TapPipeline {
+    pub assembler: FrameAssembler,
+}
+
+impl TapPipeline {
+    pub fn push(&mut self, decoder: &mut Vp8Decoder, packet: &TapPacket) -> Option<Decoded> {
+        let frame = self.assembler.push(packet)?;
+        let started = Instant::now();
+        match decoder.decode(&frame.data) {
+            Ok(Some(picture)) => Some(Decoded::Picture {
+                frame: picture,
+                keyframe: frame.keyframe,
+                took: started.elapsed(),
+            }),
+            Ok(None) => None,
+            Err(err) => {
+                tracing::debug!(%err, "tap decode error");
+                self.assembler.require_keyframe();
+                Some(Decoded::Error)
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The decode tap's pipeline (depacketize → assemble → libvpx decode) on real VP8
+//! from libvpx, packetized by webrtc-rs's payloader, clean and damaged.
+
+use face_echo::clip::{encode_test_pattern, packetize};
+use face_echo::tap::assemble::TapPacket;
+use face_echo::tap::decode::Vp8Decoder;
+use face_echo::tap::{Decoded, TapPipeline};
+
+/// What feeding `packets` through a fresh pipeline gave.
+#[derive(Debug, Default)]
+struct Run {
+    decoded: usize,
+    errors: usize,
+    sizes: Vec<(u32, u32)>,
+    pipeline: TapPipeline,
+}
+
+fn run(packets: &[TapPacket]) -> Run {
+    let mut decoder = Vp8Decoder::new().expect("decoder");
+    let mut out = Run::default();
+    for packet in packets {
+        match out.pipeline.push(&mut decoder, packet) {
+            Some(Decoded::Picture { frame, .. }) => {
+                out.decoded += 1;
+                out.sizes.push((frame.width, frame.height));
+            }
+            Some(Decoded::Error) => out.errors += 1,
+            None => {}
+        }
+    }
+    out
+}
+
+/// Two clips back to back (each starts with a keyframe), as one RTP stream.
+fn stream(first: (u32, u32, usize), second: (u32, u32, usize)) -> (Vec<TapPacket>, Vec<usize>) {
+    let mut frames = encode_test_pattern(first.0, first.1, first.2, 30, 500).unwrap();
+    frames.extend(encode_test_pattern(second.0, second.1, second.2, 30, 500).unwrap());
+    let packets = packetize(&frames, 1234, 30).unwrap();
+    // Index of the first packet of each frame, to aim damage at a frame.
+    let mut starts = vec![0];
+    for (i, pair) in packets.windows(2).enumerate() {
+        if pair[0].header.timestamp != pair[1].header.timestamp {
+            starts.push(i + 1);
+        }
+    }
+    (packets.iter().map(TapPacket::from).collect(), starts)
+}
+
+#[test]
+fn clean_stream_decodes_every_frame_at_its_size() {
+    let (packets, _) = stream((320, 240, 30), (320, 240, 30));
+    let run = run(&packets);
+    let counts = run.pipeline.assembler.counts();
+    assert_eq!(run.decoded, 60);
+    assert_eq!(run.errors, 0);
+    assert_eq!(counts.frames_assembled, 60);
+    assert_eq!(counts.frames_incomplete, 0);
+    assert_eq!(counts.keyframes, 2);
+    assert!(run.sizes.iter().all(|size| *size == (320, 240)));
+}
+
+#[test]
+fn a_lost_packet_discards_its_frame_and_recovery_waits_for_the_keyframe() {
+    let (mut packets, starts) = stream((320, 240, 30), (320, 240, 30));
+    packets.remove(starts[10]); // first packet of frame 10
+    let run = run(&packets);
+    let counts = run.pipeline.assembler.counts();
+    assert_eq!(counts.frames_incomplete, 1, "{counts:?}");
+    // Frames 11..29 reference the broken one: skipped until frame 30, the keyframe.
+    assert_eq!(counts.frames_skipped, 19, "{counts:?}");
+    assert_eq!(run.decoded, 10 + 30, "frames 0-9 and the whole second clip");
+    assert_eq!(run.errors, 0);
+}
+
+#[test]
+fn reordering_breaks_the_frame_and_recovers_at_the_next_keyframe() {
+    let (mut packets, starts) = stream((640, 480, 20), (640, 480, 20));
+    // Keyframes of 640x480 span several packets: swap two inside frame 0... of the first clip.
+    let (a, b) = (starts[0], starts[0] + 1);
+    assert!(starts[1] > b + 1, "keyframe spans several packets");
+    packets.swap(a, b);
+    let run = run(&packets);
+    let counts = run.pipeline.assembler.counts();
+    assert!(counts.frames_incomplete >= 1, "{counts:?}");
+    assert!(counts.duplicates >= 1, "the late packet is counted: {counts:?}");
+    assert_eq!(run.decoded, 20, "only the second clip decodes: {counts:?}");
+}
+
+#[test]
+fn duplicates_are_counted_and_ignored() {
+    let (packets, _) = stream((320, 240, 15), (320, 240, 15));
+    let doubled: Vec<TapPacket> = packets.iter().flat_map(|p| [p.clone(), p.clone()]).collect();
+    let run = run(&doubled);
+    let counts = run.pipeline.assembler.counts();
+    assert_eq!(run.decoded, 30);
+    assert_eq!(counts.duplicates, packets.len() as u64);
+}
+
+#[test]
+fn truncated_and_random_payloads_are_counted_not_fatal() {
+    let (packets, starts) = stream((320, 240, 30), (320, 240, 30));
+    // Truncate every packet of frame 5 to its descriptor and a few bytes.
+    let mut truncated = packets.clone();
+    for packet in &mut truncated[starts[5]..starts[6]] {
+        packet.payload = packet.payload.slice(..packet.payload.len().min(6));
+    }
+    let run_truncated = run(&truncated);
+    let c = run_truncated.pipeline.assembler.counts();
+    assert!(run_truncated.errors + c.frames_incomplete as usize + c.frames_skipped as usize > 0, "{c:?}");
+    assert!(run_truncated.decoded >= 35, "the second clip still decodes: {}", run_truncated.decoded);
+
+    // Random bytes in place of every payload of the first clip, valid descriptors kept.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut random = packets.clone();
+    for packet in &mut random[..starts[30]] {
+        let mut bytes = packet.payload.to_vec();
+        for byte in bytes.iter_mut().skip(1) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *byte = seed as u8;
+        }
+        packet.payload = bytes.into();
+    }
+    let run_random = run(&random);
+    assert!(run_random.decoded >= 30, "recovers at the second clip's keyframe: {}", run_random.decoded);
+
+    // Tiny and empty payloads.
+    let junk = [vec![], vec![0x10], vec![0x90, 0x80], vec![0x10, 0, 0, 0]];
+    let packets: Vec<TapPacket> = junk
+        .iter()
+        .enumerate()
+        .map(|(i, p)| TapPacket { sequence_number: i as u16, timestamp: i as u32, marker: true, payload: p.clone().into() })
+        .collect();
+    let run_junk = run(&packets);
+    assert_eq!(run_junk.decoded, 0);
+}
+
+#[test]
+fn a_resolution_change_is_reported() {
+    let (packets, _) = stream((320, 240, 10), (640, 480, 10));
+    let run = run(&packets);
+    assert_eq!(run.decoded, 20);
+    assert_eq!(run.sizes.first(), Some(&(320, 240)));
+    assert_eq!(run.sizes.last(), Some(&(640, 480)));
+}
