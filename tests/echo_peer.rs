@@ -11,30 +11,6 @@ use face_echo::client::Publisher;
 use face_echo::clip::encode_test_pattern;
 use rtc::rtp;
 
-const FPS: u32 = 30;
-const SAMPLES_PER_FRAME: u32 = 90_000 / FPS;
-
-/// Sends `frames` frames of a 320x240 clip at 30 fps; returns every packet sent.
-async fn publish(publisher: &mut Publisher, frames: usize) -> Vec<rtp::Packet> {
-    let clip = encode_test_pattern(320, 240, frames, FPS, 600).expect("clip encodes");
-    let mut sent = Vec::new();
-    let mut ticker = tokio::time::interval(Duration::from_millis(1000 / u64::from(FPS)));
-    for frame in &clip {
-        ticker.tick().await;
-        sent.extend(publisher.send_frame(&frame.data, SAMPLES_PER_FRAME).await.expect("send"));
-    }
-    sent
-}
-
-/// Drains echoed packets until none arrives for `quiet`.
-async fn collect_echo(publisher: &mut Publisher, quiet: Duration) -> Vec<rtp::Packet> {
-    let mut echoed = Vec::new();
-    while let Ok(Some(packet)) = tokio::time::timeout(quiet, publisher.echoed.recv()).await {
-        echoed.push(packet);
-    }
-    echoed
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echoes_vp8_payloads_byte_identical_and_in_order() {
     let server = start(test_config()).await;

@@ -6,7 +6,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use face_echo::client::Publisher;
+use face_echo::clip::encode_test_pattern;
 use face_echo::config::Config;
+use rtc::rtp;
 use face_echo::server::{self, RunningServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -78,5 +81,91 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub const FPS: u32 = 30;
+pub const SAMPLES_PER_FRAME: u32 = 90_000 / FPS;
+
+/// Sends `frames` frames of a 320x240 clip at 30 fps; returns every packet sent.
+pub async fn publish(publisher: &mut Publisher, frames: usize) -> Vec<rtp::Packet> {
+    let clip = encode_test_pattern(320, 240, frames, FPS, 600).expect("clip encodes");
+    let mut sent = Vec::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(1000 / u64::from(FPS)));
+    for frame in &clip {
+        ticker.tick().await;
+        sent.extend(publisher.send_frame(&frame.data, SAMPLES_PER_FRAME).await.expect("send"));
+    }
+    sent
+}
+
+/// Drains echoed packets until none arrives for `quiet`.
+pub async fn collect_echo(publisher: &mut Publisher, quiet: Duration) -> Vec<rtp::Packet> {
+    let mut echoed = Vec::new();
+    while let Ok(Some(packet)) = tokio::time::timeout(quiet, publisher.echoed.recv()).await {
+        echoed.push(packet);
+    }
+    echoed
+}
+
+
+/// Counts echoed packets whose payload equals the sent packet with the same
+/// sequence number (retransmissions counted once).
+pub fn identical_payloads(sent: &[rtp::Packet], echoed: &[rtp::Packet]) -> usize {
+    let sent: std::collections::HashMap<u16, &rtp::Packet> =
+        sent.iter().map(|p| (p.header.sequence_number, p)).collect();
+    let mut seen = std::collections::HashSet::new();
+    echoed
+        .iter()
+        .filter(|p| seen.insert(p.header.sequence_number))
+        .filter(|p| sent.get(&p.header.sequence_number).is_some_and(|s| s.payload == p.payload))
+        .count()
+}
+
+/// Names of this process's threads (Linux), e.g. to see whether tap threads run.
+pub fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|name| name.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// GET `path` as bytes: status, content type, body.
+pub async fn http_get_bytes(addr: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("headers end");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status");
+    let content_type = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type: ").or_else(|| l.strip_prefix("Content-Type: ")))
+        .unwrap_or_default()
+        .to_owned();
+    let mut body = response[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (status, content_type, body)
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") else { return out };
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap_or("0").trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        let start = line_end + 2;
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[start + size + 2..];
     }
 }
