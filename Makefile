@@ -25,6 +25,7 @@ test-rust:
 # The page in headless Chromium with a fake camera, against the real server.
 test-browser:
 	cd tests/browser && FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo node --test
+	cd tests/browser && FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo FACE_ECHO_ARGS=--decode-tap node --test
 
 # Independent WebRTC stacks as clients: aiortc (PyPI) and GStreamer webrtcbin (Debian).
 test-interop:

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 want=(pkg-config libvpx-dev)
 if [ "${1:-build}" = test ]; then
-  want+=(chromium python3-pil vpx-tools)
+  want+=(chromium vpx-tools)
 fi
 
 missing=()
@@ -25,6 +25,11 @@ fi
 command -v cargo >/dev/null || { echo "deps: cargo not found; install Rust (https://rustup.rs) first" >&2; exit 1; }
 
 if [ "${1:-build}" = test ]; then
+  # The browser test turns a photo into a Y4M fake camera with Pillow.
+  if ! python3 -c 'import PIL' 2>/dev/null; then
+    echo "deps: pip install pillow"
+    python3 -m pip install --quiet pillow
+  fi
   # playwright-core drives Debian's chromium; it never downloads a browser of its own.
   if [ ! -d tests/browser/node_modules/playwright-core ]; then
     echo "deps: npm ci in tests/browser"

@@ -1,0 +1,144 @@
+// The page in Debian's headless Chromium, with a fake camera made from a photo of a
+// face, against the real face-echo server: face-api must find the face, the echo
+// must play, the server must have forwarded packets. With FACE_ECHO_ARGS=--decode-tap
+// it also checks the server's snapshot is a JPEG of the sent size.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { createServer } from 'node:net';
+import { mkdirSync, mkdtempSync, rmSync, createWriteStream, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '../..');
+const bin = process.env.FACE_ECHO_BIN ?? join(repo, 'target/debug/face-echo');
+const extraArgs = (process.env.FACE_ECHO_ARGS ?? '').split(/\s+/).filter(Boolean);
+const outDir = join(repo, 'target/e2e');
+const WIDTH = 640;
+const HEIGHT = 480;
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const probe = createServer();
+    probe.once('error', fail);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => ok(port));
+    });
+  });
+}
+
+async function waitFor(what, check, timeoutMs, describe) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${await describe()}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+function tail(path, lines = 40) {
+  return existsSync(path) ? readFileSync(path, 'utf8').split('\n').slice(-lines).join('\n') : '(no log)';
+}
+
+/// JPEG width and height from its SOF marker.
+function jpegSize(bytes) {
+  assert.equal(bytes[0], 0xff); assert.equal(bytes[1], 0xd8, 'JPEG SOI');
+  let i = 2;
+  while (i < bytes.length) {
+    const marker = bytes[i + 1];
+    const length = (bytes[i + 2] << 8) | bytes[i + 3];
+    if (marker >= 0xc0 && marker <= 0xc3) {
+      return { height: (bytes[i + 5] << 8) | bytes[i + 6], width: (bytes[i + 7] << 8) | bytes[i + 8] };
+    }
+    i += 2 + length;
+  }
+  throw new Error('no SOF marker in JPEG');
+}
+
+test(`page detects a face and plays the echo (server args: ${extraArgs.join(' ') || 'none'})`, { timeout: 180_000 }, async () => {
+  mkdirSync(outDir, { recursive: true });
+  const work = mkdtempSync(join(tmpdir(), 'face-echo-e2e-'));
+  const y4m = join(work, 'camera.y4m');
+  execFileSync('python3', [join(here, 'make_y4m.py'), join(repo, 'tests/fixtures/astronaut.png'), y4m, `${WIDTH}`, `${HEIGHT}`, '30']);
+
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const serverLog = join(outDir, 'server.log');
+  const server = spawn(bin, ['--listen', `127.0.0.1:${port}`, ...extraArgs], {
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'face_echo=debug,info' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  server.stderr.pipe(createWriteStream(serverLog));
+  const consoleLines = [];
+  let context;
+  try {
+    await waitFor('the server', async () => {
+      try { return (await fetch(`${base}/healthz`)).ok; } catch { return false; }
+    }, 20_000, () => tail(serverLog));
+
+    context = await chromium.launchPersistentContext(join(work, 'profile'), {
+      executablePath: '/usr/bin/chromium',
+      headless: true,
+      args: [
+        '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--no-first-run',
+        '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+        `--use-file-for-fake-video-capture=${y4m}`, '--allow-loopback-in-peer-connection',
+      ],
+    });
+    const page = context.pages()[0] ?? await context.newPage();
+    page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
+    page.on('pageerror', (e) => consoleLines.push(`[pageerror] ${e.message}`));
+    await page.goto(base);
+    await page.click('#start');
+
+    const snapshot = () => page.evaluate(() => JSON.stringify(window.faceEcho));
+    const describe = async () => `faceEcho=${await snapshot()}\nconsole:\n${consoleLines.join('\n')}\nserver log:\n${tail(serverLog)}`;
+    const fe = await waitFor('a face and 30 echoed frames', async () => {
+      const s = JSON.parse(await snapshot());
+      return s.maxFaces >= 1 && s.echoFramesRendered >= 30 ? s : null;
+    }, 120_000, describe);
+    console.log(`faceEcho: ${JSON.stringify(fe)}`);
+    assert.equal(fe.state, 'connected');
+    assert.ok(fe.session, 'session id from the answer');
+
+    const sessions = await (await fetch(`${base}/api/sessions`)).json();
+    const mine = sessions.find((s) => s.id === fe.session);
+    assert.ok(mine, `session ${fe.session} in /api/sessions: ${JSON.stringify(sessions)}`);
+    assert.ok(mine.echo.packets_out > 0, `packets forwarded: ${JSON.stringify(mine.echo)}`);
+    console.log(`server echo: ${JSON.stringify(mine.echo)}`);
+
+    if (extraArgs.includes('--decode-tap')) {
+      const tap = await waitFor('tap frames', async () => {
+        const s = (await (await fetch(`${base}/api/sessions`)).json()).find((x) => x.id === fe.session);
+        return s?.tap?.frames_decoded > 0 ? s.tap : null;
+      }, 20_000, describe);
+      console.log(`server tap: ${JSON.stringify(tap)}`);
+      const response = await fetch(`${base}/api/sessions/${fe.session}/snapshot.jpg`);
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('content-type'), 'image/jpeg');
+      const size = jpegSize(new Uint8Array(await response.arrayBuffer()));
+      // The canvas is the camera's size; the sender may scale it down under load.
+      assert.equal(size.width * HEIGHT, size.height * WIDTH, `aspect of ${JSON.stringify(size)}`);
+      assert.deepEqual(size, { width: tap.width, height: tap.height });
+      await waitFor('the snapshot in the page', () => page.evaluate(() => {
+        const img = document.getElementById('snapshot');
+        return !img.hidden && img.complete && img.naturalWidth > 0;
+      }), 10_000, describe);
+    }
+
+    const shot = join(outDir, `browser-echo${extraArgs.includes('--decode-tap') ? '-tap' : ''}.png`);
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log(`screenshot: ${shot}`);
+  } finally {
+    await context?.close().catch(() => {});
+    server.kill('SIGTERM');
+    await new Promise((r) => server.once('exit', r));
+    rmSync(work, { recursive: true, force: true });
+  }
+});
