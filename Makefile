@@ -4,12 +4,12 @@
 ARGS ?=
 CARGO ?= cargo
 
-.PHONY: run test test-rust test-browser test-interop deps-build deps-test
+.PHONY: run test test-rust test-browser test-interop test-fuzz deps-build deps-test
 
 run: deps-build
 	$(CARGO) run --release -- $(ARGS)
 
-test: deps-test test-rust test-browser test-interop
+test: deps-test test-rust test-browser test-interop test-fuzz
 
 deps-build:
 	@scripts/deps.sh build
@@ -30,3 +30,7 @@ test-browser:
 # Independent WebRTC stacks as clients: aiortc (PyPI) and GStreamer webrtcbin (Debian).
 test-interop:
 	FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo tests/interop/run.sh
+
+# cargo-fuzz targets (tap pipeline, signaling parser), 20 s each; longer: scripts/fuzz.sh 3600
+test-fuzz:
+	scripts/fuzz.sh 20

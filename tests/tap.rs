@@ -144,3 +144,26 @@ fn a_resolution_change_is_reported() {
     assert_eq!(run.sizes.first(), Some(&(320, 240)));
     assert_eq!(run.sizes.last(), Some(&(640, 480)));
 }
+
+/// Writes seed inputs for the `tap_pipeline` fuzz target (real VP8 in its input
+/// format) when FUZZ_SEED_DIR is set: `FUZZ_SEED_DIR=fuzz/seeds/tap_pipeline cargo test --test tap`.
+#[test]
+fn write_fuzz_seeds_when_asked() {
+    let Ok(dir) = std::env::var("FUZZ_SEED_DIR") else { return };
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, (w, h, n)) in [("small", (64, 48, 6)), ("qvga", (320, 240, 3))] {
+        let frames = encode_test_pattern(w, h, n, 30, 300).unwrap();
+        let packets = packetize(&frames, 1, 30).unwrap();
+        let mut seed = Vec::new();
+        let mut last_ts = packets[0].header.timestamp;
+        for packet in &packets {
+            // Flags (step 1, new-timestamp bit, marker bit), u16 length, payload.
+            let new_ts = packet.header.timestamp != last_ts;
+            last_ts = packet.header.timestamp;
+            seed.push(1 | if new_ts { 0b100 } else { 0 } | if packet.header.marker { 0b1000 } else { 0 });
+            seed.extend_from_slice(&(packet.payload.len() as u16).to_be_bytes());
+            seed.extend_from_slice(&packet.payload);
+        }
+        std::fs::write(format!("{dir}/{name}"), seed).unwrap();
+    }
+}

@@ -80,3 +80,42 @@ async fn without_the_tap_nothing_is_decoded() {
     publisher.close().await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+/// A stream that starts without a keyframe leaves the tap waiting for one; with
+/// --tap-pli the server asks the publisher (at most once a second), without it never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_pli_asks_for_a_keyframe_only_when_enabled() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let clip = face_echo::clip::encode_test_pattern(320, 240, 75, FPS, 500).expect("clip");
+    for tap_pli in [false, true] {
+        let mut config = test_config();
+        config.decode_tap = true;
+        config.tap_pli = tap_pli;
+        let server = start(config).await;
+        let mut publisher = Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
+        let mut ticker = tokio::time::interval(Duration::from_millis(1000 / u64::from(FPS)));
+        let started = std::time::Instant::now();
+        for frame in &clip[1..] {
+            ticker.tick().await;
+            publisher.send_frame(&frame.data, SAMPLES_PER_FRAME).await.expect("send");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let waited = started.elapsed();
+        let tap = sessions(server.addr).await.remove(0)["tap"].clone();
+        println!("tap_pli={tap_pli}: plis received {}, tap {tap}", publisher.plis_received());
+        assert_eq!(tap["frames_decoded"], 0, "nothing decodes before a keyframe");
+        assert!(tap["frames_skipped"].as_u64().unwrap() > 60);
+        if tap_pli {
+            // One request per second of waiting (the first at once): ~2.5 s gives 3.
+            let asked = tap["keyframe_requests"].as_u64().unwrap();
+            let most = waited.as_secs() + 1;
+            assert!(asked >= 2 && asked <= most, "{asked} keyframe requests in {waited:?}");
+            assert_eq!(publisher.plis_received(), asked);
+        } else {
+            assert_eq!(tap["keyframe_requests"], 0);
+            assert_eq!(publisher.plis_received(), 0);
+        }
+        publisher.close().await.unwrap();
+        server.shutdown().await.unwrap();
+    }
+}
