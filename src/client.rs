@@ -237,6 +237,11 @@ impl Publisher {
         })
     }
 
+    /// Takes the stream of echoed packets, to read it from another task.
+    pub fn take_echoed(&mut self) -> mpsc::UnboundedReceiver<rtp::Packet> {
+        std::mem::replace(&mut self.echoed, mpsc::unbounded_channel().1)
+    }
+
     /// The SSRC this publisher sends under.
     pub fn ssrc(&self) -> u32 {
         self.ssrc

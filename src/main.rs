@@ -1,7 +1,8 @@
 //! The `face-echo` binary: parse flags, set up logging, run until Ctrl-C/SIGTERM.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use face_echo::config::Config;
+use face_echo::loadgen::{self, LoadgenArgs};
 use tracing_subscriber::EnvFilter;
 
 /// WebRTC echo media server for live vision work.
@@ -12,16 +13,28 @@ use tracing_subscriber::EnvFilter;
 ///
 /// Logging: RUST_LOG (e.g. RUST_LOG=face_echo=debug), default info.
 #[derive(Parser, Debug)]
-#[command(name = "face-echo", version, about, long_about)]
+#[command(name = "face-echo", version, about, long_about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     config: Config,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run N webrtc-rs publishers against a server and report frame throughput,
+    /// echo round-trip time, loss, and the server's CPU and memory.
+    Loadgen(LoadgenArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            // The load generator's own peers are webrtc-rs too: keep their chatter down.
+            EnvFilter::new(if cli.command.is_some() { "error" } else { "info" })
+        }))
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -31,7 +44,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(cli.config)) {
+    let result = match cli.command {
+        Some(Command::Loadgen(args)) => runtime.block_on(run_loadgen(args)),
+        None => runtime.block_on(serve(cli.config)),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("face-echo: {err:#}");
@@ -51,6 +68,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: closing every session");
     server.shutdown().await?;
     tracing::info!("bye");
+    Ok(())
+}
+
+async fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
+    let json = args.json;
+    let summary = loadgen::run(args).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        loadgen::print_human(&summary);
+    }
     Ok(())
 }
 

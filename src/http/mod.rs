@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(signaling))
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{id}/snapshot.jpg", get(snapshot))
+        .route("/api/process", get(process))
         .route("/metrics", get(metrics))
         .route("/models/{*path}", get(model_file))
         .route("/{*path}", get(web_file))
@@ -113,6 +114,11 @@ async fn snapshot(State(app): State<AppState>, Path(id): Path<String>) -> Respon
         Ok(Err(err)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "message": err}))).into_response(),
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "message": err.to_string()}))).into_response(),
     }
+}
+
+/// The server's own CPU time, RSS, threads and open files (from /proc).
+async fn process() -> Json<crate::process::ProcessStats> {
+    Json(crate::process::read_self())
 }
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {

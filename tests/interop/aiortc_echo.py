@@ -47,8 +47,9 @@ class PatternTrack(VideoStreamTrack):
     def __init__(self) -> None:
         super().__init__()
         self.n = 0
-        # One row of a gradient twice as wide as the frame; each frame takes a shifted slice.
-        self._ramp = bytes((x * 2) & 0xFF for x in range(2 * WIDTH + 2 * HEIGHT))
+        # A long gradient row; row y of frame n is the slice starting at shift(n) + y,
+        # with shift < 2 * WIDTH, so it needs 2 * WIDTH + HEIGHT + WIDTH bytes.
+        self._ramp = bytes((x * 2) & 0xFF for x in range(3 * WIDTH + HEIGHT))
 
     async def recv(self) -> av.VideoFrame:
         pts, time_base = await self.next_timestamp()
@@ -134,10 +135,6 @@ async def run(args) -> dict:
         if remote.kind == "video" and recv_task is None:
             recv_task = asyncio.ensure_future(consume(remote))
 
-    @pc.on("connectionstatechange")
-    async def on_state() -> None:
-        summary["connection_state"] = pc.connectionState
-
     # aiortc gathers every candidate inside setLocalDescription, so the offer carries
     # them (non-trickle); no client ice messages are needed.
     await pc.setLocalDescription(await pc.createOffer())
@@ -198,6 +195,7 @@ async def run(args) -> dict:
                 if summary["answer"]:
                     # Count echoed frames for --seconds from the moment the answer arrived.
                     await asyncio.sleep(args.seconds)
+                    summary["connection_state"] = pc.connectionState
                     summary["server_echo"] = api_sessions(args.url)
             finally:
                 if sig_task.done() and sig_task.exception() is not None:
@@ -207,7 +205,8 @@ async def run(args) -> dict:
         summary["exception"] = f"{type(exc).__name__}: {exc}"
     finally:
         summary["frames_sent"] = track.n
-        summary["connection_state"] = pc.connectionState
+        if summary["connection_state"] is None:
+            summary["connection_state"] = pc.connectionState
         await pc.close()
         if recv_task is not None:
             recv_task.cancel()
@@ -235,6 +234,10 @@ def main() -> int:
     ok = summary["answer"] and summary["echo_frames"] >= args.min_frames
     summary["ok"] = ok
     print(json.dumps(summary))
+    if "exception" in summary:
+        print(f"aiortc_echo: error: {summary['exception']}", file=sys.stderr)
+    if "signaling_error" in summary:
+        print(f"aiortc_echo: signaling error: {summary['signaling_error']}", file=sys.stderr)
     if not summary["answer"]:
         print("aiortc_echo: FAIL: no answer from the server", file=sys.stderr)
     elif not ok:

@@ -15,6 +15,8 @@ GStreamer (see run.sh), so run it with a venv made with --system-site-packages.
 
 import argparse
 import asyncio
+import ctypes
+import ctypes.util
 import json
 import os
 import re
@@ -61,6 +63,28 @@ def api_sessions(ws_url: str):
         return {"error": str(exc)}
 
 
+def webrtcbin_ice_agent(webrtc):
+    """webrtcbin's ICE agent, with webrtcbin's own reference to it kept valid.
+
+    GStreamer 1.22's webrtcbin keeps its GstWebRTCNice with the floating reference it was
+    created with; the first time PyGObject wraps it, it sinks that reference and so takes
+    it over, and when the wrapper goes away the agent is freed under webrtcbin (CRITICALs,
+    then a segfault once ICE starts). When only one reference exists after wrapping, give
+    webrtcbin back the one it thinks it holds. Versions that sink it themselves show two
+    references here and are left alone.
+    """
+    ice = webrtc.get_property("ice-agent")
+    if ice.__grefcount__ == 1:
+        get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+        get_pointer.restype = ctypes.c_void_p
+        get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        gobject = ctypes.CDLL(ctypes.util.find_library("gobject-2.0"))
+        gobject.g_object_ref.restype = ctypes.c_void_p
+        gobject.g_object_ref.argtypes = [ctypes.c_void_p]
+        gobject.g_object_ref(get_pointer(ice.__gpointer__, None))
+    return ice
+
+
 class GstPeer:
     """webrtcbin and its pipeline. GStreamer callbacks hand events to asyncio via `post`."""
 
@@ -82,7 +106,7 @@ class GstPeer:
         # candidates it gathers. face-echo on 127.0.0.1 offers and accepts only loopback
         # candidates, and these tests must only send to loopback, so give the agent
         # exactly one local address (once any is added, libnice gathers on those only).
-        ice = self.webrtc.get_property("ice-agent")
+        ice = webrtcbin_ice_agent(self.webrtc)
         ice.emit("add-local-ip-address", "127.0.0.1")
         ice.set_property("ice-tcp", False)
 
@@ -371,6 +395,8 @@ def main() -> int:
     print(json.dumps(summary), flush=True)
     if "exception" in summary:
         log(f"error: {summary['exception']}")
+    if "signaling_error" in summary:
+        log(f"signaling error: {summary['signaling_error']}")
     if not summary["answer"]:
         log("FAIL: no answer from the server")
     elif not ok:

@@ -1,0 +1,354 @@
+//! `face-echo loadgen`: N webrtc-rs publishers in one process, each looping a VP8
+//! clip encoded once with libvpx and receiving the echo, to measure frame
+//! throughput, echo round-trip time and what the server spends doing it.
+//!
+//! Round-trip time is matched by sequence number: the echo keeps it, and the
+//! payload comes back unmodified.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::client::Publisher;
+use crate::clip::{EncodedFrame, encode_test_pattern};
+use crate::peer::VP8_CLOCK_RATE;
+use crate::process::ProcessStats;
+
+/// Flags of `face-echo loadgen`.
+#[derive(Args, Debug, Clone)]
+pub struct LoadgenArgs {
+    /// The server's signaling WebSocket.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// Publishers to run at once.
+    #[arg(long, default_value_t = 1)]
+    pub peers: usize,
+    /// How long each publisher sends, after all are connected.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Frame size, WIDTHxHEIGHT (even numbers).
+    #[arg(long, default_value = "320x240", value_parser = parse_size)]
+    pub size: (u32, u32),
+    /// Frames per second each publisher sends.
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
+    /// Target bitrate of the looped clip, kbit/s.
+    #[arg(long, default_value_t = 500)]
+    pub bitrate: u32,
+    /// Print the summary as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let (w, h) = text
+        .split_once('x')
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT, got `{text}`"))?;
+    let parse = |s: &str| s.parse::<u32>().map_err(|_| format!("`{s}` is not a number"));
+    let (w, h) = (parse(w)?, parse(h)?);
+    if w == 0 || h == 0 || w % 2 == 1 || h % 2 == 1 || w > 4096 || h > 4096 {
+        return Err(format!("size must be even and within 2..4096, got {w}x{h}"));
+    }
+    Ok((w, h))
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub peers: usize,
+    pub seconds: f64,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub frames_sent: u64,
+    pub frames_echoed: u64,
+    pub packets_sent: u64,
+    pub packets_echoed: u64,
+    /// Packets sent but never echoed, as a fraction of those sent.
+    pub loss: f64,
+    /// Echoed frames per second, all peers together.
+    pub echoed_fps: f64,
+    pub rtt_ms_p50: Option<f64>,
+    pub rtt_ms_p95: Option<f64>,
+    pub rtt_ms_p99: Option<f64>,
+    /// Server CPU over the run, percent of one core (from /api/process).
+    pub server_cpu_percent: Option<f64>,
+    pub server_cpu_percent_per_peer: Option<f64>,
+    pub server_rss_mb_start: Option<f64>,
+    pub server_rss_mb_max: Option<f64>,
+    pub connect_failures: usize,
+}
+
+/// Counters one publisher shares with the reporter.
+#[derive(Default)]
+struct PeerCounters {
+    frames_sent: AtomicU64,
+    packets_sent: AtomicU64,
+    frames_echoed: AtomicU64,
+    packets_echoed: AtomicU64,
+}
+
+/// Sequence number → send time, for matching echoes.
+struct SendTimes {
+    at: Vec<Option<Instant>>,
+}
+
+impl SendTimes {
+    fn new() -> Self {
+        SendTimes { at: vec![None; 1 << 16] }
+    }
+}
+
+pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
+    if args.peers == 0 || args.fps == 0 {
+        bail!("--peers and --fps must be at least 1");
+    }
+    let http_base = http_base(&args.url)?;
+    let (width, height) = args.size;
+    let clip = Arc::new(
+        encode_test_pattern(width, height, (args.fps * 2) as usize, args.fps, args.bitrate)
+            .context("encoding the clip")?,
+    );
+    eprintln!("loadgen: clip of {} frames at {width}x{height}, connecting {} peers", clip.len(), args.peers);
+
+    let mut publishers = Vec::new();
+    let mut connect_failures = 0;
+    for batch in (0..args.peers).collect::<Vec<_>>().chunks(8) {
+        let attempts = batch
+            .iter()
+            .map(|_| Publisher::connect(&args.url, Duration::from_secs(20)));
+        for result in futures_util::future::join_all(attempts).await {
+            match result {
+                Ok(publisher) => publishers.push(publisher),
+                Err(err) => {
+                    connect_failures += 1;
+                    eprintln!("loadgen: a peer failed to connect: {err:#}");
+                }
+            }
+        }
+    }
+    if publishers.is_empty() {
+        bail!("no peer connected to {}", args.url);
+    }
+
+    let before = fetch_process(&http_base).await;
+    let rss_max = Arc::new(AtomicU64::new(before.as_ref().map(|p| p.rss_bytes).unwrap_or(0)));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let rtts = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let mut counters = Vec::new();
+    let mut tasks = Vec::new();
+    for mut publisher in publishers {
+        let peer = Arc::new(PeerCounters::default());
+        counters.push(Arc::clone(&peer));
+        let times = Arc::new(std::sync::Mutex::new(SendTimes::new()));
+        let mut echoed = publisher.take_echoed();
+        let (recv_peer, recv_times, recv_rtts) = (Arc::clone(&peer), Arc::clone(&times), Arc::clone(&rtts));
+        let receiver = tokio::spawn(async move {
+            let mut seen = vec![false; 1 << 16];
+            let mut local = Vec::new();
+            while let Some(packet) = echoed.recv().await {
+                let seq = usize::from(packet.header.sequence_number);
+                if std::mem::replace(&mut seen[seq], true) {
+                    continue; // a retransmission
+                }
+                let sent_at = recv_times.lock().unwrap_or_else(|e| e.into_inner()).at[seq];
+                if let Some(sent_at) = sent_at {
+                    local.push(sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                }
+                recv_peer.packets_echoed.fetch_add(1, Ordering::Relaxed);
+                if packet.header.marker {
+                    recv_peer.frames_echoed.fetch_add(1, Ordering::Relaxed);
+                }
+                if local.len() >= 256 {
+                    recv_rtts.lock().await.append(&mut local);
+                }
+            }
+            recv_rtts.lock().await.append(&mut local);
+        });
+        let clip = Arc::clone(&clip);
+        let fps = args.fps;
+        let sender = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(1) / fps);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            for frame in clip.iter().cycle() {
+                ticker.tick().await;
+                if Instant::now() >= deadline {
+                    break;
+                }
+                if send(&mut publisher, frame, fps, &times, &peer).await.is_err() {
+                    break;
+                }
+            }
+            publisher
+        });
+        tasks.push((sender, receiver));
+    }
+
+    // A progress line a second while it runs.
+    let reporter = {
+        let counters = counters.clone();
+        let (http_base, rss_max) = (http_base.clone(), Arc::clone(&rss_max));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let (sent, echoed) = counters.iter().fold((0, 0), |(s, e), c| {
+                    (s + c.frames_sent.load(Ordering::Relaxed), e + c.frames_echoed.load(Ordering::Relaxed))
+                });
+                let rss = fetch_process(&http_base).await.map(|p| p.rss_bytes).unwrap_or(0);
+                rss_max.fetch_max(rss, Ordering::Relaxed);
+                eprintln!(
+                    "loadgen: {:>4.0}s  frames sent {sent}  echoed {echoed}  server rss {:.1} MB",
+                    started.elapsed().as_secs_f64(),
+                    rss as f64 / 1e6
+                );
+            }
+        })
+    };
+
+    let mut finished = Vec::new();
+    for (sender, receiver) in tasks {
+        let publisher = sender.await.context("a sender task failed")?;
+        finished.push((publisher, receiver));
+    }
+    let sending = started.elapsed();
+    // Let the last echoes arrive, then stop.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = fetch_process(&http_base).await;
+    reporter.abort();
+    for (publisher, receiver) in finished {
+        let _ = publisher.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), receiver).await;
+    }
+
+    let sum = |f: fn(&PeerCounters) -> &AtomicU64| counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum::<u64>();
+    let (frames_sent, frames_echoed) = (sum(|c| &c.frames_sent), sum(|c| &c.frames_echoed));
+    let (packets_sent, packets_echoed) = (sum(|c| &c.packets_sent), sum(|c| &c.packets_echoed));
+    let mut rtts = std::mem::take(&mut *rtts.lock().await);
+    rtts.sort_unstable();
+    let percentile = |p: f64| -> Option<f64> {
+        (!rtts.is_empty()).then(|| f64::from(rtts[((rtts.len() - 1) as f64 * p).round() as usize]) / 1000.0)
+    };
+    let peers = counters.len();
+    let cpu_percent = match (&before, &after) {
+        (Some(b), Some(a)) => Some((a.cpu_seconds - b.cpu_seconds) / sending.as_secs_f64() * 100.0),
+        _ => None,
+    };
+    let rss_max = rss_max.load(Ordering::Relaxed).max(after.as_ref().map(|p| p.rss_bytes).unwrap_or(0));
+    Ok(Summary {
+        peers,
+        seconds: sending.as_secs_f64(),
+        width,
+        height,
+        fps: args.fps,
+        frames_sent,
+        frames_echoed,
+        packets_sent,
+        packets_echoed,
+        loss: if packets_sent == 0 { 0.0 } else { 1.0 - packets_echoed as f64 / packets_sent as f64 },
+        echoed_fps: frames_echoed as f64 / sending.as_secs_f64(),
+        rtt_ms_p50: percentile(0.50),
+        rtt_ms_p95: percentile(0.95),
+        rtt_ms_p99: percentile(0.99),
+        server_cpu_percent: cpu_percent,
+        server_cpu_percent_per_peer: cpu_percent.map(|c| c / peers as f64),
+        server_rss_mb_start: before.map(|p| p.rss_bytes as f64 / 1e6),
+        server_rss_mb_max: (rss_max > 0).then(|| rss_max as f64 / 1e6),
+        connect_failures,
+    })
+}
+
+async fn send(
+    publisher: &mut Publisher,
+    frame: &EncodedFrame,
+    fps: u32,
+    times: &std::sync::Mutex<SendTimes>,
+    counters: &PeerCounters,
+) -> anyhow::Result<()> {
+    let now = Instant::now();
+    let packets = publisher.send_frame(&frame.data, VP8_CLOCK_RATE / fps).await?;
+    let mut times = times.lock().unwrap_or_else(|e| e.into_inner());
+    for packet in &packets {
+        times.at[usize::from(packet.header.sequence_number)] = Some(now);
+    }
+    counters.frames_sent.fetch_add(1, Ordering::Relaxed);
+    counters.packets_sent.fetch_add(packets.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// `ws://host:port/ws` → `http://host:port`.
+fn http_base(ws_url: &str) -> anyhow::Result<String> {
+    let rest = ws_url
+        .strip_prefix("ws://")
+        .ok_or_else(|| anyhow::anyhow!("--url must start with ws:// (got {ws_url})"))?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    Ok(format!("http://{host}"))
+}
+
+/// The server's `/api/process`, or `None` if it cannot be read.
+async fn fetch_process(http_base: &str) -> Option<ProcessStats> {
+    let host = http_base.strip_prefix("http://")?;
+    let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET /api/process HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response)).await.ok()?.ok()?;
+    let response = String::from_utf8_lossy(&response);
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
+/// The summary as people read it.
+pub fn print_human(summary: &Summary) {
+    let ms = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.1}"));
+    let pct = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.1}%"));
+    println!(
+        "peers {}  {}x{}@{}  {:.1} s\n\
+         frames  sent {}  echoed {}  ({:.1} echoed fps)\n\
+         packets sent {}  echoed {}  loss {:.3}%\n\
+         echo RTT ms  p50 {}  p95 {}  p99 {}\n\
+         server  cpu {} of a core ({} per peer)  rss {} → {} MB\n\
+         connect failures {}",
+        summary.peers,
+        summary.width,
+        summary.height,
+        summary.fps,
+        summary.seconds,
+        summary.frames_sent,
+        summary.frames_echoed,
+        summary.echoed_fps,
+        summary.packets_sent,
+        summary.packets_echoed,
+        summary.loss * 100.0,
+        ms(summary.rtt_ms_p50),
+        ms(summary.rtt_ms_p95),
+        ms(summary.rtt_ms_p99),
+        pct(summary.server_cpu_percent),
+        pct(summary.server_cpu_percent_per_peer),
+        summary.server_rss_mb_start.map_or("–".into(), |v| format!("{v:.1}")),
+        summary.server_rss_mb_max.map_or("–".into(), |v| format!("{v:.1}")),
+        summary.connect_failures,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_urls_parse() {
+        assert_eq!(parse_size("320x240"), Ok((320, 240)));
+        assert!(parse_size("321x240").is_err());
+        assert!(parse_size("big").is_err());
+        assert_eq!(http_base("ws://127.0.0.1:8080/ws").unwrap(), "http://127.0.0.1:8080");
+        assert!(http_base("http://x").is_err());
+    }
+}

@@ -1,0 +1,41 @@
+//! Smoke test of `face-echo loadgen`: 2 peers for 3 s against a server with the
+//! tap on. It must echo and the tap must decode; how fast is for BENCHMARKS.md.
+
+mod common;
+
+use common::*;
+use face_echo::loadgen::{self, LoadgenArgs};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_echoes_and_the_tap_decodes() {
+    let mut config = test_config();
+    config.decode_tap = true;
+    let server = start(config).await;
+    let summary = loadgen::run(LoadgenArgs {
+        url: ws_url(server.addr),
+        peers: 2,
+        seconds: 3,
+        size: (320, 240),
+        fps: 30,
+        bitrate: 500,
+        json: true,
+    })
+    .await
+    .expect("loadgen runs");
+    println!("{}", serde_json::to_string(&summary).unwrap());
+    assert_eq!(summary.peers, 2);
+    assert_eq!(summary.connect_failures, 0);
+    assert!(summary.frames_sent >= 100, "{summary:?}");
+    assert!(summary.frames_echoed * 10 >= summary.frames_sent * 9, "{summary:?}");
+    assert!(summary.rtt_ms_p50.is_some());
+    assert!(summary.server_cpu_percent.is_some() && summary.server_rss_mb_max.is_some());
+
+    let (_, metrics) = http_get(server.addr, "/metrics").await;
+    let decoded: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("face_echo_tap_frames_decoded_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("tap counter");
+    assert!(decoded * 10 >= summary.frames_sent * 9, "tap decoded {decoded} of {}", summary.frames_sent);
+    server.shutdown().await.unwrap();
+}
