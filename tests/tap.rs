@@ -167,3 +167,27 @@ fn write_fuzz_seeds_when_asked() {
         std::fs::write(format!("{dir}/{name}"), seed).unwrap();
     }
 }
+
+/// A frame may end in a 2- or 3-byte packet (RFC 7741 allows it; webrtc-rs's own
+/// payloader makes them at some frame sizes), which webrtc-rs's depacketizer alone
+/// refuses (see `depacketize` in assemble.rs).
+#[test]
+fn a_frame_ending_in_a_tiny_packet_decodes() {
+    let (packets, starts) = stream((320, 240, 10), (320, 240, 1));
+    // Re-split frame 0: everything but its last two bytes, then a 3-byte packet.
+    let body: Vec<u8> = packets[starts[0]..starts[1]].iter().flat_map(|p| p.payload[1..].to_vec()).collect();
+    let (head, tail) = body.split_at(body.len() - 2);
+    let first = &packets[0];
+    let mut resplit = vec![
+        TapPacket { payload: [&[0x10u8][..], head].concat().into(), marker: false, ..first.clone() },
+        TapPacket { payload: [&[0x00u8][..], tail].concat().into(), marker: true, sequence_number: first.sequence_number.wrapping_add(1), ..first.clone() },
+    ];
+    assert_eq!(resplit[1].payload.len(), 3);
+    for (i, packet) in packets[starts[1]..].iter().enumerate() {
+        resplit.push(TapPacket { sequence_number: first.sequence_number.wrapping_add(2 + i as u16), ..packet.clone() });
+    }
+    let run = run(&resplit);
+    let counts = run.pipeline.assembler.counts();
+    assert_eq!(run.decoded, 11, "{counts:?}");
+    assert_eq!(counts.malformed, 0);
+}

@@ -59,6 +59,24 @@ pub struct AssemblyCounts {
 /// The largest frame we assemble; beyond it the frame is discarded as malformed.
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
+/// The VP8 payload after its descriptor, parsed by webrtc-rs's `Vp8Packet`.
+///
+/// `Vp8Packet::depacketize` refuses payloads under 4 bytes, yet a payloader may end
+/// a frame with a 2- or 3-byte packet (descriptor + 1-2 bytes; RFC 7741 allows it,
+/// and webrtc-rs's own payloader makes them). Such a payload is parsed from a copy
+/// padded with zeros, and the descriptor length it reports is applied to the real bytes.
+fn depacketize(descriptor: &mut Vp8Packet, payload: &Bytes) -> Option<Bytes> {
+    const MIN_LEN: usize = 4;
+    if payload.len() >= MIN_LEN {
+        return descriptor.depacketize(payload).ok();
+    }
+    let mut padded = payload.to_vec();
+    padded.resize(MIN_LEN, 0);
+    let padded = Bytes::from(padded);
+    let header_len = padded.len() - descriptor.depacketize(&padded).ok()?.len();
+    (header_len < payload.len()).then(|| payload.slice(header_len..))
+}
+
 #[derive(Debug)]
 struct Partial {
     timestamp: u32,
@@ -127,13 +145,10 @@ impl FrameAssembler {
         }
 
         let mut descriptor = Vp8Packet::default();
-        let body = match descriptor.depacketize(&packet.payload) {
-            Ok(body) => Some(body),
-            Err(_) => {
-                self.counts.malformed += 1;
-                None
-            }
-        };
+        let body = depacketize(&mut descriptor, &packet.payload);
+        if body.is_none() {
+            self.counts.malformed += 1;
+        }
         let starts_frame = descriptor.s == 1 && descriptor.pid == 0;
         let partial = self.current.get_or_insert_with(|| Partial {
             timestamp: packet.timestamp,

@@ -22,7 +22,8 @@ root="$(cd "$here/../.." && pwd)"
 bin="${FACE_ECHO_BIN:-$root/target/debug/face-echo}"
 case "$bin" in /*) ;; *) bin="$PWD/$bin" ;; esac
 if [[ ! -x "$bin" ]]; then
-    echo "interop: FACE_ECHO_BIN=$bin is not an executable (build it with cargo build)" >&2
+    echo "interop: FAIL: FACE_ECHO_BIN=$bin is not an executable (build it with cargo build)" >&2
+    echo "0 passed, 1 failed"
     exit 2
 fi
 
@@ -37,7 +38,8 @@ mkdir -p "$out"
 # --- Debian packages --------------------------------------------------------------------
 apt_packages=(
     python3 python3-venv python3-gi python3-gst-1.0
-    gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+    gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
     gstreamer1.0-nice gstreamer1.0-tools
 )
 missing=()
@@ -108,7 +110,12 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 if ((!up)); then
-    echo "interop: FAIL: server did not answer $base/healthz within 10 s"
+    if kill -0 "$server_pid" 2>/dev/null; then
+        echo "interop: FAIL: server did not answer $base/healthz within 10 s"
+    else
+        wait "$server_pid" && rc=0 || rc=$?
+        echo "interop: FAIL: server exited ($rc) before answering $base/healthz"
+    fi
     log_tail
     echo "0 passed, 1 failed"
     exit 1
@@ -172,9 +179,11 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 if [[ -z "$status" ]]; then
-    echo "interop: FAIL: server still running 5 s after SIGTERM"
+    echo "interop: FAIL: server still running 5 s after SIGTERM (killing it)"
     failed=$((failed + 1))
     log_tail
+    kill -KILL "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
 elif ((status != 0)); then
     echo "interop: FAIL: server exited $status after SIGTERM"
     failed=$((failed + 1))
