@@ -81,6 +81,8 @@ pub struct Summary {
     pub server_cpu_percent_per_peer: Option<f64>,
     pub server_rss_mb_start: Option<f64>,
     pub server_rss_mb_max: Option<f64>,
+    /// The load generator's own CPU over the run (it shares the machine).
+    pub client_cpu_percent: f64,
     pub connect_failures: usize,
 }
 
@@ -137,6 +139,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
     }
 
     let before = fetch_process(&http_base).await;
+    let client_before = crate::process::read_self();
     let rss_max = Arc::new(AtomicU64::new(before.as_ref().map(|p| p.rss_bytes).unwrap_or(0)));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
@@ -222,6 +225,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
     // Let the last echoes arrive, then stop.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = fetch_process(&http_base).await;
+    let client_after = crate::process::read_self();
     reporter.abort();
     for (publisher, receiver) in finished {
         let _ = publisher.close().await;
@@ -261,6 +265,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
         server_cpu_percent_per_peer: cpu_percent.map(|c| c / peers as f64),
         server_rss_mb_start: before.map(|p| p.rss_bytes as f64 / 1e6),
         server_rss_mb_max: (rss_max > 0).then(|| rss_max as f64 / 1e6),
+        client_cpu_percent: (client_after.cpu_seconds - client_before.cpu_seconds) / sending.as_secs_f64() * 100.0,
         connect_failures,
     })
 }
@@ -316,6 +321,7 @@ pub fn print_human(summary: &Summary) {
          packets sent {}  echoed {}  loss {:.3}%\n\
          echo RTT ms  p50 {}  p95 {}  p99 {}\n\
          server  cpu {} of a core ({} per peer)  rss {} → {} MB\n\
+         loadgen cpu {:.1}% of a core\n\
          connect failures {}",
         summary.peers,
         summary.width,
@@ -335,6 +341,7 @@ pub fn print_human(summary: &Summary) {
         pct(summary.server_cpu_percent_per_peer),
         summary.server_rss_mb_start.map_or("–".into(), |v| format!("{v:.1}")),
         summary.server_rss_mb_max.map_or("–".into(), |v| format!("{v:.1}")),
+        summary.client_cpu_percent,
         summary.connect_failures,
     );
 }

@@ -89,6 +89,10 @@ impl MediaNetwork {
 mod tests {
     use super::*;
 
+    fn socket(text: &str) -> std::net::SocketAddr {
+        text.parse().expect("test address")
+    }
+
     fn network(listen: &str, ports: Option<PortRange>) -> MediaNetwork {
         let mut config = Config::new(listen.parse().unwrap());
         config.udp_port = ports;
@@ -100,7 +104,7 @@ mod tests {
         let net = network("127.0.0.1:8080", None);
         let attempts = net.attempts_for("127.0.0.1".parse().unwrap());
         assert_eq!(attempts.len(), 1);
-        assert_eq!(attempts[0].udp_addrs, vec!["127.0.0.1:0".parse().unwrap()]);
+        assert_eq!(attempts[0].udp_addrs, vec![socket("127.0.0.1:0")]);
         assert!(net.accepts_remote("127.0.0.1"));
         assert!(!net.accepts_remote("10.1.2.3"));
         assert!(!net.accepts_remote("4f1c2d3e.local"));
@@ -112,7 +116,7 @@ mod tests {
         let local = net.attempts_for("127.0.0.1".parse().unwrap());
         assert_eq!(local[0].udp_addrs.len(), 2);
         let remote = net.attempts_for("192.0.2.7".parse().unwrap());
-        assert_eq!(remote[0].udp_addrs, vec!["0.0.0.0:0".parse().unwrap()]);
+        assert_eq!(remote[0].udp_addrs, vec![socket("0.0.0.0:0")]);
         assert!(net.accepts_remote("10.1.2.3"));
     }
 
