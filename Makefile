@@ -20,7 +20,7 @@ deps-test:
 # Unit and integration tests (webrtc-rs client peers against the real server).
 # Building them also builds target/debug/face-echo, which the other suites run.
 test-rust:
-	$(CARGO) test --all-targets
+	ORT_DYLIB_PATH=$(CURDIR)/target/onnxruntime/libonnxruntime.so $(CARGO) test --all-targets
 
 # The page in headless Chromium with a fake camera, against the real server.
 test-browser:

@@ -110,7 +110,7 @@ fn benches(c: &mut Criterion) {
             .expect("a picture");
         let mut group = c.benchmark_group(format!("snapshot_{width}x{height}"));
         group.bench_function("i420_to_rgb", |b| b.iter(|| snapshot::to_rgb(black_box(&picture))));
-        group.bench_function("i420_to_jpeg", |b| b.iter(|| snapshot::jpeg(black_box(&picture), 80)));
+        group.bench_function("i420_to_jpeg", |b| b.iter(|| snapshot::jpeg(black_box(&picture), &[], 80)));
         group.finish();
     }
 }

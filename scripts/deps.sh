@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what face-echo needs on a fresh Debian 12 machine, and only what is missing.
-#   scripts/deps.sh build   libvpx and pkg-config, to build and run the server
+#   scripts/deps.sh build   libvpx and pkg-config, to build and run the server, and
+#                           ONNX Runtime (target/onnxruntime/) for --detect
 #   scripts/deps.sh test    the above, plus Chromium and the browser test's npm packages
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 command -v cargo >/dev/null || { echo "deps: cargo not found; install Rust (https://rustup.rs) first" >&2; exit 1; }
+
+# ONNX Runtime for --detect (from the PyPI onnxruntime wheel), into target/onnxruntime/.
+scripts/onnxruntime.sh >/dev/null
 
 if [ "${1:-build}" = test ]; then
   # The browser test turns a photo into a Y4M fake camera with Pillow.

@@ -9,6 +9,9 @@ use rtc::rtp::codec::vp8::Vp8Payloader;
 use rtc::rtp::packetizer::{Packetizer, new_packetizer};
 use rtc::rtp::sequence::new_random_sequencer;
 use vpx_encode::{Config, Encoder, VideoCodecId};
+use yuvutils_rs::{
+    YuvChromaSubsampling, YuvConversionMode, YuvPlanarImageMut, YuvRange, YuvStandardMatrix, rgb_to_yuv420,
+};
 
 use crate::client::RTP_MTU;
 use crate::peer::{VP8_CLOCK_RATE, VP8_PAYLOAD_TYPE};
@@ -29,6 +32,21 @@ pub fn encode_test_pattern(
     fps: u32,
     bitrate_kbps: u32,
 ) -> anyhow::Result<Vec<EncodedFrame>> {
+    encode_clip(width, height, frames, fps, bitrate_kbps, |index| {
+        test_pattern_i420(width as usize, height as usize, index)
+    })
+}
+
+/// Encodes `frames` I420 pictures that `picture(index)` draws at `width`x`height`.
+/// The first frame is a keyframe.
+pub fn encode_clip(
+    width: u32,
+    height: u32,
+    frames: usize,
+    fps: u32,
+    bitrate_kbps: u32,
+    mut picture: impl FnMut(usize) -> Vec<u8>,
+) -> anyhow::Result<Vec<EncodedFrame>> {
     let mut encoder = Encoder::new(Config {
         width,
         height,
@@ -39,7 +57,7 @@ pub fn encode_test_pattern(
     .map_err(|e| anyhow::anyhow!("libvpx encoder: {e:?}"))?;
     let mut out = Vec::with_capacity(frames);
     for index in 0..frames {
-        let image = test_pattern_i420(width as usize, height as usize, index);
+        let image = picture(index);
         let packets = encoder
             .encode(index as i64, &image)
             .map_err(|e| anyhow::anyhow!("libvpx encode: {e:?}"))?;
@@ -87,6 +105,19 @@ pub fn packetize(frames: &[EncodedFrame], ssrc: u32, fps: u32) -> anyhow::Result
         packets.extend(packetizer.packetize(Instant::now(), &frame.data, VP8_CLOCK_RATE / fps)?);
     }
     Ok(packets)
+}
+
+/// An RGB picture as I420 (BT.601 limited range, as browsers send), e.g. a photo
+/// for a clip with a face in it.
+pub fn rgb_to_i420(rgb: &[u8], width: u32, height: u32) -> anyhow::Result<Vec<u8>> {
+    let mut planar = YuvPlanarImageMut::<u8>::alloc(width, height, YuvChromaSubsampling::Yuv420);
+    rgb_to_yuv420(&mut planar, rgb, width * 3, YuvRange::Limited, YuvStandardMatrix::Bt601, YuvConversionMode::Balanced)
+        .map_err(|e| anyhow::anyhow!("RGB to I420: {e}"))?;
+    let mut out = Vec::with_capacity((width * height) as usize * 3 / 2);
+    out.extend_from_slice(planar.y_plane.borrow());
+    out.extend_from_slice(planar.u_plane.borrow());
+    out.extend_from_slice(planar.v_plane.borrow());
+    Ok(out)
 }
 
 /// An I420 image: diagonal luma bands that move with `index`, and a chroma tint

@@ -4,11 +4,12 @@
 //! clap cannot, so a bad combination fails at start-up with a message naming the flag.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 
+use crate::detect::{DetectConfig, ModelKind};
 use crate::tap::TapConfig;
 
 /// How the server runs. Built from the command line by clap, or directly by tests.
@@ -58,13 +59,35 @@ pub struct Config {
 
     /// With --decode-tap: while the tap waits for a keyframe (after loss), ask the
     /// publisher for one (at most one PLI per second per session).
-    #[arg(long, requires = "decode_tap")]
+    #[arg(long)]
     pub tap_pli: bool,
 
     /// With --decode-tap: packets the tap may fall behind the echo before it drops
     /// them (counted as tap_packets_dropped).
     #[arg(long, default_value_t = 1024, value_name = "PACKETS")]
     pub tap_queue: usize,
+
+    /// Run a face detector (BlazeFace, ONNX Runtime) on the frames the decode tap
+    /// decoded; implies --decode-tap. Faces appear in /api/sessions under "detect"
+    /// and as boxes in the snapshot. Needs libonnxruntime.so (see --ort-lib).
+    #[arg(long)]
+    pub detect: bool,
+
+    /// With --detect: `back` (256x256, faces near and far) or `front` (128x128,
+    /// one close face, faster).
+    #[arg(long, value_enum, default_value_t = ModelKind::Back, value_name = "MODEL")]
+    pub detect_model: ModelKind,
+
+    /// With --detect: most detections per second per session. Frames in between,
+    /// and frames arriving while the detector is busy, are skipped.
+    #[arg(long, default_value_t = 5.0, value_name = "FPS")]
+    pub detect_fps: f64,
+
+    /// With --detect: the ONNX Runtime library (1.24 or newer). Default:
+    /// ../onnxruntime/libonnxruntime.so beside the binary's folder, where
+    /// scripts/onnxruntime.sh (run by `make run`) puts it, i.e. target/onnxruntime/.
+    #[arg(long, env = "ORT_DYLIB_PATH", value_name = "FILE")]
+    pub ort_lib: Option<PathBuf>,
 }
 
 /// An inclusive UDP port range from `--udp-port`.
@@ -79,6 +102,13 @@ impl PortRange {
     pub fn len(&self) -> usize {
         usize::from(self.max - self.min) + 1
     }
+}
+
+/// `target/onnxruntime/libonnxruntime.so` for a binary in `target/{debug,release}/`.
+fn default_ort_lib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let build_dir = exe.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    build_dir.join("onnxruntime").join("libonnxruntime.so")
 }
 
 fn parse_port_range(text: &str) -> Result<PortRange, String> {
@@ -112,6 +142,10 @@ impl Config {
             decode_tap: false,
             tap_pli: false,
             tap_queue: 1024,
+            detect: false,
+            detect_model: ModelKind::Back,
+            detect_fps: 5.0,
+            ort_lib: None,
         }
     }
 
@@ -122,8 +156,14 @@ impl Config {
                 anyhow::bail!("--stun {url}: expected a URL like stun:host:port");
             }
         }
+        if self.tap_pli && !(self.decode_tap || self.detect) {
+            anyhow::bail!("--tap-pli needs the decode tap: add --decode-tap (or --detect)");
+        }
         if self.tap_queue == 0 {
             anyhow::bail!("--tap-queue must be at least 1");
+        }
+        if !(self.detect_fps > 0.0 && self.detect_fps <= 120.0) {
+            anyhow::bail!("--detect-fps must be above 0 and at most 120");
         }
         if self.max_sessions == 0 {
             anyhow::bail!("--max-sessions must be at least 1");
@@ -136,11 +176,22 @@ impl Config {
         Ok(())
     }
 
-    /// The tap's settings, when `--decode-tap` is on.
+    /// The tap's settings, when `--decode-tap` (or `--detect`) is on. The
+    /// detector itself is loaded by the server at start-up.
     pub fn tap(&self) -> Option<TapConfig> {
-        self.decode_tap.then(|| TapConfig {
+        (self.decode_tap || self.detect).then(|| TapConfig {
             queue_packets: self.tap_queue,
             request_keyframes: self.tap_pli,
+            detector: None,
+        })
+    }
+
+    /// Detection settings, when `--detect` is on.
+    pub fn detect(&self) -> Option<DetectConfig> {
+        self.detect.then(|| DetectConfig {
+            model: self.detect_model,
+            fps: self.detect_fps,
+            ort_lib: self.ort_lib.clone().unwrap_or_else(default_ort_lib),
         })
     }
 

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod clip;
 pub mod config;
+pub mod detect;
 pub mod http;
 pub mod keyframe_feedback;
 pub mod loadgen;

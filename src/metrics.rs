@@ -26,6 +26,12 @@ pub struct Metrics {
     pub tap_packets_dropped: Counter,
     /// Time libvpx takes per frame in the tap: 50 µs .. ~0.4 s.
     pub tap_decode_seconds: Histogram,
+    pub detect_inferences: Counter,
+    pub detect_skipped: Counter,
+    /// Faces the detector sees now, over all sessions.
+    pub detect_faces: Gauge,
+    /// BlazeFace inference time: 1 ms .. ~4 s.
+    pub detect_inference_seconds: Histogram,
 }
 
 impl Metrics {
@@ -44,6 +50,10 @@ impl Metrics {
         let tap_decode_errors = Counter::default();
         let tap_packets_dropped = Counter::default();
         let tap_decode_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 14));
+        let detect_inferences = Counter::default();
+        let detect_skipped = Counter::default();
+        let detect_faces = Gauge::default();
+        let detect_inference_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 13));
         registry.register("sessions_active", "Sessions (PeerConnections) open now", sessions_active.clone());
         registry.register("sessions", "Sessions opened since start", sessions_total.clone());
         registry.register("rtp_packets_received", "RTP packets received from publishers", rtp_packets_received.clone());
@@ -57,6 +67,10 @@ impl Metrics {
         registry.register("tap_decode_errors", "VP8 frames libvpx refused in the decode tap", tap_decode_errors.clone());
         registry.register("tap_packets_dropped", "Packets the decode tap was too busy to take (the echo went on)", tap_packets_dropped.clone());
         registry.register("tap_decode_seconds", "Time to decode one VP8 frame in the tap", tap_decode_seconds.clone());
+        registry.register("detect_inferences", "Face detections run on tapped frames", detect_inferences.clone());
+        registry.register("detect_skipped", "Frames due for detection skipped because the detector was busy", detect_skipped.clone());
+        registry.register("detect_faces", "Faces the server's detector sees now, over all sessions", detect_faces.clone());
+        registry.register("detect_inference_seconds", "Time for one face detection (model run)", detect_inference_seconds.clone());
         Metrics {
             registry,
             sessions_active,
@@ -72,6 +86,10 @@ impl Metrics {
             tap_decode_errors,
             tap_packets_dropped,
             tap_decode_seconds,
+            detect_inferences,
+            detect_skipped,
+            detect_faces,
+            detect_inference_seconds,
         }
     }
 

@@ -11,6 +11,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::detect::Detector;
+use crate::tap::TapConfig;
 use crate::http::{self, AppInner, AppState, Assets};
 use crate::metrics::Metrics;
 use crate::network::MediaNetwork;
@@ -37,10 +39,23 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let (stop, stopping) = watch::channel(false);
     let metrics = Arc::new(Metrics::new());
+    let tap = match (config.tap(), config.detect()) {
+        (Some(tap), Some(detect)) => {
+            let model = Assets::model_bytes(detect.model.spec().file)
+                .with_context(|| format!("model {} is not in the binary", detect.model.spec().file))?;
+            let workers = crate::detect::default_workers();
+            // Loading takes ~0.1 s, once, before serving anything.
+            let detector = Detector::start(&detect, &model, workers, Arc::clone(&metrics))?;
+            tracing::info!(model = detect.model.name(), workers, fps = detect.fps, "face detection on");
+            Some(TapConfig { detector: Some(detector), ..tap })
+        }
+        (tap, _) => tap,
+    };
     let state = AppState::new(AppInner {
         sessions: Sessions::new(config.max_sessions, Arc::clone(&metrics)),
         network: MediaNetwork::from_config(&config),
         assets: Assets::new(config.web_dir.clone()),
+        tap,
         metrics,
         shutdown: stopping.clone(),
         config,

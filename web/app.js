@@ -13,6 +13,7 @@ const ctx = canvas.getContext('2d');
 const state = window.faceEcho = {
   state: 'idle', session: null, facesLastFrame: 0, maxFaces: 0,
   framesDrawn: 0, detections: 0, echoFramesRendered: 0, error: null, tap: null,
+  serverFaces: null, // faces the server's own detector (--detect) found, or null
 };
 
 const DETECTOR = new faceapi.TinyFaceDetectorOptions({ inputSize: 416, scoreThreshold: 0.5 });
@@ -83,7 +84,7 @@ async function detect() {
     state.detections++;
     const now = performance.now();
     detectTimes = detectTimes.filter((t) => now - t < 5000).concat(now);
-    $('faces').textContent = boxes.length;
+    $('faces').textContent = $('page-faces').textContent = boxes.length;
     $('dps').textContent = (detectTimes.length / 5).toFixed(1);
     $('detect-ms').textContent = Math.round(now - started);
   } catch (err) {
@@ -192,6 +193,11 @@ function pollTap() {
       const mine = sessions.find((s) => s.id === state.session);
       const tap = mine?.tap;
       state.tap = tap ?? null;
+      const detect = mine?.detect;
+      state.serverFaces = detect?.enabled ? detect.faces.length : null;
+      $('server-faces').textContent = detect?.enabled
+        ? `${detect.faces.length} (BlazeFace ${detect.model}, p50 ${detect.infer_ms_p50 ?? '–'} ms)`
+        : 'off (--detect)';
       if (!tap?.enabled) return;
       $('tap').textContent = `${tap.width}×${tap.height} · ${tap.fps} fps decoded · ` +
         `${tap.keyframes} keyframes · decode p50 ${tap.decode_us_p50 ?? '–'} µs · ` +

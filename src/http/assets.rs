@@ -48,6 +48,11 @@ impl Assets {
         }
     }
 
+    /// The bytes of a model file embedded in the binary (for the server's own use).
+    pub fn model_bytes(path: &str) -> Option<Cow<'static, [u8]>> {
+        ModelFiles::get(path).map(|file| file.data)
+    }
+
     /// A model file, by its path under `models/`.
     pub fn model(&self, path: &str) -> Response {
         match safe_relative(path).and_then(|_| ModelFiles::get(path)) {

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::network::MediaNetwork;
 use crate::sessions::Sessions;
-use crate::tap::snapshot;
+use crate::tap::{TapConfig, snapshot};
 
 /// Largest signaling frame we accept; a browser offer is ~5 KB.
 pub const MAX_WS_MESSAGE_BYTES: usize = 64 * 1024;
@@ -36,6 +36,8 @@ pub struct AppInner {
     pub sessions: Arc<Sessions>,
     pub network: MediaNetwork,
     pub assets: Assets,
+    /// Each session's decode tap settings (with the detector), when the tap is on.
+    pub tap: Option<TapConfig>,
     /// Turns true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -108,8 +110,13 @@ async fn snapshot(State(app): State<AppState>, Path(id): Path<String>) -> Respon
     let Some(frame) = tap.latest_frame() else {
         return not_found("no frame decoded yet");
     };
+    // With --detect, the server's boxes, when they were found on a frame of this size.
+    let faces = match tap.detect.as_ref().map(|detect| detect.faces()) {
+        Some((faces, size)) if size == (frame.width, frame.height) => faces,
+        _ => Vec::new(),
+    };
     // Colour conversion and JPEG encoding are CPU work: off the async threads.
-    match tokio::task::spawn_blocking(move || snapshot::jpeg(&frame, 80)).await {
+    match tokio::task::spawn_blocking(move || snapshot::jpeg(&frame, &faces, 80)).await {
         Ok(Ok(jpeg)) => ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], jpeg).into_response(),
         Ok(Err(err)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "message": err}))).into_response(),
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "message": err.to_string()}))).into_response(),

@@ -188,8 +188,7 @@ impl Connection {
         };
         let id = new_session_id();
         let networks = self.app.network.attempts_for(self.client.ip());
-        let tap = self.app.config.tap();
-        match Session::open(id, sdp, &networks, tap.as_ref(), self.app.metrics.clone()).await {
+        match Session::open(id, sdp, &networks, self.app.tap.as_ref(), self.app.metrics.clone()).await {
             Ok((session, answer, events)) => {
                 slot.register(session.info.clone());
                 tracing::info!(session = %session.info.id, client = %self.client, "session opened");

@@ -93,6 +93,10 @@ impl SessionInfo {
                 Some(tap) => tap.to_json(),
                 None => json!({"enabled": false}),
             },
+            "detect": match self.tap.as_ref().and_then(|tap| tap.detect.as_ref()) {
+                Some(detect) => detect.to_json(),
+                None => json!({"enabled": false}),
+            },
         })
     }
 }

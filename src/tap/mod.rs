@@ -18,17 +18,20 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::detect::{DetectHandle, DetectState, Detector};
 use crate::metrics::Metrics;
 use assemble::{AssemblyCounts, FrameAssembler, TapPacket};
 use decode::{I420Frame, Vp8Decoder};
 
-/// How the tap runs (from `--decode-tap`, `--tap-pli`, `--tap-queue`).
+/// How the tap runs (from `--decode-tap`, `--tap-pli`, `--tap-queue`, `--detect`).
 #[derive(Debug, Clone)]
 pub struct TapConfig {
     /// Packets the tap may fall behind before it drops.
     pub queue_packets: usize,
     /// Ask the publisher for a keyframe while waiting for one (≤ 1 per second).
     pub request_keyframes: bool,
+    /// The server's face detector, to offer decoded frames to (`--detect`).
+    pub detector: Option<Arc<Detector>>,
 }
 
 impl Default for TapConfig {
@@ -36,6 +39,7 @@ impl Default for TapConfig {
         TapConfig {
             queue_packets: 1024,
             request_keyframes: false,
+            detector: None,
         }
     }
 }
@@ -67,6 +71,8 @@ pub struct TapState {
     pub frames_decoded: AtomicU64,
     pub decode_errors: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    /// What the server's face detector found, with `--detect`.
+    pub detect: Option<Arc<DetectState>>,
     inner: Mutex<TapWindow>,
 }
 
@@ -145,10 +151,15 @@ pub fn start(
 ) -> std::io::Result<(TapInput, Arc<TapState>, mpsc::Receiver<()>)> {
     let (packets_tx, packets_rx) = mpsc::channel(config.queue_packets.max(1));
     let (wishes_tx, wishes_rx) = mpsc::channel(1);
-    let state = Arc::new(TapState::default());
+    let detect = config.detector.as_ref().map(|detector| detector.for_session());
+    let state = Arc::new(TapState {
+        detect: detect.as_ref().map(DetectHandle::state),
+        ..TapState::default()
+    });
     let worker = Worker {
         packets: packets_rx,
         keyframe_wishes: config.request_keyframes.then_some(wishes_tx),
+        detect,
         state: Arc::clone(&state),
         metrics: Arc::clone(&metrics),
     };
@@ -167,6 +178,7 @@ pub fn start(
 struct Worker {
     packets: mpsc::Receiver<TapPacket>,
     keyframe_wishes: Option<mpsc::Sender<()>>,
+    detect: Option<DetectHandle>,
     state: Arc<TapState>,
     metrics: Arc<Metrics>,
 }
@@ -183,7 +195,10 @@ impl Worker {
         let mut pipeline = TapPipeline::default();
         while let Some(packet) = self.packets.blocking_recv() {
             let outcome = pipeline.push(&mut decoder, &packet);
-            self.record(&pipeline, outcome);
+            let picture = self.record(&pipeline, outcome);
+            if let (Some(detect), Some(picture)) = (&mut self.detect, picture) {
+                detect.offer(&picture);
+            }
             if pipeline.assembler.waiting_for_keyframe()
                 && let Some(wishes) = &self.keyframe_wishes
             {
@@ -192,7 +207,8 @@ impl Worker {
         }
     }
 
-    fn record(&self, pipeline: &TapPipeline, outcome: Option<Decoded>) {
+    /// Updates the numbers; returns the new picture, if one was decoded.
+    fn record(&self, pipeline: &TapPipeline, outcome: Option<Decoded>) -> Option<Arc<I420Frame>> {
         let mut window = self.state.window();
         let before = window.counts;
         window.counts = pipeline.assembler.counts();
@@ -201,10 +217,11 @@ impl Worker {
             self.metrics.tap_keyframes.inc_by(new_keyframes);
         }
         match outcome {
-            None => {}
+            None => None,
             Some(Decoded::Error) => {
                 self.state.decode_errors.fetch_add(1, Ordering::Relaxed);
                 self.metrics.tap_decode_errors.inc();
+                None
             }
             Some(Decoded::Picture { frame, keyframe, took }) => {
                 let now = Instant::now();
@@ -224,7 +241,9 @@ impl Worker {
                     window.decode_us.pop_front();
                 }
                 window.decode_us.push_back(took.as_micros() as u64);
-                window.latest = Some(Arc::new(frame));
+                let frame = Arc::new(frame);
+                window.latest = Some(Arc::clone(&frame));
+                Some(frame)
             }
         }
     }

@@ -1,0 +1,380 @@
+//! Server-side face detection on what the decode tap decoded (`--detect`).
+//!
+//! One ONNX Runtime session (BlazeFace) serves the whole server. Each session's
+//! tap thread offers a decoded frame at most `--detect-fps` times a second with
+//! a non-blocking `try_send` to a small shared queue; a few worker threads run
+//! the model. When they are busy the frame is skipped and counted: detection
+//! never holds up the tap, let alone the echo.
+
+pub mod blazeface;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use image::RgbImage;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+use serde_json::{Value, json};
+
+use crate::metrics::Metrics;
+use crate::tap::decode::I420Frame;
+use crate::tap::snapshot;
+pub use blazeface::{Face, ModelKind, ModelSpec};
+
+/// How detection runs (from `--detect`, `--detect-model`, `--detect-fps`, `--ort-lib`).
+#[derive(Debug, Clone)]
+pub struct DetectConfig {
+    pub model: ModelKind,
+    /// Most detections per second and session.
+    pub fps: f64,
+    /// `libonnxruntime.so`.
+    pub ort_lib: PathBuf,
+}
+
+/// BlazeFace on ONNX Runtime: input in, faces out.
+pub struct FaceModel {
+    session: Session,
+    spec: ModelSpec,
+    anchors: Vec<(f32, f32)>,
+    /// Outputs holding score logits (last dimension 1) and regressors (16), in
+    /// anchor order: the 16×16 grid's before the 8×8 grid's.
+    score_outputs: Vec<usize>,
+    regressor_outputs: Vec<usize>,
+}
+
+/// One output tensor as the model gave it.
+#[derive(Debug, Clone)]
+pub struct RawOutput {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub values: Vec<f32>,
+}
+
+impl FaceModel {
+    /// Loads ONNX Runtime from `ort_lib` (once per process) and the model from
+    /// `model_bytes`. Errors say which flag to fix.
+    pub fn load(ort_lib: &Path, kind: ModelKind, model_bytes: &[u8]) -> anyhow::Result<Self> {
+        load_runtime(ort_lib)?;
+        let spec = kind.spec();
+        let session = Session::builder()
+            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3).map_err(Into::into))
+            // One thread per inference, and no spinning: the echo shares these cores.
+            .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+            .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
+            .and_then(|mut b| b.commit_from_memory(model_bytes))
+            .with_context(|| format!("cannot load the BlazeFace model {}", spec.file))?;
+        // The models split their outputs by feature map (512 + 384 anchors) and by
+        // kind; find them by shape, [1, anchors, 1] or [1, anchors, 16].
+        let shapes: Vec<Vec<i64>> = session
+            .outputs()
+            .iter()
+            .map(|output| output.dtype().tensor_shape().map(|shape| shape.to_vec()).unwrap_or_default())
+            .collect();
+        let outputs_with = |last: i64| {
+            let mut found: Vec<usize> = (0..shapes.len()).filter(|&at| shapes[at].len() == 3 && shapes[at][2] == last).collect();
+            found.sort_by_key(|&at| std::cmp::Reverse(shapes[at][1]));
+            let anchors: i64 = found.iter().map(|&at| shapes[at][1]).sum();
+            (anchors == blazeface::ANCHORS as i64).then_some(found)
+        };
+        let (Some(score_outputs), Some(regressor_outputs)) = (outputs_with(1), outputs_with(blazeface::REGRESSORS as i64)) else {
+            anyhow::bail!("{}: expected score and regressor outputs for 896 anchors, found shapes {shapes:?}", spec.file);
+        };
+        Ok(FaceModel {
+            anchors: blazeface::anchors(&spec),
+            session,
+            spec,
+            score_outputs,
+            regressor_outputs,
+        })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Runs the model on a prepared input (`S×S×3`, [-1, 1]); every output as is.
+    pub fn run_raw(&mut self, input: &[f32]) -> Result<Vec<RawOutput>, String> {
+        let size = self.spec.size as usize;
+        let tensor = TensorRef::from_array_view(([1usize, size, size, 3], input)).map_err(|e| e.to_string())?;
+        let outputs = self.session.run(ort::inputs![tensor]).map_err(|e| e.to_string())?;
+        outputs
+            .iter()
+            .map(|(name, value)| {
+                let (shape, values) = value.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+                Ok(RawOutput { name: name.to_string(), shape: shape.to_vec(), values: values.to_vec() })
+            })
+            .collect()
+    }
+
+    /// Runs the model; returns the score logits (one per anchor) and the
+    /// regressors (16 per anchor), in anchor order.
+    pub fn infer(&mut self, input: &[f32]) -> Result<(Vec<f32>, Vec<f32>), String> {
+        let outputs = self.run_raw(input)?;
+        let join = |indices: &[usize]| -> Vec<f32> {
+            indices.iter().flat_map(|&at| outputs[at].values.iter().copied()).collect()
+        };
+        let (scores, regressors) = (join(&self.score_outputs), join(&self.regressor_outputs));
+        if scores.len() != blazeface::ANCHORS || regressors.len() != blazeface::ANCHORS * blazeface::REGRESSORS {
+            return Err(format!("model gave {} scores and {} regressors", scores.len(), regressors.len()));
+        }
+        Ok((scores, regressors))
+    }
+
+    /// Faces in an RGB frame, in its pixels.
+    pub fn detect(&mut self, rgb: &RgbImage) -> Result<Vec<Face>, String> {
+        let (input, letterbox) = blazeface::prepare(rgb, self.spec.size);
+        let (scores, regressors) = self.infer(&input)?;
+        Ok(blazeface::decode(&self.spec, &self.anchors, &scores, &regressors, letterbox))
+    }
+}
+
+/// Loads `libonnxruntime.so` into the process, once.
+fn load_runtime(ort_lib: &Path) -> anyhow::Result<()> {
+    if !ort_lib.is_file() {
+        anyhow::bail!(
+            "--detect needs ONNX Runtime, and {} does not exist. Run scripts/onnxruntime.sh \
+             (make run does) to fetch it, or point --ort-lib (or ORT_DYLIB_PATH) at libonnxruntime.so",
+            ort_lib.display()
+        );
+    }
+    ort::init_from(ort_lib)
+        .map(|env| env.with_name("face-echo").commit())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--ort-lib {}: cannot use it as ONNX Runtime ({e}). Run scripts/onnxruntime.sh for a \
+                 matching libonnxruntime.so (1.24 or newer)",
+                ort_lib.display()
+            )
+        })?;
+    Ok(())
+}
+
+/// What turns raw outputs into faces: the model's constants, no runtime.
+struct Decoding {
+    spec: ModelSpec,
+    anchors: Vec<(f32, f32)>,
+}
+
+impl Decoding {
+    fn decode(&self, scores: &[f32], regressors: &[f32], letterbox: blazeface::Letterbox) -> Vec<Face> {
+        blazeface::decode(&self.spec, &self.anchors, scores, regressors, letterbox)
+    }
+}
+
+/// One frame to look at, and where its results go.
+struct Job {
+    frame: Arc<I420Frame>,
+    state: Arc<DetectState>,
+}
+
+/// The server's detector: the shared model and its worker threads.
+pub struct Detector {
+    jobs: SyncSender<Job>,
+    kind: ModelKind,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector").field("model", &self.kind).field("interval", &self.interval).finish()
+    }
+}
+
+impl Detector {
+    /// Loads the model and starts `workers` threads. The threads end when the
+    /// detector and every session's handle are gone.
+    pub fn start(config: &DetectConfig, model_bytes: &[u8], workers: usize, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Self>> {
+        let model = FaceModel::load(&config.ort_lib, config.model, model_bytes)?;
+        let decoding = Arc::new(Decoding { spec: model.spec, anchors: model.anchors.clone() });
+        let model = Arc::new(Mutex::new(model));
+        let workers = workers.max(1);
+        // One waiting frame per worker: anything more would only be stale.
+        let (jobs, queue) = sync_channel::<Job>(workers);
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..workers {
+            let (queue, model, decoding, metrics) =
+                (Arc::clone(&queue), Arc::clone(&model), Arc::clone(&decoding), Arc::clone(&metrics));
+            std::thread::Builder::new()
+                .name(format!("detect-{index}"))
+                .spawn(move || work(&queue, &model, &decoding, &metrics))
+                .context("cannot start a detection thread")?;
+        }
+        Ok(Arc::new(Detector {
+            jobs,
+            kind: config.model,
+            interval: Duration::from_secs_f64(1.0 / config.fps),
+            metrics,
+        }))
+    }
+
+    /// A session's handle: its tap thread offers frames through it.
+    pub fn for_session(self: &Arc<Self>) -> DetectHandle {
+        DetectHandle {
+            detector: Arc::clone(self),
+            state: Arc::new(DetectState::new(self.kind, Arc::clone(&self.metrics))),
+            next_at: Instant::now(),
+        }
+    }
+}
+
+/// Threads a worker count from the machine: half the cores (at least one), so
+/// detection never takes every core from the echo.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1)
+}
+
+fn work(queue: &Mutex<Receiver<Job>>, model: &Mutex<FaceModel>, decoding: &Decoding, metrics: &Metrics) {
+    loop {
+        let job = match queue.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        let rgb = match snapshot::to_rgb(&job.frame)
+            .and_then(|rgb| RgbImage::from_raw(job.frame.width, job.frame.height, rgb).ok_or_else(|| "frame size".to_string()))
+        {
+            Ok(rgb) => rgb,
+            Err(err) => {
+                tracing::debug!(%err, "detect: cannot convert the frame");
+                continue;
+            }
+        };
+        // Only the model run is serialised (one shared ONNX session) and timed;
+        // pre/post-processing runs beside it and is measured in the bench.
+        let (input, letterbox) = blazeface::prepare(&rgb, decoding.spec.size);
+        let started = Instant::now();
+        let raw = model.lock().unwrap_or_else(|e| e.into_inner()).infer(&input);
+        let took = started.elapsed();
+        let result = raw.map(|(scores, regressors)| decoding.decode(&scores, &regressors, letterbox));
+        match result {
+            Ok(faces) => {
+                metrics.detect_inferences.inc();
+                metrics.detect_inference_seconds.observe(took.as_secs_f64());
+                job.state.record(faces, took, &job.frame);
+            }
+            Err(err) => tracing::warn!(%err, "detect: inference failed"),
+        }
+    }
+}
+
+/// A session's end of the detector, owned by its tap thread.
+pub struct DetectHandle {
+    detector: Arc<Detector>,
+    state: Arc<DetectState>,
+    next_at: Instant,
+}
+
+impl DetectHandle {
+    pub fn state(&self) -> Arc<DetectState> {
+        Arc::clone(&self.state)
+    }
+
+    /// Offers a decoded frame: taken at most `--detect-fps` times a second,
+    /// skipped (and counted) when the workers are busy. Never waits.
+    pub fn offer(&mut self, frame: &Arc<I420Frame>) {
+        let now = Instant::now();
+        if now < self.next_at {
+            return;
+        }
+        self.next_at = now + self.detector.interval;
+        let job = Job { frame: Arc::clone(frame), state: Arc::clone(&self.state) };
+        match self.detector.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.state.skipped.fetch_add(1, Ordering::Relaxed);
+                self.detector.metrics.detect_skipped.inc();
+            }
+        }
+    }
+}
+
+/// What a session's detector found, for `/api/sessions` and the snapshot.
+pub struct DetectState {
+    kind: ModelKind,
+    metrics: Arc<Metrics>,
+    pub skipped: AtomicU64,
+    inner: Mutex<DetectWindow>,
+}
+
+#[derive(Debug, Default)]
+struct DetectWindow {
+    inferences: u64,
+    faces: Vec<Face>,
+    /// Size of the frame the faces were found in.
+    frame_size: (u32, u32),
+    infer_us: VecDeque<u64>,
+}
+
+const INFER_TIMES_KEPT: usize = 256;
+
+impl std::fmt::Debug for DetectState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DetectState").field("model", &self.kind).field("window", &*self.window()).finish()
+    }
+}
+
+impl DetectState {
+    fn new(kind: ModelKind, metrics: Arc<Metrics>) -> Self {
+        DetectState { kind, metrics, skipped: AtomicU64::new(0), inner: Mutex::default() }
+    }
+
+    fn window(&self) -> MutexGuard<'_, DetectWindow> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, faces: Vec<Face>, took: Duration, frame: &I420Frame) {
+        let mut window = self.window();
+        // The gauge counts the faces every session sees now.
+        self.metrics.detect_faces.inc_by(faces.len() as i64 - window.faces.len() as i64);
+        window.inferences += 1;
+        window.faces = faces;
+        window.frame_size = (frame.width, frame.height);
+        if window.infer_us.len() == INFER_TIMES_KEPT {
+            window.infer_us.pop_front();
+        }
+        window.infer_us.push_back(took.as_micros() as u64);
+    }
+
+    /// The faces of the last detection, and the size of the frame they are in.
+    pub fn faces(&self) -> (Vec<Face>, (u32, u32)) {
+        let window = self.window();
+        (window.faces.clone(), window.frame_size)
+    }
+
+    /// The `"detect"` object of `/api/sessions`.
+    pub fn to_json(&self) -> Value {
+        let window = self.window();
+        let mut times: Vec<u64> = window.infer_us.iter().copied().collect();
+        times.sort_unstable();
+        let percentile_ms = |p: f64| -> Option<f64> {
+            (!times.is_empty()).then(|| times[((times.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0)
+        };
+        let faces: Vec<Value> = window
+            .faces
+            .iter()
+            .map(|f| json!({"x": f.x.round(), "y": f.y.round(), "w": f.w.round(), "h": f.h.round(), "score": (f64::from(f.score) * 1000.0).round() / 1000.0}))
+            .collect();
+        json!({
+            "enabled": true,
+            "model": self.kind.name(),
+            "faces": faces,
+            "inferences": window.inferences,
+            "skipped": self.skipped.load(Ordering::Relaxed),
+            "infer_ms_p50": percentile_ms(0.50),
+            "infer_ms_p99": percentile_ms(0.99),
+        })
+    }
+}
+
+impl Drop for DetectState {
+    fn drop(&mut self) {
+        let faces = self.window().faces.len() as i64;
+        self.metrics.detect_faces.dec_by(faces);
+    }
+}
