@@ -22,10 +22,11 @@ deps-test:
 test-rust:
 	ORT_DYLIB_PATH=$(CURDIR)/target/onnxruntime/libonnxruntime.so $(CARGO) test --all-targets
 
-# The page in headless Chromium with a fake camera, against the real server.
+# The page in headless Chromium with a fake camera, against the real server: plain
+# echo, then with the decode tap and the server's own face detector.
 test-browser:
 	cd tests/browser && FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo node --test
-	cd tests/browser && FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo FACE_ECHO_ARGS=--decode-tap node --test
+	cd tests/browser && FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo FACE_ECHO_ARGS="--decode-tap --detect" node --test
 
 # Independent WebRTC stacks as clients: aiortc (PyPI) and GStreamer webrtcbin (Debian).
 test-interop:

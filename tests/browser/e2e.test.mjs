@@ -1,7 +1,8 @@
 // The page in Debian's headless Chromium, with a fake camera made from a photo of a
 // face, against the real face-echo server: face-api must find the face, the echo
 // must play, the server must have forwarded packets. With FACE_ECHO_ARGS=--decode-tap
-// it also checks the server's snapshot is a JPEG of the sent size.
+// it also checks the server's snapshot is a JPEG of the sent size; with --detect, that
+// the server's own detector found the face and the page shows its count.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -19,6 +20,8 @@ const extraArgs = (process.env.FACE_ECHO_ARGS ?? '').split(/\s+/).filter(Boolean
 const outDir = join(repo, 'target/e2e');
 const WIDTH = 640;
 const HEIGHT = 480;
+const detect = extraArgs.includes('--detect');
+const tapOn = detect || extraArgs.includes('--decode-tap');
 
 function freePort() {
   return new Promise((ok, fail) => {
@@ -113,7 +116,7 @@ test(`page detects a face and plays the echo (server args: ${extraArgs.join(' ')
     assert.ok(mine.echo.packets_out > 0, `packets forwarded: ${JSON.stringify(mine.echo)}`);
     console.log(`server echo: ${JSON.stringify(mine.echo)}`);
 
-    if (extraArgs.includes('--decode-tap')) {
+    if (tapOn) {
       const tap = await waitFor('tap frames', async () => {
         const s = (await (await fetch(`${base}/api/sessions`)).json()).find((x) => x.id === fe.session);
         return s?.tap?.frames_decoded > 0 ? s.tap : null;
@@ -131,8 +134,17 @@ test(`page detects a face and plays the echo (server args: ${extraArgs.join(' ')
         return !img.hidden && img.complete && img.naturalWidth > 0;
       }), 10_000, describe);
     }
+    if (detect) {
+      const faces = await waitFor('the server to find the face', () => page.evaluate(() => {
+        const n = window.faceEcho.serverFaces;
+        return n >= 1 ? n : null;
+      }), 20_000, describe);
+      const shown = await page.textContent('#server-faces');
+      console.log(`server faces: ${faces} (page shows "${shown}")`);
+      assert.match(shown, /^\d+ \(BlazeFace back/);
+    }
 
-    const shot = join(outDir, `browser-echo${extraArgs.includes('--decode-tap') ? '-tap' : ''}.png`);
+    const shot = join(outDir, `browser-echo${detect ? '-detect' : tapOn ? '-tap' : ''}.png`);
     await page.screenshot({ path: shot, fullPage: true });
     console.log(`screenshot: ${shot}`);
   } finally {
