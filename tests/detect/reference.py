@@ -309,9 +309,18 @@ def median_ms(sess, x, runs=50, warmup=5):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--no-write", action="store_true", help="do not rewrite the fixtures")
+    ap.add_argument("--time-only", action="store_true",
+                    help="only time inference (scripts/bench-detect.sh, beside the Rust bench)")
     args = ap.parse_args()
 
     print("onnxruntime %s, numpy %s" % (ort.__version__, np.__version__))
+    if args.time_only:
+        astro = Image.open(os.path.join(FIXTURES, "astronaut.png")).convert("RGB")
+        print("inference, 1 thread, median of 50 runs:")
+        for det in [Detector(n) for n in MODELS]:
+            x, _ = image_tensor(astro, det.size)
+            print("  %-5s %dx%d: %.3f ms" % (det.name, det.size, det.size, median_ms(det.sess, x)))
+        return 0
 
     # 1. parity fixtures
     for name in MODELS:
