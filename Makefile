@@ -23,9 +23,9 @@ test-rust:
 	ORT_DYLIB_PATH=$(CURDIR)/target/onnxruntime/libonnxruntime.so $(CARGO) test --all-targets
 
 # The page in headless Chromium with a fake camera, against the real server: plain
-# echo, then with the decode tap and the server's own face detector.
+# echo at 320x240, then at 640x480 with the decode tap and the server's own detector.
 test-browser:
-	cd tests/browser && FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo node --test
+	cd tests/browser && FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo FACE_ECHO_SIZE=320x240 node --test
 	cd tests/browser && FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo FACE_ECHO_ARGS="--decode-tap --detect" node --test
 
 # Independent WebRTC stacks as clients: aiortc (PyPI) and GStreamer webrtcbin (Debian).

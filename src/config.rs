@@ -21,8 +21,7 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Serve the page from this folder instead of the copy embedded in the binary
-    /// (for editing web/ without rebuilding). Models are still served from the binary
-    /// unless the folder has a models/ sibling.
+    /// (for editing web/ without rebuilding). Models are always served from the binary.
     #[arg(long, value_name = "DIR")]
     pub web_dir: Option<PathBuf>,
 

@@ -1,7 +1,10 @@
-// face-echo page: camera → face-api (in the page) → canvas with boxes → WebRTC (VP8)
-// → server → echo video. Drawing runs at video rate with the latest boxes; detection
-// runs beside it, one pass at a time, and never holds a frame back.
-import * as faceapi from '/vendor/face-api/face-api.esm.js';
+// face-echo page: camera → face-api (in the page) → canvas with boxes and a frame
+// code → WebRTC (VP8) → server → echo video. Drawing runs at video rate with the
+// latest boxes; detection runs beside it, one pass at a time, and never holds a
+// frame back. The echo's frame codes give the glass-to-glass latency.
+import { PageDetector } from '/detector.js';
+import { FrameReader, FrameStamper, percentile } from '/framecode.js';
+import { Plot } from '/plots.js';
 
 const $ = (id) => document.getElementById(id);
 const camera = $('camera');
@@ -13,19 +16,42 @@ const ctx = canvas.getContext('2d');
 const state = window.faceEcho = {
   state: 'idle', session: null, facesLastFrame: 0, maxFaces: 0,
   framesDrawn: 0, detections: 0, echoFramesRendered: 0, error: null, tap: null,
-  serverFaces: null, // faces the server's own detector (--detect) found, or null
+  serverFaces: null,          // faces the server's own detector (--detect) found, or null
+  latencyMs: { p50: null, p95: null, samples: 0 },
+  detector: null,             // 'tiny' | 'ssd'
+  backend: null,              // tfjs backend running the page's detector: 'wasm' | 'webgl' | 'cpu'
+  backendProbeMs: {},         // ms per TinyFaceDetector pass in the start-up probe
+  facesByDetector: { tiny: 0, ssd: 0 },  // most faces each detector found in one pass
+  plots: {},                  // each plot's latest value
 };
 
-const DETECTOR = new faceapi.TinyFaceDetectorOptions({ inputSize: 416, scoreThreshold: 0.5 });
-let modelReady = null;
-let boxes = [];           // latest detection, in video pixels
+const detector = new PageDetector();
+const stamper = new FrameStamper();
+const reader = new FrameReader();
+const LATENCIES_KEPT = 120;   // the last ~4 s of echoed frames
+
+let boxes = [];               // latest detection, in video pixels
 let detecting = false;
 let running = false;
 let pc = null;
 let ws = null;
 let drawHandle = null;
-let detectTimes = [];     // completion times of recent detections, for detections/s
+let detectTimes = [];         // completion times of recent detections, for detections/s
+let lastDetectMs = null;
+let latencies = [];
 let tapTimer = null;
+let statsTimer = null;
+
+const plotArea = $('plots');
+const plots = {
+  sendFps: new Plot(plotArea, 'send fps', 'fps', '#4c4'),
+  echoFps: new Plot(plotArea, 'echo fps', 'fps', '#4af'),
+  detectMs: new Plot(plotArea, 'detection', 'ms', '#fc4'),
+  latency: new Plot(plotArea, 'echo latency p50', 'ms', '#f6a'),
+  bitrate: new Plot(plotArea, 'outbound bitrate', 'kbit/s', '#c8f'),
+  rtt: new Plot(plotArea, 'ICE RTT', 'ms', '#8cc'),
+  tapFps: new Plot(plotArea, 'server tap decoded', 'fps', '#f84'),
+};
 
 function setState(value) {
   state.state = value;
@@ -39,12 +65,7 @@ function showError(message) {
   if (message) console.warn('face-echo:', message);
 }
 
-function loadModel() {
-  modelReady ??= faceapi.nets.tinyFaceDetector.loadFromUri('/models/face-api');
-  return modelReady;
-}
-
-// Draw the newest camera frame plus the latest boxes; at video rate.
+// Draw the newest camera frame, the latest boxes and the frame code; at video rate.
 function draw() {
   if (!running) return;
   if (camera.readyState >= 2) {
@@ -61,6 +82,7 @@ function draw() {
       ctx.strokeRect(x, y, width, height);
       ctx.fillText(score.toFixed(2), x, Math.max(12, y - 4));
     }
+    stamper.stamp(ctx, canvas.width, canvas.height);
     state.framesDrawn++;
     detect();
   }
@@ -73,20 +95,22 @@ function draw() {
 async function detect() {
   if (detecting || !running) return;
   detecting = true;
-  const started = performance.now();
   try {
-    await loadModel();
-    const found = await faceapi.detectAllFaces(camera, DETECTOR);
-    // face-api's Box keeps x/y/width/height behind getters: copy them out.
-    boxes = found.map(({ box, score }) => ({ x: box.x, y: box.y, width: box.width, height: box.height, score }));
+    await detector.start(camera);
+    showBackend();
+    const started = performance.now();
+    const used = detector.settings.detector;
+    boxes = await detector.detect(camera);
+    const now = performance.now();
+    state.facesByDetector[used] = Math.max(state.facesByDetector[used], boxes.length);
+    lastDetectMs = now - started;
     state.facesLastFrame = boxes.length;
     state.maxFaces = Math.max(state.maxFaces, boxes.length);
     state.detections++;
-    const now = performance.now();
     detectTimes = detectTimes.filter((t) => now - t < 5000).concat(now);
     $('faces').textContent = $('page-faces').textContent = boxes.length;
     $('dps').textContent = (detectTimes.length / 5).toFixed(1);
-    $('detect-ms').textContent = Math.round(now - started);
+    $('detect-ms').textContent = Math.round(lastDetectMs);
   } catch (err) {
     showError(`face detection failed: ${err.message ?? err}`);
   } finally {
@@ -94,12 +118,33 @@ async function detect() {
   }
 }
 
-function countEchoFrames() {
+function showBackend() {
+  state.backend = detector.backend;
+  state.backendProbeMs = { ...detector.probe };
+  state.detector = detector.settings.detector;
+  const probe = Object.entries(detector.probe).map(([name, ms]) => `${name} ${Math.round(ms)} ms`).join(', ');
+  $('backend').textContent = `${detector.backend}${probe ? ` (probe: ${probe})` : ''}`;
+}
+
+// Each echoed frame: count it, read its frame code, and time the round trip.
+function watchEcho() {
   if (!echo.requestVideoFrameCallback) return;
-  const onFrame = () => {
+  const onFrame = (now) => {
     state.echoFramesRendered++;
     $('echo-frames').textContent = state.echoFramesRendered;
-    echo.requestVideoFrameCallback(onFrame);
+    const n = reader.read(echo, canvas.width);
+    const drawnAt = n === null ? null : stamper.drawnTime(n);
+    if (drawnAt !== null && now >= drawnAt) {
+      latencies.push(now - drawnAt);
+      if (latencies.length > LATENCIES_KEPT) latencies.shift();
+      state.latencyMs = {
+        p50: percentile(latencies, 0.5),
+        p95: percentile(latencies, 0.95),
+        samples: state.latencyMs.samples + 1,
+      };
+      $('latency').textContent = `p50 ${Math.round(state.latencyMs.p50)} ms · p95 ${Math.round(state.latencyMs.p95)} ms`;
+    }
+    if (running) echo.requestVideoFrameCallback(onFrame);
   };
   echo.requestVideoFrameCallback(onFrame);
 }
@@ -111,6 +156,7 @@ function send(message) {
 async function start() {
   $('start').disabled = true;
   $('stop').disabled = false;
+  $('reconnect').hidden = true;
   showError(null);
   setState('starting');
   running = true;
@@ -120,13 +166,15 @@ async function start() {
       audio: false,
     });
   } catch (err) {
-    showError(`camera refused or missing: ${err.message ?? err}`);
+    const why = err?.name === 'NotAllowedError'
+      ? 'the camera was refused: allow it for this page (browsers only offer it on https:// or localhost)'
+      : `no camera: ${err.message ?? err}`;
+    showError(why);
     stop('failed');
     return;
   }
   await camera.play().catch(() => {});
   draw();
-  loadModel().catch((err) => showError(`could not load the face model: ${err.message ?? err}`));
   connect(canvas.captureStream(30));
 }
 
@@ -147,7 +195,9 @@ function connect(stream) {
   };
   pc.onicecandidate = (event) => send({ type: 'ice', candidate: event.candidate ? event.candidate.toJSON() : null });
   pc.onconnectionstatechange = () => {
-    if (running) setState(pc.connectionState);
+    if (!running) return;
+    setState(pc.connectionState);
+    if (pc.connectionState === 'failed') lost('the media connection failed');
   };
 
   const pending = [];   // remote candidates that came before the answer
@@ -165,7 +215,8 @@ function connect(stream) {
       $('session').textContent = message.session;
       await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
       for (const candidate of pending.splice(0)) await pc.addIceCandidate(candidate).catch(() => {});
-      pollTap();
+      pollServer();
+      pollStats();
     } else if (message.type === 'ice' && message.candidate) {
       if (pc.remoteDescription) await pc.addIceCandidate(message.candidate).catch(() => {});
       else pending.push(message.candidate);
@@ -175,16 +226,21 @@ function connect(stream) {
   };
   ws.onerror = () => showError('signaling connection failed: is the server running?');
   ws.onclose = () => {
-    if (running) {
-      setState('closed');
-      stopMedia();
-    }
+    if (running) lost('the server closed the connection');
   };
-  countEchoFrames();
+  watchEcho();
 }
 
-// The server's view: its decode tap's numbers and snapshot, about once a second.
-function pollTap() {
+// The server went away (or the media failed): say so, and offer to start again.
+function lost(why) {
+  showError(`${why}; press Reconnect to start a new session`);
+  stop('disconnected');
+  $('reconnect').hidden = false;
+}
+
+// The server's view, about once a second: its decode tap's numbers and snapshot,
+// and its own detector's faces.
+function pollServer() {
   clearInterval(tapTimer);
   tapTimer = setInterval(async () => {
     if (!state.session) return;
@@ -198,6 +254,7 @@ function pollTap() {
       $('server-faces').textContent = detect?.enabled
         ? `${detect.faces.length} (BlazeFace ${detect.model}, p50 ${detect.infer_ms_p50 ?? '–'} ms)`
         : 'off (--detect)';
+      plots.tapFps.push(tap?.enabled ? tap.fps : null);
       if (!tap?.enabled) return;
       $('tap').textContent = `${tap.width}×${tap.height} · ${tap.fps} fps decoded · ` +
         `${tap.keyframes} keyframes · decode p50 ${tap.decode_us_p50 ?? '–'} µs · ` +
@@ -211,9 +268,40 @@ function pollTap() {
   }, 1000);
 }
 
+// WebRTC's own numbers once a second, with ours, into the plots.
+function pollStats() {
+  clearInterval(statsTimer);
+  let last = null;
+  statsTimer = setInterval(async () => {
+    if (!pc) return;
+    const report = await pc.getStats();
+    let out = null;
+    let rtt = null;
+    report.forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'video') out = s;
+      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded' && s.currentRoundTripTime !== undefined) {
+        rtt = s.currentRoundTripTime * 1000;
+      }
+    });
+    const now = { at: performance.now(), bytes: out?.bytesSent ?? 0, echoFrames: state.echoFramesRendered };
+    if (last) {
+      const seconds = (now.at - last.at) / 1000;
+      plots.bitrate.push(((now.bytes - last.bytes) * 8) / 1000 / seconds);
+      plots.echoFps.push((now.echoFrames - last.echoFrames) / seconds);
+    }
+    last = now;
+    plots.sendFps.push(out?.framesPerSecond ?? null);
+    plots.rtt.push(rtt);
+    plots.detectMs.push(lastDetectMs);
+    plots.latency.push(state.latencyMs.p50);
+    for (const plot of Object.values(plots)) state.plots[plot.name] = plot.latest();
+  }, 1000);
+}
+
 function stopMedia() {
   running = false;
   clearInterval(tapTimer);
+  clearInterval(statsTimer);
   if (drawHandle !== null && camera.cancelVideoFrameCallback) camera.cancelVideoFrameCallback(drawHandle);
   pc?.close();
   pc = null;
@@ -232,5 +320,21 @@ function stop(finalState = 'stopped') {
   setState(finalState);
 }
 
+// The page's detector controls.
+function configureDetector() {
+  detector.configure({
+    detector: $('detector').value,
+    inputSize: Number($('input-size').value),
+    scoreThreshold: Number($('score').value),
+  });
+  state.detector = detector.settings.detector;
+  $('score-value').textContent = Number($('score').value).toFixed(2);
+  $('detector-label').textContent = detector.label;
+  $('input-size').disabled = detector.settings.detector !== 'tiny';
+}
+
 $('start').onclick = start;
 $('stop').onclick = () => stop();
+$('reconnect').onclick = () => { $('reconnect').hidden = true; start(); };
+for (const id of ['detector', 'input-size', 'score']) $(id).oninput = configureDetector;
+configureDetector();

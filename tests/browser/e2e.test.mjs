@@ -18,8 +18,8 @@ const repo = resolve(here, '../..');
 const bin = process.env.FACE_ECHO_BIN ?? join(repo, 'target/debug/face-echo');
 const extraArgs = (process.env.FACE_ECHO_ARGS ?? '').split(/\s+/).filter(Boolean);
 const outDir = join(repo, 'target/e2e');
-const WIDTH = 640;
-const HEIGHT = 480;
+// The fake camera's size: FACE_ECHO_SIZE=320x240 (default 640x480).
+const [WIDTH, HEIGHT] = (process.env.FACE_ECHO_SIZE ?? '640x480').split('x').map(Number);
 const detect = extraArgs.includes('--detect');
 const tapOn = detect || extraArgs.includes('--decode-tap');
 
@@ -63,7 +63,7 @@ function jpegSize(bytes) {
   throw new Error('no SOF marker in JPEG');
 }
 
-test(`page detects a face and plays the echo (server args: ${extraArgs.join(' ') || 'none'})`, { timeout: 180_000 }, async () => {
+test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: ${extraArgs.join(' ') || 'none'})`, { timeout: 180_000 }, async () => {
   mkdirSync(outDir, { recursive: true });
   const work = mkdtempSync(join(tmpdir(), 'face-echo-e2e-'));
   const y4m = join(work, 'camera.y4m');
@@ -115,6 +115,31 @@ test(`page detects a face and plays the echo (server args: ${extraArgs.join(' ')
     assert.ok(mine, `session ${fe.session} in /api/sessions: ${JSON.stringify(sessions)}`);
     assert.ok(mine.echo.packets_out > 0, `packets forwarded: ${JSON.stringify(mine.echo)}`);
     console.log(`server echo: ${JSON.stringify(mine.echo)}`);
+
+    // The page as an instrument: backend chosen by the probe, glass-to-glass latency
+    // from the frame codes, both detectors finding the face, plots with data.
+    assert.ok(['wasm', 'webgl'].includes(fe.backend), `backend ${fe.backend}`);
+    assert.ok(fe.backendProbeMs.wasm > 0, `probe ${JSON.stringify(fe.backendProbeMs)}`);
+    const latency = await waitFor('latency from the frame codes', async () => {
+      const s = JSON.parse(await snapshot());
+      return s.latencyMs.samples >= 30 ? s.latencyMs : null;
+    }, 30_000, describe);
+    console.log(`echo latency: ${JSON.stringify(latency)} backend ${fe.backend} probe ${JSON.stringify(fe.backendProbeMs)}`);
+    assert.ok(latency.p50 > 0 && latency.p50 < 1000, `p50 ${latency.p50}`);
+    assert.match(await page.textContent('#latency'), /^p50 \d+ ms · p95 \d+ ms$/);
+    assert.equal(fe.facesByDetector.tiny >= 1, true);
+    await page.selectOption('#detector', 'ssd');
+    await waitFor('SSD MobileNet to find the face', async () => {
+      const s = JSON.parse(await snapshot());
+      return s.detector === 'ssd' && s.facesByDetector.ssd >= 1;
+    }, 60_000, describe);
+    const plotted = await waitFor('every plot to have data', async () => {
+      const s = JSON.parse(await snapshot());
+      const want = ['send fps', 'echo fps', 'detection', 'echo latency p50', 'outbound bitrate', 'ICE RTT'];
+      return want.every((name) => s.plots[name] !== null) ? s.plots : null;
+    }, 20_000, describe);
+    console.log(`plots: ${JSON.stringify(plotted)}`);
+    assert.equal(await page.locator('#plots canvas').count(), 7);
 
     if (tapOn) {
       const tap = await waitFor('tap frames', async () => {
