@@ -298,6 +298,18 @@ impl Publisher {
         Ok(())
     }
 
+    /// Drops the signaling socket without a close frame (as a crashed tab or a lost
+    /// network would), then releases the PeerConnection on our side.
+    pub async fn abandon(self) -> anyhow::Result<()> {
+        for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+        tokio::time::timeout(Duration::from_secs(3), self.pc.close())
+            .await
+            .context("PeerConnection close timed out")??;
+        Ok(())
+    }
+
     /// Closes the PeerConnection and the signaling socket.
     pub async fn close(self) -> anyhow::Result<()> {
         let closed = tokio::time::timeout(Duration::from_secs(3), self.pc.close()).await;

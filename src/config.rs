@@ -50,6 +50,24 @@ pub struct Config {
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub disconnect_timeout: u64,
 
+    /// Seconds a signaling WebSocket may stay open without sending an offer.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub offer_timeout: u64,
+
+    /// Browser origin allowed to open /ws besides the server's own (repeatable), e.g.
+    /// https://demo.example.org. Browsers send Origin; tools that send none are allowed.
+    #[arg(long, value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+
+    /// Serve HTTPS and WSS with this PEM certificate chain (with --tls-key).
+    /// Browsers give the camera only to https:// pages (or localhost).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Decode the VP8 each session forwards (depacketize, assemble, libvpx) for
     /// metrics in /api/sessions and /metrics and a snapshot at
     /// /api/sessions/{id}/snapshot.jpg. The echo never waits for it.
@@ -138,6 +156,10 @@ impl Config {
             nat_ip: Vec::new(),
             max_sessions: 64,
             disconnect_timeout: 10,
+            offer_timeout: 30,
+            allow_origin: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             decode_tap: false,
             tap_pli: false,
             tap_queue: 1024,
@@ -192,6 +214,10 @@ impl Config {
             fps: self.detect_fps,
             ort_lib: self.ort_lib.clone().unwrap_or_else(default_ort_lib),
         })
+    }
+
+    pub fn offer_timeout(&self) -> Duration {
+        Duration::from_secs(self.offer_timeout)
     }
 
     pub fn disconnect_timeout(&self) -> Duration {

@@ -22,3 +22,4 @@ pub mod session;
 pub mod sessions;
 pub mod signaling;
 pub mod tap;
+pub mod tls;

@@ -58,13 +58,16 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let tls = config.tls_cert.is_some();
+    let stop = stop_signal()?;
     let server = face_echo::server::start(config).await?;
     let addr = server.addr;
-    tracing::info!("listening on http://{addr}/ (signaling ws://{addr}/ws)");
-    if !addr.ip().is_loopback() {
+    let (http, ws) = if tls { ("https", "wss") } else { ("http", "ws") };
+    tracing::info!("listening on {http}://{addr}/ (signaling {ws}://{addr}/ws)");
+    if !addr.ip().is_loopback() && !tls {
         tracing::warn!("listening on {addr}, beyond loopback, without TLS: browsers allow the camera only on https or localhost");
     }
-    wait_for_stop_signal().await;
+    stop.await;
     tracing::info!("shutting down: closing every session");
     server.shutdown().await?;
     tracing::info!("bye");
@@ -82,23 +85,24 @@ async fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_stop_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers Ctrl-C and SIGTERM handlers now (before the server says it is
+/// listening, so an early signal is never the default "die at once"), and
+/// returns a future that ends at the first of them.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+        })
     }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

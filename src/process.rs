@@ -11,6 +11,9 @@ pub struct ProcessStats {
     pub rss_bytes: u64,
     pub threads: u64,
     pub open_fds: u64,
+    /// Tasks alive on the async runtime (when read from inside it): a leak shows here.
+    #[serde(default)]
+    pub tasks: u64,
 }
 
 /// Clock ticks per second of /proc/*/stat times (USER_HZ; 100 on Linux).
@@ -38,6 +41,9 @@ pub fn read_self() -> ProcessStats {
         }
     }
     stats.open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0);
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        stats.tasks = runtime.metrics().num_alive_tasks() as u64;
+    }
     stats
 }
 

@@ -13,6 +13,8 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::detect::Detector;
 use crate::tap::TapConfig;
+use crate::tls::TlsListener;
+use axum::serve::ListenerExt;
 use crate::http::{self, AppInner, AppState, Assets};
 use crate::metrics::Metrics;
 use crate::network::MediaNetwork;
@@ -33,6 +35,10 @@ pub struct RunningServer {
 /// Binds `config.listen` and starts serving in the background.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.validate()?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
@@ -62,13 +68,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     });
     let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let mut stopped = stopping;
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|stopping| *stopping).await;
-            })
-            .await
-    });
+    let stopped = async move {
+        let _ = stopped.wait_for(|stopping| *stopping).await;
+    };
+    let task = match tls {
+        None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stopped).await }),
+        Some(tls) => {
+            // tap_io: axum's way of giving a custom listener's peer address to handlers.
+            let listener = TlsListener::new(listener, tls)?.tap_io(|_| {});
+            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stopped).await })
+        }
+    };
     Ok(RunningServer { addr, state, stop, task })
 }
 

@@ -81,6 +81,14 @@ pub enum ErrorCode {
     BadCandidate,
     /// An ICE candidate came before any offer and could not be kept.
     NoOffer,
+    /// More ICE candidates than one session may send.
+    TooManyCandidates,
+    /// A frame over the size limit (then the socket closes).
+    TooLarge,
+    /// Frames faster than the rate limit (then the socket closes).
+    RateLimited,
+    /// No offer in time after the socket opened (then it closes).
+    IdleTimeout,
     /// A second offer on a connection that already has a session.
     AlreadyNegotiated,
     /// `--max-sessions` reached.

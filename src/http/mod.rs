@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::json;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
@@ -23,8 +23,12 @@ use crate::network::MediaNetwork;
 use crate::sessions::Sessions;
 use crate::tap::{TapConfig, snapshot};
 
-/// Largest signaling frame we accept; a browser offer is ~5 KB.
+/// Largest signaling frame we accept; a browser offer is ~5 KB. Bigger frames get
+/// `too_large` and the socket closes.
 pub const MAX_WS_MESSAGE_BYTES: usize = 64 * 1024;
+/// What the WebSocket layer reads before giving up without a word: frames between
+/// this and `MAX_WS_MESSAGE_BYTES` are read, answered `too_large`, and closed.
+const WS_READ_LIMIT_BYTES: usize = 1024 * 1024;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -84,12 +88,35 @@ async fn model_file(State(app): State<AppState>, Path(path): Path<String>) -> Re
 async fn signaling(
     State(app): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if let Err(origin) = check_origin(&headers, &app.config.allow_origin) {
+        tracing::warn!(%client, origin, "refused a WebSocket from another site");
+        let message = format!("origin {origin} may not open this server's WebSocket (see --allow-origin)");
+        return (StatusCode::FORBIDDEN, Json(json!({"error": "forbidden_origin", "message": message}))).into_response();
+    }
     upgrade
-        .max_message_size(MAX_WS_MESSAGE_BYTES)
-        .max_frame_size(MAX_WS_MESSAGE_BYTES)
+        .max_message_size(WS_READ_LIMIT_BYTES)
+        .max_frame_size(WS_READ_LIMIT_BYTES)
         .on_upgrade(move |socket| ws::serve(socket, client, app))
+}
+
+/// Cross-site WebSocket hijacking guard: a browser's `Origin` must be this server's
+/// own (same host and port as the request's `Host`) or one of `allowed`. Requests
+/// without `Origin` come from tools and peers, not from pages: allowed.
+fn check_origin<'h>(headers: &'h HeaderMap, allowed: &[String]) -> Result<(), &'h str> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().map_err(|_| "(not text)")?;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let same_site = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|authority| !host.is_empty() && authority.eq_ignore_ascii_case(host));
+    let listed = allowed.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin));
+    if same_site || listed { Ok(()) } else { Err(origin) }
 }
 
 async fn sessions(State(app): State<AppState>) -> Json<serde_json::Value> {

@@ -13,13 +13,18 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use super::AppState;
+use super::{AppState, MAX_WS_MESSAGE_BYTES};
 use crate::session::{Session, SessionEvent};
 use crate::sessions::Slot;
 use crate::signaling::{self, Candidate, ClientMessage, ErrorCode, ServerMessage, SignalError};
 
 /// Remote candidates kept while waiting for the offer.
 const MAX_EARLY_CANDIDATES: usize = 32;
+/// Remote candidates one session may send in all (a browser sends a handful).
+pub const MAX_CANDIDATES: usize = 64;
+/// Frames a client may send per second, sustained, and in a burst.
+pub const MAX_FRAMES_PER_SECOND: f64 = 20.0;
+pub const MAX_FRAME_BURST: f64 = 100.0;
 /// Outgoing frames queued for a slow client before we give up on it.
 const OUTBOX_FRAMES: usize = 256;
 
@@ -38,8 +43,36 @@ struct Connection {
     session: Option<Session>,
     events: Option<mpsc::UnboundedReceiver<SessionEvent>>,
     early_candidates: Vec<Candidate>,
+    /// Candidates received in all, before and after the offer.
+    candidates_received: usize,
+    rate: TokenBucket,
     /// When a `disconnected` ICE connection gets closed, if it does not recover.
     disconnect_deadline: Option<Instant>,
+}
+
+/// The frame-rate limit: `MAX_FRAME_BURST` tokens, refilled at `MAX_FRAMES_PER_SECOND`.
+struct TokenBucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new() -> Self {
+        TokenBucket { tokens: MAX_FRAME_BURST, at: Instant::now() }
+    }
+
+    /// Takes one token; false when there is none left.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * MAX_FRAMES_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(MAX_FRAME_BURST);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
 }
 
 pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
@@ -63,12 +96,16 @@ pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
         session: None,
         events: None,
         early_candidates: Vec::new(),
+        candidates_received: 0,
+        rate: TokenBucket::new(),
         disconnect_deadline: None,
     };
     tracing::debug!(%client, "signaling connection opened");
+    let offer_deadline = Instant::now() + conn.app.config.offer_timeout();
 
     loop {
         let deadline = conn.disconnect_deadline;
+        let idle_deadline = conn.session.is_none().then_some(offer_deadline);
         let flow = tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(message)) => conn.on_frame(message).await,
@@ -79,6 +116,13 @@ pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
                 None => Flow::Close,
             },
             Some(event) = next_event(&mut conn.events) => conn.on_session_event(event),
+            _ = sleep_until(idle_deadline) => {
+                conn.send_error(SignalError::new(
+                    ErrorCode::IdleTimeout,
+                    format!("no offer within {} s of connecting", conn.app.config.offer_timeout),
+                ));
+                Flow::Close
+            }
             _ = sleep_until(deadline) => {
                 conn.send_error(SignalError::new(
                     ErrorCode::IceFailed,
@@ -105,8 +149,11 @@ pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
         reason: "bye".into(),
     })));
     drop(conn);
-    // Give queued frames (the last error, the close) a moment to leave.
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    // Give queued frames (the last error, the close) a moment to leave, and keep
+    // reading (and ignoring) meanwhile: closing with unread input makes the kernel
+    // reset the connection, and the client would lose our last error with it.
+    let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), async { tokio::join!(writer, drain) }).await;
     tracing::debug!(%client, "signaling connection closed");
 }
 
@@ -145,6 +192,27 @@ impl Connection {
     }
 
     async fn on_frame(&mut self, message: Message) -> Flow {
+        if let Message::Text(_) | Message::Binary(_) = &message {
+            if !self.rate.take() {
+                self.send_error(SignalError::new(
+                    ErrorCode::RateLimited,
+                    format!("more than {MAX_FRAMES_PER_SECOND} frames per second (burst {MAX_FRAME_BURST})"),
+                ));
+                return Flow::Close;
+            }
+            let size = match &message {
+                Message::Text(text) => text.len(),
+                Message::Binary(bytes) => bytes.len(),
+                _ => 0,
+            };
+            if size > MAX_WS_MESSAGE_BYTES {
+                self.send_error(SignalError::new(
+                    ErrorCode::TooLarge,
+                    format!("a {size}-byte frame; the limit is {MAX_WS_MESSAGE_BYTES} bytes"),
+                ));
+                return Flow::Close;
+            }
+        }
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
@@ -209,6 +277,14 @@ impl Connection {
     }
 
     async fn on_candidate(&mut self, candidate: Candidate) {
+        self.candidates_received += 1;
+        if self.candidates_received > MAX_CANDIDATES {
+            self.send_error(SignalError::new(
+                ErrorCode::TooManyCandidates,
+                format!("more than {MAX_CANDIDATES} candidates on one connection"),
+            ));
+            return;
+        }
         let address = candidate.address().unwrap_or_default();
         if !self.app.network.accepts_remote(address) {
             tracing::debug!(client = %self.client, address, "ignoring a candidate media cannot reach");

@@ -93,6 +93,7 @@ class GstPeer:
         self.verbose = verbose
         self.events: asyncio.Queue = asyncio.Queue()
         self.lock = threading.Lock()
+        self.local_set = threading.Event()  # our offer is the local description
         self.echo_frames = 0
         self.rtp_sent = 0
         self.echo_size = None
@@ -151,9 +152,16 @@ class GstPeer:
             return
         sdp = offer.sdp.as_text()
         self.mids = re.findall(r"^a=mid:(\S+)", sdp, flags=re.M)
-        # Post the offer before setting it locally, so it is sent before any candidate.
+        # Post the offer before setting it locally, so it is sent before any candidate;
+        # set_answer waits for the local description, since a fast server's answer can
+        # arrive before webrtcbin has applied it ("not in the correct state (stable)").
         self.post("offer", sdp)
-        element.emit("set-local-description", offer, Gst.Promise.new())
+        element.emit(
+            "set-local-description", offer, Gst.Promise.new_with_change_func(self._on_local_set, None)
+        )
+
+    def _on_local_set(self, _promise, _data) -> None:
+        self.local_set.set()
 
     def _on_ice_candidate(self, _element, mline_index, candidate) -> None:
         self.post("local-candidate", int(mline_index), candidate)
@@ -210,6 +218,8 @@ class GstPeer:
             raise RuntimeError("pipeline refused to go to PLAYING")
 
     def set_answer(self, sdp_text: str) -> None:
+        if not self.local_set.wait(10):
+            raise ValueError("webrtcbin never applied its own offer")
         res, sdp = GstSdp.SDPMessage.new_from_text(sdp_text)
         if res != GstSdp.SDPResult.OK:
             raise ValueError(f"cannot parse answer SDP: {res}")
