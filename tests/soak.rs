@@ -36,7 +36,7 @@ async fn spawn_server(extra: &[&str]) -> Server {
     let child = Command::new(BIN)
         .args(["--listen", &addr.to_string(), "--max-sessions", "128"])
         .args(extra)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .spawn()
         .expect("starts");
