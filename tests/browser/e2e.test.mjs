@@ -6,7 +6,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { createServer } from 'node:net';
+import { CHROMIUM_FLAGS, freePort } from './harness.mjs';
 import { mkdirSync, mkdtempSync, rmSync, createWriteStream, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -22,17 +22,6 @@ const outDir = join(repo, 'target/e2e');
 const [WIDTH, HEIGHT] = (process.env.FACE_ECHO_SIZE ?? '640x480').split('x').map(Number);
 const detect = extraArgs.includes('--detect');
 const tapOn = detect || extraArgs.includes('--decode-tap');
-
-function freePort() {
-  return new Promise((ok, fail) => {
-    const probe = createServer();
-    probe.once('error', fail);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => ok(port));
-    });
-  });
-}
 
 async function waitFor(what, check, timeoutMs, describe) {
   const deadline = Date.now() + timeoutMs;
@@ -88,8 +77,7 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
       executablePath: '/usr/bin/chromium',
       headless: true,
       args: [
-        '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--no-first-run',
+        ...CHROMIUM_FLAGS,
         '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
         `--use-file-for-fake-video-capture=${y4m}`, '--allow-loopback-in-peer-connection',
       ],

@@ -14,7 +14,7 @@
 // (an old release build), the probe loads all weights from a copy of models/ inside the
 // temporary web dir instead (/probe-models/...), and says so.
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
+import { CHROMIUM_FLAGS as BASE_FLAGS, freePort } from './harness.mjs';
 import { cpSync, mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -27,22 +27,10 @@ const bin = process.env.FACE_ECHO_BIN ?? join(repo, 'target/debug/face-echo');
 const asJson = process.argv.includes('--json');
 const BACKENDS = (process.env.PROBE_BACKENDS ?? 'default,wasm,webgl,cpu').split(',');
 const CHROMIUM_FLAGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run',
+  ...BASE_FLAGS,
   ...(process.env.PROBE_EXTRA_FLAGS ?? '').split(/\s+/).filter(Boolean),
 ];
 const truth = JSON.parse(readFileSync(join(repo, 'tests/fixtures/astronaut_face.json'), 'utf8'));
-
-function freePort() {
-  return new Promise((ok, fail) => {
-    const probe = createServer();
-    probe.once('error', fail);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => ok(port));
-    });
-  });
-}
 
 async function waitHealthy(base, server, log) {
   const deadline = Date.now() + 20000;
