@@ -10,6 +10,14 @@ want=(pkg-config libvpx-dev)
 if [ "${1:-build}" = test ]; then
   want+=(chromium vpx-tools)
 fi
+# Debian's own python3 comes without pip (used to fetch the ONNX Runtime wheel) and
+# takes Pillow from apt; another python3 (pyenv, a venv) brings its pip.
+debian_python=0
+[ "$(command -v python3)" = /usr/bin/python3 ] && debian_python=1
+if [ $debian_python = 1 ]; then
+  python3 -m pip --version >/dev/null 2>&1 || want+=(python3-pip)
+  [ "${1:-build}" = test ] && want+=(python3-pil)
+fi
 
 missing=()
 for pkg in "${want[@]}"; do
@@ -30,7 +38,7 @@ scripts/onnxruntime.sh >/dev/null
 
 if [ "${1:-build}" = test ]; then
   # The browser test turns a photo into a Y4M fake camera with Pillow.
-  if ! python3 -c 'import PIL' 2>/dev/null; then
+  if [ $debian_python = 0 ] && ! python3 -c 'import PIL' 2>/dev/null; then
     echo "deps: pip install pillow"
     python3 -m pip install --quiet pillow
   fi
