@@ -186,6 +186,9 @@ impl Config {
         if !(self.detect_fps > 0.0 && self.detect_fps <= 120.0) {
             anyhow::bail!("--detect-fps must be above 0 and at most 120");
         }
+        if self.offer_timeout == 0 {
+            anyhow::bail!("--offer-timeout must be at least 1 second");
+        }
         if self.max_sessions == 0 {
             anyhow::bail!("--max-sessions must be at least 1");
         }
