@@ -106,6 +106,21 @@ impl Publisher {
         timeout: Duration,
         edit_offer: OfferEdit,
     ) -> anyhow::Result<Publisher> {
+        Self::negotiate(ws_url, timeout, edit_offer, None).await
+    }
+
+    /// Watches session `session` as a viewer: what the server sends arrives in
+    /// [`Publisher::echoed`] (this peer's own track stays silent).
+    pub async fn watch(ws_url: &str, session: &str, timeout: Duration) -> anyhow::Result<Publisher> {
+        Self::negotiate(ws_url, timeout, Box::new(|sdp| sdp), Some(session)).await
+    }
+
+    async fn negotiate(
+        ws_url: &str,
+        timeout: Duration,
+        edit_offer: OfferEdit,
+        watch: Option<&str>,
+    ) -> anyhow::Result<Publisher> {
         let (ws, _) = tokio_tungstenite::connect_async(ws_url)
             .await
             .with_context(|| format!("cannot open {ws_url}"))?;
@@ -149,7 +164,11 @@ impl Publisher {
             .await
             .ok_or_else(|| anyhow!("no local offer"))?;
         let sdp = edit_offer(local.sdp);
-        ws_out.send(json!({"type": "offer", "sdp": sdp}).to_string())?;
+        let request = match watch {
+            Some(session) => json!({"type": "watch", "session": session, "sdp": sdp}),
+            None => json!({"type": "offer", "sdp": sdp}),
+        };
+        ws_out.send(request.to_string())?;
 
         // Read signaling: the answer once, candidates and errors as they come.
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -45,6 +45,11 @@ pub struct Config {
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_sessions: usize,
 
+    /// Most viewers watching one session (GET /watch/{session}). Beyond it a new
+    /// viewer gets the error `viewers_full`.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_viewers: usize,
+
     /// Seconds an ICE connection may stay `disconnected` before the session is closed
     /// and the client told.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
@@ -155,6 +160,7 @@ impl Config {
             udp_port: None,
             nat_ip: Vec::new(),
             max_sessions: 64,
+            max_viewers: 16,
             disconnect_timeout: 10,
             offer_timeout: 30,
             allow_origin: Vec::new(),

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub detect_faces: Gauge,
     /// BlazeFace inference time: 1 ms .. ~4 s.
     pub detect_inference_seconds: Histogram,
+    pub viewers_active: Gauge,
+    pub rtp_packets_fanout: Counter,
+    pub fanout_packets_dropped: Counter,
 }
 
 impl Metrics {
@@ -54,6 +57,9 @@ impl Metrics {
         let detect_skipped = Counter::default();
         let detect_faces = Gauge::default();
         let detect_inference_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 13));
+        let viewers_active = Gauge::default();
+        let rtp_packets_fanout = Counter::default();
+        let fanout_packets_dropped = Counter::default();
         registry.register("sessions_active", "Sessions (PeerConnections) open now", sessions_active.clone());
         registry.register("sessions", "Sessions opened since start", sessions_total.clone());
         registry.register("rtp_packets_received", "RTP packets received from publishers", rtp_packets_received.clone());
@@ -71,6 +77,9 @@ impl Metrics {
         registry.register("detect_skipped", "Frames due for detection skipped because the detector was busy", detect_skipped.clone());
         registry.register("detect_faces", "Faces the server's detector sees now, over all sessions", detect_faces.clone());
         registry.register("detect_inference_seconds", "Time for one face detection (model run)", detect_inference_seconds.clone());
+        registry.register("viewers_active", "Viewers watching a session now", viewers_active.clone());
+        registry.register("rtp_packets_fanout", "RTP packets queued for viewers (one per viewer)", rtp_packets_fanout.clone());
+        registry.register("fanout_packets_dropped", "RTP packets a slow viewer's full queue refused", fanout_packets_dropped.clone());
         Metrics {
             registry,
             sessions_active,
@@ -90,6 +99,9 @@ impl Metrics {
             detect_skipped,
             detect_faces,
             detect_inference_seconds,
+            viewers_active,
+            rtp_packets_fanout,
+            fanout_packets_dropped,
         }
     }
 

@@ -17,6 +17,8 @@ pub const MAX_CANDIDATE_BYTES: usize = 1024;
 pub enum ClientMessage {
     /// An SDP offer to publish (and get the echo back).
     Offer { sdp: String },
+    /// A receive-only SDP offer to watch the publisher of `session`.
+    Watch { session: String, sdp: String },
     /// A trickled ICE candidate; `None` is end-of-candidates.
     Ice(Option<Candidate>),
 }
@@ -97,6 +99,12 @@ pub enum ErrorCode {
     IceFailed,
     /// The server is shutting down.
     ServerShutdown,
+    /// `watch` named a session that does not exist (or has ended).
+    NoSuchSession,
+    /// `--max-viewers` reached for that session.
+    ViewersFull,
+    /// The session a viewer watched has ended (then the socket closes).
+    PublisherLeft,
     /// Anything that is our fault rather than the client's.
     Internal,
 }
@@ -142,6 +150,7 @@ pub fn parse(text: &str) -> Result<ClientMessage, SignalError> {
     };
     match kind.as_str() {
         "offer" => parse_offer(object.remove("sdp")),
+        "watch" => parse_watch(object.remove("session"), object.remove("sdp")),
         "ice" => parse_ice(object.remove("candidate")),
         other => Err(SignalError::new(
             ErrorCode::UnknownType,
@@ -172,6 +181,20 @@ fn parse_offer(sdp: Option<Value>) -> Result<ClientMessage, SignalError> {
         ));
     }
     Ok(ClientMessage::Offer { sdp })
+}
+
+/// Longest session id we look up (ours are 16 hex digits).
+const MAX_SESSION_ID: usize = 64;
+
+fn parse_watch(session: Option<Value>, sdp: Option<Value>) -> Result<ClientMessage, SignalError> {
+    let session = match session {
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_SESSION_ID => id,
+        _ => return Err(SignalError::new(ErrorCode::NoSuchSession, "`session` must be a session id string")),
+    };
+    match parse_offer(sdp)? {
+        ClientMessage::Offer { sdp } => Ok(ClientMessage::Watch { session, sdp }),
+        _ => Err(SignalError::new(ErrorCode::Internal, "offer parsing gave something else")),
+    }
 }
 
 fn parse_ice(candidate: Option<Value>) -> Result<ClientMessage, SignalError> {

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use super::{AppState, MAX_WS_MESSAGE_BYTES};
+use crate::session::viewer::Viewer;
 use crate::session::{Session, SessionEvent};
 use crate::sessions::Slot;
 use crate::signaling::{self, Candidate, ClientMessage, ErrorCode, ServerMessage, SignalError};
@@ -41,6 +42,8 @@ struct Connection {
     outbox: mpsc::Sender<Message>,
     slot: Option<Slot>,
     session: Option<Session>,
+    /// Or, for a connection that watches another session, its viewer.
+    viewer: Option<Viewer>,
     events: Option<mpsc::UnboundedReceiver<SessionEvent>>,
     early_candidates: Vec<Candidate>,
     /// Candidates received in all, before and after the offer.
@@ -94,6 +97,7 @@ pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
         outbox,
         slot: None,
         session: None,
+        viewer: None,
         events: None,
         early_candidates: Vec::new(),
         candidates_received: 0,
@@ -105,7 +109,7 @@ pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
 
     loop {
         let deadline = conn.disconnect_deadline;
-        let idle_deadline = conn.session.is_none().then_some(offer_deadline);
+        let idle_deadline = (conn.session.is_none() && conn.viewer.is_none()).then_some(offer_deadline);
         let flow = tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(message)) => conn.on_frame(message).await,
@@ -142,6 +146,9 @@ pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
 
     if let Some(session) = conn.session.take() {
         session.close().await;
+    }
+    if let Some(viewer) = conn.viewer.take() {
+        viewer.close().await;
     }
     drop(conn.slot.take());
     let _ = conn.outbox.try_send(Message::Close(Some(CloseFrame {
@@ -227,6 +234,10 @@ impl Connection {
         };
         match signaling::parse(text.as_str()) {
             Ok(ClientMessage::Offer { sdp }) => self.on_offer(sdp).await,
+            Ok(ClientMessage::Watch { session, sdp }) => {
+                self.on_watch(session, sdp).await;
+                Flow::Continue
+            }
             Ok(ClientMessage::Ice(Some(candidate))) => {
                 self.on_candidate(candidate).await;
                 Flow::Continue
@@ -239,12 +250,46 @@ impl Connection {
         }
     }
 
+    /// Refuses a second negotiation on this connection; true if it already has one.
+    fn already_negotiated(&self) -> bool {
+        let existing = match (&self.session, &self.viewer) {
+            (Some(session), _) => &session.info.id,
+            (_, Some(viewer)) => &viewer.id,
+            (None, None) => return false,
+        };
+        self.send_error(SignalError::new(
+            ErrorCode::AlreadyNegotiated,
+            format!("this connection already has session {existing}; open a new one to negotiate again"),
+        ));
+        true
+    }
+
+    async fn on_watch(&mut self, publisher_id: String, sdp: String) {
+        if self.already_negotiated() {
+            return;
+        }
+        let Some(publisher) = self.app.sessions.get(&publisher_id) else {
+            self.send_error(SignalError::new(ErrorCode::NoSuchSession, "no such session (it may have ended)"));
+            return;
+        };
+        let id = new_session_id();
+        let networks = self.app.network.attempts_for(self.client.ip());
+        match Viewer::open(id, &publisher, sdp, &networks).await {
+            Ok((viewer, answer, events)) => {
+                tracing::info!(viewer = %viewer.id, session = %publisher.id, client = %self.client, "watching");
+                self.send(ServerMessage::Answer { sdp: answer, session: viewer.id.clone() });
+                self.viewer = Some(viewer);
+                self.events = Some(events);
+                for candidate in std::mem::take(&mut self.early_candidates) {
+                    self.route_candidate(candidate).await;
+                }
+            }
+            Err(error) => self.send_error(error),
+        }
+    }
+
     async fn on_offer(&mut self, sdp: String) -> Flow {
-        if let Some(session) = &self.session {
-            self.send_error(SignalError::new(
-                ErrorCode::AlreadyNegotiated,
-                format!("this connection already has session {}; open a new one to publish again", session.info.id),
-            ));
+        if self.already_negotiated() {
             return Flow::Continue;
         }
         let Some(mut slot) = self.app.sessions.try_take() else {
@@ -256,7 +301,8 @@ impl Connection {
         };
         let id = new_session_id();
         let networks = self.app.network.attempts_for(self.client.ip());
-        match Session::open(id, sdp, &networks, self.app.tap.as_ref(), self.app.metrics.clone()).await {
+        let max_viewers = self.app.config.max_viewers;
+        match Session::open(id, sdp, &networks, self.app.tap.as_ref(), max_viewers, self.app.metrics.clone()).await {
             Ok((session, answer, events)) => {
                 slot.register(session.info.clone());
                 tracing::info!(session = %session.info.id, client = %self.client, "session opened");
@@ -268,7 +314,7 @@ impl Connection {
                 self.slot = Some(slot);
                 self.events = Some(events);
                 for candidate in std::mem::take(&mut self.early_candidates) {
-                    self.on_candidate(candidate).await;
+                    self.route_candidate(candidate).await;
                 }
             }
             Err(error) => self.send_error(error),
@@ -285,23 +331,32 @@ impl Connection {
             ));
             return;
         }
+        self.route_candidate(candidate).await;
+    }
+
+    /// Applies a candidate to the session or viewer, or keeps it for the offer.
+    async fn route_candidate(&mut self, candidate: Candidate) {
         let address = candidate.address().unwrap_or_default();
         if !self.app.network.accepts_remote(address) {
             tracing::debug!(client = %self.client, address, "ignoring a candidate media cannot reach");
             return;
         }
-        let Some(session) = &self.session else {
-            if self.early_candidates.len() >= MAX_EARLY_CANDIDATES {
-                self.send_error(SignalError::new(
-                    ErrorCode::NoOffer,
-                    format!("more than {MAX_EARLY_CANDIDATES} candidates before an offer"),
-                ));
-            } else {
-                self.early_candidates.push(candidate);
+        let added = match (&self.session, &self.viewer) {
+            (Some(session), _) => session.add_candidate(candidate).await,
+            (_, Some(viewer)) => viewer.add_candidate(candidate).await,
+            (None, None) => {
+                if self.early_candidates.len() >= MAX_EARLY_CANDIDATES {
+                    self.send_error(SignalError::new(
+                        ErrorCode::NoOffer,
+                        format!("more than {MAX_EARLY_CANDIDATES} candidates before an offer"),
+                    ));
+                } else {
+                    self.early_candidates.push(candidate);
+                }
+                return;
             }
-            return;
         };
-        if let Err(error) = session.add_candidate(candidate).await {
+        if let Err(error) = added {
             self.send_error(error);
         }
     }
@@ -311,6 +366,10 @@ impl Connection {
             SessionEvent::Candidate(candidate) => {
                 self.send(ServerMessage::Ice { candidate });
                 Flow::Continue
+            }
+            SessionEvent::PublisherLeft => {
+                self.send_error(SignalError::new(ErrorCode::PublisherLeft, "the session you watched has ended"));
+                Flow::Close
             }
             SessionEvent::State(state) => {
                 tracing::debug!(client = %self.client, %state, "connection state");

@@ -20,6 +20,7 @@ use crate::keyframe_feedback::asks_for_keyframe;
 use crate::metrics::Metrics;
 use crate::tap::TapInput;
 use crate::tap::assemble::TapPacket;
+use super::fanout::FanOut;
 
 /// Keyframe requests reach the publisher at most this often: a burst of PLIs from a
 /// lossy receiver would otherwise make the sender emit keyframe after keyframe.
@@ -43,14 +44,29 @@ pub struct EchoOutput {
     pub sender: Arc<dyn RtpSender>,
 }
 
+/// Same payload, sequence number and timestamp; the outgoing track's SSRC and
+/// payload type. Header extensions are the sender's, negotiated for its direction:
+/// dropped rather than sent with ids the outgoing leg never agreed on.
+pub fn readdress(packet: &mut rtc::rtp::Packet, ssrc: u32, payload_type: Option<u8>) {
+    packet.header.ssrc = ssrc;
+    if let Some(payload_type) = payload_type {
+        packet.header.payload_type = payload_type;
+    }
+    packet.header.extension = false;
+    packet.header.extension_profile = 0;
+    packet.header.extensions.clear();
+}
+
 /// Forwards `incoming` to `output` until the track ends; each forwarded packet is
-/// then offered to the decode tap, if there is one.
+/// then handed to the session's viewers and offered to the decode tap, if any.
+#[allow(clippy::too_many_arguments)]
 pub async fn forward(
     incoming: Arc<dyn TrackRemote>,
     output: Arc<TrackLocalStaticRTP>,
     out_ssrc: u32,
     out_payload_type: Option<u8>,
     tap: Option<TapInput>,
+    viewers: Option<Arc<FanOut>>,
     stats: Arc<EchoStats>,
     metrics: Arc<Metrics>,
 ) {
@@ -63,22 +79,18 @@ pub async fn forward(
         let payload_len = packet.payload.len() as u64;
         // Taken before the packet moves into the echo; cloning `Bytes` shares the payload.
         let for_tap = tap.as_ref().map(|_| TapPacket::from(&packet));
+        let for_viewers = viewers.as_ref().filter(|v| v.count() > 0).map(|_| packet.clone());
         stats.packets_in.fetch_add(1, Ordering::Relaxed);
         stats.bytes_in.fetch_add(payload_len, Ordering::Relaxed);
         metrics.rtp_packets_received.inc();
 
-        // Same payload, sequence number and timestamp; our SSRC and payload type.
-        // Header extensions are the sender's, negotiated for its direction: drop them
-        // rather than send ids the echo leg never agreed on.
-        packet.header.ssrc = out_ssrc;
-        if let Some(payload_type) = out_payload_type {
-            packet.header.payload_type = payload_type;
+        readdress(&mut packet, out_ssrc, out_payload_type);
+        let echoed = output.write_rtp(packet).await;
+        // The echo first; then the viewers, each on its own bounded queue.
+        if let (Some(viewers), Some(packet)) = (&viewers, for_viewers) {
+            viewers.send(&packet);
         }
-        packet.header.extension = false;
-        packet.header.extension_profile = 0;
-        packet.header.extensions.clear();
-
-        match output.write_rtp(packet).await {
+        match echoed {
             Ok(()) => {
                 stats.packets_out.fetch_add(1, Ordering::Relaxed);
                 stats.bytes_out.fetch_add(payload_len, Ordering::Relaxed);
@@ -134,24 +146,25 @@ pub async fn relay_keyframe_requests(
     tracing::debug!(media_ssrc, "keyframe relay ended");
 }
 
-/// Sends the publisher a PLI for each keyframe wish of the decode tap, at most one
-/// per [`crate::tap::TAP_PLI_INTERVAL`].
-pub async fn request_keyframes_for_tap(
+/// Sends the publisher a PLI for each keyframe wish (of the decode tap, or of the
+/// viewers), at most one per `interval`; counts them in `sent`.
+pub async fn request_keyframes(
     mut wishes: tokio::sync::mpsc::Receiver<()>,
     incoming: Arc<dyn TrackRemote>,
-    sent: Arc<crate::tap::TapState>,
+    interval: Duration,
+    sent: Arc<AtomicU64>,
 ) {
     let Some(media_ssrc) = incoming.ssrcs().await.first().copied() else {
         return;
     };
-    let mut limiter = RateLimiter::new(crate::tap::TAP_PLI_INTERVAL);
+    let mut limiter = RateLimiter::new(interval);
     while wishes.recv().await.is_some() {
         if !limiter.allow(Instant::now()) {
             continue;
         }
         let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
         if incoming.write_rtcp(vec![Box::new(pli)]).await.is_ok() {
-            sent.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+            sent.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

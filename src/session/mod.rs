@@ -6,6 +6,8 @@
 //! every task it spawned, so nothing outlives the client.
 
 pub mod echo;
+pub mod fanout;
+pub mod viewer;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,7 @@ use crate::peer::{self, PeerNetwork};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
 use crate::tap::{self, TapConfig, TapInput, TapState};
 use echo::{EchoOutput, EchoStats};
+use fanout::FanOut;
 
 /// Most video tracks one offer may carry (each gets an echo track).
 pub const MAX_VIDEO_TRACKS: usize = 4;
@@ -38,6 +41,62 @@ pub enum SessionEvent {
     Candidate(Candidate),
     /// The PeerConnection's state changed.
     State(RTCPeerConnectionState),
+    /// (Viewers only) the session being watched has ended.
+    PublisherLeft,
+}
+
+/// A local candidate as the event to trickle to the client.
+fn candidate_event(event: RTCPeerConnectionIceEvent) -> Option<SessionEvent> {
+    match event.candidate.to_json() {
+        Ok(init) => Some(SessionEvent::Candidate(Candidate {
+            candidate: init.candidate,
+            sdp_mid: init.sdp_mid,
+            sdp_mline_index: init.sdp_mline_index,
+            username_fragment: None,
+        })),
+        Err(err) => {
+            tracing::warn!(%err, "could not serialize a local candidate");
+            None
+        }
+    }
+}
+
+/// Applies `offer` and returns the answer's SDP (tracks must be added already).
+async fn answer_offer(pc: &Arc<dyn PeerConnection>, offer: RTCSessionDescription) -> Result<String, SignalError> {
+    pc.set_remote_description(offer)
+        .await
+        .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("offer rejected: {e}")))?;
+    let answer = pc
+        .create_answer(None)
+        .await
+        .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("cannot answer this offer: {e}")))?;
+    pc.set_local_description(answer)
+        .await
+        .map_err(|e| SignalError::new(ErrorCode::Internal, format!("set_local_description: {e}")))?;
+    let local = pc
+        .local_description()
+        .await
+        .ok_or_else(|| SignalError::new(ErrorCode::Internal, "no local description"))?;
+    Ok(local.sdp)
+}
+
+/// Builds a PeerConnection on the first of `networks` whose sockets bind.
+async fn build_peer(
+    networks: &[PeerNetwork],
+    answer_role: Option<rtc::peer_connection::transport::RTCDtlsRole>,
+    handler: Arc<dyn PeerConnectionEventHandler>,
+) -> Result<Arc<dyn PeerConnection>, SignalError> {
+    let mut built = Err(SignalError::new(ErrorCode::Internal, "no media address to bind"));
+    for network in networks {
+        match peer::build(network, answer_role, Arc::clone(&handler)).await {
+            Ok(pc) => return Ok(pc),
+            Err(e) => {
+                tracing::debug!(addrs = ?network.udp_addrs, %e, "PeerConnection did not start");
+                built = Err(SignalError::new(ErrorCode::Internal, format!("could not create a PeerConnection: {e}")));
+            }
+        }
+    }
+    built
 }
 
 /// The public face of a session: what `/api/sessions` shows.
@@ -49,10 +108,12 @@ pub struct SessionInfo {
     pub echo: Arc<EchoStats>,
     /// The decode tap's state, when `--decode-tap` is on.
     pub tap: Option<Arc<TapState>>,
+    /// Who watches this session.
+    pub fanout: Arc<FanOut>,
 }
 
 impl SessionInfo {
-    pub(crate) fn new(id: String, tap: Option<Arc<TapState>>) -> Self {
+    pub(crate) fn new(id: String, tap: Option<Arc<TapState>>, fanout: Arc<FanOut>) -> Self {
         let created_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -63,6 +124,7 @@ impl SessionInfo {
             state: Mutex::new(RTCPeerConnectionState::New),
             echo: Arc::default(),
             tap,
+            fanout,
         }
     }
 
@@ -97,6 +159,7 @@ impl SessionInfo {
                 Some(detect) => detect.to_json(),
                 None => json!({"enabled": false}),
             },
+            "viewers": self.fanout.to_json(),
         })
     }
 }
@@ -134,16 +197,8 @@ struct Handler(Arc<Shared>);
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        match event.candidate.to_json() {
-            Ok(init) => {
-                let _ = self.0.events.send(SessionEvent::Candidate(Candidate {
-                    candidate: init.candidate,
-                    sdp_mid: init.sdp_mid,
-                    sdp_mline_index: init.sdp_mline_index,
-                    username_fragment: None,
-                }));
-            }
-            Err(err) => tracing::warn!(%err, "could not serialize a local candidate"),
+        if let Some(event) = candidate_event(event) {
+            let _ = self.0.events.send(event);
         }
     }
 
@@ -182,11 +237,26 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     let tap = shared.tap.lock().unwrap_or_else(|e| e.into_inner()).take();
     let tap_input = match (tap, &shared.info.tap) {
         (Some((input, wishes)), Some(state)) => {
-            shared.spawn(echo::request_keyframes_for_tap(wishes, Arc::clone(&track), Arc::clone(state)));
+            shared.spawn(echo::request_keyframes(
+                wishes,
+                Arc::clone(&track),
+                crate::tap::TAP_PLI_INTERVAL,
+                Arc::clone(&state.keyframe_requests),
+            ));
             Some(input)
         }
         _ => None,
     };
+    // Viewers watch the first video track.
+    let fanout = shared.info.fanout.take_keyframe_wishes().map(|wishes| {
+        shared.spawn(echo::request_keyframes(
+            wishes,
+            Arc::clone(&track),
+            echo::PLI_MIN_INTERVAL,
+            Arc::clone(&shared.info.fanout.keyframe_requests),
+        ));
+        Arc::clone(&shared.info.fanout)
+    });
     tracing::info!(session = %shared.info.id, out_ssrc, ?out_payload_type, "echo started");
 
     shared.spawn(echo::relay_keyframe_requests(
@@ -201,6 +271,7 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
         out_ssrc,
         out_payload_type,
         tap_input,
+        fanout,
         Arc::clone(&shared.info.echo),
         Arc::clone(&shared.metrics),
     )
@@ -227,6 +298,7 @@ impl Session {
         offer_sdp: String,
         networks: &[PeerNetwork],
         tap_config: Option<&TapConfig>,
+        max_viewers: usize,
         metrics: Arc<Metrics>,
     ) -> Result<(Session, String, mpsc::UnboundedReceiver<SessionEvent>), SignalError> {
         let video_tracks = offer_sdp
@@ -253,7 +325,8 @@ impl Session {
             }
             None => (None, None),
         };
-        let info = Arc::new(SessionInfo::new(id, tap_state));
+        let fanout = Arc::new(FanOut::new(max_viewers, Arc::clone(&metrics)));
+        let info = Arc::new(SessionInfo::new(id, tap_state, fanout));
         let shared = Arc::new(Shared {
             info: Arc::clone(&info),
             metrics,
@@ -262,23 +335,7 @@ impl Session {
             tap: Mutex::new(tap_input),
             tasks: Mutex::new(Vec::new()),
         });
-        let mut built = Err(SignalError::new(ErrorCode::Internal, "no media address to bind"));
-        for network in networks {
-            match peer::build(network, answer_role, Arc::new(Handler(Arc::clone(&shared)))).await {
-                Ok(pc) => {
-                    built = Ok(pc);
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(addrs = ?network.udp_addrs, %e, "PeerConnection did not start");
-                    built = Err(SignalError::new(
-                        ErrorCode::Internal,
-                        format!("could not create a PeerConnection: {e}"),
-                    ));
-                }
-            }
-        }
-        let pc = built?;
+        let pc = build_peer(networks, answer_role, Arc::new(Handler(Arc::clone(&shared)))).await?;
         let session = Session { info, pc, shared };
         match session.negotiate(offer, video_tracks).await {
             Ok(answer) => Ok((session, answer, events_rx)),
@@ -310,26 +367,7 @@ impl Session {
         // on_track pops from the end: keep the first m-line's track last.
         outputs.reverse();
         *self.shared.free_outputs.lock().unwrap_or_else(|e| e.into_inner()) = outputs;
-
-        self.pc
-            .set_remote_description(offer)
-            .await
-            .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("offer rejected: {e}")))?;
-        let answer = self
-            .pc
-            .create_answer(None)
-            .await
-            .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("cannot answer this offer: {e}")))?;
-        self.pc
-            .set_local_description(answer)
-            .await
-            .map_err(|e| internal("set_local_description", e))?;
-        let local = self
-            .pc
-            .local_description()
-            .await
-            .ok_or_else(|| SignalError::new(ErrorCode::Internal, "no local description"))?;
-        Ok(local.sdp)
+        answer_offer(&self.pc, offer).await
     }
 
     /// Applies a remote ICE candidate.
@@ -347,8 +385,10 @@ impl Session {
             .map_err(|e| SignalError::new(ErrorCode::BadCandidate, format!("candidate rejected: {e}")))
     }
 
-    /// Closes the PeerConnection and ends every task of this session.
+    /// Closes the PeerConnection and ends every task of this session; its viewers
+    /// are told and closed.
     pub async fn close(self) {
+        self.info.fanout.close();
         if tokio::time::timeout(Duration::from_secs(2), self.pc.close())
             .await
             .is_err()

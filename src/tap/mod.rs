@@ -70,7 +70,7 @@ pub struct TapState {
     pub packets_dropped: AtomicU64,
     pub frames_decoded: AtomicU64,
     pub decode_errors: AtomicU64,
-    pub keyframe_requests: AtomicU64,
+    pub keyframe_requests: Arc<AtomicU64>,
     /// What the server's face detector found, with `--detect`.
     pub detect: Option<Arc<DetectState>>,
     inner: Mutex<TapWindow>,
