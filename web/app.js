@@ -16,6 +16,7 @@ const ctx = canvas.getContext('2d');
 const state = window.faceEcho = {
   state: 'idle', session: null, facesLastFrame: 0, maxFaces: 0,
   framesDrawn: 0, detections: 0, echoFramesRendered: 0, error: null, tap: null,
+  viewers: 0,                 // people watching this session (/watch/<session>)
   serverFaces: null,          // faces the server's own detector (--detect) found, or null
   latencyMs: { p50: null, p95: null, samples: 0 },
   detector: null,             // 'tiny' | 'ssd'
@@ -213,6 +214,9 @@ function connect(stream) {
     if (message.type === 'answer') {
       state.session = message.session;
       $('session').textContent = message.session;
+      const share = $('share');
+      share.href = `/watch/${message.session}`;
+      share.textContent = `${location.host}/watch/${message.session}`;
       await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
       for (const candidate of pending.splice(0)) await pc.addIceCandidate(candidate).catch(() => {});
       pollServer();
@@ -249,6 +253,8 @@ function pollServer() {
       const mine = sessions.find((s) => s.id === state.session);
       const tap = mine?.tap;
       state.tap = tap ?? null;
+      state.viewers = mine?.viewers?.length ?? 0;
+      $('viewers').textContent = state.viewers;
       const detect = mine?.detect;
       state.serverFaces = detect?.enabled ? detect.faces.length : null;
       $('server-faces').textContent = detect?.enabled

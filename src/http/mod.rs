@@ -62,6 +62,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/watch/{session}", get(watch_page))
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws", get(signaling))
         .route("/api/sessions", get(sessions))
@@ -75,6 +76,11 @@ pub fn router(state: AppState) -> Router {
 
 async fn index(State(app): State<AppState>) -> Response {
     app.assets.web("index.html").await
+}
+
+/// The viewer page; it reads the session id from its own URL.
+async fn watch_page(State(app): State<AppState>) -> Response {
+    app.assets.web("watch.html").await
 }
 
 async fn web_file(State(app): State<AppState>, Path(path): Path<String>) -> Response {

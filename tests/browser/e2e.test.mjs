@@ -129,6 +129,24 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     console.log(`plots: ${JSON.stringify(plotted)}`);
     assert.equal(await page.locator('#plots canvas').count(), 7);
 
+    // Broadcast: a viewer page (no camera) watches this session through the share link.
+    const share = await page.getAttribute('#share', 'href');
+    assert.equal(share, `/watch/${fe.session}`);
+    const viewer = await context.newPage();
+    viewer.on('console', (m) => consoleLines.push(`[viewer ${m.type()}] ${m.text()}`));
+    await viewer.goto(`${base}${share}`);
+    const watched = await waitFor('the viewer to render 30 frames', async () => {
+      const v = await viewer.evaluate(() => window.faceEchoViewer);
+      return v.frames >= 30 ? v : null;
+    }, 60_000, describe);
+    console.log(`viewer: ${JSON.stringify(watched)}`);
+    await waitFor('the publisher page to count its viewer', async () => {
+      const s = JSON.parse(await snapshot());
+      return s.viewers === 1;
+    }, 10_000, describe);
+    await viewer.screenshot({ path: join(outDir, `viewer-${WIDTH}x${HEIGHT}.png`) });
+    await viewer.close();
+
     if (tapOn) {
       const tap = await waitFor('tap frames', async () => {
         const s = (await (await fetch(`${base}/api/sessions`)).json()).find((x) => x.id === fe.session);

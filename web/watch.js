@@ -1,0 +1,89 @@
+// face-echo viewer page: watch a live session, receive-only. The session id is the
+// last part of the URL (/watch/<id>); the server forwards the publisher's RTP.
+const $ = (id) => document.getElementById(id);
+const video = $('video');
+const session = decodeURIComponent(location.pathname.split('/').filter(Boolean).pop() ?? '');
+
+// What automation can read.
+const state = window.faceEchoViewer = { state: 'idle', session, frames: 0, error: null };
+
+let pc = null;
+let ws = null;
+
+function setState(value) {
+  state.state = value;
+  $('state').textContent = value;
+}
+
+function showError(message) {
+  state.error = message;
+  $('error').textContent = message ?? '';
+  $('error').hidden = !message;
+}
+
+function countFrames() {
+  if (!video.requestVideoFrameCallback) return;
+  const onFrame = () => {
+    state.frames++;
+    $('frames').textContent = state.frames;
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+}
+
+function stop(finalState, why) {
+  if (why) showError(why);
+  pc?.close();
+  pc = null;
+  const socket = ws;
+  ws = null;
+  socket?.close();
+  setState(finalState);
+  $('rewatch').hidden = false;
+}
+
+function watch() {
+  $('rewatch').hidden = true;
+  showError(null);
+  setState('connecting');
+  pc = new RTCPeerConnection({ iceServers: [] }); // no STUN: works offline
+  const transceiver = pc.addTransceiver('video', { direction: 'recvonly' });
+  const codecs = RTCRtpReceiver.getCapabilities?.('video')?.codecs ?? [];
+  const vp8 = codecs.filter((c) => c.mimeType.toLowerCase() === 'video/vp8');
+  if (vp8.length && transceiver.setCodecPreferences) transceiver.setCodecPreferences(vp8);
+  pc.ontrack = (event) => {
+    video.srcObject = event.streams[0] ?? new MediaStream([event.track]);
+    video.play().catch(() => {});
+  };
+  const send = (message) => ws?.readyState === WebSocket.OPEN && ws.send(JSON.stringify(message));
+  pc.onicecandidate = (event) => send({ type: 'ice', candidate: event.candidate ? event.candidate.toJSON() : null });
+  pc.onconnectionstatechange = () => setState(pc?.connectionState ?? 'closed');
+
+  const pending = [];
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  ws = new WebSocket(`${proto}://${location.host}/ws`);
+  ws.onopen = async () => {
+    await pc.setLocalDescription(await pc.createOffer());
+    send({ type: 'watch', session, sdp: pc.localDescription.sdp });
+  };
+  ws.onmessage = async (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === 'answer') {
+      await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
+      for (const candidate of pending.splice(0)) await pc.addIceCandidate(candidate).catch(() => {});
+    } else if (message.type === 'ice' && message.candidate) {
+      if (pc.remoteDescription) await pc.addIceCandidate(message.candidate).catch(() => {});
+      else pending.push(message.candidate);
+    } else if (message.type === 'error') {
+      const ended = ['publisher_left', 'no_such_session'].includes(message.code);
+      if (ended) stop('ended', `the session has ended (${message.code})`);
+      else showError(`server: ${message.code}: ${message.message}`);
+    }
+  };
+  ws.onclose = () => { if (pc) stop('disconnected', 'the server closed the connection'); };
+}
+
+$('session').textContent = session;
+$('rewatch').onclick = watch;
+countFrames();
+watch();
