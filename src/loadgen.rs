@@ -43,6 +43,9 @@ pub struct LoadgenArgs {
     /// Print the summary as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Viewers watching each publisher (broadcast fan-out), each a receive-only peer.
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub viewers_per_peer: usize,
 }
 
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
@@ -84,6 +87,12 @@ pub struct Summary {
     /// The load generator's own CPU over the run (it shares the machine).
     pub client_cpu_percent: f64,
     pub connect_failures: usize,
+    /// Viewers connected in all (`--viewers-per-peer` × peers, less failures).
+    pub viewers: usize,
+    /// Packets the viewers received, and the fraction of what their publishers
+    /// sent that never reached them.
+    pub viewer_packets: u64,
+    pub viewer_loss: f64,
 }
 
 /// Counters one publisher shares with the reporter.
@@ -93,6 +102,8 @@ struct PeerCounters {
     packets_sent: AtomicU64,
     frames_echoed: AtomicU64,
     packets_echoed: AtomicU64,
+    viewers: AtomicU64,
+    viewer_packets: AtomicU64,
 }
 
 /// Sequence number → send time, for matching echoes.
@@ -138,17 +149,43 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
         bail!("no peer connected to {}", args.url);
     }
 
+    // Viewers (if any) join before the clock starts.
+    let counters: Vec<Arc<PeerCounters>> = publishers.iter().map(|_| Arc::default()).collect();
+    let mut viewers = Vec::new();
+    for (publisher, peer) in publishers.iter().zip(&counters) {
+        for _ in 0..args.viewers_per_peer {
+            match Publisher::watch(&args.url, &publisher.session, Duration::from_secs(20)).await {
+                Ok(mut viewer) => {
+                    peer.viewers.fetch_add(1, Ordering::Relaxed);
+                    let mut received = viewer.take_echoed();
+                    let count = Arc::clone(&peer);
+                    let task = tokio::spawn(async move {
+                        let mut seen = vec![false; 1 << 16];
+                        while let Some(packet) = received.recv().await {
+                            if !std::mem::replace(&mut seen[usize::from(packet.header.sequence_number)], true) {
+                                count.viewer_packets.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    });
+                    viewers.push((viewer, task));
+                }
+                Err(err) => {
+                    connect_failures += 1;
+                    eprintln!("loadgen: a viewer failed to connect: {err:#}");
+                }
+            }
+        }
+    }
+
     let before = fetch_process(&http_base).await;
     let client_before = crate::process::read_self();
     let rss_max = Arc::new(AtomicU64::new(before.as_ref().map(|p| p.rss_bytes).unwrap_or(0)));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
     let rtts = Arc::new(Mutex::new(Vec::<u32>::new()));
-    let mut counters = Vec::new();
     let mut tasks = Vec::new();
-    for mut publisher in publishers {
-        let peer = Arc::new(PeerCounters::default());
-        counters.push(Arc::clone(&peer));
+    for (mut publisher, peer) in publishers.into_iter().zip(counters.iter().cloned()) {
+
         let times = Arc::new(std::sync::Mutex::new(SendTimes::new()));
         let mut echoed = publisher.take_echoed();
         let (recv_peer, recv_times, recv_rtts) = (Arc::clone(&peer), Arc::clone(&times), Arc::clone(&rtts));
@@ -227,14 +264,23 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
     let after = fetch_process(&http_base).await;
     let client_after = crate::process::read_self();
     reporter.abort();
+    for (viewer, task) in viewers {
+        let _ = viewer.close().await;
+        task.abort();
+    }
     for (publisher, receiver) in finished {
         let _ = publisher.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), receiver).await;
     }
+    let viewer_expected: u64 = counters
+        .iter()
+        .map(|c| c.packets_sent.load(Ordering::Relaxed) * c.viewers.load(Ordering::Relaxed))
+        .sum();
 
     let sum = |f: fn(&PeerCounters) -> &AtomicU64| counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum::<u64>();
     let (frames_sent, frames_echoed) = (sum(|c| &c.frames_sent), sum(|c| &c.frames_echoed));
     let (packets_sent, packets_echoed) = (sum(|c| &c.packets_sent), sum(|c| &c.packets_echoed));
+    let viewer_packets = sum(|c| &c.viewer_packets);
     let mut rtts = std::mem::take(&mut *rtts.lock().await);
     rtts.sort_unstable();
     let percentile = |p: f64| -> Option<f64> {
@@ -267,6 +313,9 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
         server_rss_mb_max: (rss_max > 0).then(|| rss_max as f64 / 1e6),
         client_cpu_percent: (client_after.cpu_seconds - client_before.cpu_seconds) / sending.as_secs_f64() * 100.0,
         connect_failures,
+        viewers: counters.iter().map(|c| c.viewers.load(Ordering::Relaxed) as usize).sum(),
+        viewer_packets,
+        viewer_loss: if viewer_expected == 0 { 0.0 } else { 1.0 - viewer_packets as f64 / viewer_expected as f64 },
     })
 }
 
@@ -322,6 +371,7 @@ pub fn print_human(summary: &Summary) {
          echo RTT ms  p50 {}  p95 {}  p99 {}\n\
          server  cpu {} of a core ({} per peer)  rss {} → {} MB\n\
          loadgen cpu {:.1}% of a core\n\
+         viewers {}  packets received {}  loss {:.3}%\n\
          connect failures {}",
         summary.peers,
         summary.width,
@@ -342,6 +392,9 @@ pub fn print_human(summary: &Summary) {
         summary.server_rss_mb_start.map_or("–".into(), |v| format!("{v:.1}")),
         summary.server_rss_mb_max.map_or("–".into(), |v| format!("{v:.1}")),
         summary.client_cpu_percent,
+        summary.viewers,
+        summary.viewer_packets,
+        summary.viewer_loss * 100.0,
         summary.connect_failures,
     );
 }

@@ -1,5 +1,6 @@
-//! Smoke test of `face-echo loadgen`: 2 peers for 3 s against a server with the
-//! tap on. It must echo and the tap must decode; how fast is for BENCHMARKS.md.
+//! Smoke test of `face-echo loadgen`: 2 peers (each with 1 viewer) for 3 s against
+//! a server with the tap on. It must echo, fan out and the tap must decode; how fast
+//! is for BENCHMARKS.md.
 
 mod common;
 
@@ -19,6 +20,7 @@ async fn loadgen_echoes_and_the_tap_decodes() {
         fps: 30,
         bitrate: 500,
         json: true,
+        viewers_per_peer: 1,
     })
     .await
     .expect("loadgen runs");
@@ -28,6 +30,8 @@ async fn loadgen_echoes_and_the_tap_decodes() {
     assert!(summary.frames_sent >= 100, "{summary:?}");
     assert!(summary.frames_echoed * 10 >= summary.frames_sent * 9, "{summary:?}");
     assert!(summary.rtt_ms_p50.is_some());
+    assert_eq!(summary.viewers, 2, "{summary:?}");
+    assert!(summary.viewer_loss < 0.1, "viewers missed {:.1} %", summary.viewer_loss * 100.0);
     assert!(summary.server_cpu_percent.is_some() && summary.server_rss_mb_max.is_some());
 
     let (_, metrics) = http_get(server.addr, "/metrics").await;

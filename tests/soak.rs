@@ -138,6 +138,7 @@ async fn thirty_two_tapped_sessions_hold() {
         fps: 30,
         bitrate: 500,
         json: false,
+        viewers_per_peer: 0,
     })
     .await
     .expect("load runs");
