@@ -9,22 +9,15 @@ shift || true
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1 8 32)
 
-cargo build --release -q
-bin=target/release/face-echo
-mkdir -p target/bench
+. scripts/bench-lib.sh
 out=target/bench/fanout.jsonl
 : > "$out"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 for k in 0 "${counts[@]}"; do
-  port=$(free_port)
-  RUST_LOG=warn "$bin" --listen "127.0.0.1:$port" --max-viewers 64 2> "target/bench/server-fanout-$k.log" &
-  server=$!
-  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+  start_server "target/bench/server-fanout-$k.log" --max-viewers 64
   echo "bench: 1 publisher, $k viewers, ${seconds}s" >&2
-  "$bin" loadgen --url "ws://127.0.0.1:$port/ws" --peers 1 --viewers-per-peer "$k" --seconds "$seconds" --json 2>/dev/null \
-    | python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)))' >> "$out"
-  kill -TERM "$server"; wait "$server" || true
+  loadgen_json fanout --peers 1 --viewers-per-peer "$k" --seconds "$seconds" >> "$out"
+  stop_server
 done
 
 python3 - "$out" <<'PY'

@@ -10,28 +10,20 @@ shift || true
 peers=("$@")
 [ ${#peers[@]} -gt 0 ] || peers=(1 8 32)
 
-cargo build --release -q
-bin=target/release/face-echo
-mkdir -p target/bench
+. scripts/bench-lib.sh
 out=target/bench/load.jsonl
 : > "$out"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 for n in "${peers[@]}"; do
   for mode in echo tap; do
-    port=$(free_port)
-    args=(--listen "127.0.0.1:$port" --max-sessions 256)
+    args=(--max-sessions 256)
     [ "$mode" = tap ] && args+=(--decode-tap)
-    RUST_LOG=warn "$bin" "${args[@]}" 2> "target/bench/server-$mode-$n.log" &
-    server=$!
-    for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+    start_server "target/bench/server-$mode-$n.log" "${args[@]}"
     echo "bench: $mode, $n peers, ${seconds}s" >&2
-    "$bin" loadgen --url "ws://127.0.0.1:$port/ws" --peers "$n" --seconds "$seconds" --json 2>/dev/null \
-      | python3 -c "import json,sys; d=json.load(sys.stdin); d['mode']='$mode'; print(json.dumps(d))" >> "$out"
+    loadgen_json "$mode" --peers "$n" --seconds "$seconds" >> "$out"
     tap=$(curl -s "http://127.0.0.1:$port/metrics" | grep -E '^face_echo_tap_(frames_decoded|packets_dropped)_total' | tr '\n' ' ')
     echo "bench:   server tap counters: ${tap:-none}" >&2
-    kill -TERM "$server"; wait "$server" || true
+    stop_server
   done
 done
 

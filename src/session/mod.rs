@@ -80,6 +80,20 @@ async fn answer_offer(pc: &Arc<dyn PeerConnection>, offer: RTCSessionDescription
     Ok(local.sdp)
 }
 
+/// Applies a client's trickled candidate to `pc`.
+async fn add_remote_candidate(pc: &Arc<dyn PeerConnection>, candidate: Candidate) -> Result<(), SignalError> {
+    let init = RTCIceCandidateInit {
+        candidate: candidate.candidate,
+        sdp_mid: candidate.sdp_mid,
+        sdp_mline_index: candidate.sdp_mline_index,
+        username_fragment: candidate.username_fragment,
+        ..Default::default()
+    };
+    pc.add_ice_candidate(init)
+        .await
+        .map_err(|e| SignalError::new(ErrorCode::BadCandidate, format!("candidate rejected: {e}")))
+}
+
 /// Builds a PeerConnection on the first of `networks` whose sockets bind.
 async fn build_peer(
     networks: &[PeerNetwork],
@@ -372,17 +386,7 @@ impl Session {
 
     /// Applies a remote ICE candidate.
     pub async fn add_candidate(&self, candidate: Candidate) -> Result<(), SignalError> {
-        let init = RTCIceCandidateInit {
-            candidate: candidate.candidate,
-            sdp_mid: candidate.sdp_mid,
-            sdp_mline_index: candidate.sdp_mline_index,
-            username_fragment: candidate.username_fragment,
-            ..Default::default()
-        };
-        self.pc
-            .add_ice_candidate(init)
-            .await
-            .map_err(|e| SignalError::new(ErrorCode::BadCandidate, format!("candidate rejected: {e}")))
+        add_remote_candidate(&self.pc, candidate).await
     }
 
     /// Closes the PeerConnection and ends every task of this session; its viewers

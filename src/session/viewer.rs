@@ -15,12 +15,15 @@ use webrtc::media_stream::Track;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    PeerConnection, PeerConnectionEventHandler, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription,
 };
 
 use super::fanout::{FanOut, ViewerStats};
-use super::{SessionEvent, SessionInfo, answer_offer, build_peer, candidate_event, echo, negotiated_vp8_payload_type};
+use super::{
+    SessionEvent, SessionInfo, add_remote_candidate, answer_offer, build_peer, candidate_event, echo,
+    negotiated_vp8_payload_type,
+};
 use crate::keyframe_feedback::asks_for_keyframe;
 use crate::peer::{self, PeerNetwork};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
@@ -99,17 +102,7 @@ impl Viewer {
 
     /// Applies a remote ICE candidate.
     pub async fn add_candidate(&self, candidate: Candidate) -> Result<(), SignalError> {
-        let init = RTCIceCandidateInit {
-            candidate: candidate.candidate,
-            sdp_mid: candidate.sdp_mid,
-            sdp_mline_index: candidate.sdp_mline_index,
-            username_fragment: candidate.username_fragment,
-            ..Default::default()
-        };
-        self.pc
-            .add_ice_candidate(init)
-            .await
-            .map_err(|e| SignalError::new(ErrorCode::BadCandidate, format!("candidate rejected: {e}")))
+        add_remote_candidate(&self.pc, candidate).await
     }
 
     /// Leaves the publisher's viewers, closes the PeerConnection, ends the tasks.

@@ -1,0 +1,32 @@
+# Shared by the bench-*.sh scripts (sourced): the release binary, and a server on a
+# free loopback port for one run.
+cargo build --release -q
+bin=target/release/face-echo
+mkdir -p target/bench
+
+# start_server LOG ARGS...: starts the release server with ARGS on a free port, waits
+# until it answers; sets $port and $server (its pid).
+start_server() {
+  local log="$1"
+  shift
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  RUST_LOG=warn "$bin" --listen "127.0.0.1:$port" "$@" 2> "$log" &
+  server=$!
+  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return; sleep 0.1; done
+  echo "bench: the server did not start (log: $log)" >&2
+  return 1
+}
+
+# loadgen_json MODE LOADGEN-ARGS...: one loadgen run against $port, its summary as
+# one JSON line with "mode" added.
+loadgen_json() {
+  local mode="$1"
+  shift
+  "$bin" loadgen --url "ws://127.0.0.1:$port/ws" --json "$@" 2>/dev/null \
+    | python3 -c "import json,sys; d=json.load(sys.stdin); d['mode']='$mode'; print(json.dumps(d))"
+}
+
+stop_server() {
+  kill -TERM "$server"
+  wait "$server" || true
+}
