@@ -39,6 +39,8 @@ pub type OfferEdit = Box<dyn FnOnce(String) -> String + Send>;
 pub struct Publisher {
     /// The session id the server gave in its answer.
     pub session: String,
+    /// The secret others watch this session with (publishers only; empty for viewers).
+    pub watch_token: String,
     /// Echoed RTP packets, in arrival order.
     pub echoed: mpsc::UnboundedReceiver<rtp::Packet>,
     pc: Arc<dyn PeerConnection>,
@@ -109,10 +111,11 @@ impl Publisher {
         Self::negotiate(ws_url, timeout, edit_offer, None).await
     }
 
-    /// Watches session `session` as a viewer: what the server sends arrives in
-    /// [`Publisher::echoed`] (this peer's own track stays silent).
-    pub async fn watch(ws_url: &str, session: &str, timeout: Duration) -> anyhow::Result<Publisher> {
-        Self::negotiate(ws_url, timeout, Box::new(|sdp| sdp), Some(session)).await
+    /// Watches the session whose watch token (a publisher's [`Publisher::watch_token`])
+    /// is `token`: what the server sends arrives in [`Publisher::echoed`] (this
+    /// peer's own track stays silent).
+    pub async fn watch(ws_url: &str, token: &str, timeout: Duration) -> anyhow::Result<Publisher> {
+        Self::negotiate(ws_url, timeout, Box::new(|sdp| sdp), Some(token)).await
     }
 
     async fn negotiate(
@@ -172,7 +175,7 @@ impl Publisher {
 
         // Read signaling: the answer once, candidates and errors as they come.
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (answer_tx, answer_rx) = oneshot::channel::<anyhow::Result<(String, String)>>();
+        let (answer_tx, answer_rx) = oneshot::channel::<anyhow::Result<(String, String, String)>>();
         let reader_pc = Arc::clone(&pc);
         let reader_errors = Arc::clone(&errors);
         tasks.push(tokio::spawn(async move {
@@ -186,8 +189,9 @@ impl Publisher {
                     Some("answer") => {
                         let sdp = message["sdp"].as_str().unwrap_or_default().to_owned();
                         let session = message["session"].as_str().unwrap_or_default().to_owned();
+                        let watch = message["watch"].as_str().unwrap_or_default().to_owned();
                         if let Some(tx) = answer_tx.take() {
-                            let _ = tx.send(Ok((sdp, session)));
+                            let _ = tx.send(Ok((sdp, session, watch)));
                         }
                     }
                     Some("ice") => {
@@ -210,7 +214,7 @@ impl Publisher {
             }
         }));
 
-        let (answer, session) = tokio::time::timeout(timeout, answer_rx)
+        let (answer, session, watch_token) = tokio::time::timeout(timeout, answer_rx)
             .await
             .context("no answer in time")?
             .context("signaling closed before the answer")??;
@@ -244,6 +248,7 @@ impl Publisher {
         let packetizer = crate::clip::vp8_packetizer(ssrc);
         Ok(Publisher {
             session,
+            watch_token,
             echoed,
             pc,
             track,

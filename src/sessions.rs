@@ -70,6 +70,11 @@ impl Sessions {
         self.table().by_id.get(id).cloned()
     }
 
+    /// A live session by its watch token (the share link's secret).
+    pub fn by_watch_token(&self, token: &str) -> Option<Arc<SessionInfo>> {
+        self.table().by_id.values().find(|info| info.watch_token == token).cloned()
+    }
+
     pub fn len(&self) -> usize {
         self.table().by_id.len()
     }

@@ -17,7 +17,7 @@ pub const MAX_CANDIDATE_BYTES: usize = 1024;
 pub enum ClientMessage {
     /// An SDP offer to publish (and get the echo back).
     Offer { sdp: String },
-    /// A receive-only SDP offer to watch the publisher of `session`.
+    /// A receive-only SDP offer to watch the session whose watch token is `session`.
     Watch { session: String, sdp: String },
     /// A trickled ICE candidate; `None` is end-of-candidates.
     Ice(Option<Candidate>),
@@ -50,7 +50,13 @@ impl Candidate {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
-    Answer { sdp: String, session: String },
+    Answer {
+        sdp: String,
+        session: String,
+        /// (Publishers only) the secret that lets others watch: `/watch/<token>`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        watch: Option<String>,
+    },
     Ice { candidate: Candidate },
     Error { code: ErrorCode, message: String },
 }

@@ -24,6 +24,9 @@ use tokio_rustls::server::TlsStream;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Finished handshakes waiting for axum to take them.
 const READY_STREAMS: usize = 64;
+/// Handshakes in flight at once; beyond it the listener stops accepting until one
+/// ends (a flood of silent connections cannot take every file descriptor).
+const MAX_HANDSHAKES: usize = 256;
 
 /// Reads a PEM certificate chain and private key into a rustls server config
 /// (HTTP/1.1 only: WebSockets need it).
@@ -58,8 +61,16 @@ impl TlsListener {
         let local = tcp.local_addr()?;
         let (ready_tx, ready) = mpsc::channel(READY_STREAMS);
         let acceptor = TlsAcceptor::from(config);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
+                let permit = tokio::select! {
+                    permit = Arc::clone(&handshakes).acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return,
+                    },
+                    _ = ready_tx.closed() => return,
+                };
                 let (stream, client) = tokio::select! {
                     accepted = tcp.accept() => match accepted {
                         Ok(accepted) => accepted,
@@ -74,6 +85,7 @@ impl TlsListener {
                 };
                 let (acceptor, ready_tx) = (acceptor.clone(), ready_tx.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = ready_tx.send((tls, client)).await;

@@ -18,17 +18,28 @@ async fn four_viewers_get_every_payload_and_a_stalled_one_hurts_nobody() {
     let mut publisher = Publisher::connect(&url, CONNECT_TIMEOUT).await.expect("publisher connects");
     let mut viewers = Vec::new();
     for _ in 0..4 {
-        viewers.push(Publisher::watch(&url, &publisher.session, CONNECT_TIMEOUT).await.expect("viewer connects"));
+        viewers.push(Publisher::watch(&url, &publisher.watch_token, CONNECT_TIMEOUT).await.expect("viewer connects"));
     }
     // A fifth viewer that never reads what it gets.
-    let stalled = Publisher::watch(&url, &publisher.session, CONNECT_TIMEOUT).await.expect("stalled viewer connects");
+    let stalled = Publisher::watch(&url, &publisher.watch_token, CONNECT_TIMEOUT).await.expect("stalled viewer connects");
     // The sixth is one too many.
-    let refused = Publisher::watch(&url, &publisher.session, CONNECT_TIMEOUT).await.err().expect("refused");
+    let refused = Publisher::watch(&url, &publisher.watch_token, CONNECT_TIMEOUT).await.err().expect("refused");
     assert!(refused.to_string().contains("viewers_full"), "{refused}");
     let unknown = Publisher::watch(&url, "0000000000000000", CONNECT_TIMEOUT).await.err().expect("refused");
     assert!(unknown.to_string().contains("no_such_session"), "{unknown}");
+    // The session id is public (/api/sessions); it is not the share secret.
+    let by_id = Publisher::watch(&url, &publisher.session, CONNECT_TIMEOUT).await.err().expect("refused");
+    assert!(by_id.to_string().contains("no_such_session"), "{by_id}");
+    let listed = serde_json::to_string(&sessions(server.addr).await).unwrap();
+    assert!(!listed.contains(&publisher.watch_token), "the watch token leaked: {listed}");
 
     let sent = publish(&mut publisher, 90).await;
+    // Joining viewers asked for a keyframe: relayed to the publisher as a PLI once
+    // its track is up.
+    assert!(
+        eventually(Duration::from_secs(3), || async { publisher.plis_received() >= 1 }).await,
+        "no keyframe request reached the publisher"
+    );
     let echoed = collect_echo(&mut publisher, Duration::from_millis(1500)).await;
     assert!(identical_payloads(&sent, &echoed) * 100 >= sent.len() * 99, "the echo suffered");
     for (index, viewer) in viewers.iter_mut().enumerate() {

@@ -42,6 +42,7 @@ let lastDetectMs = null;
 let latencies = [];
 let tapTimer = null;
 let statsTimer = null;
+let echoHandle = null;        // the echo video's pending frame callback
 
 const plotArea = $('plots');
 const plots = {
@@ -145,9 +146,9 @@ function watchEcho() {
       };
       $('latency').textContent = `p50 ${Math.round(state.latencyMs.p50)} ms · p95 ${Math.round(state.latencyMs.p95)} ms`;
     }
-    if (running) echo.requestVideoFrameCallback(onFrame);
+    if (running) echoHandle = echo.requestVideoFrameCallback(onFrame);
   };
-  echo.requestVideoFrameCallback(onFrame);
+  echoHandle = echo.requestVideoFrameCallback(onFrame);
 }
 
 function send(message) {
@@ -203,20 +204,23 @@ function connect(stream) {
 
   const pending = [];   // remote candidates that came before the answer
   const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  ws = new WebSocket(`${proto}://${location.host}/ws`);
+  const socket = ws = new WebSocket(`${proto}://${location.host}/ws`);
+  // After Stop/Reconnect an old socket may still talk: only the current one counts.
+  const current = () => ws === socket;
   ws.onopen = async () => {
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
     send({ type: 'offer', sdp: pc.localDescription.sdp });
   };
   ws.onmessage = async (event) => {
+    if (!current()) return;
     const message = JSON.parse(event.data);
     if (message.type === 'answer') {
       state.session = message.session;
       $('session').textContent = message.session;
       const share = $('share');
-      share.href = `/watch/${message.session}`;
-      share.textContent = `${location.host}/watch/${message.session}`;
+      share.href = `/watch/${message.watch}`;
+      share.textContent = `${location.host}/watch/${message.watch}`;
       await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
       for (const candidate of pending.splice(0)) await pc.addIceCandidate(candidate).catch(() => {});
       pollServer();
@@ -228,9 +232,9 @@ function connect(stream) {
       showError(`server: ${message.code}: ${message.message}`);
     }
   };
-  ws.onerror = () => showError('signaling connection failed: is the server running?');
+  ws.onerror = () => { if (current()) showError('signaling connection failed: is the server running?'); };
   ws.onclose = () => {
-    if (running) lost('the server closed the connection');
+    if (current() && running) lost('the server closed the connection');
   };
   watchEcho();
 }
@@ -309,6 +313,8 @@ function stopMedia() {
   clearInterval(tapTimer);
   clearInterval(statsTimer);
   if (drawHandle !== null && camera.cancelVideoFrameCallback) camera.cancelVideoFrameCallback(drawHandle);
+  if (echoHandle !== null && echo.cancelVideoFrameCallback) echo.cancelVideoFrameCallback(echoHandle);
+  echoHandle = null;
   pc?.close();
   pc = null;
   camera.srcObject?.getTracks().forEach((t) => t.stop());

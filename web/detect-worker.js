@@ -82,7 +82,6 @@ async function start(bitmap) {
     await Promise.all(Object.values(NETS).map((net) => net.loadFromUri(MODELS)));
     probe[name] = await timePasses(bitmap);
   }
-  bitmap.close();
   const ranked = Object.entries(probe).sort((a, b) => a[1] - b[1]);
   let backend = ranked.length ? ranked[0][0] : 'cpu';
   if (!(await useBackend(backend))) {
@@ -100,10 +99,11 @@ onmessage = async ({ data }) => {
     } else if (data.type === 'detect') {
       const started = performance.now();
       const boxes = await detect(data.bitmap, data.settings);
-      data.bitmap.close();
       postMessage({ type: 'result', boxes, ms: performance.now() - started });
     }
   } catch (err) {
     postMessage({ type: 'error', message: `${err.message ?? err}` });
+  } finally {
+    data.bitmap?.close(); // closing twice is harmless
   }
 };

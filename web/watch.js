@@ -57,16 +57,20 @@ function watch() {
   };
   const send = (message) => ws?.readyState === WebSocket.OPEN && ws.send(JSON.stringify(message));
   pc.onicecandidate = (event) => send({ type: 'ice', candidate: event.candidate ? event.candidate.toJSON() : null });
-  pc.onconnectionstatechange = () => setState(pc?.connectionState ?? 'closed');
+  const peer = pc;
+  pc.onconnectionstatechange = () => { if (pc === peer) setState(peer.connectionState); };
 
   const pending = [];
   const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  ws = new WebSocket(`${proto}://${location.host}/ws`);
+  const socket = ws = new WebSocket(`${proto}://${location.host}/ws`);
+  // After "Watch again" an old socket may still talk: only the current one counts.
+  const current = () => ws === socket;
   ws.onopen = async () => {
     await pc.setLocalDescription(await pc.createOffer());
     send({ type: 'watch', session, sdp: pc.localDescription.sdp });
   };
   ws.onmessage = async (event) => {
+    if (!current()) return;
     const message = JSON.parse(event.data);
     if (message.type === 'answer') {
       await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
@@ -75,12 +79,12 @@ function watch() {
       if (pc.remoteDescription) await pc.addIceCandidate(message.candidate).catch(() => {});
       else pending.push(message.candidate);
     } else if (message.type === 'error') {
-      const ended = ['publisher_left', 'no_such_session'].includes(message.code);
-      if (ended) stop('ended', `the session has ended (${message.code})`);
+      const final = { publisher_left: 'ended', no_such_session: 'ended', viewers_full: 'refused', server_full: 'refused' };
+      if (final[message.code]) stop(final[message.code], `server: ${message.code}: ${message.message}`);
       else showError(`server: ${message.code}: ${message.message}`);
     }
   };
-  ws.onclose = () => { if (pc) stop('disconnected', 'the server closed the connection'); };
+  ws.onclose = () => { if (current() && pc) stop('disconnected', 'the server closed the connection'); };
 }
 
 $('session').textContent = session;

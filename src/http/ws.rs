@@ -51,6 +51,8 @@ struct Connection {
     rate: TokenBucket,
     /// When a `disconnected` ICE connection gets closed, if it does not recover.
     disconnect_deadline: Option<Instant>,
+    /// When a negotiated connection that never connected gets closed.
+    connect_deadline: Option<Instant>,
 }
 
 /// The frame-rate limit: `MAX_FRAME_BURST` tokens, refilled at `MAX_FRAMES_PER_SECOND`.
@@ -103,6 +105,7 @@ pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
         candidates_received: 0,
         rate: TokenBucket::new(),
         disconnect_deadline: None,
+        connect_deadline: None,
     };
     tracing::debug!(%client, "signaling connection opened");
     let offer_deadline = Instant::now() + conn.app.config.offer_timeout();
@@ -110,6 +113,7 @@ pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
     loop {
         let deadline = conn.disconnect_deadline;
         let idle_deadline = (conn.session.is_none() && conn.viewer.is_none()).then_some(offer_deadline);
+        let connect_deadline = conn.connect_deadline;
         let flow = tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(message)) => conn.on_frame(message).await,
@@ -120,6 +124,13 @@ pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
                 None => Flow::Close,
             },
             Some(event) = next_event(&mut conn.events) => conn.on_session_event(event),
+            _ = sleep_until(connect_deadline) => {
+                conn.send_error(SignalError::new(
+                    ErrorCode::IceFailed,
+                    format!("ICE did not connect within {} s of the answer", conn.app.config.offer_timeout),
+                ));
+                Flow::Close
+            }
             _ = sleep_until(idle_deadline) => {
                 conn.send_error(SignalError::new(
                     ErrorCode::IdleTimeout,
@@ -159,8 +170,11 @@ pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
     // Give queued frames (the last error, the close) a moment to leave, and keep
     // reading (and ignoring) meanwhile: closing with unread input makes the kernel
     // reset the connection, and the client would lose our last error with it.
+    let mut writer = writer;
     let drain = async { while let Some(Ok(_)) = stream.next().await {} };
-    let _ = tokio::time::timeout(Duration::from_secs(1), async { tokio::join!(writer, drain) }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async { tokio::join!(&mut writer, drain) }).await;
+    // A client that stopped reading would keep the writer (and the socket) forever.
+    writer.abort();
     tracing::debug!(%client, "signaling connection closed");
 }
 
@@ -234,10 +248,7 @@ impl Connection {
         };
         match signaling::parse(text.as_str()) {
             Ok(ClientMessage::Offer { sdp }) => self.on_offer(sdp).await,
-            Ok(ClientMessage::Watch { session, sdp }) => {
-                self.on_watch(session, sdp).await;
-                Flow::Continue
-            }
+            Ok(ClientMessage::Watch { session, sdp }) => self.on_watch(session, sdp).await,
             Ok(ClientMessage::Ice(Some(candidate))) => {
                 self.on_candidate(candidate).await;
                 Flow::Continue
@@ -264,28 +275,39 @@ impl Connection {
         true
     }
 
-    async fn on_watch(&mut self, publisher_id: String, sdp: String) {
+    async fn on_watch(&mut self, watch_token: String, sdp: String) -> Flow {
         if self.already_negotiated() {
-            return;
+            return Flow::Continue;
         }
-        let Some(publisher) = self.app.sessions.get(&publisher_id) else {
+        let Some(publisher) = self.app.sessions.by_watch_token(&watch_token) else {
             self.send_error(SignalError::new(ErrorCode::NoSuchSession, "no such session (it may have ended)"));
-            return;
+            return Flow::Continue;
+        };
+        // A viewer is a PeerConnection too: it counts toward --max-sessions (unlisted).
+        let Some(slot) = self.app.sessions.try_take() else {
+            self.send_error(SignalError::new(
+                ErrorCode::ServerFull,
+                format!("the server has its maximum of {} sessions", self.app.config.max_sessions),
+            ));
+            return Flow::Close;
         };
         let id = new_session_id();
         let networks = self.app.network.attempts_for(self.client.ip());
         match Viewer::open(id, &publisher, sdp, &networks).await {
             Ok((viewer, answer, events)) => {
                 tracing::info!(viewer = %viewer.id, session = %publisher.id, client = %self.client, "watching");
-                self.send(ServerMessage::Answer { sdp: answer, session: viewer.id.clone() });
+                self.send(ServerMessage::Answer { sdp: answer, session: viewer.id.clone(), watch: None });
                 self.viewer = Some(viewer);
+                self.slot = Some(slot);
                 self.events = Some(events);
+                self.connect_deadline = Some(Instant::now() + self.app.config.offer_timeout());
                 for candidate in std::mem::take(&mut self.early_candidates) {
                     self.route_candidate(candidate).await;
                 }
             }
             Err(error) => self.send_error(error),
         }
+        Flow::Continue
     }
 
     async fn on_offer(&mut self, sdp: String) -> Flow {
@@ -309,10 +331,12 @@ impl Connection {
                 self.send(ServerMessage::Answer {
                     sdp: answer,
                     session: session.info.id.clone(),
+                    watch: Some(session.info.watch_token.clone()),
                 });
                 self.session = Some(session);
                 self.slot = Some(slot);
                 self.events = Some(events);
+                self.connect_deadline = Some(Instant::now() + self.app.config.offer_timeout());
                 for candidate in std::mem::take(&mut self.early_candidates) {
                     self.route_candidate(candidate).await;
                 }
@@ -376,6 +400,7 @@ impl Connection {
                 match state {
                     RTCPeerConnectionState::Connected => {
                         self.disconnect_deadline = None;
+                        self.connect_deadline = None;
                         Flow::Continue
                     }
                     RTCPeerConnectionState::Disconnected => {

@@ -146,8 +146,8 @@ pub async fn relay_keyframe_requests(
     tracing::debug!(media_ssrc, "keyframe relay ended");
 }
 
-/// Sends the publisher a PLI for each keyframe wish (of the decode tap, or of the
-/// viewers), at most one per `interval`; counts them in `sent`.
+/// Sends the publisher a PLI for keyframe wishes (of the decode tap, or of the
+/// viewers), at most one per `interval`, merging wishes; counts them in `sent`.
 pub async fn request_keyframes(
     mut wishes: tokio::sync::mpsc::Receiver<()>,
     incoming: Arc<dyn TrackRemote>,
@@ -157,15 +157,19 @@ pub async fn request_keyframes(
     let Some(media_ssrc) = incoming.ssrcs().await.first().copied() else {
         return;
     };
-    let mut limiter = RateLimiter::new(interval);
+    let mut last_sent: Option<tokio::time::Instant> = None;
     while wishes.recv().await.is_some() {
-        if !limiter.allow(Instant::now()) {
-            continue;
+        // A wish inside the interval waits for its end rather than being lost (a
+        // viewer that just joined must get its keyframe); wishes meanwhile merge.
+        if let Some(last) = last_sent {
+            tokio::time::sleep_until(last + interval).await;
         }
+        while wishes.try_recv().is_ok() {}
         let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
         if incoming.write_rtcp(vec![Box::new(pli)]).await.is_ok() {
             sent.fetch_add(1, Ordering::Relaxed);
         }
+        last_sent = Some(tokio::time::Instant::now());
     }
 }
 

@@ -93,10 +93,12 @@ impl FanOut {
         }
     }
 
-    /// Adds viewer `id`; returns its packet queue and counters. A new viewer wants a
-    /// keyframe to start from, so one is asked for.
-    pub fn join(&self, id: &str) -> Result<(mpsc::Receiver<rtp::Packet>, Arc<ViewerStats>), SignalError> {
-        let mut outlets = self.write();
+    /// Whether one more viewer may join now (checked again by [`FanOut::join`]).
+    pub fn check_room(&self) -> Result<(), SignalError> {
+        self.room(&self.read())
+    }
+
+    fn room(&self, outlets: &[Outlet]) -> Result<(), SignalError> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(SignalError::new(ErrorCode::NoSuchSession, "that session has ended"));
         }
@@ -106,12 +108,18 @@ impl FanOut {
                 format!("the session has its maximum of {} viewers", self.max_viewers),
             ));
         }
+        Ok(())
+    }
+
+    /// Adds viewer `id`; returns its packet queue and counters. The viewer asks
+    /// for a keyframe once its connection is up ([`FanOut::want_keyframe`]).
+    pub fn join(&self, id: &str) -> Result<(mpsc::Receiver<rtp::Packet>, Arc<ViewerStats>), SignalError> {
+        let mut outlets = self.write();
+        self.room(&outlets)?;
         let (packets, queue) = mpsc::channel(VIEWER_QUEUE_PACKETS);
         let stats = Arc::new(ViewerStats::default());
         outlets.push(Outlet { id: id.to_owned(), packets, stats: Arc::clone(&stats) });
         self.metrics.viewers_active.inc();
-        drop(outlets);
-        self.want_keyframe();
         Ok((queue, stats))
     }
 

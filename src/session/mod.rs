@@ -117,6 +117,8 @@ async fn build_peer(
 #[derive(Debug)]
 pub struct SessionInfo {
     pub id: String,
+    /// The share secret for watching (never listed in `/api/sessions`, which is open).
+    pub watch_token: String,
     pub created_at_ms: u64,
     state: Mutex<RTCPeerConnectionState>,
     pub echo: Arc<EchoStats>,
@@ -134,6 +136,7 @@ impl SessionInfo {
             .unwrap_or(0);
         SessionInfo {
             id,
+            watch_token: format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>()),
             created_at_ms,
             state: Mutex::new(RTCPeerConnectionState::New),
             echo: Arc::default(),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use webrtc::media_stream::Track;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -20,6 +20,7 @@ use webrtc::peer_connection::{
 };
 
 use super::fanout::{FanOut, ViewerStats};
+use super::MAX_VIDEO_TRACKS;
 use super::{
     SessionEvent, SessionInfo, add_remote_candidate, answer_offer, build_peer, candidate_event, echo,
     negotiated_vp8_payload_type,
@@ -36,18 +37,27 @@ pub struct Viewer {
     tasks: Vec<JoinHandle<()>>,
 }
 
-struct Handler(mpsc::UnboundedSender<SessionEvent>);
+struct Handler {
+    events: mpsc::UnboundedSender<SessionEvent>,
+    connected: watch::Sender<bool>,
+    fanout: Arc<FanOut>,
+}
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         if let Some(event) = candidate_event(event) {
-            let _ = self.0.send(event);
+            let _ = self.events.send(event);
         }
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.0.send(SessionEvent::State(state));
+        if state == RTCPeerConnectionState::Connected {
+            // Media can flow now: start from a keyframe.
+            let _ = self.connected.send(true);
+            self.fanout.want_keyframe();
+        }
+        let _ = self.events.send(SessionEvent::State(state));
     }
 }
 
@@ -60,11 +70,20 @@ impl Viewer {
         offer_sdp: String,
         networks: &[PeerNetwork],
     ) -> Result<(Viewer, String, mpsc::UnboundedReceiver<SessionEvent>), SignalError> {
+        // Cheap refusals first, before any PeerConnection is built.
+        let fanout = Arc::clone(&publisher.fanout);
+        fanout.check_room()?;
+        let video_lines = offer_sdp.lines().filter(|line| line.starts_with("m=video ")).count();
+        if video_lines > MAX_VIDEO_TRACKS {
+            return Err(SignalError::new(ErrorCode::BadSdp, format!("{video_lines} video m-lines; a viewer needs one")));
+        }
         let answer_role = peer::answering_dtls_role(&offer_sdp);
         let offer = RTCSessionDescription::offer(offer_sdp)
             .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("unparsable SDP: {e}")))?;
         let (events, events_rx) = mpsc::unbounded_channel();
-        let pc = build_peer(networks, answer_role, Arc::new(Handler(events.clone()))).await?;
+        let (connected_tx, connected) = watch::channel(false);
+        let handler = Handler { events: events.clone(), connected: connected_tx, fanout: Arc::clone(&fanout) };
+        let pc = build_peer(networks, answer_role, Arc::new(handler)).await?;
         let track = peer::vp8_rtp_track("face-echo", &format!("watch-{}", publisher.id));
         let negotiated = async {
             let sender = pc
@@ -82,7 +101,6 @@ impl Viewer {
                 return Err(err);
             }
         };
-        let fanout = Arc::clone(&publisher.fanout);
         let (packets, stats) = match fanout.join(&id) {
             Ok(joined) => joined,
             Err(err) => {
@@ -93,7 +111,7 @@ impl Viewer {
         let out_ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
         let out_payload_type = negotiated_vp8_payload_type(&sender).await;
         let tasks = vec![
-            tokio::spawn(forward(packets, Arc::clone(&track), out_ssrc, out_payload_type, stats, events)),
+            tokio::spawn(forward(packets, connected, Arc::clone(&track), out_ssrc, out_payload_type, stats, events)),
             tokio::spawn(relay_keyframe_requests(track, Arc::clone(&fanout))),
         ];
         tracing::info!(viewer = %id, session = %publisher.id, "viewer joined");
@@ -118,16 +136,34 @@ impl Viewer {
     }
 }
 
-/// The publisher's packets, readdressed to this viewer's track. When the queue
-/// ends, the publisher has gone: the viewer's connection is told.
+/// The publisher's packets, readdressed to this viewer's track, once the viewer
+/// is connected (before that, SRTP has no keys: packets are let go). When the
+/// queue ends, the publisher has gone: the viewer's connection is told.
 async fn forward(
     mut packets: mpsc::Receiver<rtc::rtp::Packet>,
+    mut connected: watch::Receiver<bool>,
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     payload_type: Option<u8>,
     stats: Arc<ViewerStats>,
     events: mpsc::UnboundedSender<SessionEvent>,
 ) {
+    loop {
+        tokio::select! {
+            up = connected.wait_for(|up| *up) => {
+                if up.is_err() {
+                    return;
+                }
+                break;
+            }
+            early = packets.recv() => {
+                if early.is_none() {
+                    let _ = events.send(SessionEvent::PublisherLeft);
+                    return;
+                }
+            }
+        }
+    }
     while let Some(mut packet) = packets.recv().await {
         let bytes = packet.payload.len() as u64;
         echo::readdress(&mut packet, ssrc, payload_type);

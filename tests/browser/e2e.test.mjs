@@ -131,7 +131,8 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
 
     // Broadcast: a viewer page (no camera) watches this session through the share link.
     const share = await page.getAttribute('#share', 'href');
-    assert.equal(share, `/watch/${fe.session}`);
+    assert.match(share, /^\/watch\/[0-9a-f]{32}$/, 'a share link with the watch secret');
+    assert.ok(!share.includes(fe.session), 'the public session id is not the secret');
     const viewer = await context.newPage();
     viewer.on('console', (m) => consoleLines.push(`[viewer ${m.type()}] ${m.text()}`));
     await viewer.goto(`${base}${share}`);
