@@ -223,14 +223,15 @@ async fn a_hostile_corpus_never_hurts_an_echo_session_beside_it() {
     let mut publisher = face_echo::client::Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
     let mut echoed_rx = publisher.take_echoed();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Encoded before the corpus starts; at least 2 s of video whatever the corpus takes.
+    let clip = face_echo::clip::encode_test_pattern(320, 240, 60, 30, 500).expect("clip");
     let bystander = tokio::spawn({
         let stop = Arc::clone(&stop);
         async move {
-            let clip = face_echo::clip::encode_test_pattern(320, 240, 60, 30, 500).expect("clip");
             let mut sent = Vec::new();
             let mut ticker = tokio::time::interval(Duration::from_millis(33));
-            for frame in clip.iter().cycle() {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for (index, frame) in clip.iter().cycle().enumerate() {
+                if index >= clip.len() && stop.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
                 ticker.tick().await;

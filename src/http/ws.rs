@@ -275,6 +275,29 @@ impl Connection {
         true
     }
 
+    /// A place under --max-sessions, or `server_full` said (the caller closes).
+    fn take_slot(&self) -> Option<Slot> {
+        let slot = self.app.sessions.try_take();
+        if slot.is_none() {
+            self.send_error(SignalError::new(
+                ErrorCode::ServerFull,
+                format!("the server has its maximum of {} sessions", self.app.config.max_sessions),
+            ));
+        }
+        slot
+    }
+
+    /// After an answer: keep the place, follow the session's events, give ICE its
+    /// time to connect, and apply the candidates that came before the offer.
+    async fn negotiated(&mut self, slot: Slot, events: mpsc::UnboundedReceiver<SessionEvent>) {
+        self.slot = Some(slot);
+        self.events = Some(events);
+        self.connect_deadline = Some(Instant::now() + self.app.config.offer_timeout());
+        for candidate in std::mem::take(&mut self.early_candidates) {
+            self.route_candidate(candidate).await;
+        }
+    }
+
     async fn on_watch(&mut self, watch_token: String, sdp: String) -> Flow {
         if self.already_negotiated() {
             return Flow::Continue;
@@ -284,11 +307,7 @@ impl Connection {
             return Flow::Continue;
         };
         // A viewer is a PeerConnection too: it counts toward --max-sessions (unlisted).
-        let Some(slot) = self.app.sessions.try_take() else {
-            self.send_error(SignalError::new(
-                ErrorCode::ServerFull,
-                format!("the server has its maximum of {} sessions", self.app.config.max_sessions),
-            ));
+        let Some(slot) = self.take_slot() else {
             return Flow::Close;
         };
         let id = new_session_id();
@@ -298,12 +317,7 @@ impl Connection {
                 tracing::info!(viewer = %viewer.id, session = %publisher.id, client = %self.client, "watching");
                 self.send(ServerMessage::Answer { sdp: answer, session: viewer.id.clone(), watch: None });
                 self.viewer = Some(viewer);
-                self.slot = Some(slot);
-                self.events = Some(events);
-                self.connect_deadline = Some(Instant::now() + self.app.config.offer_timeout());
-                for candidate in std::mem::take(&mut self.early_candidates) {
-                    self.route_candidate(candidate).await;
-                }
+                self.negotiated(slot, events).await;
             }
             Err(error) => self.send_error(error),
         }
@@ -314,11 +328,7 @@ impl Connection {
         if self.already_negotiated() {
             return Flow::Continue;
         }
-        let Some(mut slot) = self.app.sessions.try_take() else {
-            self.send_error(SignalError::new(
-                ErrorCode::ServerFull,
-                format!("the server has its maximum of {} sessions", self.app.config.max_sessions),
-            ));
+        let Some(mut slot) = self.take_slot() else {
             return Flow::Close;
         };
         let id = new_session_id();
@@ -334,12 +344,7 @@ impl Connection {
                     watch: Some(session.info.watch_token.clone()),
                 });
                 self.session = Some(session);
-                self.slot = Some(slot);
-                self.events = Some(events);
-                self.connect_deadline = Some(Instant::now() + self.app.config.offer_timeout());
-                for candidate in std::mem::take(&mut self.early_candidates) {
-                    self.route_candidate(candidate).await;
-                }
+                self.negotiated(slot, events).await;
             }
             Err(error) => self.send_error(error),
         }
