@@ -61,6 +61,29 @@ fn candidate_event(event: RTCPeerConnectionIceEvent) -> Option<SessionEvent> {
     }
 }
 
+/// A client's offer, checked and parsed, with what answering it needs.
+struct ReadOffer {
+    offer: RTCSessionDescription,
+    /// The DTLS role the offer leaves us (webrtc-rs would not honour it by itself).
+    answer_role: Option<rtc::peer_connection::transport::RTCDtlsRole>,
+    video_tracks: usize,
+}
+
+/// Counts the offer's video m-lines (at most [`MAX_VIDEO_TRACKS`]) and parses it.
+fn read_offer(offer_sdp: String) -> Result<ReadOffer, SignalError> {
+    let video_tracks = offer_sdp.lines().filter(|line| line.starts_with("m=video ")).count();
+    if video_tracks > MAX_VIDEO_TRACKS {
+        return Err(SignalError::new(
+            ErrorCode::BadSdp,
+            format!("{video_tracks} video m-lines; at most {MAX_VIDEO_TRACKS}"),
+        ));
+    }
+    let answer_role = peer::answering_dtls_role(&offer_sdp);
+    let offer = RTCSessionDescription::offer(offer_sdp)
+        .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("unparsable SDP: {e}")))?;
+    Ok(ReadOffer { offer, answer_role, video_tracks })
+}
+
 /// Applies `offer` and returns the answer's SDP (tracks must be added already).
 async fn answer_offer(pc: &Arc<dyn PeerConnection>, offer: RTCSessionDescription) -> Result<String, SignalError> {
     pc.set_remote_description(offer)
@@ -318,19 +341,7 @@ impl Session {
         max_viewers: usize,
         metrics: Arc<Metrics>,
     ) -> Result<(Session, String, mpsc::UnboundedReceiver<SessionEvent>), SignalError> {
-        let video_tracks = offer_sdp
-            .lines()
-            .filter(|line| line.starts_with("m=video "))
-            .count();
-        if video_tracks > MAX_VIDEO_TRACKS {
-            return Err(SignalError::new(
-                ErrorCode::BadSdp,
-                format!("{video_tracks} video m-lines; at most {MAX_VIDEO_TRACKS} are echoed"),
-            ));
-        }
-        let answer_role = peer::answering_dtls_role(&offer_sdp);
-        let offer = RTCSessionDescription::offer(offer_sdp)
-            .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("unparsable SDP: {e}")))?;
+        let ReadOffer { offer, answer_role, video_tracks } = read_offer(offer_sdp)?;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (tap_input, tap_state) = match tap_config {

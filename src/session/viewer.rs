@@ -16,13 +16,12 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription,
+    RTCPeerConnectionState,
 };
 
 use super::fanout::{FanOut, ViewerStats};
-use super::MAX_VIDEO_TRACKS;
 use super::{
-    SessionEvent, SessionInfo, add_remote_candidate, answer_offer, build_peer, candidate_event, echo,
+    ReadOffer, SessionEvent, SessionInfo, add_remote_candidate, read_offer, answer_offer, build_peer, candidate_event, echo,
     negotiated_vp8_payload_type,
 };
 use crate::keyframe_feedback::asks_for_keyframe;
@@ -73,13 +72,7 @@ impl Viewer {
         // Cheap refusals first, before any PeerConnection is built.
         let fanout = Arc::clone(&publisher.fanout);
         fanout.check_room()?;
-        let video_lines = offer_sdp.lines().filter(|line| line.starts_with("m=video ")).count();
-        if video_lines > MAX_VIDEO_TRACKS {
-            return Err(SignalError::new(ErrorCode::BadSdp, format!("{video_lines} video m-lines; a viewer needs one")));
-        }
-        let answer_role = peer::answering_dtls_role(&offer_sdp);
-        let offer = RTCSessionDescription::offer(offer_sdp)
-            .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("unparsable SDP: {e}")))?;
+        let ReadOffer { offer, answer_role, .. } = read_offer(offer_sdp)?;
         let (events, events_rx) = mpsc::unbounded_channel();
         let (connected_tx, connected) = watch::channel(false);
         let handler = Handler { events: events.clone(), connected: connected_tx, fanout: Arc::clone(&fanout) };
