@@ -10,15 +10,15 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use face_echo::detect::blazeface::{self, ModelKind};
 use face_echo::detect::FaceModel;
+use face_echo::detect::blazeface::{self, ModelKind};
 use face_echo::http::Assets;
 use image::{Rgb, RgbImage, imageops};
 
 fn ort_lib() -> PathBuf {
-    std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/onnxruntime/libonnxruntime.so"))
+    std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/onnxruntime/libonnxruntime.so")
+    })
 }
 
 /// The face fixture framed as a 640×480 camera picture.
@@ -36,18 +36,28 @@ fn benches(c: &mut Criterion) {
     for kind in [ModelKind::Back, ModelKind::Front] {
         let spec = kind.spec();
         let bytes = Assets::model_bytes(spec.file).expect("model embedded");
-        let mut model = FaceModel::load(&ort_lib(), kind, &bytes).expect("model loads (run scripts/onnxruntime.sh)");
+        let mut model =
+            FaceModel::load(&ort_lib(), kind, &bytes).expect("model loads (run scripts/onnxruntime.sh)");
         let anchors = blazeface::anchors(&spec);
         let (input, letterbox) = blazeface::prepare(&frame, spec.size);
         let (scores, regressors) = model.infer(&input).expect("inference");
-        assert!(!blazeface::decode(&spec, &anchors, &scores, &regressors, letterbox).is_empty(), "finds the face");
+        assert!(
+            !blazeface::decode(&spec, &anchors, &scores, &regressors, letterbox).is_empty(),
+            "finds the face"
+        );
 
         let mut group = c.benchmark_group(format!("detect_{}_{}", kind.name(), spec.size));
         group.sample_size(30);
-        group.bench_function("prepare_640x480", |b| b.iter(|| blazeface::prepare(black_box(&frame), spec.size)));
-        group.bench_function("model_1_thread", |b| b.iter(|| model.infer(black_box(&input)).expect("inference")));
+        group.bench_function("prepare_640x480", |b| {
+            b.iter(|| blazeface::prepare(black_box(&frame), spec.size))
+        });
+        group.bench_function("model_1_thread", |b| {
+            b.iter(|| model.infer(black_box(&input)).expect("inference"))
+        });
         group.bench_function("decode_nms", |b| {
-            b.iter(|| blazeface::decode(&spec, &anchors, black_box(&scores), black_box(&regressors), letterbox))
+            b.iter(|| {
+                blazeface::decode(&spec, &anchors, black_box(&scores), black_box(&regressors), letterbox)
+            })
         });
         group.finish();
     }

@@ -144,12 +144,7 @@ impl Publisher {
         let pc = peer::build(&PeerNetwork::loopback(), None, Arc::new(handler)).await?;
         let track = peer::vp8_rtp_track("publisher", "camera");
         pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await?;
-        let ssrc = track
-            .ssrcs()
-            .await
-            .first()
-            .copied()
-            .ok_or_else(|| anyhow!("local track has no SSRC"))?;
+        let ssrc = track.ssrcs().await.first().copied().ok_or_else(|| anyhow!("local track has no SSRC"))?;
 
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(async move {
@@ -162,10 +157,7 @@ impl Publisher {
 
         let offer = pc.create_offer(None).await?;
         pc.set_local_description(offer).await?;
-        let local = pc
-            .local_description()
-            .await
-            .ok_or_else(|| anyhow!("no local offer"))?;
+        let local = pc.local_description().await.ok_or_else(|| anyhow!("no local offer"))?;
         let sdp = edit_offer(local.sdp);
         let request = match watch {
             Some(session) => json!({"type": "watch", "session": session, "sdp": sdp}),
@@ -195,9 +187,9 @@ impl Publisher {
                         }
                     }
                     Some("ice") => {
-                        let Ok(init) = serde_json::from_value::<RTCIceCandidateInit>(
-                            message["candidate"].clone(),
-                        ) else {
+                        let Ok(init) =
+                            serde_json::from_value::<RTCIceCandidateInit>(message["candidate"].clone())
+                        else {
                             continue;
                         };
                         let _ = reader_pc.add_ice_candidate(init).await;
@@ -218,8 +210,7 @@ impl Publisher {
             .await
             .context("no answer in time")?
             .context("signaling closed before the answer")??;
-        pc.set_remote_description(RTCSessionDescription::answer(answer)?)
-            .await?;
+        pc.set_remote_description(RTCSessionDescription::answer(answer)?).await?;
 
         // PLIs the server relays to us, for tests of the RTCP path.
         let plis_received = Arc::new(AtomicU64::new(0));
@@ -236,13 +227,10 @@ impl Publisher {
             }
         }));
 
-        tokio::time::timeout(
-            timeout,
-            state_rx.wait_for(|state| *state == RTCPeerConnectionState::Connected),
-        )
-        .await
-        .context("not connected in time")?
-        .context("peer connection dropped")?;
+        tokio::time::timeout(timeout, state_rx.wait_for(|state| *state == RTCPeerConnectionState::Connected))
+            .await
+            .context("not connected in time")?
+            .context("peer connection dropped")?;
 
         handler_tasks.lock().unwrap_or_else(|e| e.into_inner()).extend(tasks);
         let packetizer = crate::clip::vp8_packetizer(ssrc);
@@ -283,22 +271,11 @@ impl Publisher {
 
     /// Sends a PLI on the echo track, as a receiver that lost a keyframe would.
     pub async fn request_keyframe_on_echo(&self) -> anyhow::Result<()> {
-        let track = self
-            .echo_track
-            .borrow()
-            .clone()
-            .ok_or_else(|| anyhow!("no echo track yet"))?;
-        let media_ssrc = track
-            .ssrcs()
-            .await
-            .first()
-            .copied()
-            .ok_or_else(|| anyhow!("echo track has no SSRC"))?;
+        let track = self.echo_track.borrow().clone().ok_or_else(|| anyhow!("no echo track yet"))?;
+        let media_ssrc =
+            track.ssrcs().await.first().copied().ok_or_else(|| anyhow!("echo track has no SSRC"))?;
         track
-            .write_rtcp(vec![Box::new(PictureLossIndication {
-                sender_ssrc: self.ssrc,
-                media_ssrc,
-            })])
+            .write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: self.ssrc, media_ssrc })])
             .await?;
         Ok(())
     }

@@ -58,27 +58,15 @@ pub fn encode_clip(
     let mut out = Vec::with_capacity(frames);
     for index in 0..frames {
         let image = picture(index);
-        let packets = encoder
-            .encode(index as i64, &image)
-            .map_err(|e| anyhow::anyhow!("libvpx encode: {e:?}"))?;
+        let packets =
+            encoder.encode(index as i64, &image).map_err(|e| anyhow::anyhow!("libvpx encode: {e:?}"))?;
         for frame in packets {
-            out.push(EncodedFrame {
-                data: Bytes::copy_from_slice(frame.data),
-                key: frame.key,
-            });
+            out.push(EncodedFrame { data: Bytes::copy_from_slice(frame.data), key: frame.key });
         }
     }
-    let mut finish = encoder
-        .finish()
-        .map_err(|e| anyhow::anyhow!("libvpx flush: {e:?}"))?;
-    while let Some(frame) = finish
-        .next()
-        .map_err(|e| anyhow::anyhow!("libvpx flush: {e:?}"))?
-    {
-        out.push(EncodedFrame {
-            data: Bytes::copy_from_slice(frame.data),
-            key: frame.key,
-        });
+    let mut finish = encoder.finish().map_err(|e| anyhow::anyhow!("libvpx flush: {e:?}"))?;
+    while let Some(frame) = finish.next().map_err(|e| anyhow::anyhow!("libvpx flush: {e:?}"))? {
+        out.push(EncodedFrame { data: Bytes::copy_from_slice(frame.data), key: frame.key });
     }
     Ok(out)
 }
@@ -111,8 +99,15 @@ pub fn packetize(frames: &[EncodedFrame], ssrc: u32, fps: u32) -> anyhow::Result
 /// for a clip with a face in it.
 pub fn rgb_to_i420(rgb: &[u8], width: u32, height: u32) -> anyhow::Result<Vec<u8>> {
     let mut planar = YuvPlanarImageMut::<u8>::alloc(width, height, YuvChromaSubsampling::Yuv420);
-    rgb_to_yuv420(&mut planar, rgb, width * 3, YuvRange::Limited, YuvStandardMatrix::Bt601, YuvConversionMode::Balanced)
-        .map_err(|e| anyhow::anyhow!("RGB to I420: {e}"))?;
+    rgb_to_yuv420(
+        &mut planar,
+        rgb,
+        width * 3,
+        YuvRange::Limited,
+        YuvStandardMatrix::Bt601,
+        YuvConversionMode::Balanced,
+    )
+    .map_err(|e| anyhow::anyhow!("RGB to I420: {e}"))?;
     let mut out = Vec::with_capacity((width * height) as usize * 3 / 2);
     out.extend_from_slice(planar.y_plane.borrow());
     out.extend_from_slice(planar.u_plane.borrow());

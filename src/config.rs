@@ -138,11 +138,7 @@ fn parse_port_range(text: &str) -> Result<PortRange, String> {
         Some((min, max)) => (min, max),
         None => (text, text),
     };
-    let port = |s: &str| {
-        s.trim()
-            .parse::<u16>()
-            .map_err(|_| format!("`{s}` is not a port number (1-65535)"))
-    };
+    let port = |s: &str| s.trim().parse::<u16>().map_err(|_| format!("`{s}` is not a port number (1-65535)"));
     let (min, max) = (port(min)?, port(max)?);
     if min == 0 || min > max {
         return Err(format!("expected MIN-MAX with 1 <= MIN <= MAX, got `{text}`"));
@@ -240,10 +236,7 @@ mod tests {
 
     #[test]
     fn port_ranges_parse_and_reject_nonsense() {
-        assert_eq!(
-            parse_port_range("40000-40010"),
-            Ok(PortRange { min: 40000, max: 40010 })
-        );
+        assert_eq!(parse_port_range("40000-40010"), Ok(PortRange { min: 40000, max: 40010 }));
         assert_eq!(parse_port_range("5000"), Ok(PortRange { min: 5000, max: 5000 }));
         assert!(parse_port_range("10-5").is_err());
         assert!(parse_port_range("0-5").is_err());

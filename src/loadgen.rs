@@ -49,9 +49,7 @@ pub struct LoadgenArgs {
 }
 
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
-    let (w, h) = text
-        .split_once('x')
-        .ok_or_else(|| format!("expected WIDTHxHEIGHT, got `{text}`"))?;
+    let (w, h) = text.split_once('x').ok_or_else(|| format!("expected WIDTHxHEIGHT, got `{text}`"))?;
     let parse = |s: &str| s.parse::<u32>().map_err(|_| format!("`{s}` is not a number"));
     let (w, h) = (parse(w)?, parse(h)?);
     if w == 0 || h == 0 || w % 2 == 1 || h % 2 == 1 || w > 4096 || h > 4096 {
@@ -132,9 +130,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
     let mut publishers = Vec::new();
     let mut connect_failures = 0;
     for batch in (0..args.peers).collect::<Vec<_>>().chunks(8) {
-        let attempts = batch
-            .iter()
-            .map(|_| Publisher::connect(&args.url, Duration::from_secs(20)));
+        let attempts = batch.iter().map(|_| Publisher::connect(&args.url, Duration::from_secs(20)));
         for result in futures_util::future::join_all(attempts).await {
             match result {
                 Ok(publisher) => publishers.push(publisher),
@@ -184,7 +180,6 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
     let rtts = Arc::new(Mutex::new(Vec::<u32>::new()));
     let mut tasks = Vec::new();
     for (mut publisher, peer) in publishers.into_iter().zip(counters.iter().cloned()) {
-
         let times = Arc::new(std::sync::Mutex::new(SendTimes::new()));
         let mut echoed = publisher.take_echoed();
         let (recv_peer, recv_times, recv_rtts) = (Arc::clone(&peer), Arc::clone(&times), Arc::clone(&rtts));
@@ -276,7 +271,9 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
         .map(|c| c.packets_sent.load(Ordering::Relaxed) * c.viewers.load(Ordering::Relaxed))
         .sum();
 
-    let sum = |f: fn(&PeerCounters) -> &AtomicU64| counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum::<u64>();
+    let sum = |f: fn(&PeerCounters) -> &AtomicU64| {
+        counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum::<u64>()
+    };
     let (frames_sent, frames_echoed) = (sum(|c| &c.frames_sent), sum(|c| &c.frames_echoed));
     let (packets_sent, packets_echoed) = (sum(|c| &c.packets_sent), sum(|c| &c.packets_echoed));
     let viewer_packets = sum(|c| &c.viewer_packets);
@@ -310,11 +307,16 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
         server_cpu_percent_per_peer: cpu_percent.map(|c| c / peers as f64),
         server_rss_mb_start: before.map(|p| p.rss_bytes as f64 / 1e6),
         server_rss_mb_max: (rss_max > 0).then(|| rss_max as f64 / 1e6),
-        client_cpu_percent: (client_after.cpu_seconds - client_before.cpu_seconds) / sending.as_secs_f64() * 100.0,
+        client_cpu_percent: (client_after.cpu_seconds - client_before.cpu_seconds) / sending.as_secs_f64()
+            * 100.0,
         connect_failures,
         viewers: counters.iter().map(|c| c.viewers.load(Ordering::Relaxed) as usize).sum(),
         viewer_packets,
-        viewer_loss: if viewer_expected == 0 { 0.0 } else { (1.0 - viewer_packets as f64 / viewer_expected as f64).max(0.0) },
+        viewer_loss: if viewer_expected == 0 {
+            0.0
+        } else {
+            (1.0 - viewer_packets as f64 / viewer_expected as f64).max(0.0)
+        },
     })
 }
 

@@ -65,7 +65,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (http, ws) = if tls { ("https", "wss") } else { ("http", "ws") };
     tracing::info!("listening on {http}://{addr}/ (signaling {ws}://{addr}/ws)");
     if !addr.ip().is_loopback() && !tls {
-        tracing::warn!("listening on {addr}, beyond loopback, without TLS: browsers allow the camera only on https or localhost");
+        tracing::warn!(
+            "listening on {addr}, beyond loopback, without TLS: browsers allow the camera only on https or localhost"
+        );
     }
     stop.await;
     tracing::info!("shutting down: closing every session");

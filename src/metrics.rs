@@ -62,24 +62,84 @@ impl Metrics {
         let fanout_packets_dropped = Counter::default();
         registry.register("sessions_active", "Sessions (PeerConnections) open now", sessions_active.clone());
         registry.register("sessions", "Sessions opened since start", sessions_total.clone());
-        registry.register("rtp_packets_received", "RTP packets received from publishers", rtp_packets_received.clone());
+        registry.register(
+            "rtp_packets_received",
+            "RTP packets received from publishers",
+            rtp_packets_received.clone(),
+        );
         registry.register("rtp_packets_forwarded", "RTP packets echoed back", rtp_packets_forwarded.clone());
-        registry.register("rtp_bytes_forwarded", "RTP payload bytes echoed back", rtp_bytes_forwarded.clone());
-        registry.register("rtp_forward_errors", "RTP packets the echo track refused to send", rtp_forward_errors.clone());
-        registry.register("plis_relayed", "Keyframe requests (PLI/FIR) relayed to publishers", plis_relayed.clone());
-        registry.register("signaling_errors", "Signaling frames answered with an error", signaling_errors.clone());
-        registry.register("tap_frames_decoded", "VP8 frames the decode tap decoded", tap_frames_decoded.clone());
+        registry.register(
+            "rtp_bytes_forwarded",
+            "RTP payload bytes echoed back",
+            rtp_bytes_forwarded.clone(),
+        );
+        registry.register(
+            "rtp_forward_errors",
+            "RTP packets the echo track refused to send",
+            rtp_forward_errors.clone(),
+        );
+        registry.register(
+            "plis_relayed",
+            "Keyframe requests (PLI/FIR) relayed to publishers",
+            plis_relayed.clone(),
+        );
+        registry.register(
+            "signaling_errors",
+            "Signaling frames answered with an error",
+            signaling_errors.clone(),
+        );
+        registry.register(
+            "tap_frames_decoded",
+            "VP8 frames the decode tap decoded",
+            tap_frames_decoded.clone(),
+        );
         registry.register("tap_keyframes", "VP8 keyframes the decode tap assembled", tap_keyframes.clone());
-        registry.register("tap_decode_errors", "VP8 frames libvpx refused in the decode tap", tap_decode_errors.clone());
-        registry.register("tap_packets_dropped", "Packets the decode tap was too busy to take (the echo went on)", tap_packets_dropped.clone());
-        registry.register("tap_decode_seconds", "Time to decode one VP8 frame in the tap", tap_decode_seconds.clone());
-        registry.register("detect_inferences", "Face detections run on tapped frames", detect_inferences.clone());
-        registry.register("detect_skipped", "Frames due for detection skipped because the detector was busy", detect_skipped.clone());
-        registry.register("detect_faces", "Faces the server's detector sees now, over all sessions", detect_faces.clone());
-        registry.register("detect_inference_seconds", "Time for one face detection (model run)", detect_inference_seconds.clone());
+        registry.register(
+            "tap_decode_errors",
+            "VP8 frames libvpx refused in the decode tap",
+            tap_decode_errors.clone(),
+        );
+        registry.register(
+            "tap_packets_dropped",
+            "Packets the decode tap was too busy to take (the echo went on)",
+            tap_packets_dropped.clone(),
+        );
+        registry.register(
+            "tap_decode_seconds",
+            "Time to decode one VP8 frame in the tap",
+            tap_decode_seconds.clone(),
+        );
+        registry.register(
+            "detect_inferences",
+            "Face detections run on tapped frames",
+            detect_inferences.clone(),
+        );
+        registry.register(
+            "detect_skipped",
+            "Frames due for detection skipped because the detector was busy",
+            detect_skipped.clone(),
+        );
+        registry.register(
+            "detect_faces",
+            "Faces the server's detector sees now, over all sessions",
+            detect_faces.clone(),
+        );
+        registry.register(
+            "detect_inference_seconds",
+            "Time for one face detection (model run)",
+            detect_inference_seconds.clone(),
+        );
         registry.register("viewers_active", "Viewers watching a session now", viewers_active.clone());
-        registry.register("rtp_packets_fanout", "RTP packets queued for viewers (one per viewer)", rtp_packets_fanout.clone());
-        registry.register("fanout_packets_dropped", "RTP packets a slow viewer's full queue refused", fanout_packets_dropped.clone());
+        registry.register(
+            "rtp_packets_fanout",
+            "RTP packets queued for viewers (one per viewer)",
+            rtp_packets_fanout.clone(),
+        );
+        registry.register(
+            "fanout_packets_dropped",
+            "RTP packets a slow viewer's full queue refused",
+            fanout_packets_dropped.clone(),
+        );
         Metrics {
             registry,
             sessions_active,

@@ -55,9 +55,7 @@ impl MediaNetwork {
             None => vec![0],
             Some(range) => {
                 let start = self.next_port.fetch_add(1, Ordering::Relaxed) % range.len();
-                (0..range.len())
-                    .map(|i| range.min + ((start + i) % range.len()) as u16)
-                    .collect()
+                (0..range.len()).map(|i| range.min + ((start + i) % range.len()) as u16).collect()
             }
         };
         ports
@@ -123,11 +121,8 @@ mod tests {
     #[test]
     fn port_range_rotates_and_covers_every_port() {
         let net = network("127.0.0.1:8080", Some(PortRange { min: 40000, max: 40002 }));
-        let first: Vec<u16> = net
-            .attempts_for("127.0.0.1".parse().unwrap())
-            .iter()
-            .map(|n| n.udp_addrs[0].port())
-            .collect();
+        let first: Vec<u16> =
+            net.attempts_for("127.0.0.1".parse().unwrap()).iter().map(|n| n.udp_addrs[0].port()).collect();
         assert_eq!(first, vec![40000, 40001, 40002]);
         let second = net.attempts_for("127.0.0.1".parse().unwrap());
         assert_eq!(second[0].udp_addrs[0].port(), 40001);

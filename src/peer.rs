@@ -7,17 +7,16 @@ use std::sync::Arc;
 
 use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateType};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
 };
 use webrtc::media_stream::MediaStreamTrack;
 
 use crate::keyframe_feedback::{self, KeyframeRequestMarker};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceServer, Registry, SettingEngineBuilder,
-    register_default_interceptors,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceServer, Registry, SettingEngineBuilder, register_default_interceptors,
 };
 
 /// The payload type we offer VP8 under (what Chromium uses too). As answerer we take
@@ -28,10 +27,8 @@ pub const VP8_CLOCK_RATE: u32 = 90_000;
 /// VP8, the one codec we negotiate, with the feedback an echo needs: NACK for loss,
 /// PLI/FIR for keyframes, REMB so browsers adapt their bitrate.
 pub fn vp8_codec() -> RTCRtpCodec {
-    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
-        typ: typ.to_owned(),
-        parameter: parameter.to_owned(),
-    };
+    let feedback =
+        |typ: &str, parameter: &str| RTCPFeedback { typ: typ.to_owned(), parameter: parameter.to_owned() };
     RTCRtpCodec {
         mime_type: rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8.to_owned(),
         clock_rate: VP8_CLOCK_RATE,
@@ -114,22 +111,15 @@ pub async fn build(
         },
         RtpCodecKind::Video,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?.with(
-        rtc::interceptor::Slot::from(keyframe_feedback::SLOT),
-        KeyframeRequestMarker::default(),
-    );
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
+        .with(rtc::interceptor::Slot::from(keyframe_feedback::SLOT), KeyframeRequestMarker::default());
 
     let ice_servers = if network.stun_urls.is_empty() {
         Vec::new()
     } else {
-        vec![RTCIceServer {
-            urls: network.stun_urls.clone(),
-            ..Default::default()
-        }]
+        vec![RTCIceServer { urls: network.stun_urls.clone(), ..Default::default() }]
     };
-    let config = RTCConfigurationBuilder::new()
-        .with_ice_servers(ice_servers)
-        .build();
+    let config = RTCConfigurationBuilder::new().with_ice_servers(ice_servers).build();
 
     let mut settings = SettingEngineBuilder::new()
         // A wildcard bind never yields loopback candidates; a concrete loopback bind

@@ -12,13 +12,13 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::detect::Detector;
-use crate::tap::TapConfig;
-use crate::tls::TlsListener;
-use axum::serve::ListenerExt;
 use crate::http::{self, AppInner, AppState, Assets};
 use crate::metrics::Metrics;
 use crate::network::MediaNetwork;
 use crate::sessions::Sessions;
+use crate::tap::TapConfig;
+use crate::tls::TlsListener;
+use axum::serve::ListenerExt;
 
 /// How long shutdown waits for sessions to close before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);

@@ -34,11 +34,7 @@ pub struct Slot {
 
 impl Sessions {
     pub fn new(max: usize, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Sessions {
-            max,
-            metrics,
-            table: Mutex::new(Table::default()),
-        })
+        Arc::new(Sessions { max, metrics, table: Mutex::new(Table::default()) })
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -52,10 +48,7 @@ impl Sessions {
             return None;
         }
         table.taken += 1;
-        Some(Slot {
-            sessions: Arc::clone(self),
-            id: None,
-        })
+        Some(Slot { sessions: Arc::clone(self), id: None })
     }
 
     /// The JSON array `/api/sessions` returns, oldest first.

@@ -39,10 +39,7 @@ impl Candidate {
     /// The connection address of the candidate line (`candidate:<foundation> <component>
     /// <transport> <priority> <address> <port> typ ...`), if it has one.
     pub fn address(&self) -> Option<&str> {
-        self.candidate
-            .strip_prefix("candidate:")?
-            .split_ascii_whitespace()
-            .nth(4)
+        self.candidate.strip_prefix("candidate:")?.split_ascii_whitespace().nth(4)
     }
 }
 
@@ -57,16 +54,18 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         watch: Option<String>,
     },
-    Ice { candidate: Candidate },
-    Error { code: ErrorCode, message: String },
+    Ice {
+        candidate: Candidate,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl ServerMessage {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMessage::Error {
-            code,
-            message: message.into(),
-        }
+        ServerMessage::Error { code, message: message.into() }
     }
 
     pub fn to_json(&self) -> String {
@@ -124,19 +123,13 @@ pub struct SignalError {
 
 impl SignalError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        SignalError {
-            code,
-            message: message.into(),
-        }
+        SignalError { code, message: message.into() }
     }
 }
 
 impl From<SignalError> for ServerMessage {
     fn from(err: SignalError) -> Self {
-        ServerMessage::Error {
-            code: err.code,
-            message: err.message,
-        }
+        ServerMessage::Error { code: err.code, message: err.message }
     }
 }
 
@@ -181,10 +174,7 @@ fn parse_offer(sdp: Option<Value>) -> Result<ClientMessage, SignalError> {
         return Err(SignalError::new(ErrorCode::BadSdp, "SDP must start with `v=0`"));
     }
     if !sdp.lines().any(|line| line.starts_with("m=video ")) {
-        return Err(SignalError::new(
-            ErrorCode::BadSdp,
-            "the offer has no video m-line: nothing to echo",
-        ));
+        return Err(SignalError::new(ErrorCode::BadSdp, "the offer has no video m-line: nothing to echo"));
     }
     Ok(ClientMessage::Offer { sdp })
 }
@@ -208,9 +198,8 @@ fn parse_ice(candidate: Option<Value>) -> Result<ClientMessage, SignalError> {
         None | Some(Value::Null) => return Ok(ClientMessage::Ice(None)),
         Some(value) => value,
     };
-    let candidate: Candidate = serde_json::from_value(candidate).map_err(|e| {
-        SignalError::new(ErrorCode::BadCandidate, format!("malformed candidate: {e}"))
-    })?;
+    let candidate: Candidate = serde_json::from_value(candidate)
+        .map_err(|e| SignalError::new(ErrorCode::BadCandidate, format!("malformed candidate: {e}")))?;
     // An empty candidate string is the browser's end-of-candidates marker.
     if candidate.candidate.is_empty() {
         return Ok(ClientMessage::Ice(None));

@@ -18,12 +18,17 @@ async fn four_viewers_get_every_payload_and_a_stalled_one_hurts_nobody() {
     let mut publisher = Publisher::connect(&url, CONNECT_TIMEOUT).await.expect("publisher connects");
     let mut viewers = Vec::new();
     for _ in 0..4 {
-        viewers.push(Publisher::watch(&url, &publisher.watch_token, CONNECT_TIMEOUT).await.expect("viewer connects"));
+        viewers.push(
+            Publisher::watch(&url, &publisher.watch_token, CONNECT_TIMEOUT).await.expect("viewer connects"),
+        );
     }
     // A fifth viewer that never reads what it gets.
-    let stalled = Publisher::watch(&url, &publisher.watch_token, CONNECT_TIMEOUT).await.expect("stalled viewer connects");
+    let stalled = Publisher::watch(&url, &publisher.watch_token, CONNECT_TIMEOUT)
+        .await
+        .expect("stalled viewer connects");
     // The sixth is one too many.
-    let refused = Publisher::watch(&url, &publisher.watch_token, CONNECT_TIMEOUT).await.err().expect("refused");
+    let refused =
+        Publisher::watch(&url, &publisher.watch_token, CONNECT_TIMEOUT).await.err().expect("refused");
     assert!(refused.to_string().contains("viewers_full"), "{refused}");
     let unknown = Publisher::watch(&url, "0000000000000000", CONNECT_TIMEOUT).await.err().expect("refused");
     assert!(unknown.to_string().contains("no_such_session"), "{unknown}");
@@ -61,7 +66,10 @@ async fn four_viewers_get_every_payload_and_a_stalled_one_hurts_nobody() {
     // A viewer leaving is forgotten; the publisher leaving tells the others.
     viewers.pop().unwrap().close().await.unwrap();
     assert!(
-        eventually(Duration::from_secs(2), || async { sessions(server.addr).await[0]["viewers"].as_array().unwrap().len() == 4 }).await,
+        eventually(Duration::from_secs(2), || async {
+            sessions(server.addr).await[0]["viewers"].as_array().unwrap().len() == 4
+        })
+        .await,
         "a closed viewer is still listed"
     );
     publisher.close().await.unwrap();

@@ -41,7 +41,8 @@ fn astronaut() -> RgbImage {
 
 /// The face in astronaut.png, checked by eye.
 fn astronaut_face() -> Face {
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(fixture("astronaut_face.json")).unwrap()).unwrap();
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("astronaut_face.json")).unwrap()).unwrap();
     let get = |key: &str| json[key].as_f64().expect(key) as f32;
     Face { x: get("x"), y: get("y"), w: get("w"), h: get("h"), score: 1.0 }
 }
@@ -105,14 +106,21 @@ fn raw_outputs_match_onnxruntime_python() {
         let mut compared = 0;
         for want in expected["outputs"].as_array().expect("outputs") {
             let name = want["name"].as_str().unwrap();
-            let got = outputs.iter().find(|o| o.name == name).unwrap_or_else(|| panic!("{kind:?}: no output {name}"));
+            let got = outputs
+                .iter()
+                .find(|o| o.name == name)
+                .unwrap_or_else(|| panic!("{kind:?}: no output {name}"));
             let shape: Vec<i64> = serde_json::from_value(want["shape"].clone()).unwrap();
             assert_eq!(got.shape, shape, "{kind:?} {name}");
             let first16 = want["first16"].as_array().unwrap().iter().enumerate();
-            let spread = want["spread_indices"].as_array().unwrap().iter().zip(want["spread_values"].as_array().unwrap());
-            let pairs = first16
-                .map(|(index, value)| (index, value.as_f64().unwrap()))
-                .chain(spread.map(|(index, value)| (index.as_u64().unwrap() as usize, value.as_f64().unwrap())));
+            let spread = want["spread_indices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(want["spread_values"].as_array().unwrap());
+            let pairs = first16.map(|(index, value)| (index, value.as_f64().unwrap())).chain(
+                spread.map(|(index, value)| (index.as_u64().unwrap() as usize, value.as_f64().unwrap())),
+            );
             for (index, value) in pairs {
                 let (got, value) = (got.values[index], value as f32);
                 assert!((got - value).abs() <= 1e-4, "{kind:?} {name}[{index}]: ort {got}, python {value}");
@@ -139,7 +147,12 @@ async fn a_session_with_detect_reports_the_face_and_still_echoes_unchanged() {
     // The photo, letterboxed into 320×240 as a camera would frame it.
     let (width, height) = (320u32, 240u32);
     let mut frame = RgbImage::from_pixel(width, height, Rgb([0, 0, 0]));
-    imageops::replace(&mut frame, &imageops::resize(&astronaut(), 240, 240, imageops::FilterType::Triangle), 40, 0);
+    imageops::replace(
+        &mut frame,
+        &imageops::resize(&astronaut(), 240, 240, imageops::FilterType::Triangle),
+        40,
+        0,
+    );
     let picture = rgb_to_i420(frame.as_raw(), width, height).unwrap();
     let clip = encode_clip(width, height, 60, 30, 800, |_| picture.clone()).unwrap();
     let mut sent = Vec::new();
@@ -154,7 +167,13 @@ async fn a_session_with_detect_reports_the_face_and_still_echoes_unchanged() {
 
     let truth = astronaut_face();
     let scale = 240.0 / 512.0;
-    let truth = Face { x: truth.x * scale + 40.0, y: truth.y * scale, w: truth.w * scale, h: truth.h * scale, score: 1.0 };
+    let truth = Face {
+        x: truth.x * scale + 40.0,
+        y: truth.y * scale,
+        w: truth.w * scale,
+        h: truth.h * scale,
+        score: 1.0,
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let detect = loop {
         let detect = sessions(server.addr).await.remove(0)["detect"].clone();
@@ -194,7 +213,8 @@ async fn a_session_with_detect_reports_the_face_and_still_echoes_unchanged() {
         http_get_bytes(server.addr, &format!("/api/sessions/{}/snapshot.jpg", publisher.session)).await;
     assert_eq!(status, 200);
     let snapshot = image::load_from_memory(&jpeg).unwrap().to_rgb8();
-    let edge = snapshot.get_pixel(faces[0].x.round() as u32 + faces[0].w as u32 / 2, faces[0].y.round() as u32);
+    let edge =
+        snapshot.get_pixel(faces[0].x.round() as u32 + faces[0].w as u32 / 2, faces[0].y.round() as u32);
     assert!(edge[0] > 200 && edge[1] < 120, "box edge colour {edge:?}");
 
     publisher.close().await.unwrap();

@@ -14,9 +14,8 @@ use rtc::rtp;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echoes_vp8_payloads_byte_identical_and_in_order() {
     let server = start(test_config()).await;
-    let mut publisher = Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT)
-        .await
-        .expect("publisher connects");
+    let mut publisher =
+        Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("publisher connects");
 
     let sent = publish(&mut publisher, 150).await;
     let echoed = collect_echo(&mut publisher, Duration::from_millis(1500)).await;
@@ -84,9 +83,8 @@ async fn echoes_vp8_payloads_byte_identical_and_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyframe_requests_on_the_echo_reach_the_publisher_rate_limited() {
     let server = start(test_config()).await;
-    let mut publisher = Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT)
-        .await
-        .expect("publisher connects");
+    let mut publisher =
+        Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("publisher connects");
     let clip = encode_test_pattern(320, 240, 150, FPS, 600).expect("clip encodes");
     let mut ticker = tokio::time::interval(Duration::from_millis(1000 / u64::from(FPS)));
     let mut first_relayed_at = None;
@@ -133,7 +131,12 @@ async fn both_dtls_roles_work() {
             .unwrap_or_else(|e| panic!("offer with setup:{setup} failed: {e:#}"));
         let sent = publish(&mut publisher, 15).await;
         let echoed = collect_echo(&mut publisher, Duration::from_millis(800)).await;
-        assert!(echoed.len() * 100 >= sent.len() * 90, "setup:{setup}: {} of {} echoed", echoed.len(), sent.len());
+        assert!(
+            echoed.len() * 100 >= sent.len() * 90,
+            "setup:{setup}: {} of {} echoed",
+            echoed.len(),
+            sent.len()
+        );
         publisher.close().await.expect("close");
     }
     server.shutdown().await.expect("shutdown");

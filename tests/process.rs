@@ -13,9 +13,24 @@ fn help_explains_every_flag() {
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
     for flag in [
-        "--listen", "--web-dir", "--stun", "--udp-port", "--nat-ip", "--max-sessions",
-        "--disconnect-timeout", "--offer-timeout", "--allow-origin", "--decode-tap", "--tap-pli",
-        "--tap-queue", "--detect", "--detect-model", "--detect-fps", "--ort-lib", "--help", "--version",
+        "--listen",
+        "--web-dir",
+        "--stun",
+        "--udp-port",
+        "--nat-ip",
+        "--max-sessions",
+        "--disconnect-timeout",
+        "--offer-timeout",
+        "--allow-origin",
+        "--decode-tap",
+        "--tap-pli",
+        "--tap-queue",
+        "--detect",
+        "--detect-model",
+        "--detect-fps",
+        "--ort-lib",
+        "--help",
+        "--version",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
     }

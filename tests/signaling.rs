@@ -27,7 +27,9 @@ async fn connect(addr: std::net::SocketAddr) -> Ws {
 async fn next_json(ws: &mut Ws, wait: Duration) -> Option<Value> {
     loop {
         match tokio::time::timeout(wait, ws.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => return Some(serde_json::from_str(text.as_str()).expect("server sends JSON")),
+            Ok(Some(Ok(Message::Text(text)))) => {
+                return Some(serde_json::from_str(text.as_str()).expect("server sends JSON"));
+            }
             Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Err(_) => return None,
             Ok(Some(Ok(_))) => continue,
             Ok(Some(Err(err))) => panic!("socket error: {err}"),
@@ -83,11 +85,31 @@ async fn every_bad_input_gets_its_code_and_a_good_offer_still_works() {
     expect_error(&mut ws, text(json!({"type": "offer"})), "bad_sdp").await;
     expect_error(&mut ws, text(json!({"type": "offer", "sdp": 7})), "bad_sdp").await;
     expect_error(&mut ws, text(json!({"type": "offer", "sdp": "hello"})), "bad_sdp").await;
-    expect_error(&mut ws, text(json!({"type": "offer", "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"})), "bad_sdp").await;
-    expect_error(&mut ws, text(json!({"type": "offer", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"})), "bad_sdp").await;
-    expect_error(&mut ws, text(json!({"type": "offer", "sdp": format!("v=0\r\n{}", "a=x\r\n".repeat(7_000))})), "bad_sdp").await;
+    expect_error(
+        &mut ws,
+        text(json!({"type": "offer", "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"})),
+        "bad_sdp",
+    )
+    .await;
+    expect_error(
+        &mut ws,
+        text(json!({"type": "offer", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"})),
+        "bad_sdp",
+    )
+    .await;
+    expect_error(
+        &mut ws,
+        text(json!({"type": "offer", "sdp": format!("v=0\r\n{}", "a=x\r\n".repeat(7_000))})),
+        "bad_sdp",
+    )
+    .await;
     expect_error(&mut ws, text(json!({"type": "ice", "candidate": 5})), "bad_candidate").await;
-    expect_error(&mut ws, text(json!({"type": "ice", "candidate": {"candidate": "garbage"}})), "bad_candidate").await;
+    expect_error(
+        &mut ws,
+        text(json!({"type": "ice", "candidate": {"candidate": "garbage"}})),
+        "bad_candidate",
+    )
+    .await;
     expect_error(&mut ws, text(json!({"type": "ice", "candidate": {"sdpMid": "0"}})), "bad_candidate").await;
 
     // End-of-candidates in both forms, and a candidate before the offer: accepted quietly.
@@ -216,11 +238,15 @@ async fn replies(ws: &mut Ws, quiet: Duration, enough: usize) -> (Vec<String>, b
 /// all the while loses no packet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_corpus_never_hurts_an_echo_session_beside_it() {
-    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, coding::{Data, OpCode}};
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
     let server = start(test_config()).await;
 
     // The bystander: publishes at 30 fps until told to stop.
-    let mut publisher = face_echo::client::Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
+    let mut publisher =
+        face_echo::client::Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
     let mut echoed_rx = publisher.take_echoed();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Encoded before the corpus starts; at least 2 s of video whatever the corpus takes.
@@ -254,32 +280,122 @@ async fn a_hostile_corpus_never_hurts_an_echo_session_beside_it() {
         case("type array", vec![text(json!({"type": ["offer"]}))], Expect::Codes(&["bad_json"])),
         case("type in capitals", vec![text(json!({"type": "OFFER"}))], Expect::Codes(&["unknown_type"])),
         case("type emoji", vec![text(json!({"type": "🎥"}))], Expect::Codes(&["unknown_type"])),
-        case("60 KB type string", vec![text(json!({"type": "x".repeat(60_000)}))], Expect::Codes(&["unknown_type"])),
-        case("100 KB text frame", vec![Message::text("a".repeat(100_000))], Expect::CodeThenClose("too_large")),
-        case("100 KB binary frame", vec![Message::binary(vec![0u8; 100_000])], Expect::CodeThenClose("too_large")),
+        case(
+            "60 KB type string",
+            vec![text(json!({"type": "x".repeat(60_000)}))],
+            Expect::Codes(&["unknown_type"]),
+        ),
+        case(
+            "100 KB text frame",
+            vec![Message::text("a".repeat(100_000))],
+            Expect::CodeThenClose("too_large"),
+        ),
+        case(
+            "100 KB binary frame",
+            vec![Message::binary(vec![0u8; 100_000])],
+            Expect::CodeThenClose("too_large"),
+        ),
         case("2 MB frame", vec![Message::text("a".repeat(2_000_000))], Expect::Closed),
         case("deep array nesting", vec![Message::text("[".repeat(60_000))], Expect::Codes(&["bad_json"])),
-        case("deep object nesting", vec![Message::text(format!("{}1{}", "{\"a\":".repeat(5_000), "}".repeat(5_000)))], Expect::Codes(&["bad_json"])),
-        case("number out of range", vec![Message::text(r#"{"type":"offer","sdp":1e999}"#)], Expect::Codes(&["bad_json"])),
-        case("sdp is an array", vec![text(json!({"type": "offer", "sdp": ["v=0"]}))], Expect::Codes(&["bad_sdp"])),
+        case(
+            "deep object nesting",
+            vec![Message::text(format!("{}1{}", "{\"a\":".repeat(5_000), "}".repeat(5_000)))],
+            Expect::Codes(&["bad_json"]),
+        ),
+        case(
+            "number out of range",
+            vec![Message::text(r#"{"type":"offer","sdp":1e999}"#)],
+            Expect::Codes(&["bad_json"]),
+        ),
+        case(
+            "sdp is an array",
+            vec![text(json!({"type": "offer", "sdp": ["v=0"]}))],
+            Expect::Codes(&["bad_sdp"]),
+        ),
         case("sdp empty", vec![offer("")], Expect::Codes(&["bad_sdp"])),
-        case("sdp garbage", vec![offer(format!("v=0\r\n{video_lines}a=fingerprint:nonsense\r\n\u{1}\u{2}"))], Expect::Codes(&["bad_sdp"])),
-        case("sdp with NUL bytes", vec![offer(format!("v=0\r\n{video_lines}a=\u{0}\u{0}\r\n"))], Expect::Codes(&["bad_sdp"])),
-        case("sdp with 300 m-lines", vec![offer(format!("v=0\r\n{}", video_lines.repeat(300)))], Expect::Codes(&["bad_sdp"])),
-        case("sdp over 32 KiB", vec![offer(format!("v=0\r\n{video_lines}{}", "a=x\r\n".repeat(8_000)))], Expect::Codes(&["bad_sdp"])),
-        case("real offer with its m-line mangled", vec![offer(real.replace("m=video 9", "m=video x"))], Expect::Codes(&["bad_sdp"])),
-        case("33 candidates before the offer", (0..33).map(|i| candidate(&format!("candidate:{i} 1 udp 1 127.0.0.1 9 typ host"))).collect(), Expect::Codes(&["no_offer"])),
+        case(
+            "sdp garbage",
+            vec![offer(format!("v=0\r\n{video_lines}a=fingerprint:nonsense\r\n\u{1}\u{2}"))],
+            Expect::Codes(&["bad_sdp"]),
+        ),
+        case(
+            "sdp with NUL bytes",
+            vec![offer(format!("v=0\r\n{video_lines}a=\u{0}\u{0}\r\n"))],
+            Expect::Codes(&["bad_sdp"]),
+        ),
+        case(
+            "sdp with 300 m-lines",
+            vec![offer(format!("v=0\r\n{}", video_lines.repeat(300)))],
+            Expect::Codes(&["bad_sdp"]),
+        ),
+        case(
+            "sdp over 32 KiB",
+            vec![offer(format!("v=0\r\n{video_lines}{}", "a=x\r\n".repeat(8_000)))],
+            Expect::Codes(&["bad_sdp"]),
+        ),
+        case(
+            "real offer with its m-line mangled",
+            vec![offer(real.replace("m=video 9", "m=video x"))],
+            Expect::Codes(&["bad_sdp"]),
+        ),
+        case(
+            "33 candidates before the offer",
+            (0..33).map(|i| candidate(&format!("candidate:{i} 1 udp 1 127.0.0.1 9 typ host"))).collect(),
+            Expect::Codes(&["no_offer"]),
+        ),
         case("candidate without fields", vec![candidate("candidate:")], Expect::Codes(&["bad_candidate"])),
-        case("candidate 2000 bytes", vec![candidate(&format!("candidate:1 1 udp 1 127.0.0.1 9 typ host {}", "x".repeat(2_000)))], Expect::Codes(&["bad_candidate"])),
-        case("candidate is a number", vec![text(json!({"type": "ice", "candidate": 5}))], Expect::Codes(&["bad_candidate"])),
-        case("candidate fields of the wrong types", vec![text(json!({"type": "ice", "candidate": {"candidate": 1, "sdpMLineIndex": "zero"}}))], Expect::Codes(&["bad_candidate"])),
-        case("candidate on an unreachable address", vec![candidate("candidate:1 1 udp 1 ::zz 9 typ host")], Expect::Quiet),
-        case("extra fields", vec![text(json!({"type": "ice", "candidate": null, "extra": [1, {"x": 2}]}))], Expect::Quiet),
+        case(
+            "candidate 2000 bytes",
+            vec![candidate(&format!("candidate:1 1 udp 1 127.0.0.1 9 typ host {}", "x".repeat(2_000)))],
+            Expect::Codes(&["bad_candidate"]),
+        ),
+        case(
+            "candidate is a number",
+            vec![text(json!({"type": "ice", "candidate": 5}))],
+            Expect::Codes(&["bad_candidate"]),
+        ),
+        case(
+            "candidate fields of the wrong types",
+            vec![text(json!({"type": "ice", "candidate": {"candidate": 1, "sdpMLineIndex": "zero"}}))],
+            Expect::Codes(&["bad_candidate"]),
+        ),
+        case(
+            "candidate on an unreachable address",
+            vec![candidate("candidate:1 1 udp 1 ::zz 9 typ host")],
+            Expect::Quiet,
+        ),
+        case(
+            "extra fields",
+            vec![text(json!({"type": "ice", "candidate": null, "extra": [1, {"x": 2}]}))],
+            Expect::Quiet,
+        ),
         case("close at once", vec![Message::Close(None)], Expect::Closed),
-        case("second offer", vec![offer(real.clone()), offer(real.clone())], Expect::Codes(&["already_negotiated"])),
-        case("bad candidate after the offer", vec![offer(real.clone()), candidate("candidate:1 1 udp 1 127.0.0.1 notaport typ host")], Expect::Codes(&["bad_candidate"])),
-        case("65 candidates on a session", std::iter::once(offer(real.clone())).chain((0..65).map(|i| candidate(&format!("candidate:{i} 1 udp 1 127.0.0.1 {} typ host", 1000 + i)))).collect(), Expect::Codes(&["too_many_candidates"])),
-        case("flood of 300 frames", (0..300).map(|_| Message::text("{}")).collect(), Expect::CodeThenClose("rate_limited")),
+        case(
+            "second offer",
+            vec![offer(real.clone()), offer(real.clone())],
+            Expect::Codes(&["already_negotiated"]),
+        ),
+        case(
+            "bad candidate after the offer",
+            vec![offer(real.clone()), candidate("candidate:1 1 udp 1 127.0.0.1 notaport typ host")],
+            Expect::Codes(&["bad_candidate"]),
+        ),
+        case(
+            "65 candidates on a session",
+            std::iter::once(offer(real.clone()))
+                .chain(
+                    (0..65).map(|i| {
+                        candidate(&format!("candidate:{i} 1 udp 1 127.0.0.1 {} typ host", 1000 + i))
+                    }),
+                )
+                .collect(),
+            Expect::Codes(&["too_many_candidates"]),
+        ),
+        case(
+            "flood of 300 frames",
+            (0..300).map(|_| Message::text("{}")).collect(),
+            Expect::CodeThenClose("rate_limited"),
+        ),
     ];
     assert!(cases.len() >= 30, "{} cases", cases.len());
 

@@ -42,7 +42,8 @@ async fn spawn_server(extra: &[&str]) -> Server {
         .expect("starts");
     let server = Server { child, addr };
     assert!(
-        eventually(Duration::from_secs(10), || async { tokio::net::TcpStream::connect(addr).await.is_ok() }).await,
+        eventually(Duration::from_secs(10), || async { tokio::net::TcpStream::connect(addr).await.is_ok() })
+            .await,
         "server never listened"
     );
     server

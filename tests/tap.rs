@@ -130,7 +130,12 @@ fn truncated_and_random_payloads_are_counted_not_fatal() {
     let packets: Vec<TapPacket> = junk
         .iter()
         .enumerate()
-        .map(|(i, p)| TapPacket { sequence_number: i as u16, timestamp: i as u32, marker: true, payload: p.clone().into() })
+        .map(|(i, p)| TapPacket {
+            sequence_number: i as u16,
+            timestamp: i as u32,
+            marker: true,
+            payload: p.clone().into(),
+        })
         .collect();
     let run_junk = run(&packets);
     assert_eq!(run_junk.decoded, 0);
@@ -180,11 +185,19 @@ fn a_frame_ending_in_a_tiny_packet_decodes() {
     let first = &packets[0];
     let mut resplit = vec![
         TapPacket { payload: [&[0x10u8][..], head].concat().into(), marker: false, ..first.clone() },
-        TapPacket { payload: [&[0x00u8][..], tail].concat().into(), marker: true, sequence_number: first.sequence_number.wrapping_add(1), ..first.clone() },
+        TapPacket {
+            payload: [&[0x00u8][..], tail].concat().into(),
+            marker: true,
+            sequence_number: first.sequence_number.wrapping_add(1),
+            ..first.clone()
+        },
     ];
     assert_eq!(resplit[1].payload.len(), 3);
     for (i, packet) in packets[starts[1]..].iter().enumerate() {
-        resplit.push(TapPacket { sequence_number: first.sequence_number.wrapping_add(2 + i as u16), ..packet.clone() });
+        resplit.push(TapPacket {
+            sequence_number: first.sequence_number.wrapping_add(2 + i as u16),
+            ..packet.clone()
+        });
     }
     let run = run(&resplit);
     let counts = run.pipeline.assembler.counts();

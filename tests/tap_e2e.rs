@@ -51,7 +51,10 @@ async fn with_the_tap_the_echo_is_unchanged_and_frames_are_decoded() {
 
     publisher.close().await.unwrap();
     assert!(
-        eventually(Duration::from_secs(2), || async { !thread_names().iter().any(|n| n.starts_with("tap-")) }).await,
+        eventually(Duration::from_secs(2), || async {
+            !thread_names().iter().any(|n| n.starts_with("tap-"))
+        })
+        .await,
         "tap thread outlived its session: {:?}",
         thread_names()
     );
@@ -92,7 +95,8 @@ async fn tap_pli_asks_for_a_keyframe_only_when_enabled() {
         config.decode_tap = true;
         config.tap_pli = tap_pli;
         let server = start(config).await;
-        let mut publisher = Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
+        let mut publisher =
+            Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
         let mut ticker = tokio::time::interval(Duration::from_millis(1000 / u64::from(FPS)));
         let started = std::time::Instant::now();
         for frame in &clip[1..] {

@@ -24,7 +24,17 @@ use tokio_tungstenite::tungstenite::Message;
 fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
         .args(["-subj", "/CN=face-echo test", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
         .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .arg("-keyout")
@@ -78,9 +88,8 @@ async fn https_and_wss_with_a_self_signed_pair() {
     assert!(response.ends_with("ok"), "{response}");
 
     let wss = tls_connect(server.addr, &cert).await;
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://{}/ws", server.addr), wss)
-        .await
-        .expect("WSS upgrade");
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(format!("wss://{}/ws", server.addr), wss).await.expect("WSS upgrade");
     ws.send(Message::text("{not json")).await.unwrap();
     let reply = loop {
         match ws.next().await.expect("a reply").expect("frame") {

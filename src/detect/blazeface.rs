@@ -146,11 +146,8 @@ pub fn prepare(rgb: &RgbImage, size: u32) -> (Vec<f32>, Letterbox) {
             *slot = value as f32 / 127.5 - 1.0;
         }
     }
-    let letterbox = Letterbox {
-        scale: fit_w as f32 / width.max(1) as f32,
-        pad_x: pad_x as f32,
-        pad_y: pad_y as f32,
-    };
+    let letterbox =
+        Letterbox { scale: fit_w as f32 / width.max(1) as f32, pad_x: pad_x as f32, pad_y: pad_y as f32 };
     (input, letterbox)
 }
 

@@ -77,21 +77,21 @@ impl FaceModel {
             .map(|output| output.dtype().tensor_shape().map(|shape| shape.to_vec()).unwrap_or_default())
             .collect();
         let outputs_with = |last: i64| {
-            let mut found: Vec<usize> = (0..shapes.len()).filter(|&at| shapes[at].len() == 3 && shapes[at][2] == last).collect();
+            let mut found: Vec<usize> =
+                (0..shapes.len()).filter(|&at| shapes[at].len() == 3 && shapes[at][2] == last).collect();
             found.sort_by_key(|&at| std::cmp::Reverse(shapes[at][1]));
             let anchors: i64 = found.iter().map(|&at| shapes[at][1]).sum();
             (anchors == blazeface::ANCHORS as i64).then_some(found)
         };
-        let (Some(score_outputs), Some(regressor_outputs)) = (outputs_with(1), outputs_with(blazeface::REGRESSORS as i64)) else {
-            anyhow::bail!("{}: expected score and regressor outputs for 896 anchors, found shapes {shapes:?}", spec.file);
+        let (Some(score_outputs), Some(regressor_outputs)) =
+            (outputs_with(1), outputs_with(blazeface::REGRESSORS as i64))
+        else {
+            anyhow::bail!(
+                "{}: expected score and regressor outputs for 896 anchors, found shapes {shapes:?}",
+                spec.file
+            );
         };
-        Ok(FaceModel {
-            anchors: blazeface::anchors(&spec),
-            session,
-            spec,
-            score_outputs,
-            regressor_outputs,
-        })
+        Ok(FaceModel { anchors: blazeface::anchors(&spec), session, spec, score_outputs, regressor_outputs })
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -101,7 +101,8 @@ impl FaceModel {
     /// Runs the model on a prepared input (`S×S×3`, [-1, 1]); every output as is.
     pub fn run_raw(&mut self, input: &[f32]) -> Result<Vec<RawOutput>, String> {
         let size = self.spec.size as usize;
-        let tensor = TensorRef::from_array_view(([1usize, size, size, 3], input)).map_err(|e| e.to_string())?;
+        let tensor =
+            TensorRef::from_array_view(([1usize, size, size, 3], input)).map_err(|e| e.to_string())?;
         let outputs = self.session.run(ort::inputs![tensor]).map_err(|e| e.to_string())?;
         outputs
             .iter()
@@ -120,7 +121,9 @@ impl FaceModel {
             indices.iter().flat_map(|&at| outputs[at].values.iter().copied()).collect()
         };
         let (scores, regressors) = (join(&self.score_outputs), join(&self.regressor_outputs));
-        if scores.len() != blazeface::ANCHORS || regressors.len() != blazeface::ANCHORS * blazeface::REGRESSORS {
+        if scores.len() != blazeface::ANCHORS
+            || regressors.len() != blazeface::ANCHORS * blazeface::REGRESSORS
+        {
             return Err(format!("model gave {} scores and {} regressors", scores.len(), regressors.len()));
         }
         Ok((scores, regressors))
@@ -143,15 +146,13 @@ fn load_runtime(ort_lib: &Path) -> anyhow::Result<()> {
             ort_lib.display()
         );
     }
-    ort::init_from(ort_lib)
-        .map(|env| env.with_name("face-echo").commit())
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "--ort-lib {}: cannot use it as ONNX Runtime ({e}). Run scripts/onnxruntime.sh for a \
+    ort::init_from(ort_lib).map(|env| env.with_name("face-echo").commit()).map_err(|e| {
+        anyhow::anyhow!(
+            "--ort-lib {}: cannot use it as ONNX Runtime ({e}). Run scripts/onnxruntime.sh for a \
                  matching libonnxruntime.so (1.24 or newer)",
-                ort_lib.display()
-            )
-        })?;
+            ort_lib.display()
+        )
+    })?;
     Ok(())
 }
 
@@ -190,7 +191,12 @@ impl std::fmt::Debug for Detector {
 impl Detector {
     /// Loads the model and starts `workers` threads. The threads end when the
     /// detector and every session's handle are gone.
-    pub fn start(config: &DetectConfig, model_bytes: &[u8], workers: usize, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Self>> {
+    pub fn start(
+        config: &DetectConfig,
+        model_bytes: &[u8],
+        workers: usize,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<Self>> {
         let model = FaceModel::load(&config.ort_lib, config.model, model_bytes)?;
         let decoding = Arc::new(Decoding { spec: model.spec, anchors: model.anchors.clone() });
         let model = Arc::new(Mutex::new(model));
@@ -236,9 +242,9 @@ fn work(queue: &Mutex<Receiver<Job>>, model: &Mutex<FaceModel>, decoding: &Decod
             Ok(job) => job,
             Err(_) => return,
         };
-        let rgb = match snapshot::to_rgb(&job.frame)
-            .and_then(|rgb| RgbImage::from_raw(job.frame.width, job.frame.height, rgb).ok_or_else(|| "frame size".to_string()))
-        {
+        let rgb = match snapshot::to_rgb(&job.frame).and_then(|rgb| {
+            RgbImage::from_raw(job.frame.width, job.frame.height, rgb).ok_or_else(|| "frame size".to_string())
+        }) {
             Ok(rgb) => rgb,
             Err(err) => {
                 tracing::debug!(%err, "detect: cannot convert the frame");
@@ -353,7 +359,8 @@ impl DetectState {
         let mut times: Vec<u64> = window.infer_us.iter().copied().collect();
         times.sort_unstable();
         let percentile_ms = |p: f64| -> Option<f64> {
-            (!times.is_empty()).then(|| times[((times.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0)
+            (!times.is_empty())
+                .then(|| times[((times.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0)
         };
         let faces: Vec<Value> = window
             .faces

@@ -65,20 +65,11 @@ impl Assets {
 /// `path` as a relative path with no `..`, root or prefix: nothing outside the folder.
 fn safe_relative(path: &str) -> Option<PathBuf> {
     let relative = Path::new(path);
-    relative
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)))
-        .then(|| relative.to_path_buf())
+    relative.components().all(|c| matches!(c, Component::Normal(_))).then(|| relative.to_path_buf())
 }
 
 fn file_response(path: &str, bytes: Cow<'static, [u8]>) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type(path)),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        bytes.into_owned(),
-    )
+    ([(header::CONTENT_TYPE, content_type(path)), (header::CACHE_CONTROL, "no-cache")], bytes.into_owned())
         .into_response()
 }
 

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
-use serde_json::json;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
+use serde_json::json;
 use tokio::sync::watch;
 
 pub use assets::Assets;
@@ -100,7 +100,8 @@ async fn signaling(
     if let Err(origin) = check_origin(&headers, &app.config.allow_origin) {
         tracing::warn!(%client, origin, "refused a WebSocket from another site");
         let message = format!("origin {origin} may not open this server's WebSocket (see --allow-origin)");
-        return (StatusCode::FORBIDDEN, Json(json!({"error": "forbidden_origin", "message": message}))).into_response();
+        return (StatusCode::FORBIDDEN, Json(json!({"error": "forbidden_origin", "message": message})))
+            .into_response();
     }
     upgrade
         .max_message_size(WS_READ_LIMIT_BYTES)
@@ -150,9 +151,17 @@ async fn snapshot(State(app): State<AppState>, Path(id): Path<String>) -> Respon
     };
     // Colour conversion and JPEG encoding are CPU work: off the async threads.
     match tokio::task::spawn_blocking(move || snapshot::jpeg(&frame, &faces, 80)).await {
-        Ok(Ok(jpeg)) => ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], jpeg).into_response(),
-        Ok(Err(err)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "message": err}))).into_response(),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "message": err.to_string()}))).into_response(),
+        Ok(Ok(jpeg)) => ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], jpeg)
+            .into_response(),
+        Ok(Err(err)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "message": err})))
+                .into_response()
+        }
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": "internal", "message": err.to_string()})),
+        )
+            .into_response(),
     }
 }
 

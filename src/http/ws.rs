@@ -162,10 +162,9 @@ pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
         viewer.close().await;
     }
     drop(conn.slot.take());
-    let _ = conn.outbox.try_send(Message::Close(Some(CloseFrame {
-        code: close_code::NORMAL,
-        reason: "bye".into(),
-    })));
+    let _ = conn
+        .outbox
+        .try_send(Message::Close(Some(CloseFrame { code: close_code::NORMAL, reason: "bye".into() })));
     drop(conn);
     // Give queued frames (the last error, the close) a moment to leave, and keep
     // reading (and ignoring) meanwhile: closing with unread input makes the kernel
@@ -303,7 +302,10 @@ impl Connection {
             return Flow::Continue;
         }
         let Some(publisher) = self.app.sessions.by_watch_token(&watch_token) else {
-            self.send_error(SignalError::new(ErrorCode::NoSuchSession, "no such session (it may have ended)"));
+            self.send_error(SignalError::new(
+                ErrorCode::NoSuchSession,
+                "no such session (it may have ended)",
+            ));
             return Flow::Continue;
         };
         // A viewer is a PeerConnection too: it counts toward --max-sessions (unlisted).
@@ -334,7 +336,9 @@ impl Connection {
         let id = new_session_id();
         let networks = self.app.network.attempts_for(self.client.ip());
         let max_viewers = self.app.config.max_viewers;
-        match Session::open(id, sdp, &networks, self.app.tap.as_ref(), max_viewers, self.app.metrics.clone()).await {
+        match Session::open(id, sdp, &networks, self.app.tap.as_ref(), max_viewers, self.app.metrics.clone())
+            .await
+        {
             Ok((session, answer, events)) => {
                 slot.register(session.info.clone());
                 tracing::info!(session = %session.info.id, client = %self.client, "session opened");
@@ -397,7 +401,10 @@ impl Connection {
                 Flow::Continue
             }
             SessionEvent::PublisherLeft => {
-                self.send_error(SignalError::new(ErrorCode::PublisherLeft, "the session you watched has ended"));
+                self.send_error(SignalError::new(
+                    ErrorCode::PublisherLeft,
+                    "the session you watched has ended",
+                ));
                 Flow::Close
             }
             SessionEvent::State(state) => {

@@ -16,11 +16,11 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::rtp_transceiver::RtpSender;
 
+use super::fanout::FanOut;
 use crate::keyframe_feedback::asks_for_keyframe;
 use crate::metrics::Metrics;
 use crate::tap::TapInput;
 use crate::tap::assemble::TapPacket;
-use super::fanout::FanOut;
 
 /// Keyframe requests reach the publisher at most this often: a burst of PLIs from a
 /// lossy receiver would otherwise make the sender emit keyframe after keyframe.
@@ -131,10 +131,7 @@ pub async fn relay_keyframe_requests(
         if !asks_for_keyframe(&packets) || !limiter.allow(Instant::now()) {
             continue;
         }
-        let pli = PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc,
-        };
+        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
         match incoming.write_rtcp(vec![Box::new(pli)]).await {
             Ok(()) => {
                 stats.plis_relayed.fetch_add(1, Ordering::Relaxed);

@@ -180,7 +180,11 @@ mod tests {
         assert_eq!(fanout.join("third").unwrap_err().code, ErrorCode::ViewersFull);
         for seq in 0..(VIEWER_QUEUE_PACKETS as u16 + 10) {
             fanout.send(&packet(seq));
-            assert_eq!(fast.try_recv().unwrap().header.sequence_number, seq, "the fast viewer gets every packet");
+            assert_eq!(
+                fast.try_recv().unwrap().header.sequence_number,
+                seq,
+                "the fast viewer gets every packet"
+            );
         }
         assert_eq!(slow_stats.dropped.load(Ordering::Relaxed), 10);
         fanout.leave("slow");

@@ -85,7 +85,10 @@ fn read_offer(offer_sdp: String) -> Result<ReadOffer, SignalError> {
 }
 
 /// Applies `offer` and returns the answer's SDP (tracks must be added already).
-async fn answer_offer(pc: &Arc<dyn PeerConnection>, offer: RTCSessionDescription) -> Result<String, SignalError> {
+async fn answer_offer(
+    pc: &Arc<dyn PeerConnection>,
+    offer: RTCSessionDescription,
+) -> Result<String, SignalError> {
     pc.set_remote_description(offer)
         .await
         .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("offer rejected: {e}")))?;
@@ -129,7 +132,10 @@ async fn build_peer(
             Ok(pc) => return Ok(pc),
             Err(e) => {
                 tracing::debug!(addrs = ?network.udp_addrs, %e, "PeerConnection did not start");
-                built = Err(SignalError::new(ErrorCode::Internal, format!("could not create a PeerConnection: {e}")));
+                built = Err(SignalError::new(
+                    ErrorCode::Internal,
+                    format!("could not create a PeerConnection: {e}"),
+                ));
             }
         }
     }
@@ -153,10 +159,8 @@ pub struct SessionInfo {
 
 impl SessionInfo {
     pub(crate) fn new(id: String, tap: Option<Arc<TapState>>, fanout: Arc<FanOut>) -> Self {
-        let created_at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let created_at_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         SessionInfo {
             id,
             watch_token: format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>()),
@@ -260,11 +264,7 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
         tracing::debug!(session = %shared.info.id, "ignoring a non-video track");
         return;
     }
-    let output = shared
-        .free_outputs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pop();
+    let output = shared.free_outputs.lock().unwrap_or_else(|e| e.into_inner()).pop();
     let Some(EchoOutput { track: out_track, sender }) = output else {
         tracing::warn!(session = %shared.info.id, "more incoming video tracks than echo tracks");
         return;
@@ -385,11 +385,8 @@ impl Session {
         let mut outputs = Vec::with_capacity(video_tracks);
         for index in 0..video_tracks {
             let track = peer::vp8_rtp_track("face-echo", &format!("echo-{index}"));
-            let sender = self
-                .pc
-                .add_track(Arc::clone(&track) as _)
-                .await
-                .map_err(|e| internal("add_track", e))?;
+            let sender =
+                self.pc.add_track(Arc::clone(&track) as _).await.map_err(|e| internal("add_track", e))?;
             outputs.push(EchoOutput { track, sender });
         }
         // on_track pops from the end: keep the first m-line's track last.
@@ -407,21 +404,14 @@ impl Session {
     /// are told and closed.
     pub async fn close(self) {
         self.info.fanout.close();
-        if tokio::time::timeout(Duration::from_secs(2), self.pc.close())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(2), self.pc.close()).await.is_err() {
             tracing::warn!(session = %self.info.id, "PeerConnection close timed out");
         }
         let tasks = std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for task in tasks {
             task.abort();
         }
-        self.shared
-            .free_outputs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.shared.free_outputs.lock().unwrap_or_else(|e| e.into_inner()).clear();
         // Dropping the tap's input (here, or with the aborted echo task) ends its thread.
         self.shared.tap.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.info.set_state(RTCPeerConnectionState::Closed);

@@ -15,14 +15,13 @@ use webrtc::media_stream::Track;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState,
+    PeerConnection, PeerConnectionEventHandler, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
 };
 
 use super::fanout::{FanOut, ViewerStats};
 use super::{
-    ReadOffer, SessionEvent, SessionInfo, add_remote_candidate, read_offer, answer_offer, build_peer, candidate_event, echo,
-    negotiated_vp8_payload_type,
+    ReadOffer, SessionEvent, SessionInfo, add_remote_candidate, answer_offer, build_peer, candidate_event,
+    echo, negotiated_vp8_payload_type, read_offer,
 };
 use crate::keyframe_feedback::asks_for_keyframe;
 use crate::peer::{self, PeerNetwork};
@@ -75,7 +74,8 @@ impl Viewer {
         let ReadOffer { offer, answer_role, .. } = read_offer(offer_sdp)?;
         let (events, events_rx) = mpsc::unbounded_channel();
         let (connected_tx, connected) = watch::channel(false);
-        let handler = Handler { events: events.clone(), connected: connected_tx, fanout: Arc::clone(&fanout) };
+        let handler =
+            Handler { events: events.clone(), connected: connected_tx, fanout: Arc::clone(&fanout) };
         let pc = build_peer(networks, answer_role, Arc::new(handler)).await?;
         let track = peer::vp8_rtp_track("face-echo", &format!("watch-{}", publisher.id));
         let negotiated = async {
@@ -104,7 +104,15 @@ impl Viewer {
         let out_ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
         let out_payload_type = negotiated_vp8_payload_type(&sender).await;
         let tasks = vec![
-            tokio::spawn(forward(packets, connected, Arc::clone(&track), out_ssrc, out_payload_type, stats, events)),
+            tokio::spawn(forward(
+                packets,
+                connected,
+                Arc::clone(&track),
+                out_ssrc,
+                out_payload_type,
+                stats,
+                events,
+            )),
             tokio::spawn(relay_keyframe_requests(track, Arc::clone(&fanout))),
         ];
         tracing::info!(viewer = %id, session = %publisher.id, "viewer joined");

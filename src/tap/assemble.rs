@@ -193,10 +193,6 @@ impl FrameAssembler {
             self.counts.frames_skipped += 1;
             return None;
         }
-        Some(Frame {
-            data,
-            timestamp: partial.timestamp,
-            keyframe,
-        })
+        Some(Frame { data, timestamp: partial.timestamp, keyframe })
     }
 }

@@ -7,9 +7,8 @@ use std::mem::MaybeUninit;
 use std::ptr;
 
 use vpx_sys::{
-    VPX_DECODER_ABI_VERSION, vpx_codec_ctx_t, vpx_codec_dec_cfg_t, vpx_codec_dec_init_ver,
-    vpx_codec_decode, vpx_codec_destroy, vpx_codec_err_t, vpx_codec_get_frame, vpx_codec_vp8_dx,
-    vpx_img_fmt,
+    VPX_DECODER_ABI_VERSION, vpx_codec_ctx_t, vpx_codec_dec_cfg_t, vpx_codec_dec_init_ver, vpx_codec_decode,
+    vpx_codec_destroy, vpx_codec_err_t, vpx_codec_get_frame, vpx_codec_vp8_dx, vpx_img_fmt,
 };
 
 /// A decoded picture in planar I420, tightly packed (stride = width).
@@ -94,7 +93,8 @@ impl Vp8Decoder {
                 let stride = image.stride[plane] as usize;
                 for row in 0..ph {
                     // SAFETY: libvpx planes hold `ph` rows of `stride >= pw` bytes.
-                    let line = unsafe { std::slice::from_raw_parts(image.planes[plane].add(row * stride), pw) };
+                    let line =
+                        unsafe { std::slice::from_raw_parts(image.planes[plane].add(row * stride), pw) };
                     data.extend_from_slice(line);
                 }
             }

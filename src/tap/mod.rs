@@ -36,11 +36,7 @@ pub struct TapConfig {
 
 impl Default for TapConfig {
     fn default() -> Self {
-        TapConfig {
-            queue_packets: 1024,
-            request_keyframes: false,
-            detector: None,
-        }
+        TapConfig { queue_packets: 1024, request_keyframes: false, detector: None }
     }
 }
 
@@ -108,11 +104,8 @@ impl TapState {
         let now = Instant::now();
         let window = self.window();
         let counts = window.counts;
-        let fps = window
-            .decoded_at
-            .iter()
-            .filter(|at| now.saturating_duration_since(**at) <= FPS_WINDOW)
-            .count();
+        let fps =
+            window.decoded_at.iter().filter(|at| now.saturating_duration_since(**at) <= FPS_WINDOW).count();
         let mut times: Vec<u64> = window.decode_us.iter().copied().collect();
         times.sort_unstable();
         let percentile = |p: f64| -> Option<u64> {
@@ -152,10 +145,8 @@ pub fn start(
     let (packets_tx, packets_rx) = mpsc::channel(config.queue_packets.max(1));
     let (wishes_tx, wishes_rx) = mpsc::channel(1);
     let detect = config.detector.as_ref().map(|detector| detector.for_session());
-    let state = Arc::new(TapState {
-        detect: detect.as_ref().map(DetectHandle::state),
-        ..TapState::default()
-    });
+    let state =
+        Arc::new(TapState { detect: detect.as_ref().map(DetectHandle::state), ..TapState::default() });
     let worker = Worker {
         packets: packets_rx,
         keyframe_wishes: config.request_keyframes.then_some(wishes_tx),
@@ -163,14 +154,8 @@ pub fn start(
         state: Arc::clone(&state),
         metrics: Arc::clone(&metrics),
     };
-    std::thread::Builder::new()
-        .name(format!("tap-{session_id}"))
-        .spawn(move || worker.run())?;
-    let input = TapInput {
-        packets: packets_tx,
-        state: Arc::clone(&state),
-        metrics,
-    };
+    std::thread::Builder::new().name(format!("tap-{session_id}")).spawn(move || worker.run())?;
+    let input = TapInput { packets: packets_tx, state: Arc::clone(&state), metrics };
     Ok((input, state, wishes_rx))
 }
 
@@ -267,11 +252,9 @@ impl TapPipeline {
         let frame = self.assembler.push(packet)?;
         let started = Instant::now();
         match decoder.decode(&frame.data) {
-            Ok(Some(picture)) => Some(Decoded::Picture {
-                frame: picture,
-                keyframe: frame.keyframe,
-                took: started.elapsed(),
-            }),
+            Ok(Some(picture)) => {
+                Some(Decoded::Picture { frame: picture, keyframe: frame.keyframe, took: started.elapsed() })
+            }
             Ok(None) => None,
             Err(err) => {
                 tracing::debug!(%err, "tap decode error");

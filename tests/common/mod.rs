@@ -9,8 +9,8 @@ use std::time::Duration;
 use face_echo::client::Publisher;
 use face_echo::clip::encode_test_pattern;
 use face_echo::config::Config;
-use rtc::rtp;
 use face_echo::server::{self, RunningServer};
+use rtc::rtp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -47,15 +47,8 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.expect("read");
     let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
+    let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     (status, body)
 }
 
@@ -108,7 +101,6 @@ pub async fn collect_echo(publisher: &mut Publisher, quiet: Duration) -> Vec<rtp
     echoed
 }
 
-
 /// Counts echoed packets whose payload equals the sent packet with the same
 /// sequence number (retransmissions counted once).
 pub fn identical_payloads(sent: &[rtp::Packet], echoed: &[rtp::Packet]) -> usize {
@@ -160,7 +152,8 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") else { return out };
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap_or("0").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
         if size == 0 {
             return out;
         }
