@@ -84,6 +84,13 @@ pub struct Config {
     #[arg(long)]
     pub tap_pli: bool,
 
+    /// With --decode-tap: the largest keyframe (width × height) the tap decodes.
+    /// Bigger ones, and the frames after them, are refused before libvpx
+    /// (`frames_refused`) and a keyframe is asked for. Memory and decode time per
+    /// session follow this number. Default: 4096x2160.
+    #[arg(long, default_value_t = crate::tap::admission::DEFAULT_MAX_PIXELS, value_name = "PIXELS")]
+    pub tap_max_pixels: u64,
+
     /// With --decode-tap: packets the tap may fall behind the echo before it drops
     /// them (counted as tap_packets_dropped).
     #[arg(long, default_value_t = 1024, value_name = "PACKETS")]
@@ -165,6 +172,7 @@ impl Config {
             decode_tap: false,
             tap_pli: false,
             tap_queue: 1024,
+            tap_max_pixels: crate::tap::admission::DEFAULT_MAX_PIXELS,
             detect: false,
             detect_model: ModelKind::Back,
             detect_fps: 5.0,
@@ -181,6 +189,9 @@ impl Config {
         }
         if self.tap_pli && !(self.decode_tap || self.detect) {
             anyhow::bail!("--tap-pli needs the decode tap: add --decode-tap (or --detect)");
+        }
+        if self.tap_max_pixels < 16 * 16 {
+            anyhow::bail!("--tap-max-pixels must be at least 256 (16x16)");
         }
         if self.tap_queue == 0 {
             anyhow::bail!("--tap-queue must be at least 1");
@@ -208,6 +219,7 @@ impl Config {
         (self.decode_tap || self.detect).then(|| TapConfig {
             queue_packets: self.tap_queue,
             request_keyframes: self.tap_pli,
+            max_pixels: self.tap_max_pixels,
             detector: None,
         })
     }

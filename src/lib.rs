@@ -14,6 +14,7 @@ pub mod http;
 pub mod keyframe_feedback;
 pub mod loadgen;
 pub mod metrics;
+pub mod nack_budget;
 pub mod network;
 pub mod peer;
 pub mod process;

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub tap_keyframes: Counter,
     pub tap_decode_errors: Counter,
     pub tap_packets_dropped: Counter,
+    pub tap_frames_refused: Counter,
+    pub tap_slow_decodes: Counter,
     /// Time libvpx takes per frame in the tap: 50 µs .. ~0.4 s.
     pub tap_decode_seconds: Histogram,
     pub detect_inferences: Counter,
@@ -33,6 +35,9 @@ pub struct Metrics {
     /// BlazeFace inference time: 1 ms .. ~4 s.
     pub detect_inference_seconds: Histogram,
     pub viewers_active: Gauge,
+    pub nacks_received: Counter,
+    pub nacks_refused: Counter,
+    pub retransmissions: Counter,
     pub rtp_packets_fanout: Counter,
     pub fanout_packets_dropped: Counter,
 }
@@ -52,12 +57,17 @@ impl Metrics {
         let tap_keyframes = Counter::default();
         let tap_decode_errors = Counter::default();
         let tap_packets_dropped = Counter::default();
+        let tap_frames_refused = Counter::default();
+        let tap_slow_decodes = Counter::default();
         let tap_decode_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 14));
         let detect_inferences = Counter::default();
         let detect_skipped = Counter::default();
         let detect_faces = Gauge::default();
         let detect_inference_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 13));
         let viewers_active = Gauge::default();
+        let nacks_received = Counter::default();
+        let nacks_refused = Counter::default();
+        let retransmissions = Counter::default();
         let rtp_packets_fanout = Counter::default();
         let fanout_packets_dropped = Counter::default();
         registry.register("sessions_active", "Sessions (PeerConnections) open now", sessions_active.clone());
@@ -105,6 +115,16 @@ impl Metrics {
             tap_packets_dropped.clone(),
         );
         registry.register(
+            "tap_frames_refused",
+            "VP8 frames the decode tap refused before libvpx (over budget or malformed)",
+            tap_frames_refused.clone(),
+        );
+        registry.register(
+            "tap_slow_decodes",
+            "VP8 frames that took libvpx over 100 ms to decode",
+            tap_slow_decodes.clone(),
+        );
+        registry.register(
             "tap_decode_seconds",
             "Time to decode one VP8 frame in the tap",
             tap_decode_seconds.clone(),
@@ -131,6 +151,17 @@ impl Metrics {
         );
         registry.register("viewers_active", "Viewers watching a session now", viewers_active.clone());
         registry.register(
+            "nacks_received",
+            "Packets receivers asked to have resent (NACK)",
+            nacks_received.clone(),
+        );
+        registry.register(
+            "nacks_refused",
+            "NACKed packets not resent: over the retransmission budget, or resent moments ago",
+            nacks_refused.clone(),
+        );
+        registry.register("retransmissions", "RTP packets resent after a NACK", retransmissions.clone());
+        registry.register(
             "rtp_packets_fanout",
             "RTP packets queued for viewers (one per viewer)",
             rtp_packets_fanout.clone(),
@@ -154,12 +185,17 @@ impl Metrics {
             tap_keyframes,
             tap_decode_errors,
             tap_packets_dropped,
+            tap_frames_refused,
+            tap_slow_decodes,
             tap_decode_seconds,
             detect_inferences,
             detect_skipped,
             detect_faces,
             detect_inference_seconds,
             viewers_active,
+            nacks_received,
+            nacks_refused,
+            retransmissions,
             rtp_packets_fanout,
             fanout_packets_dropped,
         }

@@ -13,6 +13,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use webrtc::media_stream::MediaStreamTrack;
 
 use crate::keyframe_feedback::{self, KeyframeRequestMarker};
+use crate::nack_budget::{self, NackBudget, RetransmitStats};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
@@ -95,12 +96,14 @@ impl PeerNetwork {
 }
 
 /// Builds a PeerConnection that speaks VP8 with the default interceptors (NACK
-/// generator and responder, RTCP reports, TWCC receiver) and no data channels.
+/// generator and responder, RTCP reports, TWCC receiver), a retransmission budget
+/// in front of the NACK responder (counted in `retransmit`), and no data channels.
 /// `answer_role` pins the DTLS role when this peer answers (see [`answering_dtls_role`]).
 pub async fn build(
     network: &PeerNetwork,
     answer_role: Option<RTCDtlsRole>,
     handler: Arc<dyn PeerConnectionEventHandler>,
+    retransmit: Arc<RetransmitStats>,
 ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_codec(
@@ -112,7 +115,8 @@ pub async fn build(
         RtpCodecKind::Video,
     )?;
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
-        .with(rtc::interceptor::Slot::from(keyframe_feedback::SLOT), KeyframeRequestMarker::default());
+        .with(rtc::interceptor::Slot::from(keyframe_feedback::SLOT), KeyframeRequestMarker::default())
+        .with(rtc::interceptor::Slot::from(nack_budget::SLOT), NackBudget::new(retransmit));
 
     let ice_servers = if network.stun_urls.is_empty() {
         Vec::new()

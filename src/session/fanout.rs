@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
+use crate::nack_budget::RetransmitStats;
 use crate::signaling::{ErrorCode, SignalError};
 
 /// Packets a viewer may fall behind before its packets are dropped.
@@ -26,6 +27,8 @@ pub struct ViewerStats {
     pub packets: AtomicU64,
     pub bytes: AtomicU64,
     pub dropped: AtomicU64,
+    /// The viewer's NACKs and what its retransmission budget let through.
+    pub retransmit: Arc<RetransmitStats>,
 }
 
 /// One viewer's end of the fan-out.
@@ -56,6 +59,11 @@ impl std::fmt::Debug for FanOut {
 }
 
 impl FanOut {
+    /// The process's metrics, for what viewers count themselves.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
     pub fn new(max_viewers: usize, metrics: Arc<Metrics>) -> Self {
         let (keyframe_wishes, wishes_rx) = mpsc::channel(1);
         FanOut {
@@ -113,11 +121,20 @@ impl FanOut {
 
     /// Adds viewer `id`; returns its packet queue and counters. The viewer asks
     /// for a keyframe once its connection is up ([`FanOut::want_keyframe`]).
-    pub fn join(&self, id: &str) -> Result<(mpsc::Receiver<rtp::Packet>, Arc<ViewerStats>), SignalError> {
+    pub fn join(
+        &self,
+        id: &str,
+        retransmit: Arc<RetransmitStats>,
+    ) -> Result<(mpsc::Receiver<rtp::Packet>, Arc<ViewerStats>), SignalError> {
         let mut outlets = self.write();
         self.room(&outlets)?;
         let (packets, queue) = mpsc::channel(VIEWER_QUEUE_PACKETS);
-        let stats = Arc::new(ViewerStats::default());
+        let stats = Arc::new(ViewerStats {
+            packets: AtomicU64::default(),
+            bytes: AtomicU64::default(),
+            dropped: AtomicU64::default(),
+            retransmit,
+        });
         outlets.push(Outlet { id: id.to_owned(), packets, stats: Arc::clone(&stats) });
         self.metrics.viewers_active.inc();
         Ok((queue, stats))
@@ -155,7 +172,15 @@ impl FanOut {
         Value::Array(
             self.read()
                 .iter()
-                .map(|o| json!({"id": o.id, "packets": n(&o.stats.packets), "bytes": n(&o.stats.bytes), "dropped": n(&o.stats.dropped)}))
+                .map(|o| {
+                    json!({
+                        "id": o.id,
+                        "packets": n(&o.stats.packets),
+                        "bytes": n(&o.stats.bytes),
+                        "dropped": n(&o.stats.dropped),
+                        "retransmit": o.stats.retransmit.to_json(),
+                    })
+                })
                 .collect(),
         )
     }
@@ -175,9 +200,9 @@ mod tests {
     #[test]
     fn a_full_viewer_drops_alone_and_limits_hold() {
         let fanout = FanOut::new(2, Arc::new(Metrics::new()));
-        let (mut fast, _) = fanout.join("fast").unwrap();
-        let (_slow, slow_stats) = fanout.join("slow").unwrap();
-        assert_eq!(fanout.join("third").unwrap_err().code, ErrorCode::ViewersFull);
+        let (mut fast, _) = fanout.join("fast", Arc::default()).unwrap();
+        let (_slow, slow_stats) = fanout.join("slow", Arc::default()).unwrap();
+        assert_eq!(fanout.join("third", Arc::default()).unwrap_err().code, ErrorCode::ViewersFull);
         for seq in 0..(VIEWER_QUEUE_PACKETS as u16 + 10) {
             fanout.send(&packet(seq));
             assert_eq!(
@@ -191,6 +216,6 @@ mod tests {
         assert_eq!(fanout.count(), 1);
         fanout.close();
         assert!(fast.try_recv().is_err());
-        assert_eq!(fanout.join("late").unwrap_err().code, ErrorCode::NoSuchSession);
+        assert_eq!(fanout.join("late", Arc::default()).unwrap_err().code, ErrorCode::NoSuchSession);
     }
 }

@@ -25,6 +25,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::metrics::Metrics;
+use crate::nack_budget::RetransmitStats;
 use crate::peer::{self, PeerNetwork};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
 use crate::tap::{self, TapConfig, TapInput, TapState};
@@ -125,10 +126,11 @@ async fn build_peer(
     networks: &[PeerNetwork],
     answer_role: Option<rtc::peer_connection::transport::RTCDtlsRole>,
     handler: Arc<dyn PeerConnectionEventHandler>,
+    retransmit: &Arc<RetransmitStats>,
 ) -> Result<Arc<dyn PeerConnection>, SignalError> {
     let mut built = Err(SignalError::new(ErrorCode::Internal, "no media address to bind"));
     for network in networks {
-        match peer::build(network, answer_role, Arc::clone(&handler)).await {
+        match peer::build(network, answer_role, Arc::clone(&handler), Arc::clone(retransmit)).await {
             Ok(pc) => return Ok(pc),
             Err(e) => {
                 tracing::debug!(addrs = ?network.udp_addrs, %e, "PeerConnection did not start");
@@ -151,6 +153,8 @@ pub struct SessionInfo {
     pub created_at_ms: u64,
     state: Mutex<RTCPeerConnectionState>,
     pub echo: Arc<EchoStats>,
+    /// NACKs from the echo's receiver and what the budget let through.
+    pub retransmit: Arc<RetransmitStats>,
     /// The decode tap's state, when `--decode-tap` is on.
     pub tap: Option<Arc<TapState>>,
     /// Who watches this session.
@@ -158,7 +162,12 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
-    pub(crate) fn new(id: String, tap: Option<Arc<TapState>>, fanout: Arc<FanOut>) -> Self {
+    pub(crate) fn new(
+        id: String,
+        tap: Option<Arc<TapState>>,
+        fanout: Arc<FanOut>,
+        retransmit: Arc<RetransmitStats>,
+    ) -> Self {
         let created_at_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         SessionInfo {
@@ -167,6 +176,7 @@ impl SessionInfo {
             created_at_ms,
             state: Mutex::new(RTCPeerConnectionState::New),
             echo: Arc::default(),
+            retransmit,
             tap,
             fanout,
         }
@@ -195,6 +205,7 @@ impl SessionInfo {
                 "plis_relayed": n(&echo.plis_relayed),
                 "forward_errors": n(&echo.forward_errors),
             },
+            "retransmit": self.retransmit.to_json(),
             "tap": match &self.tap {
                 Some(tap) => tap.to_json(),
                 None => json!({"enabled": false}),
@@ -354,7 +365,8 @@ impl Session {
             None => (None, None),
         };
         let fanout = Arc::new(FanOut::new(max_viewers, Arc::clone(&metrics)));
-        let info = Arc::new(SessionInfo::new(id, tap_state, fanout));
+        let retransmit = Arc::new(RetransmitStats::new(Arc::clone(&metrics)));
+        let info = Arc::new(SessionInfo::new(id, tap_state, fanout, Arc::clone(&retransmit)));
         let shared = Arc::new(Shared {
             info: Arc::clone(&info),
             metrics,
@@ -363,7 +375,8 @@ impl Session {
             tap: Mutex::new(tap_input),
             tasks: Mutex::new(Vec::new()),
         });
-        let pc = build_peer(networks, answer_role, Arc::new(Handler(Arc::clone(&shared)))).await?;
+        let pc =
+            build_peer(networks, answer_role, Arc::new(Handler(Arc::clone(&shared))), &retransmit).await?;
         let session = Session { info, pc, shared };
         match session.negotiate(offer, video_tracks).await {
             Ok(answer) => Ok((session, answer, events_rx)),

@@ -24,6 +24,7 @@ use super::{
     echo, negotiated_vp8_payload_type, read_offer,
 };
 use crate::keyframe_feedback::asks_for_keyframe;
+use crate::nack_budget::RetransmitStats;
 use crate::peer::{self, PeerNetwork};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
 
@@ -76,7 +77,8 @@ impl Viewer {
         let (connected_tx, connected) = watch::channel(false);
         let handler =
             Handler { events: events.clone(), connected: connected_tx, fanout: Arc::clone(&fanout) };
-        let pc = build_peer(networks, answer_role, Arc::new(handler)).await?;
+        let retransmit = Arc::new(RetransmitStats::new(fanout.metrics()));
+        let pc = build_peer(networks, answer_role, Arc::new(handler), &retransmit).await?;
         let track = peer::vp8_rtp_track("face-echo", &format!("watch-{}", publisher.id));
         let negotiated = async {
             let sender = pc
@@ -94,7 +96,7 @@ impl Viewer {
                 return Err(err);
             }
         };
-        let (packets, stats) = match fanout.join(&id) {
+        let (packets, stats) = match fanout.join(&id, retransmit) {
             Ok(joined) => joined,
             Err(err) => {
                 let _ = tokio::time::timeout(Duration::from_secs(2), pc.close()).await;

@@ -56,8 +56,12 @@ pub struct AssemblyCounts {
     pub bytes: u64,
 }
 
-/// The largest frame we assemble; beyond it the frame is discarded as malformed.
+/// The largest frame we assemble; beyond it the frame is discarded as incomplete.
+/// A 4K keyframe at high quality is ~1 MB.
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// The most packets one frame may span (4 MiB in ~1 KB packets); beyond it the
+/// frame is discarded: a stream of tiny packets must not grow one frame forever.
+pub const MAX_FRAME_PACKETS: u32 = 4096;
 
 /// The VP8 payload after its descriptor, parsed by webrtc-rs's `Vp8Packet`.
 ///
@@ -81,6 +85,7 @@ fn depacketize(descriptor: &mut Vp8Packet, payload: &Bytes) -> Option<Bytes> {
 struct Partial {
     timestamp: u32,
     data: BytesMut,
+    packets: u32,
     broken: bool,
 }
 
@@ -153,14 +158,24 @@ impl FrameAssembler {
         let partial = self.current.get_or_insert_with(|| Partial {
             timestamp: packet.timestamp,
             data: BytesMut::new(),
+            packets: 0,
             // A frame must begin with the start of partition 0.
             broken: !starts_frame,
         });
+        partial.packets = partial.packets.saturating_add(1);
         match body {
-            Some(body) if partial.data.len() + body.len() <= MAX_FRAME_BYTES => {
+            Some(body)
+                if !partial.broken
+                    && partial.packets <= MAX_FRAME_PACKETS
+                    && partial.data.len() + body.len() <= MAX_FRAME_BYTES =>
+            {
                 partial.data.extend_from_slice(&body)
             }
-            _ => partial.broken = true,
+            // A broken frame keeps no bytes: it is only waited out to its marker.
+            _ => {
+                partial.broken = true;
+                partial.data = BytesMut::new();
+            }
         }
         if !packet.marker {
             return None;

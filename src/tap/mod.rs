@@ -6,9 +6,11 @@
 //! as dropped and the echo goes on. A thread of the tap's own (libvpx decoding is
 //! CPU work: never on the async runtime) depacketizes, assembles and decodes.
 
+pub mod admission;
 pub mod assemble;
 pub mod decode;
 pub mod snapshot;
+pub mod vp8_header;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::detect::{DetectHandle, DetectState, Detector};
 use crate::metrics::Metrics;
+use admission::{FrameGate, Refusal};
 use assemble::{AssemblyCounts, FrameAssembler, TapPacket};
 use decode::{I420Frame, Vp8Decoder};
 
@@ -29,19 +32,30 @@ pub struct TapConfig {
     /// Packets the tap may fall behind before it drops.
     pub queue_packets: usize,
     /// Ask the publisher for a keyframe while waiting for one (≤ 1 per second).
+    /// (After a refused frame the tap always asks, within the same budget.)
     pub request_keyframes: bool,
+    /// The largest keyframe (width × height) the tap decodes (`--tap-max-pixels`).
+    pub max_pixels: u64,
     /// The server's face detector, to offer decoded frames to (`--detect`).
     pub detector: Option<Arc<Detector>>,
 }
 
 impl Default for TapConfig {
     fn default() -> Self {
-        TapConfig { queue_packets: 1024, request_keyframes: false, detector: None }
+        TapConfig {
+            queue_packets: 1024,
+            request_keyframes: false,
+            max_pixels: admission::DEFAULT_MAX_PIXELS,
+            detector: None,
+        }
     }
 }
 
 /// Keyframe requests from the tap reach the publisher at most this often.
 pub const TAP_PLI_INTERVAL: Duration = Duration::from_secs(1);
+/// A decode slower than this is counted (`slow_decodes`): slower than 10 fps.
+/// libvpx cannot be interrupted; the pixel budget is what bounds a decode's time.
+pub const SLOW_DECODE: Duration = Duration::from_millis(100);
 
 /// The echo loop's end of the tap.
 pub struct TapInput {
@@ -66,6 +80,10 @@ pub struct TapState {
     pub packets_dropped: AtomicU64,
     pub frames_decoded: AtomicU64,
     pub decode_errors: AtomicU64,
+    /// Frames refused before libvpx (see [`admission`]).
+    pub frames_refused: AtomicU64,
+    /// Decodes that took longer than [`SLOW_DECODE`].
+    pub slow_decodes: AtomicU64,
     pub keyframe_requests: Arc<AtomicU64>,
     /// What the server's face detector found, with `--detect`.
     pub detect: Option<Arc<DetectState>>,
@@ -84,6 +102,8 @@ struct TapWindow {
     decode_us: VecDeque<u64>,
     last_keyframe_at: Option<Instant>,
     latest: Option<Arc<I420Frame>>,
+    /// Why the last refused frame was refused.
+    last_refusal: Option<Refusal>,
 }
 
 const DECODE_TIMES_KEPT: usize = 512;
@@ -122,6 +142,9 @@ impl TapState {
             "duplicates": counts.duplicates,
             "malformed": counts.malformed,
             "decode_errors": self.decode_errors.load(Ordering::Relaxed),
+            "frames_refused": self.frames_refused.load(Ordering::Relaxed),
+            "last_refusal": window.last_refusal.map(|refusal| refusal.to_string()),
+            "slow_decodes": self.slow_decodes.load(Ordering::Relaxed),
             "tap_packets_dropped": self.packets_dropped.load(Ordering::Relaxed),
             "keyframe_requests": self.keyframe_requests.load(Ordering::Relaxed),
             "width": window.width,
@@ -136,7 +159,7 @@ impl TapState {
 }
 
 /// Starts a session's tap thread. Returns the echo loop's input, the shared
-/// state, and a receiver of keyframe wishes (when `request_keyframes`).
+/// state, and a receiver of keyframe wishes.
 pub fn start(
     session_id: &str,
     config: &TapConfig,
@@ -149,7 +172,11 @@ pub fn start(
         Arc::new(TapState { detect: detect.as_ref().map(DetectHandle::state), ..TapState::default() });
     let worker = Worker {
         packets: packets_rx,
-        keyframe_wishes: config.request_keyframes.then_some(wishes_tx),
+        pipeline: TapPipeline::new(config.max_pixels),
+        keyframe_wishes: wishes_tx,
+        wish_while_waiting: config.request_keyframes,
+        refusal_logged: false,
+        session_id: session_id.to_owned(),
         detect,
         state: Arc::clone(&state),
         metrics: Arc::clone(&metrics),
@@ -162,7 +189,13 @@ pub fn start(
 /// The tap's thread: ends when the echo loop drops its [`TapInput`].
 struct Worker {
     packets: mpsc::Receiver<TapPacket>,
-    keyframe_wishes: Option<mpsc::Sender<()>>,
+    pipeline: TapPipeline,
+    /// Keyframe wishes, sent after a refusal, and while waiting with `--tap-pli`.
+    keyframe_wishes: mpsc::Sender<()>,
+    wish_while_waiting: bool,
+    /// A refusal is logged once per session; the counters tell the rest.
+    refusal_logged: bool,
+    session_id: String,
     detect: Option<DetectHandle>,
     state: Arc<TapState>,
     metrics: Arc<Metrics>,
@@ -177,26 +210,23 @@ impl Worker {
                 return;
             }
         };
-        let mut pipeline = TapPipeline::default();
         while let Some(packet) = self.packets.blocking_recv() {
-            let outcome = pipeline.push(&mut decoder, &packet);
-            let picture = self.record(&pipeline, outcome);
+            let outcome = self.pipeline.push(&mut decoder, &packet);
+            let picture = self.record(outcome);
             if let (Some(detect), Some(picture)) = (&mut self.detect, picture) {
                 detect.offer(&picture);
             }
-            if pipeline.assembler.waiting_for_keyframe()
-                && let Some(wishes) = &self.keyframe_wishes
-            {
-                let _ = wishes.try_send(());
+            if self.wish_while_waiting && self.pipeline.assembler.waiting_for_keyframe() {
+                let _ = self.keyframe_wishes.try_send(());
             }
         }
     }
 
     /// Updates the numbers; returns the new picture, if one was decoded.
-    fn record(&self, pipeline: &TapPipeline, outcome: Option<Decoded>) -> Option<Arc<I420Frame>> {
+    fn record(&mut self, outcome: Option<Decoded>) -> Option<Arc<I420Frame>> {
         let mut window = self.state.window();
         let before = window.counts;
-        window.counts = pipeline.assembler.counts();
+        window.counts = self.pipeline.assembler.counts();
         let new_keyframes = window.counts.keyframes - before.keyframes;
         if new_keyframes > 0 {
             self.metrics.tap_keyframes.inc_by(new_keyframes);
@@ -208,11 +238,27 @@ impl Worker {
                 self.metrics.tap_decode_errors.inc();
                 None
             }
+            Some(Decoded::Refused(refusal)) => {
+                self.state.frames_refused.fetch_add(1, Ordering::Relaxed);
+                self.metrics.tap_frames_refused.inc();
+                window.last_refusal = Some(refusal);
+                if !self.refusal_logged {
+                    self.refusal_logged = true;
+                    tracing::warn!(session = %self.session_id, %refusal, "decode tap refused a frame (logged once per session)");
+                }
+                // Within the tap's keyframe budget (one PLI per TAP_PLI_INTERVAL).
+                let _ = self.keyframe_wishes.try_send(());
+                None
+            }
             Some(Decoded::Picture { frame, keyframe, took }) => {
                 let now = Instant::now();
                 self.state.frames_decoded.fetch_add(1, Ordering::Relaxed);
                 self.metrics.tap_frames_decoded.inc();
                 self.metrics.tap_decode_seconds.observe(took.as_secs_f64());
+                if took > SLOW_DECODE {
+                    self.state.slow_decodes.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.tap_slow_decodes.inc();
+                }
                 window.width = frame.width;
                 window.height = frame.height;
                 if keyframe {
@@ -236,21 +282,36 @@ impl Worker {
 
 /// What decoding one assembled frame gave.
 pub enum Decoded {
-    Picture { frame: I420Frame, keyframe: bool, took: Duration },
+    Picture {
+        frame: I420Frame,
+        keyframe: bool,
+        took: Duration,
+    },
     Error,
+    /// Not given to libvpx at all.
+    Refused(Refusal),
 }
 
-/// Depacketize → assemble → decode, one packet at a time, with no I/O: the tap's
-/// thread runs it, and tests and benches drive it directly.
+/// Depacketize → assemble → admit → decode, one packet at a time, with no I/O: the
+/// tap's thread runs it, and tests, benches and the fuzzer drive it directly.
 #[derive(Debug, Default)]
 pub struct TapPipeline {
     pub assembler: FrameAssembler,
+    pub gate: FrameGate,
 }
 
 impl TapPipeline {
+    /// A pipeline that decodes keyframes of at most `max_pixels`.
+    pub fn new(max_pixels: u64) -> Self {
+        TapPipeline { assembler: FrameAssembler::default(), gate: FrameGate::new(max_pixels) }
+    }
+
     pub fn push(&mut self, decoder: &mut Vp8Decoder, packet: &TapPacket) -> Option<Decoded> {
         let frame = self.assembler.push(packet)?;
         let started = Instant::now();
+        if let Err(refusal) = self.gate.admit(&frame.data, started) {
+            return Some(Decoded::Refused(refusal));
+        }
         match decoder.decode(&frame.data) {
             Ok(Some(picture)) => {
                 Some(Decoded::Picture { frame: picture, keyframe: frame.keyframe, took: started.elapsed() })
