@@ -12,6 +12,9 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    TransportLayerNack, nack_pairs_from_sequence_numbers,
+};
 use rtc::rtp;
 use rtc::rtp::packetizer::Packetizer;
 use serde_json::{Value, json};
@@ -277,6 +280,21 @@ impl Publisher {
         track
             .write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: self.ssrc, media_ssrc })])
             .await?;
+        Ok(())
+    }
+
+    /// Sends a NACK on the echo track for `sequence_numbers`, as a receiver that
+    /// lost them would (tests use it to storm the server's retransmission budget).
+    pub async fn nack_on_echo(&self, sequence_numbers: &[u16]) -> anyhow::Result<()> {
+        let track = self.echo_track.borrow().clone().ok_or_else(|| anyhow!("no echo track yet"))?;
+        let media_ssrc =
+            track.ssrcs().await.first().copied().ok_or_else(|| anyhow!("echo track has no SSRC"))?;
+        let nack = TransportLayerNack {
+            sender_ssrc: self.ssrc,
+            media_ssrc,
+            nacks: nack_pairs_from_sequence_numbers(sequence_numbers),
+        };
+        track.write_rtcp(vec![Box::new(nack)]).await?;
         Ok(())
     }
 

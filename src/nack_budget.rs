@@ -9,8 +9,9 @@
 //! retransmissions (which it counts).
 //!
 //! The rules, after libwebrtc's NACK rate limiter:
-//! - retransmitted bytes per second ≤ [`RETRANSMIT_SHARE`] × the stream's own
-//!   rate, with a burst of one second's worth (a token bucket per stream);
+//! - retransmitted bytes, and packets, per second ≤ [`RETRANSMIT_SHARE`] × the
+//!   stream's own rate, with a burst of one second's worth (token buckets per
+//!   stream; packets too, because a peer could NACK only the smallest ones);
 //! - a packet resent less than [`REPEAT_WINDOW`] ago is not resent again (the
 //!   first copy is still in flight);
 //! - a packet the responder no longer holds ([`HISTORY`]) is struck out silently.
@@ -52,8 +53,9 @@ pub struct RetransmitStats {
     pub requested: AtomicU64,
     /// Of those, struck out by the budget or as repeats.
     pub refused: AtomicU64,
-    /// Retransmissions that left.
+    /// Retransmissions that left, and their payload bytes.
     pub sent: AtomicU64,
+    pub sent_bytes: AtomicU64,
     /// The process-wide Prometheus counters (clones share the count).
     totals: Option<[Counter; 3]>,
 }
@@ -74,8 +76,9 @@ impl RetransmitStats {
         }
     }
 
-    fn count_sent(&self) {
+    fn count_sent(&self, bytes: usize) {
         self.sent.fetch_add(1, Ordering::Relaxed);
+        self.sent_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         if let Some([_, _, sent]) = &self.totals {
             sent.inc();
         }
@@ -86,6 +89,7 @@ impl RetransmitStats {
             "nacks_received": self.requested.load(Ordering::Relaxed),
             "nacks_refused": self.refused.load(Ordering::Relaxed),
             "retransmissions": self.sent.load(Ordering::Relaxed),
+            "retransmitted_bytes": self.sent_bytes.load(Ordering::Relaxed),
         })
     }
 }
@@ -99,55 +103,78 @@ struct Sent {
     resent_at: Option<Instant>,
 }
 
-/// The budget of one sending stream.
+/// A token bucket refilled at a measured rate: bytes, or packets, of a stream.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    /// Per second, over the last complete window.
+    rate: f64,
+    window_amount: f64,
+}
+
+impl Bucket {
+    fn new() -> Self {
+        Bucket { tokens: 0.0, rate: 0.0, window_amount: 0.0 }
+    }
+
+    /// The rate to refill at: the last full window's, or the current one's if
+    /// higher (counted over at least a whole window, so a first burst cannot
+    /// inflate it).
+    fn refill_rate(&self, window_elapsed: Duration) -> f64 {
+        let current = self.window_amount / window_elapsed.max(RATE_WINDOW).as_secs_f64();
+        self.rate.max(current) * RETRANSMIT_SHARE
+    }
+
+    /// Adds `elapsed` worth of tokens, keeping at most one second's worth.
+    fn refill(&mut self, elapsed: Duration, window_elapsed: Duration) {
+        let rate = self.refill_rate(window_elapsed);
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * rate).min(rate);
+    }
+}
+
+/// The budget of one sending stream, in bytes and in packets: bytes bound the
+/// bandwidth, packets the CPU (a peer could NACK only the smallest packets).
 #[derive(Debug)]
 struct Stream {
     history: Vec<Sent>,
-    tokens: f64,
+    bytes: Bucket,
+    packets: Bucket,
     refilled_at: Instant,
-    /// Bytes per second over the last complete window.
-    rate: f64,
     window_start: Instant,
-    window_bytes: u64,
 }
 
 impl Stream {
     fn new(now: Instant) -> Self {
         Stream {
             history: vec![Sent::default(); HISTORY],
-            tokens: 0.0,
+            bytes: Bucket::new(),
+            packets: Bucket::new(),
             refilled_at: now,
-            rate: 0.0,
             window_start: now,
-            window_bytes: 0,
         }
     }
 
     fn sent(&mut self, sequence_number: u16, len: usize, now: Instant) {
         let elapsed = now.saturating_duration_since(self.window_start);
         if elapsed >= RATE_WINDOW {
-            self.rate = self.window_bytes as f64 / elapsed.as_secs_f64();
+            for bucket in [&mut self.bytes, &mut self.packets] {
+                bucket.rate = bucket.window_amount / elapsed.as_secs_f64();
+                bucket.window_amount = 0.0;
+            }
             self.window_start = now;
-            self.window_bytes = 0;
         }
-        self.window_bytes += len as u64;
+        self.bytes.window_amount += len as f64;
+        self.packets.window_amount += 1.0;
         let len = u32::try_from(len).unwrap_or(u32::MAX).max(1);
         self.history[usize::from(sequence_number) % HISTORY] = Sent { sequence_number, len, resent_at: None };
     }
 
-    /// The stream's rate: the last full window's, or the current one's if higher
-    /// (counted over at least a whole window, so a first burst cannot inflate it).
-    fn rate(&self, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.window_start).max(RATE_WINDOW);
-        self.rate.max(self.window_bytes as f64 / elapsed.as_secs_f64())
-    }
-
     /// Keeps the sequence numbers the budget allows; returns how many were refused.
     fn allow(&mut self, requested: &[u16], now: Instant, allowed: &mut Vec<u16>) -> u64 {
-        let refill_rate = self.rate(now) * RETRANSMIT_SHARE;
-        let elapsed = now.saturating_duration_since(self.refilled_at).as_secs_f64();
-        // Burst: one second of the refill rate.
-        self.tokens = (self.tokens + elapsed * refill_rate).min(refill_rate);
+        let elapsed = now.saturating_duration_since(self.refilled_at);
+        let window_elapsed = now.saturating_duration_since(self.window_start);
+        self.bytes.refill(elapsed, window_elapsed);
+        self.packets.refill(elapsed, window_elapsed);
         self.refilled_at = now;
         let mut refused = 0;
         for &sequence_number in requested {
@@ -156,11 +183,12 @@ impl Stream {
                 continue; // not held: the responder could not resend it either
             }
             let repeat = sent.resent_at.is_some_and(|at| now.saturating_duration_since(at) < REPEAT_WINDOW);
-            if repeat || self.tokens < f64::from(sent.len) {
+            if repeat || self.bytes.tokens < f64::from(sent.len) || self.packets.tokens < 1.0 {
                 refused += 1;
                 continue;
             }
-            self.tokens -= f64::from(sent.len);
+            self.bytes.tokens -= f64::from(sent.len);
+            self.packets.tokens -= 1.0;
             sent.resent_at = Some(now);
             allowed.push(sequence_number);
         }
@@ -183,7 +211,13 @@ impl NackBudget {
 
     /// Rewrites a NACK to what the budget allows; `None` when nothing is left.
     fn filter(&mut self, nack: &TransportLayerNack, now: Instant) -> Option<TransportLayerNack> {
-        let requested: Vec<u16> = nack.nacks.iter().flat_map(|pair| pair.packet_list()).collect();
+        let mut requested = Vec::with_capacity(nack.nacks.len() * 17);
+        // Each pair: a sequence number and a bitmap of the 16 after it (RFC 4585 §6.2.1).
+        for pair in &nack.nacks {
+            requested.push(pair.packet_id);
+            let lost = (0..16u16).filter(|bit| pair.lost_packets & (1 << bit) != 0);
+            requested.extend(lost.map(|bit| pair.packet_id.wrapping_add(bit + 1)));
+        }
         let mut allowed = Vec::with_capacity(requested.len());
         let refused = match self.streams.get_mut(&nack.media_ssrc) {
             Some(stream) => stream.allow(&requested, now, &mut allowed),
@@ -206,7 +240,9 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for NackBudget {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
-        let now = msg.now;
+        // The clock, not `msg.now`: on the write leg webrtc-rs does not always stamp
+        // the time of sending, and both legs must share one clock.
+        let now = Instant::now();
         if let Packet::Rtcp(packets) = &mut msg.message.packet {
             let mut kept: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::with_capacity(packets.len());
             for packet in packets.drain(..) {
@@ -231,9 +267,9 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for NackBudget {
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtp(packet) = &msg.message.packet {
             if msg.message.has(&Attribute::Retransmission) {
-                self.stats.count_sent();
+                self.stats.count_sent(packet.payload.len());
             } else if let Some(stream) = self.streams.get_mut(&packet.header.ssrc) {
-                stream.sent(packet.header.sequence_number, packet.payload.len(), msg.now);
+                stream.sent(packet.header.sequence_number, packet.payload.len(), Instant::now());
             }
         }
         self.writes.push_back(msg);
@@ -277,7 +313,7 @@ mod tests {
         let (mut stream, now) = busy_stream(start);
         let requested: Vec<u16> = (0..200).collect();
         let mut allowed = Vec::new();
-        // ~100 kB/s of stream; two seconds of refill capped at a one-second burst.
+        // 100 packets and ~100 kB a second; two seconds of refill capped at a one-second burst.
         let refused = stream.allow(&requested, now, &mut allowed);
         assert!((95..=100).contains(&allowed.len()), "{} allowed", allowed.len());
         assert_eq!(refused as usize, 200 - allowed.len());

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -14,46 +13,6 @@ use face_echo::client::Publisher;
 use face_echo::clip::encode_test_pattern;
 use face_echo::process::ProcessStats;
 use tokio::task::JoinSet;
-
-const BIN: &str = env!("CARGO_BIN_EXE_face-echo");
-
-/// The binary on a free loopback port; killed when dropped.
-struct Server {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn spawn_server(extra: &[&str]) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let child = Command::new(BIN)
-        .args(["--listen", &addr.to_string(), "--max-sessions", "128"])
-        .args(extra)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let server = Server { child, addr };
-    assert!(
-        eventually(Duration::from_secs(10), || async { tokio::net::TcpStream::connect(addr).await.is_ok() })
-            .await,
-        "server never listened"
-    );
-    server
-}
-
-async fn process_stats(addr: std::net::SocketAddr) -> ProcessStats {
-    let (status, body) = http_get(addr, "/api/process").await;
-    assert_eq!(status, 200);
-    serde_json::from_str(&body).expect("process stats")
-}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

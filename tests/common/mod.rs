@@ -9,8 +9,10 @@ use std::time::Duration;
 use face_echo::client::Publisher;
 use face_echo::clip::encode_test_pattern;
 use face_echo::config::Config;
+use face_echo::process::ProcessStats;
 use face_echo::server::{self, RunningServer};
 use rtc::rtp;
+use std::process::{Child, Command, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -161,4 +163,47 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&data[start..start + size]);
         data = &data[start + size + 2..];
     }
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_face-echo");
+
+/// The binary in its own process on a free loopback port (its RSS, CPU and files are
+/// its own); killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn spawn_server(extra: &[&str]) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    // FACE_ECHO_BIN runs another build (e.g. target/release/face-echo) for measuring.
+    let bin = std::env::var("FACE_ECHO_BIN").unwrap_or_else(|_| BIN.to_owned());
+    let child = Command::new(bin)
+        .args(["--listen", &addr.to_string(), "--max-sessions", "128"])
+        .args(extra)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let server = Server { child, addr };
+    assert!(
+        eventually(Duration::from_secs(10), || async { tokio::net::TcpStream::connect(addr).await.is_ok() })
+            .await,
+        "server never listened"
+    );
+    server
+}
+
+pub async fn process_stats(addr: std::net::SocketAddr) -> ProcessStats {
+    let (status, body) = http_get(addr, "/api/process").await;
+    assert_eq!(status, 200);
+    serde_json::from_str(&body).expect("process stats")
 }
