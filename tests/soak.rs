@@ -34,7 +34,7 @@ async fn spawn_server(extra: &[&str]) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let child = Command::new(BIN)
-        .args(["--listen", &addr.to_string(), "--max-sessions", "128"])
+        .args(["--listen", &addr.to_string(), "--max-sessions", "128", "--max-sessions-per-ip", "128"])
         .args(extra)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
