@@ -105,8 +105,9 @@ pub async fn open_signaling(
     local: Option<IpAddr>,
 ) -> anyhow::Result<WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>> {
     let Some(local) = local else {
-        let (ws, _) =
-            tokio_tungstenite::connect_async(ws_url).await.with_context(|| format!("cannot open {ws_url}"))?;
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .with_context(|| format!("cannot open {ws_url}"))?;
         return Ok(ws);
     };
     let request = ws_url.into_client_request()?;
@@ -116,7 +117,8 @@ pub async fn open_signaling(
         .await?
         .find(|addr| addr.is_ipv4() == local.is_ipv4())
         .ok_or_else(|| anyhow!("{ws_url}: no address of the family of {local}"))?;
-    let socket = if local.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket =
+        if local.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.bind((local, 0).into()).with_context(|| format!("cannot bind to {local}"))?;
     let stream = socket.connect(server).await.with_context(|| format!("cannot connect to {server}"))?;
     let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))

@@ -41,8 +41,8 @@ pub fn raise_fd_limit() -> std::io::Result<FdLimit> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let soft_before = limit.rlim_cur as u64;
-    let hard = limit.rlim_max as u64;
+    let soft_before = limit.rlim_cur;
+    let hard = limit.rlim_max;
     let mut soft = soft_before;
     if limit.rlim_cur < limit.rlim_max {
         let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
@@ -81,7 +81,8 @@ impl Limits {
         let sessions_fit = (usable / (FDS_PER_SESSION + 2)).max(1) as usize;
         let sessions = config.max_sessions.min(sessions_fit);
         let connections = (usable.saturating_sub(sessions as u64 * FDS_PER_SESSION) as usize).max(2);
-        let pending = config.max_pending.unwrap_or(DEFAULT_MAX_PENDING.min(connections / 2)).clamp(1, connections);
+        let pending =
+            config.max_pending.unwrap_or(DEFAULT_MAX_PENDING.min(connections / 2)).clamp(1, connections);
         let per_ip = |explicit: Option<usize>, of: usize| explicit.unwrap_or(of / 4).clamp(1, of);
         Limits {
             fds,

@@ -86,7 +86,9 @@ impl CountingListener {
             // Aborted handshakes and the like: nothing to wait for.
             if !matches!(
                 err.kind(),
-                io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+                io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::Interrupted
             ) {
                 tracing::warn!(%err, "TCP accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -129,7 +131,11 @@ impl axum::serve::Listener for CountingListener {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }

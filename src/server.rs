@@ -97,7 +97,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 fn fd_budget(config: &Config) -> Limits {
     let fds = match limits::raise_fd_limit() {
         Ok(fd) => {
-            tracing::info!(soft_before = fd.soft_before, soft = fd.soft, hard = fd.hard, "file descriptor limit");
+            tracing::info!(
+                soft_before = fd.soft_before,
+                soft = fd.soft,
+                hard = fd.hard,
+                "file descriptor limit"
+            );
             fd.soft
         }
         Err(err) => {

@@ -160,7 +160,9 @@ pub fn parse(text: &str) -> Result<ClientMessage, SignalError> {
             let token = match object.remove("token") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(token)) if token.len() <= MAX_TOKEN_BYTES => Some(token),
-                Some(_) => return Err(SignalError::new(ErrorCode::Unauthorized, "`token` must be a short string")),
+                Some(_) => {
+                    return Err(SignalError::new(ErrorCode::Unauthorized, "`token` must be a short string"));
+                }
             };
             match parse_offer(object.remove("sdp"))? {
                 ClientMessage::Offer { sdp, .. } => Ok(ClientMessage::Offer { sdp, token }),
@@ -250,7 +252,8 @@ mod tests {
     fn offers_and_candidates_parse() {
         let offer = parse(r#"{"type":"offer","sdp":"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}"#);
         assert!(matches!(offer, Ok(ClientMessage::Offer { token: None, .. })));
-        let offer = parse(r#"{"type":"offer","token":"t0k","sdp":"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}"#);
+        let offer =
+            parse(r#"{"type":"offer","token":"t0k","sdp":"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}"#);
         assert!(matches!(offer, Ok(ClientMessage::Offer { token: Some(t), .. }) if t == "t0k"));
         let ice = parse(
             r#"{"type":"ice","candidate":{"candidate":"candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,

@@ -47,7 +47,8 @@ async fn spawn_limited() -> Server {
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         command.pre_exec(|| {
-            let limit = libc::rlimit { rlim_cur: FD_LIMIT as libc::rlim_t, rlim_max: FD_LIMIT as libc::rlim_t };
+            let limit =
+                libc::rlimit { rlim_cur: FD_LIMIT as libc::rlim_t, rlim_max: FD_LIMIT as libc::rlim_t };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -128,8 +129,9 @@ async fn process_stats(addr: SocketAddr) -> ProcessStats {
 }
 
 async fn echo_works(addr: SocketAddr, from: IpAddr) {
-    let mut publisher =
-        Publisher::connect_from(&ws_url(addr), from, CONNECT_TIMEOUT).await.expect("a real publisher connects");
+    let mut publisher = Publisher::connect_from(&ws_url(addr), from, CONNECT_TIMEOUT)
+        .await
+        .expect("a real publisher connects");
     let sent = publish(&mut publisher, 30).await;
     let echoed = collect_echo(&mut publisher, Duration::from_millis(800)).await;
     let identical = identical_payloads(&sent, &echoed);

@@ -25,7 +25,8 @@ async fn one_ip_over_its_session_cap_is_refused_while_another_gets_in() {
     let url = ws_url(server.addr);
 
     let first = Publisher::connect_from(&url, FIRST, CONNECT_TIMEOUT).await.expect("first client's session");
-    let refused = Publisher::connect_from(&url, FIRST, CONNECT_TIMEOUT).await.err().expect("over the per-IP cap");
+    let refused =
+        Publisher::connect_from(&url, FIRST, CONNECT_TIMEOUT).await.err().expect("over the per-IP cap");
     let refused = format!("{refused:#}");
     assert!(refused.contains("ip_full"), "{refused}");
     assert!(refused.contains("--max-sessions-per-ip"), "{refused}");
@@ -39,7 +40,10 @@ async fn one_ip_over_its_session_cap_is_refused_while_another_gets_in() {
     assert_eq!(sessions(server.addr).await.len(), 2);
 
     let (_, metrics) = http_get(server.addr, "/metrics").await;
-    assert!(metrics.contains(r#"face_echo_connections_refused_total{reason="sessions_per_ip"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"face_echo_connections_refused_total{reason="sessions_per_ip"} 1"#),
+        "{metrics}"
+    );
 
     // Leaving frees the address's place.
     first.close().await.expect("close");
@@ -62,7 +66,7 @@ async fn one_ip_over_its_pending_cap_is_refused_before_the_upgrade() {
     for _ in 0..2 {
         idle.push(open_signaling(&url, Some(FIRST)).await.expect("within the per-IP pending cap"));
     }
-    let refused = open_signaling(&url, Some(FIRST)).await.err().expect("a third idle socket is refused");
+    let refused = open_signaling(&url, Some(FIRST)).await.expect_err("a third idle socket is refused");
     match refused.downcast_ref::<tungstenite::Error>() {
         Some(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
         other => panic!("expected a 503 before the upgrade, got {other:?} ({refused:#})"),
@@ -71,7 +75,10 @@ async fn one_ip_over_its_pending_cap_is_refused_before_the_upgrade() {
     let other = open_signaling(&url, Some(SECOND)).await.expect("another address gets a socket");
     assert_eq!(http_get(server.addr, "/healthz").await, (200, "ok".into()));
     let (_, metrics) = http_get(server.addr, "/metrics").await;
-    assert!(metrics.contains(r#"face_echo_connections_refused_total{reason="pending_per_ip"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"face_echo_connections_refused_total{reason="pending_per_ip"} 1"#),
+        "{metrics}"
+    );
     assert!(metrics.contains("face_echo_signaling_pending 3"), "{metrics}");
 
     // A closed idle socket gives its place back.

@@ -48,7 +48,8 @@ async fn offer_reply(addr: SocketAddr, query: &str, bearer: Option<&str>, offer:
     if let Some(token) = bearer {
         request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade: tokens are checked at the offer");
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(request).await.expect("upgrade: tokens are checked at the offer");
     ws.send(Message::text(offer.to_string())).await.expect("send");
     let reply = loop {
         let frame = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a reply");
@@ -96,7 +97,8 @@ async fn publishing_needs_the_publish_token_and_watching_does_not() {
 
     // A real publisher with the token gets its session and echo.
     let url = format!("ws://{addr}/ws?token={PUBLISH}");
-    let refused = Publisher::connect(&ws_url(addr), CONNECT_TIMEOUT).await.err().expect("no token, no session");
+    let refused =
+        Publisher::connect(&ws_url(addr), CONNECT_TIMEOUT).await.err().expect("no token, no session");
     assert!(format!("{refused:#}").contains("unauthorized"), "{refused:#}");
     let mut publisher = Publisher::connect(&url, CONNECT_TIMEOUT).await.expect("the right token publishes");
     let sent = publish(&mut publisher, 30).await;
@@ -104,8 +106,9 @@ async fn publishing_needs_the_publish_token_and_watching_does_not() {
     assert!(identical_payloads(&sent, &echoed) * 10 >= sent.len() * 9, "echo");
 
     // Watching needs the share link's watch token only.
-    let viewer =
-        Publisher::watch(&ws_url(addr), &publisher.watch_token, CONNECT_TIMEOUT).await.expect("a viewer watches");
+    let viewer = Publisher::watch(&ws_url(addr), &publisher.watch_token, CONNECT_TIMEOUT)
+        .await
+        .expect("a viewer watches");
 
     let (_, metrics) = get(addr, "/metrics", Some(&format!("Bearer {ADMIN}"))).await;
     assert!(metrics.contains(r#"face_echo_connections_refused_total{reason="unauthorized"} 6"#), "{metrics}");

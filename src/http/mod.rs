@@ -143,7 +143,10 @@ async fn signaling(
             let (reason, message) = match refusal {
                 Refusal::Total => (
                     "pending",
-                    format!("{} signaling sockets are waiting for an offer (--max-pending)", app.limits.pending),
+                    format!(
+                        "{} signaling sockets are waiting for an offer (--max-pending)",
+                        app.limits.pending
+                    ),
                 ),
                 Refusal::PerIp => (
                     "pending_per_ip",

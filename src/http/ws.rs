@@ -128,7 +128,8 @@ pub async fn serve(
     let opened = Instant::now();
     let offer_deadline = opened + conn.app.config.offer_timeout();
     // A silent socket is let go sooner than one that has started to talk.
-    let first_deadline = opened + conn.app.config.first_message_timeout().min(conn.app.config.offer_timeout());
+    let first_deadline =
+        opened + conn.app.config.first_message_timeout().min(conn.app.config.offer_timeout());
 
     loop {
         let deadline = conn.disconnect_deadline;
@@ -313,7 +314,10 @@ impl Connection {
         let error = match refusal {
             Refusal::Total => {
                 self.app.metrics.refused("sessions");
-                SignalError::new(ErrorCode::ServerFull, format!("the server has its maximum of {max} sessions"))
+                SignalError::new(
+                    ErrorCode::ServerFull,
+                    format!("the server has its maximum of {max} sessions"),
+                )
             }
             Refusal::PerIp => {
                 self.app.metrics.refused("sessions_per_ip");
@@ -342,7 +346,9 @@ impl Connection {
         let reason = if given.is_some() { "wrong publish token" } else { "publishing needs a token" };
         self.send_error(SignalError::new(
             ErrorCode::Unauthorized,
-            format!("{reason}: open /ws?token=<token>, send Authorization: Bearer <token>, or put it in the offer"),
+            format!(
+                "{reason}: open /ws?token=<token>, send Authorization: Bearer <token>, or put it in the offer"
+            ),
         ));
         false
     }
