@@ -14,7 +14,7 @@ out=target/bench/fanout.jsonl
 : > "$out"
 
 for k in 0 "${counts[@]}"; do
-  start_server "target/bench/server-fanout-$k.log" --max-viewers 64
+  start_server "target/bench/server-fanout-$k.log" --max-viewers 64 --max-sessions-per-ip 64
   echo "bench: 1 publisher, $k viewers, ${seconds}s" >&2
   loadgen_json fanout --peers 1 --viewers-per-peer "$k" --seconds "$seconds" >> "$out"
   stop_server

@@ -4,6 +4,7 @@
 //! It speaks the same signaling protocol as the page (JSON over `/ws`, trickle
 //! ICE), so it tests the server the way a browser uses it.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +22,8 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use webrtc::media_stream::Track;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -98,6 +101,35 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// A signaling socket on plain `ws://` (or `wss://` without `local`), its TCP
+/// socket bound to `local` when given.
+pub async fn open_signaling(
+    ws_url: &str,
+    local: Option<IpAddr>,
+) -> anyhow::Result<WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>> {
+    let Some(local) = local else {
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .with_context(|| format!("cannot open {ws_url}"))?;
+        return Ok(ws);
+    };
+    let request = ws_url.into_client_request()?;
+    let host = request.uri().host().ok_or_else(|| anyhow!("{ws_url}: no host"))?.to_owned();
+    let port = request.uri().port_u16().unwrap_or(80);
+    let server = tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .find(|addr| addr.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| anyhow!("{ws_url}: no address of the family of {local}"))?;
+    let socket =
+        if local.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.bind((local, 0).into()).with_context(|| format!("cannot bind to {local}"))?;
+    let stream = socket.connect(server).await.with_context(|| format!("cannot connect to {server}"))?;
+    let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+        .await
+        .with_context(|| format!("cannot open {ws_url} from {local}"))?;
+    Ok(ws)
+}
+
 impl Publisher {
     /// Connects to `ws_url`, negotiates, and waits until media flows both ways
     /// (connection state `connected`), at most `timeout`.
@@ -111,14 +143,20 @@ impl Publisher {
         timeout: Duration,
         edit_offer: OfferEdit,
     ) -> anyhow::Result<Publisher> {
-        Self::negotiate(ws_url, timeout, edit_offer, None).await
+        Self::negotiate(ws_url, timeout, edit_offer, None, None).await
+    }
+
+    /// Like [`Publisher::connect`], with the signaling socket bound to `local` (e.g.
+    /// 127.0.0.2), so the server sees another client address.
+    pub async fn connect_from(ws_url: &str, local: IpAddr, timeout: Duration) -> anyhow::Result<Publisher> {
+        Self::negotiate(ws_url, timeout, Box::new(|sdp| sdp), None, Some(local)).await
     }
 
     /// Watches the session whose watch token (a publisher's [`Publisher::watch_token`])
     /// is `token`: what the server sends arrives in [`Publisher::echoed`] (this
     /// peer's own track stays silent).
     pub async fn watch(ws_url: &str, token: &str, timeout: Duration) -> anyhow::Result<Publisher> {
-        Self::negotiate(ws_url, timeout, Box::new(|sdp| sdp), Some(token)).await
+        Self::negotiate(ws_url, timeout, Box::new(|sdp| sdp), Some(token), None).await
     }
 
     async fn negotiate(
@@ -126,10 +164,9 @@ impl Publisher {
         timeout: Duration,
         edit_offer: OfferEdit,
         watch: Option<&str>,
+        local: Option<IpAddr>,
     ) -> anyhow::Result<Publisher> {
-        let (ws, _) = tokio_tungstenite::connect_async(ws_url)
-            .await
-            .with_context(|| format!("cannot open {ws_url}"))?;
+        let ws = open_signaling(ws_url, local).await?;
         let (mut ws_sink, mut ws_stream) = ws.split();
 
         let (ws_out, mut ws_out_rx) = mpsc::unbounded_channel::<String>();

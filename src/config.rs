@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::auth::Secret;
 use crate::detect::{DetectConfig, ModelKind};
 use crate::tap::TapConfig;
 
@@ -45,6 +46,27 @@ pub struct Config {
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_sessions: usize,
 
+    /// Most sessions (publishers and viewers) from one client IP; beyond it a new
+    /// offer gets `ip_full`. Default: a quarter of --max-sessions (at least 1).
+    #[arg(long, value_name = "N")]
+    pub max_sessions_per_ip: Option<usize>,
+
+    /// Most signaling WebSockets open without a negotiated session, over all clients;
+    /// beyond it /ws answers `503` before the upgrade. Default: 256, or half the
+    /// connections the file limit allows if that is less.
+    #[arg(long, value_name = "N")]
+    pub max_pending: Option<usize>,
+
+    /// Most signaling WebSockets without a negotiated session from one client IP;
+    /// beyond it /ws answers `503` before the upgrade.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub max_pending_per_ip: usize,
+
+    /// Most open TCP connections (HTTP and WebSocket) from one client IP; beyond it
+    /// new ones get `503` at once. Default: a quarter of what the file limit allows.
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+
     /// Most viewers watching one session (GET /watch/{session}). Beyond it a new
     /// viewer gets the error `viewers_full`.
     #[arg(long, default_value_t = 16, value_name = "N")]
@@ -58,6 +80,24 @@ pub struct Config {
     /// Seconds a signaling WebSocket may stay open without sending an offer.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub offer_timeout: u64,
+
+    /// Seconds a new signaling WebSocket may stay silent before its first message
+    /// (the page sends its offer at once); then `idle_timeout` and close.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub first_message_timeout: u64,
+
+    /// Token a client needs to publish (an `offer` on /ws): `Authorization: Bearer`,
+    /// `/ws?token=`, or the offer's `token` field. Watching needs none. Without it,
+    /// anyone who reaches the port may publish. Prefer the environment variable:
+    /// command lines are visible to other users.
+    #[arg(long, env = "FACE_ECHO_PUBLISH_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub publish_token: Option<Secret>,
+
+    /// Token for the operator's endpoints (/api/*, snapshots, /metrics), as
+    /// `Authorization: Bearer` (or `?token=`). Without it they are open to anyone who
+    /// reaches the port.
+    #[arg(long, env = "FACE_ECHO_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub admin_token: Option<Secret>,
 
     /// Browser origin allowed to open /ws besides the server's own (repeatable), e.g.
     /// https://demo.example.org. Browsers send Origin; tools that send none are allowed.
@@ -163,9 +203,16 @@ impl Config {
             udp_port: None,
             nat_ip: Vec::new(),
             max_sessions: 64,
+            max_sessions_per_ip: None,
+            max_pending: None,
+            max_pending_per_ip: 8,
+            max_connections_per_ip: None,
             max_viewers: 16,
             disconnect_timeout: 10,
             offer_timeout: 30,
+            first_message_timeout: 10,
+            publish_token: None,
+            admin_token: None,
             allow_origin: Vec::new(),
             tls_cert: None,
             tls_key: None,
@@ -205,6 +252,20 @@ impl Config {
         if self.max_sessions == 0 {
             anyhow::bail!("--max-sessions must be at least 1");
         }
+        if self.first_message_timeout == 0 {
+            anyhow::bail!("--first-message-timeout must be at least 1 second");
+        }
+        let at_least_one = [
+            ("--max-sessions-per-ip", self.max_sessions_per_ip),
+            ("--max-pending", self.max_pending),
+            ("--max-pending-per-ip", Some(self.max_pending_per_ip)),
+            ("--max-connections-per-ip", self.max_connections_per_ip),
+        ];
+        for (flag, value) in at_least_one {
+            if value == Some(0) {
+                anyhow::bail!("{flag} must be at least 1");
+            }
+        }
         if let Some(dir) = &self.web_dir
             && !dir.join("index.html").is_file()
         {
@@ -235,6 +296,10 @@ impl Config {
 
     pub fn offer_timeout(&self) -> Duration {
         Duration::from_secs(self.offer_timeout)
+    }
+
+    pub fn first_message_timeout(&self) -> Duration {
+        Duration::from_secs(self.first_message_timeout)
     }
 
     pub fn disconnect_timeout(&self) -> Duration {

@@ -6,12 +6,15 @@
 //! The path of one packet: [`session::echo::forward`] reads it from the incoming
 //! track and writes it, payload untouched, to the session's echo track.
 
+pub mod auth;
 pub mod client;
 pub mod clip;
 pub mod config;
 pub mod detect;
 pub mod http;
 pub mod keyframe_feedback;
+pub mod limits;
+pub mod listener;
 pub mod loadgen;
 pub mod metrics;
 pub mod nack_budget;

@@ -59,6 +59,7 @@ fn main() -> std::process::ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let tls = config.tls_cert.is_some();
+    let (publish_open, operator_open) = (config.publish_token.is_none(), config.admin_token.is_none());
     let stop = stop_signal()?;
     let server = face_echo::server::start(config).await?;
     let addr = server.addr;
@@ -68,6 +69,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(
             "listening on {addr}, beyond loopback, without TLS: browsers allow the camera only on https or localhost"
         );
+    }
+    if !addr.ip().is_loopback() {
+        if publish_open {
+            tracing::warn!("no --publish-token: anyone who reaches {addr} may publish (offers on /ws)");
+        }
+        if operator_open {
+            tracing::warn!(
+                "no --admin-token: /api/sessions, snapshots, /api/process and /metrics are open to anyone who reaches {addr}"
+            );
+        }
     }
     stop.await;
     tracing::info!("shutting down: closing every session");

@@ -5,6 +5,7 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -40,6 +41,12 @@ pub struct Metrics {
     pub retransmissions: Counter,
     pub rtp_packets_fanout: Counter,
     pub fanout_packets_dropped: Counter,
+    /// Connections, upgrades and offers refused by a limit or a token, by reason.
+    pub connections_refused: Family<[(&'static str, &'static str); 1], Counter>,
+    /// TCP connections (HTTP and WebSocket) open now.
+    pub connections_open: Gauge,
+    /// Signaling WebSockets without a negotiated session now.
+    pub signaling_pending: Gauge,
 }
 
 impl Metrics {
@@ -70,6 +77,9 @@ impl Metrics {
         let retransmissions = Counter::default();
         let rtp_packets_fanout = Counter::default();
         let fanout_packets_dropped = Counter::default();
+        let connections_refused = Family::default();
+        let connections_open = Gauge::default();
+        let signaling_pending = Gauge::default();
         registry.register("sessions_active", "Sessions (PeerConnections) open now", sessions_active.clone());
         registry.register("sessions", "Sessions opened since start", sessions_total.clone());
         registry.register(
@@ -171,6 +181,17 @@ impl Metrics {
             "RTP packets a slow viewer's full queue refused",
             fanout_packets_dropped.clone(),
         );
+        registry.register(
+            "connections_refused",
+            "Connections, WebSocket upgrades and offers refused by a limit or a token, by reason",
+            connections_refused.clone(),
+        );
+        registry.register("connections_open", "TCP connections open now", connections_open.clone());
+        registry.register(
+            "signaling_pending",
+            "Signaling WebSockets without a negotiated session now",
+            signaling_pending.clone(),
+        );
         Metrics {
             registry,
             sessions_active,
@@ -198,7 +219,15 @@ impl Metrics {
             retransmissions,
             rtp_packets_fanout,
             fanout_packets_dropped,
+            connections_refused,
+            connections_open,
+            signaling_pending,
         }
+    }
+
+    /// Counts one refusal under `reason` (a fixed snake_case word).
+    pub fn refused(&self, reason: &'static str) {
+        self.connections_refused.get_or_create(&[("reason", reason)]).inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -13,6 +13,8 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::detect::Detector;
 use crate::http::{self, AppInner, AppState, Assets};
+use crate::limits::{self, Limits, PerIp};
+use crate::listener::CountingListener;
 use crate::metrics::Metrics;
 use crate::network::MediaNetwork;
 use crate::sessions::Sessions;
@@ -35,6 +37,7 @@ pub struct RunningServer {
 /// Binds `config.listen` and starts serving in the background.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.validate()?;
+    let limits = fd_budget(&config);
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
         _ => None,
@@ -57,8 +60,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         }
         (tap, _) => tap,
     };
+    let connections =
+        PerIp::new(limits.connections, limits.connections_per_ip, metrics.connections_open.clone());
+    let listener = CountingListener::new(listener, connections, Arc::clone(&metrics), tls.is_none());
     let state = AppState::new(AppInner {
-        sessions: Sessions::new(config.max_sessions, Arc::clone(&metrics)),
+        sessions: Sessions::new(limits.sessions, limits.sessions_per_ip, Arc::clone(&metrics)),
+        pending: PerIp::new(limits.pending, limits.pending_per_ip, metrics.signaling_pending.clone()),
+        limits,
         network: MediaNetwork::from_config(&config),
         assets: Assets::new(config.web_dir.clone()),
         tap,
@@ -72,14 +80,55 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         let _ = stopped.wait_for(|stopping| *stopping).await;
     };
     let task = match tls {
-        None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stopped).await }),
-        Some(tls) => {
+        None => {
             // tap_io: axum's way of giving a custom listener's peer address to handlers.
+            let listener = listener.tap_io(|_| {});
+            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stopped).await })
+        }
+        Some(tls) => {
             let listener = TlsListener::new(listener, tls)?.tap_io(|_| {});
             tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stopped).await })
         }
     };
     Ok(RunningServer { addr, state, stop, task })
+}
+
+/// Raises the file limit as far as it goes and derives the caps from it; logs both.
+fn fd_budget(config: &Config) -> Limits {
+    let fds = match limits::raise_fd_limit() {
+        Ok(fd) => {
+            tracing::info!(
+                soft_before = fd.soft_before,
+                soft = fd.soft,
+                hard = fd.hard,
+                "file descriptor limit"
+            );
+            fd.soft
+        }
+        Err(err) => {
+            tracing::warn!(%err, "cannot read the file limit; assuming 1024");
+            1024
+        }
+    };
+    let limits = Limits::derive(config, fds);
+    if limits.sessions < config.max_sessions {
+        tracing::warn!(
+            max_sessions = config.max_sessions,
+            fits = limits.sessions,
+            fds,
+            "--max-sessions does not fit the file limit: lowered (raise the hard limit, e.g. LimitNOFILE=)"
+        );
+    }
+    tracing::info!(
+        connections = limits.connections,
+        connections_per_ip = limits.connections_per_ip,
+        pending = limits.pending,
+        pending_per_ip = limits.pending_per_ip,
+        sessions = limits.sessions,
+        sessions_per_ip = limits.sessions_per_ip,
+        "limits"
+    );
+    limits
 }
 
 impl RunningServer {

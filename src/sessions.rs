@@ -1,20 +1,23 @@
-//! The table of live sessions behind `/api/sessions`, `face_echo_sessions_active`
-//! and `--max-sessions`.
+//! The table of live sessions behind `/api/sessions`, `face_echo_sessions_active`,
+//! `--max-sessions` and `--max-sessions-per-ip`.
 //!
 //! A place in the table is a [`Slot`]: taking one checks the limit, dropping it
 //! frees the place and updates the gauge. Because freeing happens in `Drop`, every
 //! way a connection can end (clean close, error, panic, shutdown) leaves no ghost.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+use crate::limits::Refusal;
 use crate::metrics::Metrics;
 use crate::session::SessionInfo;
 
 pub struct Sessions {
     max: usize,
+    max_per_ip: usize,
     metrics: Arc<Metrics>,
     table: Mutex<Table>,
 }
@@ -23,32 +26,46 @@ pub struct Sessions {
 struct Table {
     /// Slots taken, including those still negotiating (not yet in `by_id`).
     taken: usize,
+    /// Slots taken per client IP: one client cannot hold every place.
+    by_ip: HashMap<IpAddr, usize>,
     by_id: HashMap<String, Arc<SessionInfo>>,
 }
 
 /// One taken place in the table; frees itself on drop.
 pub struct Slot {
     sessions: Arc<Sessions>,
+    ip: IpAddr,
     id: Option<String>,
 }
 
 impl Sessions {
-    pub fn new(max: usize, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Sessions { max, metrics, table: Mutex::new(Table::default()) })
+    pub fn new(max: usize, max_per_ip: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Sessions { max, max_per_ip, metrics, table: Mutex::new(Table::default()) })
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a place for a new session, or `None` when `--max-sessions` are open.
-    pub fn try_take(self: &Arc<Self>) -> Option<Slot> {
+    /// Takes a place for a new session from `ip`, or says which limit is full:
+    /// `--max-sessions` (`Total`) or `--max-sessions-per-ip` (`PerIp`).
+    pub fn try_take(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
         let mut table = self.table();
         if table.taken >= self.max {
-            return None;
+            return Err(Refusal::Total);
         }
+        let held = table.by_ip.entry(ip).or_insert(0);
+        if *held >= self.max_per_ip {
+            return Err(Refusal::PerIp);
+        }
+        *held += 1;
         table.taken += 1;
-        Some(Slot { sessions: Arc::clone(self), id: None })
+        Ok(Slot { sessions: Arc::clone(self), ip, id: None })
+    }
+
+    /// The limits: over all clients, and per client IP.
+    pub fn max(&self) -> (usize, usize) {
+        (self.max, self.max_per_ip)
     }
 
     /// The JSON array `/api/sessions` returns, oldest first.
@@ -93,6 +110,12 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut table = self.sessions.table();
         table.taken -= 1;
+        if let Some(held) = table.by_ip.get_mut(&self.ip) {
+            *held -= 1;
+            if *held == 0 {
+                table.by_ip.remove(&self.ip);
+            }
+        }
         if let Some(id) = &self.id {
             table.by_id.remove(id);
         }
@@ -106,13 +129,26 @@ mod tests {
 
     #[test]
     fn slots_enforce_the_limit_and_free_themselves() {
-        let sessions = Sessions::new(2, Arc::new(Metrics::new()));
-        let a = sessions.try_take().expect("first");
-        let b = sessions.try_take().expect("second");
-        assert!(sessions.try_take().is_none(), "limit of 2");
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let sessions = Sessions::new(2, 2, Arc::new(Metrics::new()));
+        let a = sessions.try_take(ip).expect("first");
+        let b = sessions.try_take(ip).expect("second");
+        assert_eq!(sessions.try_take(ip).err(), Some(Refusal::Total), "limit of 2");
         drop(a);
-        let c = sessions.try_take().expect("a place was freed");
+        let c = sessions.try_take(ip).expect("a place was freed");
         drop((b, c));
         assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn one_ip_cannot_take_every_slot() {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let sessions = Sessions::new(4, 2, Arc::new(Metrics::new()));
+        let a1 = sessions.try_take(a).expect("a1");
+        let _a2 = sessions.try_take(a).expect("a2");
+        assert_eq!(sessions.try_take(a).err(), Some(Refusal::PerIp));
+        let _b1 = sessions.try_take(b).expect("another IP still gets in");
+        drop(a1);
+        let _a3 = sessions.try_take(a).expect("a's freed place is a's again");
     }
 }

@@ -11,12 +11,15 @@ use serde_json::Value;
 pub const MAX_SDP_BYTES: usize = 32 * 1024;
 /// Largest candidate line we accept (a real one is ~150 bytes).
 pub const MAX_CANDIDATE_BYTES: usize = 1024;
+/// Longest publish token an offer may carry.
+pub const MAX_TOKEN_BYTES: usize = 512;
 
 /// A message from the client.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
-    /// An SDP offer to publish (and get the echo back).
-    Offer { sdp: String },
+    /// An SDP offer to publish (and get the echo back), with the publish token when
+    /// the client sends it here rather than on the WebSocket's URL or header.
+    Offer { sdp: String, token: Option<String> },
     /// A receive-only SDP offer to watch the session whose watch token is `session`.
     Watch { session: String, sdp: String },
     /// A trickled ICE candidate; `None` is end-of-candidates.
@@ -100,6 +103,11 @@ pub enum ErrorCode {
     AlreadyNegotiated,
     /// `--max-sessions` reached.
     ServerFull,
+    /// `--max-sessions-per-ip` reached for the client's address.
+    IpFull,
+    /// Publishing needs `--publish-token`, and the client sent none or a wrong one
+    /// (then the socket closes).
+    Unauthorized,
     /// ICE failed, or stayed disconnected too long.
     IceFailed,
     /// The server is shutting down.
@@ -148,7 +156,19 @@ pub fn parse(text: &str) -> Result<ClientMessage, SignalError> {
         None => return Err(SignalError::new(ErrorCode::BadJson, "missing `type`")),
     };
     match kind.as_str() {
-        "offer" => parse_offer(object.remove("sdp")),
+        "offer" => {
+            let token = match object.remove("token") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(token)) if token.len() <= MAX_TOKEN_BYTES => Some(token),
+                Some(_) => {
+                    return Err(SignalError::new(ErrorCode::Unauthorized, "`token` must be a short string"));
+                }
+            };
+            match parse_offer(object.remove("sdp"))? {
+                ClientMessage::Offer { sdp, .. } => Ok(ClientMessage::Offer { sdp, token }),
+                _ => Err(SignalError::new(ErrorCode::Internal, "offer parsing gave something else")),
+            }
+        }
         "watch" => parse_watch(object.remove("session"), object.remove("sdp")),
         "ice" => parse_ice(object.remove("candidate")),
         other => Err(SignalError::new(
@@ -176,7 +196,7 @@ fn parse_offer(sdp: Option<Value>) -> Result<ClientMessage, SignalError> {
     if !sdp.lines().any(|line| line.starts_with("m=video ")) {
         return Err(SignalError::new(ErrorCode::BadSdp, "the offer has no video m-line: nothing to echo"));
     }
-    Ok(ClientMessage::Offer { sdp })
+    Ok(ClientMessage::Offer { sdp, token: None })
 }
 
 /// Longest session id we look up (ours are 16 hex digits).
@@ -188,7 +208,7 @@ fn parse_watch(session: Option<Value>, sdp: Option<Value>) -> Result<ClientMessa
         _ => return Err(SignalError::new(ErrorCode::NoSuchSession, "`session` must be a session id string")),
     };
     match parse_offer(sdp)? {
-        ClientMessage::Offer { sdp } => Ok(ClientMessage::Watch { session, sdp }),
+        ClientMessage::Offer { sdp, .. } => Ok(ClientMessage::Watch { session, sdp }),
         _ => Err(SignalError::new(ErrorCode::Internal, "offer parsing gave something else")),
     }
 }
@@ -231,7 +251,10 @@ mod tests {
     #[test]
     fn offers_and_candidates_parse() {
         let offer = parse(r#"{"type":"offer","sdp":"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}"#);
-        assert!(matches!(offer, Ok(ClientMessage::Offer { .. })));
+        assert!(matches!(offer, Ok(ClientMessage::Offer { token: None, .. })));
+        let offer =
+            parse(r#"{"type":"offer","token":"t0k","sdp":"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}"#);
+        assert!(matches!(offer, Ok(ClientMessage::Offer { token: Some(t), .. }) if t == "t0k"));
         let ice = parse(
             r#"{"type":"ice","candidate":{"candidate":"candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,
         )
@@ -262,6 +285,7 @@ mod tests {
         assert_eq!(code(r#"{"type":"offer","sdp":42}"#), ErrorCode::BadSdp);
         assert_eq!(code(r#"{"type":"offer","sdp":"hello"}"#), ErrorCode::BadSdp);
         assert_eq!(code(r#"{"type":"offer","sdp":"v=0\r\nm=audio 9 RTP/AVP 0\r\n"}"#), ErrorCode::BadSdp);
+        assert_eq!(code(r#"{"type":"offer","token":5,"sdp":"v=0"}"#), ErrorCode::Unauthorized);
         assert_eq!(code(r#"{"type":"ice","candidate":5}"#), ErrorCode::BadCandidate);
         assert_eq!(code(r#"{"type":"ice","candidate":{"candidate":"garbage"}}"#), ErrorCode::BadCandidate);
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
@@ -19,6 +19,8 @@ use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::server::TlsStream;
+
+use crate::listener::{Counted, CountingListener};
 
 /// A handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,13 +53,14 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig
 
 /// A listener whose connections are TLS streams, for `axum::serve`.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(TlsStream<Counted<TcpStream>>, SocketAddr)>,
     local: SocketAddr,
 }
 
 impl TlsListener {
-    /// Starts accepting on `tcp`. The accept task ends when the listener is dropped.
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
+    /// Starts accepting on `tcp` (within its connection budget). The accept task
+    /// ends when the listener is dropped.
+    pub fn new(mut tcp: CountingListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (ready_tx, ready) = mpsc::channel(READY_STREAMS);
         let acceptor = TlsAcceptor::from(config);
@@ -72,15 +75,7 @@ impl TlsListener {
                     _ = ready_tx.closed() => return,
                 };
                 let (stream, client) = tokio::select! {
-                    accepted = tcp.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(err) => {
-                            // Out of file descriptors and the like: back off, go on.
-                            tracing::warn!(%err, "TCP accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
+                    accepted = tcp.accept_counted() => accepted,
                     _ = ready_tx.closed() => return,
                 };
                 let (acceptor, ready_tx) = (acceptor.clone(), ready_tx.clone());
@@ -101,7 +96,7 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<Counted<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

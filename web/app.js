@@ -26,6 +26,35 @@ const state = window.faceEcho = {
   plots: {},                  // each plot's latest value
 };
 
+// Tokens, when the server wants them: the publish token (--publish-token) from the
+// URL fragment (#token=..., which browsers never send in requests) or asked for when
+// the server answers `unauthorized`; the operator's (--admin-token, #admin=...) for
+// the server's view. Kept for this tab only.
+const TOKEN_KEY = 'faceEchoPublishToken';
+const fragment = new URLSearchParams(location.hash.slice(1));
+let publishToken = fragment.get('token') ?? sessionStorage.getItem(TOKEN_KEY);
+const adminToken = fragment.get('admin');
+
+function signalingUrl() {
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  const query = publishToken ? `?token=${encodeURIComponent(publishToken)}` : '';
+  return `${proto}://${location.host}/ws${query}`;
+}
+
+// The server refused to let us publish: ask for the token, then start over with it.
+function askForToken(message) {
+  const token = prompt(`${message}\n\nThis server needs a token to publish. Token:`, '');
+  if (!token) {
+    stop('failed');
+    showError('publishing needs a token: ask the operator, or open this page as /#token=<token>');
+    return;
+  }
+  publishToken = token;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  stop('stopped');
+  start();
+}
+
 const detector = new PageDetector();
 const stamper = new FrameStamper();
 const reader = new FrameReader();
@@ -203,8 +232,7 @@ function connect(stream) {
   };
 
   const pending = [];   // remote candidates that came before the answer
-  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  const socket = ws = new WebSocket(`${proto}://${location.host}/ws`);
+  const socket = ws = new WebSocket(signalingUrl());
   // After Stop/Reconnect an old socket may still talk: only the current one counts.
   const current = () => ws === socket;
   ws.onopen = async () => {
@@ -228,6 +256,8 @@ function connect(stream) {
     } else if (message.type === 'ice' && message.candidate) {
       if (pc.remoteDescription) await pc.addIceCandidate(message.candidate).catch(() => {});
       else pending.push(message.candidate);
+    } else if (message.type === 'error' && message.code === 'unauthorized') {
+      askForToken(message.message);
     } else if (message.type === 'error') {
       showError(`server: ${message.code}: ${message.message}`);
     }
@@ -253,7 +283,15 @@ function pollServer() {
   tapTimer = setInterval(async () => {
     if (!state.session) return;
     try {
-      const sessions = await (await fetch('/api/sessions')).json();
+      const headers = adminToken ? { Authorization: `Bearer ${adminToken}` } : {};
+      const response = await fetch('/api/sessions', { headers });
+      if (response.status === 401) {
+        // --admin-token is set and we do not have it: the echo goes on without this view.
+        clearInterval(tapTimer);
+        $('tap').textContent = 'the server view needs the operator token (open the page as /#admin=<token>)';
+        return;
+      }
+      const sessions = await response.json();
       const mine = sessions.find((s) => s.id === state.session);
       const tap = mine?.tap;
       state.tap = tap ?? null;
@@ -271,7 +309,8 @@ function pollServer() {
         `${tap.frames_incomplete} incomplete · ${tap.tap_packets_dropped} dropped`;
       if (tap.frames_decoded > 0) {
         const img = $('snapshot');
-        img.src = `/api/sessions/${state.session}/snapshot.jpg?t=${Date.now()}`;
+        const auth = adminToken ? `&token=${encodeURIComponent(adminToken)}` : '';
+        img.src = `/api/sessions/${state.session}/snapshot.jpg?t=${Date.now()}${auth}`;
         img.hidden = false;
       }
     } catch { /* the server may be gone; the state line says so */ }

@@ -9,6 +9,9 @@ const state = window.faceEchoViewer = { state: 'idle', session, frames: 0, error
 
 let pc = null;
 let ws = null;
+// Watching needs only the link's watch token. Should a server ever want its publish
+// token here too, it comes from the fragment (#token=...) or a prompt.
+let token = new URLSearchParams(location.hash.slice(1)).get('token');
 
 function setState(value) {
   state.state = value;
@@ -62,7 +65,8 @@ function watch() {
 
   const pending = [];
   const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  const socket = ws = new WebSocket(`${proto}://${location.host}/ws`);
+  const query = token ? `?token=${encodeURIComponent(token)}` : '';
+  const socket = ws = new WebSocket(`${proto}://${location.host}/ws${query}`);
   // After "Watch again" an old socket may still talk: only the current one counts.
   const current = () => ws === socket;
   ws.onopen = async () => {
@@ -78,6 +82,10 @@ function watch() {
     } else if (message.type === 'ice' && message.candidate) {
       if (pc.remoteDescription) await pc.addIceCandidate(message.candidate).catch(() => {});
       else pending.push(message.candidate);
+    } else if (message.type === 'error' && message.code === 'unauthorized') {
+      const given = prompt(`${message.message}\n\nToken:`, '');
+      stop('refused', given ? null : `server: ${message.code}: ${message.message}`);
+      if (given) { token = given; watch(); }
     } else if (message.type === 'error') {
       const final = { publisher_left: 'ended', no_such_session: 'ended', viewers_full: 'refused', server_full: 'refused' };
       if (final[message.code]) stop(final[message.code], `server: ${message.code}: ${message.message}`);

@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -17,7 +18,9 @@ use tokio::sync::watch;
 
 pub use assets::Assets;
 
+use crate::auth;
 use crate::config::Config;
+use crate::limits::{Limits, PerIp, Refusal};
 use crate::metrics::Metrics;
 use crate::network::MediaNetwork;
 use crate::sessions::Sessions;
@@ -44,6 +47,10 @@ pub struct AppInner {
     pub tap: Option<TapConfig>,
     /// Turns true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// The caps in force (flags, lowered to fit the file limit).
+    pub limits: Limits,
+    /// Signaling sockets without a negotiated session (`--max-pending[-per-ip]`).
+    pub pending: Arc<PerIp>,
 }
 
 impl std::ops::Deref for AppState {
@@ -60,15 +67,19 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    // The operator's endpoints: behind --admin-token when one is set.
+    let operator = Router::new()
+        .route("/api/sessions", get(sessions))
+        .route("/api/sessions/{id}/snapshot.jpg", get(snapshot))
+        .route("/api/process", get(process))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .route("/", get(index))
         .route("/watch/{session}", get(watch_page))
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws", get(signaling))
-        .route("/api/sessions", get(sessions))
-        .route("/api/sessions/{id}/snapshot.jpg", get(snapshot))
-        .route("/api/process", get(process))
-        .route("/metrics", get(metrics))
+        .merge(operator)
         .route("/models/{*path}", get(model_file))
         .route("/{*path}", get(web_file))
         .with_state(state)
@@ -91,9 +102,31 @@ async fn model_file(State(app): State<AppState>, Path(path): Path<String>) -> Re
     app.assets.model(&path)
 }
 
+/// `--admin-token`: the operator's endpoints want `Authorization: Bearer <token>`
+/// (or `?token=`, for an `<img>` or a browser's address bar).
+async fn require_admin(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(required) = &app.config.admin_token {
+        let given = auth::bearer(request.headers())
+            .map(str::to_owned)
+            .or_else(|| auth::query_token(request.uri().query()));
+        if !auth::allows(Some(required), given.as_deref()) {
+            app.metrics.refused("admin_unauthorized");
+            let reason = if given.is_some() { "wrong operator token" } else { "missing operator token" };
+            let message = format!("{reason}: send Authorization: Bearer <--admin-token>");
+            let mut response =
+                (StatusCode::UNAUTHORIZED, Json(json!({"error": "unauthorized", "message": message})))
+                    .into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
 async fn signaling(
     State(app): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -103,10 +136,48 @@ async fn signaling(
         return (StatusCode::FORBIDDEN, Json(json!({"error": "forbidden_origin", "message": message})))
             .into_response();
     }
+    // Before the upgrade, while refusing costs one small response.
+    let pending = match app.pending.try_take(client.ip()) {
+        Ok(place) => place,
+        Err(refusal) => {
+            let (reason, message) = match refusal {
+                Refusal::Total => (
+                    "pending",
+                    format!(
+                        "{} signaling sockets are waiting for an offer (--max-pending)",
+                        app.limits.pending
+                    ),
+                ),
+                Refusal::PerIp => (
+                    "pending_per_ip",
+                    format!(
+                        "your address has {} signaling sockets without a session (--max-pending-per-ip)",
+                        app.limits.pending_per_ip
+                    ),
+                ),
+            };
+            app.metrics.refused(reason);
+            tracing::debug!(%client, reason, "WebSocket refused before the upgrade");
+            return busy("too_many_pending", &message);
+        }
+    };
+    // Browsers cannot set headers on a WebSocket: the page sends `?token=`.
+    let token = auth::bearer(&headers).map(str::to_owned).or_else(|| auth::query_token(query.as_deref()));
     upgrade
         .max_message_size(WS_READ_LIMIT_BYTES)
         .max_frame_size(WS_READ_LIMIT_BYTES)
-        .on_upgrade(move |socket| ws::serve(socket, client, app))
+        .on_upgrade(move |socket| ws::serve(socket, client, app, pending, token))
+}
+
+/// `503` with a JSON error, closing the connection: a refused client should not
+/// keep its connection (and our descriptor) for another try.
+fn busy(error: &str, message: &str) -> Response {
+    let mut response =
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": error, "message": message}))).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
 }
 
 /// Cross-site WebSocket hijacking guard: a browser's `Origin` must be this server's

@@ -14,6 +14,8 @@ use tokio::time::Instant;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use super::{AppState, MAX_WS_MESSAGE_BYTES};
+use crate::auth;
+use crate::limits::{Place, Refusal};
 use crate::session::viewer::Viewer;
 use crate::session::{Session, SessionEvent};
 use crate::sessions::Slot;
@@ -40,6 +42,12 @@ struct Connection {
     app: AppState,
     client: SocketAddr,
     outbox: mpsc::Sender<Message>,
+    /// Its place under --max-pending(-per-ip) until it negotiates.
+    pending: Option<Place>,
+    /// The publish token from the URL (`?token=`) or `Authorization` header, if any.
+    token: Option<String>,
+    /// Whether the client has sent anything yet (--first-message-timeout).
+    heard: bool,
     slot: Option<Slot>,
     session: Option<Session>,
     /// Or, for a connection that watches another session, its viewer.
@@ -80,7 +88,13 @@ impl TokenBucket {
     }
 }
 
-pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
+pub async fn serve(
+    socket: WebSocket,
+    client: SocketAddr,
+    app: AppState,
+    pending: Place,
+    token: Option<String>,
+) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut outbox_rx) = mpsc::channel::<Message>(OUTBOX_FRAMES);
     let writer = tokio::spawn(async move {
@@ -97,6 +111,9 @@ pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
         app,
         client,
         outbox,
+        pending: Some(pending),
+        token,
+        heard: false,
         slot: None,
         session: None,
         viewer: None,
@@ -108,11 +125,16 @@ pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
         connect_deadline: None,
     };
     tracing::debug!(%client, "signaling connection opened");
-    let offer_deadline = Instant::now() + conn.app.config.offer_timeout();
+    let opened = Instant::now();
+    let offer_deadline = opened + conn.app.config.offer_timeout();
+    // A silent socket is let go sooner than one that has started to talk.
+    let first_deadline =
+        opened + conn.app.config.first_message_timeout().min(conn.app.config.offer_timeout());
 
     loop {
         let deadline = conn.disconnect_deadline;
-        let idle_deadline = (conn.session.is_none() && conn.viewer.is_none()).then_some(offer_deadline);
+        let waiting = if conn.heard { offer_deadline } else { first_deadline };
+        let idle_deadline = (conn.session.is_none() && conn.viewer.is_none()).then_some(waiting);
         let connect_deadline = conn.connect_deadline;
         let flow = tokio::select! {
             frame = stream.next() => match frame {
@@ -132,10 +154,15 @@ pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
                 Flow::Close
             }
             _ = sleep_until(idle_deadline) => {
-                conn.send_error(SignalError::new(
-                    ErrorCode::IdleTimeout,
-                    format!("no offer within {} s of connecting", conn.app.config.offer_timeout),
-                ));
+                let message = if conn.heard {
+                    format!("no offer within {} s of connecting (--offer-timeout)", conn.app.config.offer_timeout)
+                } else {
+                    format!(
+                        "no message within {} s of connecting (--first-message-timeout)",
+                        conn.app.config.first_message_timeout
+                    )
+                };
+                conn.send_error(SignalError::new(ErrorCode::IdleTimeout, message));
                 Flow::Close
             }
             _ = sleep_until(deadline) => {
@@ -162,6 +189,7 @@ pub async fn serve(socket: WebSocket, client: SocketAddr, app: AppState) {
         viewer.close().await;
     }
     drop(conn.slot.take());
+    drop(conn.pending.take());
     let _ = conn
         .outbox
         .try_send(Message::Close(Some(CloseFrame { code: close_code::NORMAL, reason: "bye".into() })));
@@ -213,6 +241,7 @@ impl Connection {
 
     async fn on_frame(&mut self, message: Message) -> Flow {
         if let Message::Text(_) | Message::Binary(_) = &message {
+            self.heard = true;
             if !self.rate.take() {
                 self.send_error(SignalError::new(
                     ErrorCode::RateLimited,
@@ -246,7 +275,7 @@ impl Connection {
             Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
         };
         match signaling::parse(text.as_str()) {
-            Ok(ClientMessage::Offer { sdp }) => self.on_offer(sdp).await,
+            Ok(ClientMessage::Offer { sdp, token }) => self.on_offer(sdp, token).await,
             Ok(ClientMessage::Watch { session, sdp }) => self.on_watch(session, sdp).await,
             Ok(ClientMessage::Ice(Some(candidate))) => {
                 self.on_candidate(candidate).await;
@@ -274,22 +303,61 @@ impl Connection {
         true
     }
 
-    /// A place under --max-sessions, or `server_full` said (the caller closes).
+    /// A place under --max-sessions and --max-sessions-per-ip, or `server_full` /
+    /// `ip_full` said (the caller closes).
     fn take_slot(&self) -> Option<Slot> {
-        let slot = self.app.sessions.try_take();
-        if slot.is_none() {
-            self.send_error(SignalError::new(
-                ErrorCode::ServerFull,
-                format!("the server has its maximum of {} sessions", self.app.config.max_sessions),
-            ));
+        let refusal = match self.app.sessions.try_take(self.client.ip()) {
+            Ok(slot) => return Some(slot),
+            Err(refusal) => refusal,
+        };
+        let (max, max_per_ip) = self.app.sessions.max();
+        let error = match refusal {
+            Refusal::Total => {
+                self.app.metrics.refused("sessions");
+                SignalError::new(
+                    ErrorCode::ServerFull,
+                    format!("the server has its maximum of {max} sessions"),
+                )
+            }
+            Refusal::PerIp => {
+                self.app.metrics.refused("sessions_per_ip");
+                SignalError::new(
+                    ErrorCode::IpFull,
+                    format!("your address has its maximum of {max_per_ip} sessions (--max-sessions-per-ip)"),
+                )
+            }
+        };
+        self.send_error(error);
+        None
+    }
+
+    /// Whether this client may publish: no --publish-token, or the right one on the
+    /// URL, in the header or in the offer. Otherwise `unauthorized` said (the caller
+    /// closes: a guesser must open a new socket for each try).
+    fn may_publish(&self, offered: Option<&str>) -> bool {
+        let Some(required) = &self.app.config.publish_token else {
+            return true;
+        };
+        let given = offered.or(self.token.as_deref());
+        if auth::allows(Some(required), given) {
+            return true;
         }
-        slot
+        self.app.metrics.refused("unauthorized");
+        let reason = if given.is_some() { "wrong publish token" } else { "publishing needs a token" };
+        self.send_error(SignalError::new(
+            ErrorCode::Unauthorized,
+            format!(
+                "{reason}: open /ws?token=<token>, send Authorization: Bearer <token>, or put it in the offer"
+            ),
+        ));
+        false
     }
 
     /// After an answer: keep the place, follow the session's events, give ICE its
     /// time to connect, and apply the candidates that came before the offer.
     async fn negotiated(&mut self, slot: Slot, events: mpsc::UnboundedReceiver<SessionEvent>) {
         self.slot = Some(slot);
+        self.pending = None;
         self.events = Some(events);
         self.connect_deadline = Some(Instant::now() + self.app.config.offer_timeout());
         for candidate in std::mem::take(&mut self.early_candidates) {
@@ -326,9 +394,12 @@ impl Connection {
         Flow::Continue
     }
 
-    async fn on_offer(&mut self, sdp: String) -> Flow {
+    async fn on_offer(&mut self, sdp: String, token: Option<String>) -> Flow {
         if self.already_negotiated() {
             return Flow::Continue;
+        }
+        if !self.may_publish(token.as_deref()) {
+            return Flow::Close;
         }
         let Some(mut slot) = self.take_slot() else {
             return Flow::Close;

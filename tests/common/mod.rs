@@ -181,25 +181,32 @@ impl Drop for Server {
     }
 }
 
-pub async fn spawn_server(extra: &[&str]) -> Server {
+/// The binary (or `FACE_ECHO_BIN`, e.g. target/release/face-echo, for measuring)
+/// listening on a free loopback port, quiet, not started yet: callers add flags.
+pub fn server_command() -> (Command, std::net::SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    // FACE_ECHO_BIN runs another build (e.g. target/release/face-echo) for measuring.
-    let bin = std::env::var("FACE_ECHO_BIN").unwrap_or_else(|_| BIN.to_owned());
-    let child = Command::new(bin)
-        .args(["--listen", &addr.to_string(), "--max-sessions", "128"])
-        .args(extra)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let server = Server { child, addr };
+    let mut command = Command::new(std::env::var("FACE_ECHO_BIN").unwrap_or_else(|_| BIN.to_owned()));
+    command.args(["--listen", &addr.to_string()]).env("RUST_LOG", "error").stdout(Stdio::null());
+    (command, addr)
+}
+
+/// Starts `command` and waits until it listens on `addr`.
+pub async fn spawn(mut command: Command, addr: std::net::SocketAddr) -> Server {
+    let server = Server { child: command.spawn().expect("starts"), addr };
     assert!(
         eventually(Duration::from_secs(10), || async { tokio::net::TcpStream::connect(addr).await.is_ok() })
             .await,
         "server never listened"
     );
     server
+}
+
+/// The binary with room for 128 sessions, all from loopback, plus `extra` flags.
+pub async fn spawn_server(extra: &[&str]) -> Server {
+    let (mut command, addr) = server_command();
+    command.args(["--max-sessions", "128", "--max-sessions-per-ip", "128"]).args(extra);
+    spawn(command, addr).await
 }
 
 pub async fn process_stats(addr: std::net::SocketAddr) -> ProcessStats {

@@ -1,0 +1,229 @@
+//! What one client, and all of them together, may hold: the file-descriptor budget
+//! and the caps derived from it, and [`PerIp`], the counter behind every per-IP cap.
+//!
+//! Every TCP connection, signaling socket and media socket is a file descriptor. When
+//! the process runs out, `accept` fails, `/healthz` goes silent and nobody new gets
+//! in; so the server raises its soft limit to the hard one at start, keeps a reserve,
+//! and refuses (fast, with a `503` or a close) before the limit is reached.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::config::Config;
+
+/// Descriptors kept aside for the listener, the runtime (epoll, eventfds), stdio,
+/// logs, `/proc` reads, model files and the odd HTTP request.
+pub const FD_RESERVE: u64 = 64;
+/// Media descriptors one session (PeerConnection) takes beyond its signaling socket:
+/// UDP sockets per interface (loopback plus one more on a wildcard listen), with room.
+pub const FDS_PER_SESSION: u64 = 6;
+/// Signaling sockets waiting for an offer, at most, unless `--max-pending` says.
+pub const DEFAULT_MAX_PENDING: usize = 256;
+/// Hard limits above this are treated as this (RLIM_INFINITY would overflow the sums).
+const FD_CEILING: u64 = 1 << 20;
+
+/// The process's file limit, before and after raising the soft limit to the hard one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdLimit {
+    pub soft_before: u64,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raises `RLIMIT_NOFILE`'s soft limit to its hard limit (a process may always do
+/// that); on failure keeps what it had.
+pub fn raise_fd_limit() -> std::io::Result<FdLimit> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let soft_before = limit.rlim_cur;
+    let hard = limit.rlim_max;
+    let mut soft = soft_before;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: setrlimit reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            soft = hard;
+        } else {
+            tracing::warn!(err = %std::io::Error::last_os_error(), "cannot raise the file limit");
+        }
+    }
+    Ok(FdLimit { soft_before, soft, hard })
+}
+
+/// The caps the server enforces, from the flags and the file limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The soft file limit they were derived from.
+    pub fds: u64,
+    /// Open TCP connections (HTTP and WebSocket), beyond which new ones are refused.
+    pub connections: usize,
+    pub connections_per_ip: usize,
+    /// Signaling sockets that have not negotiated yet (`--max-pending`).
+    pub pending: usize,
+    pub pending_per_ip: usize,
+    /// PeerConnections (`--max-sessions`, lowered when the file limit cannot hold them).
+    pub sessions: usize,
+    pub sessions_per_ip: usize,
+}
+
+impl Limits {
+    /// Splits `fds` descriptors: a reserve, media for each session, one connection
+    /// per descriptor left. Flags set caps; the file limit can only lower them.
+    pub fn derive(config: &Config, fds: u64) -> Limits {
+        let usable = fds.min(FD_CEILING).saturating_sub(FD_RESERVE);
+        // A session needs its media, its signaling socket and room for one more connection.
+        let sessions_fit = (usable / (FDS_PER_SESSION + 2)).max(1) as usize;
+        let sessions = config.max_sessions.min(sessions_fit);
+        let connections = (usable.saturating_sub(sessions as u64 * FDS_PER_SESSION) as usize).max(2);
+        let pending =
+            config.max_pending.unwrap_or(DEFAULT_MAX_PENDING.min(connections / 2)).clamp(1, connections);
+        let per_ip = |explicit: Option<usize>, of: usize| explicit.unwrap_or(of / 4).clamp(1, of);
+        Limits {
+            fds,
+            connections,
+            connections_per_ip: per_ip(config.max_connections_per_ip, connections),
+            pending,
+            pending_per_ip: config.max_pending_per_ip.clamp(1, pending),
+            sessions,
+            sessions_per_ip: per_ip(config.max_sessions_per_ip, sessions),
+        }
+    }
+}
+
+/// Why a [`PerIp`] refused a place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The cap over all clients.
+    Total,
+    /// The cap for one IP.
+    PerIp,
+}
+
+/// Counts things held per client IP under a total cap and a per-IP cap. A place is a
+/// [`Place`], freed on drop, so no way of ending (error, panic, timeout) leaks one.
+pub struct PerIp {
+    max: usize,
+    max_per_ip: usize,
+    /// Kept equal to the places held, for `/metrics`.
+    gauge: Gauge,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+/// One place taken in a [`PerIp`].
+pub struct Place {
+    owner: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    /// Caps of `max` in all and `max_per_ip` per IP; `gauge` follows the count.
+    pub fn new(max: usize, max_per_ip: usize, gauge: Gauge) -> Arc<Self> {
+        Arc::new(PerIp { max, max_per_ip, gauge, counts: Mutex::new(Counts::default()) })
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for `ip`, or which cap is full.
+    pub fn try_take(self: &Arc<Self>, ip: IpAddr) -> Result<Place, Refusal> {
+        let mut counts = self.counts();
+        if counts.total >= self.max {
+            return Err(Refusal::Total);
+        }
+        let held = counts.by_ip.entry(ip).or_insert(0);
+        if *held >= self.max_per_ip {
+            return Err(Refusal::PerIp);
+        }
+        *held += 1;
+        counts.total += 1;
+        self.gauge.set(counts.total as i64);
+        Ok(Place { owner: Arc::clone(self), ip })
+    }
+
+    /// Places held now, over all IPs.
+    pub fn total(&self) -> usize {
+        self.counts().total
+    }
+
+    /// Places `ip` holds now.
+    pub fn held_by(&self, ip: IpAddr) -> usize {
+        self.counts().by_ip.get(&ip).copied().unwrap_or(0)
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    pub fn max_per_ip(&self) -> usize {
+        self.max_per_ip
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut counts = self.owner.counts();
+        counts.total -= 1;
+        self.owner.gauge.set(counts.total as i64);
+        if let Some(held) = counts.by_ip.get_mut(&self.ip) {
+            *held -= 1;
+            if *held == 0 {
+                counts.by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_counts_both_caps_and_frees_on_drop() {
+        let counter = PerIp::new(3, 2, Gauge::default());
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let a1 = counter.try_take(a).expect("a1");
+        let _a2 = counter.try_take(a).expect("a2");
+        assert_eq!(counter.try_take(a).err(), Some(Refusal::PerIp));
+        let _b1 = counter.try_take(b).expect("b1");
+        assert_eq!(counter.try_take(b).err(), Some(Refusal::Total));
+        drop(a1);
+        assert_eq!(counter.held_by(a), 1);
+        let _b2 = counter.try_take(b).expect("a place was freed");
+        assert_eq!(counter.total(), 3);
+    }
+
+    #[test]
+    fn a_low_file_limit_lowers_every_cap() {
+        let config = Config::new("127.0.0.1:0".parse().unwrap());
+        let roomy = Limits::derive(&config, 20_000);
+        assert_eq!(roomy.sessions, 64);
+        assert_eq!(roomy.sessions_per_ip, 16);
+        assert_eq!(roomy.pending, DEFAULT_MAX_PENDING);
+        assert_eq!(roomy.pending_per_ip, 8);
+        assert_eq!(roomy.connections as u64, 20_000 - FD_RESERVE - 64 * FDS_PER_SESSION);
+
+        let tight = Limits::derive(&config, 256);
+        assert_eq!(tight.sessions, (256 - FD_RESERVE as usize) / (FDS_PER_SESSION as usize + 2));
+        let used = FD_RESERVE + tight.sessions as u64 * FDS_PER_SESSION + tight.connections as u64;
+        assert!(used <= 256, "{tight:?} needs {used} descriptors");
+        assert!(tight.pending <= tight.connections / 2);
+        assert!(tight.connections_per_ip < tight.connections);
+
+        // Nothing below 1, even with no descriptors to spare.
+        let starved = Limits::derive(&config, 10);
+        assert!(starved.sessions >= 1 && starved.pending >= 1 && starved.connections_per_ip >= 1);
+    }
+}
