@@ -228,6 +228,7 @@ async fn one_session_at_the_pixel_budget_stays_within_its_stated_memory() {
         http_get_bytes(server.addr, &format!("/api/sessions/{}/snapshot.jpg", publisher.session)).await;
     assert_eq!(status, 200);
     let tap = tap(&server).await;
+    println!("tap at the budget: {tap}");
     assert_eq!((tap["width"].as_u64(), tap["height"].as_u64()), (Some(4096), Some(2160)));
     assert_eq!(tap["frames_refused"], 0);
     let peak = peak_rss(&server);
