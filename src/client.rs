@@ -311,27 +311,24 @@ impl Publisher {
 
     /// Sends a PLI on the echo track, as a receiver that lost a keyframe would.
     pub async fn request_keyframe_on_echo(&self) -> anyhow::Result<()> {
-        let track = self.echo_track.borrow().clone().ok_or_else(|| anyhow!("no echo track yet"))?;
-        let media_ssrc =
-            track.ssrcs().await.first().copied().ok_or_else(|| anyhow!("echo track has no SSRC"))?;
-        track
-            .write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: self.ssrc, media_ssrc })])
-            .await?;
-        Ok(())
+        self.feedback_on_echo(&[], true).await
     }
 
-    /// Sends a NACK on the echo track for `sequence_numbers`, as a receiver that
-    /// lost them would (tests use it to storm the server's retransmission budget).
-    pub async fn nack_on_echo(&self, sequence_numbers: &[u16]) -> anyhow::Result<()> {
+    /// Sends one compound RTCP packet on the echo track: a NACK for `lost` (if any)
+    /// and a PLI (if `keyframe`), as a receiver would (tests storm the server with it).
+    pub async fn feedback_on_echo(&self, lost: &[u16], keyframe: bool) -> anyhow::Result<()> {
         let track = self.echo_track.borrow().clone().ok_or_else(|| anyhow!("no echo track yet"))?;
         let media_ssrc =
             track.ssrcs().await.first().copied().ok_or_else(|| anyhow!("echo track has no SSRC"))?;
-        let nack = TransportLayerNack {
-            sender_ssrc: self.ssrc,
-            media_ssrc,
-            nacks: nack_pairs_from_sequence_numbers(sequence_numbers),
-        };
-        track.write_rtcp(vec![Box::new(nack)]).await?;
+        let mut packets: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
+        if !lost.is_empty() {
+            let nacks = nack_pairs_from_sequence_numbers(lost);
+            packets.push(Box::new(TransportLayerNack { sender_ssrc: self.ssrc, media_ssrc, nacks }));
+        }
+        if keyframe {
+            packets.push(Box::new(PictureLossIndication { sender_ssrc: self.ssrc, media_ssrc }));
+        }
+        track.write_rtcp(packets).await?;
         Ok(())
     }
 
