@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use std::ptr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use face_echo::clip::{EncodedFrame, encode_test_pattern, packetize};
+use face_echo::loadgen::clip::{EncodedFrame, encode_test_pattern, packetize};
 use face_echo::tap::TapPipeline;
 use face_echo::tap::assemble::{FrameAssembler, TapPacket};
 use face_echo::tap::decode::Vp8Decoder;
@@ -109,7 +109,7 @@ fn benches(c: &mut Criterion) {
             .last()
             .expect("a picture");
         let mut group = c.benchmark_group(format!("snapshot_{width}x{height}"));
-        group.bench_function("i420_to_rgb", |b| b.iter(|| snapshot::to_rgb(black_box(&picture))));
+        group.bench_function("i420_to_rgb", |b| b.iter(|| face_echo::frame::to_rgb(black_box(&picture))));
         group.bench_function("i420_to_jpeg", |b| b.iter(|| snapshot::jpeg(black_box(&picture), &[], 80)));
         group.finish();
     }

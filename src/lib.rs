@@ -7,10 +7,9 @@
 //! track and writes it, payload untouched, to the session's echo track.
 
 pub mod auth;
-pub mod client;
-pub mod clip;
 pub mod config;
 pub mod detect;
+pub mod frame;
 pub mod http;
 pub mod keyframe_feedback;
 pub mod limits;
@@ -25,5 +24,6 @@ pub mod server;
 pub mod session;
 pub mod sessions;
 pub mod signaling;
+pub mod stats;
 pub mod tap;
 pub mod tls;

@@ -24,6 +24,8 @@ use webrtc::peer_connection::{
 /// the offerer's number.
 pub const VP8_PAYLOAD_TYPE: u8 = 96;
 pub const VP8_CLOCK_RATE: u32 = 90_000;
+/// Payload bytes per RTP packet we packetize: under a typical path MTU with room for SRTP.
+pub const RTP_MTU: usize = 1200;
 
 /// VP8, the one codec we negotiate, with the feedback an echo needs: NACK for loss,
 /// PLI/FIR for keyframes, REMB so browsers adapt their bitrate.

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use face_echo::client::Publisher;
+use face_echo::loadgen::client::ClientPeer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_viewers_get_every_payload_and_a_stalled_one_hurts_nobody() {
@@ -15,25 +15,25 @@ async fn four_viewers_get_every_payload_and_a_stalled_one_hurts_nobody() {
     config.max_viewers = 5;
     let server = start(config).await;
     let url = ws_url(server.addr);
-    let mut publisher = Publisher::connect(&url, CONNECT_TIMEOUT).await.expect("publisher connects");
+    let mut publisher = ClientPeer::connect(&url, CONNECT_TIMEOUT).await.expect("publisher connects");
     let mut viewers = Vec::new();
     for _ in 0..4 {
         viewers.push(
-            Publisher::watch(&url, &publisher.watch_token, CONNECT_TIMEOUT).await.expect("viewer connects"),
+            ClientPeer::watch(&url, &publisher.watch_token, CONNECT_TIMEOUT).await.expect("viewer connects"),
         );
     }
     // A fifth viewer that never reads what it gets.
-    let stalled = Publisher::watch(&url, &publisher.watch_token, CONNECT_TIMEOUT)
+    let stalled = ClientPeer::watch(&url, &publisher.watch_token, CONNECT_TIMEOUT)
         .await
         .expect("stalled viewer connects");
     // The sixth is one too many.
     let refused =
-        Publisher::watch(&url, &publisher.watch_token, CONNECT_TIMEOUT).await.err().expect("refused");
+        ClientPeer::watch(&url, &publisher.watch_token, CONNECT_TIMEOUT).await.err().expect("refused");
     assert!(refused.to_string().contains("viewers_full"), "{refused}");
-    let unknown = Publisher::watch(&url, "0000000000000000", CONNECT_TIMEOUT).await.err().expect("refused");
+    let unknown = ClientPeer::watch(&url, "0000000000000000", CONNECT_TIMEOUT).await.err().expect("refused");
     assert!(unknown.to_string().contains("no_such_session"), "{unknown}");
     // The session id is public (/api/sessions); it is not the share secret.
-    let by_id = Publisher::watch(&url, &publisher.session, CONNECT_TIMEOUT).await.err().expect("refused");
+    let by_id = ClientPeer::watch(&url, &publisher.session, CONNECT_TIMEOUT).await.err().expect("refused");
     assert!(by_id.to_string().contains("no_such_session"), "{by_id}");
     let listed = serde_json::to_string(&sessions(server.addr).await).unwrap();
     assert!(!listed.contains(&publisher.watch_token), "the watch token leaked: {listed}");

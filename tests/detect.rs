@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use face_echo::client::Publisher;
-use face_echo::clip::{encode_clip, rgb_to_i420};
 use face_echo::detect::{Face, FaceModel, ModelKind};
 use face_echo::http::Assets;
+use face_echo::loadgen::client::ClientPeer;
+use face_echo::loadgen::clip::{encode_clip, rgb_to_i420};
 use image::{Rgb, RgbImage, imageops};
 use serde_json::Value;
 
@@ -142,7 +142,7 @@ async fn a_session_with_detect_reports_the_face_and_still_echoes_unchanged() {
     config.detect = true;
     config.ort_lib = Some(ort_lib());
     let server = start(config).await;
-    let mut publisher = Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
+    let mut publisher = ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
 
     // The photo, letterboxed into 320×240 as a camera would frame it.
     let (width, height) = (320u32, 240u32);

@@ -7,15 +7,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use face_echo::client::Publisher;
-use face_echo::clip::encode_test_pattern;
+use face_echo::loadgen::client::ClientPeer;
+use face_echo::loadgen::clip::encode_test_pattern;
 use rtc::rtp;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echoes_vp8_payloads_byte_identical_and_in_order() {
     let server = start(test_config()).await;
     let mut publisher =
-        Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("publisher connects");
+        ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("publisher connects");
 
     let sent = publish(&mut publisher, 150).await;
     let echoed = collect_echo(&mut publisher, Duration::from_millis(1500)).await;
@@ -84,7 +84,7 @@ async fn echoes_vp8_payloads_byte_identical_and_in_order() {
 async fn keyframe_requests_on_the_echo_reach_the_publisher_rate_limited() {
     let server = start(test_config()).await;
     let mut publisher =
-        Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("publisher connects");
+        ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("publisher connects");
     let clip = encode_test_pattern(320, 240, 150, FPS, 600).expect("clip encodes");
     let mut ticker = tokio::time::interval(Duration::from_millis(1000 / u64::from(FPS)));
     let mut first_relayed_at = None;
@@ -126,7 +126,7 @@ async fn both_dtls_roles_work() {
     let server = start(test_config()).await;
     for setup in ["active", "passive"] {
         let edit = Box::new(move |sdp: String| sdp.replace("a=setup:actpass", &format!("a=setup:{setup}")));
-        let mut publisher = Publisher::connect_with(&ws_url(server.addr), CONNECT_TIMEOUT, edit)
+        let mut publisher = ClientPeer::connect_with(&ws_url(server.addr), CONNECT_TIMEOUT, edit)
             .await
             .unwrap_or_else(|e| panic!("offer with setup:{setup} failed: {e:#}"));
         let sent = publish(&mut publisher, 15).await;

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use face_echo::client::{Publisher, open_signaling};
+use face_echo::loadgen::client::{ClientPeer, open_signaling};
 use face_echo::process::ProcessStats;
 use tokio_tungstenite::tungstenite;
 
@@ -105,7 +105,7 @@ async fn process_stats(addr: SocketAddr) -> ProcessStats {
 }
 
 async fn echo_works(addr: SocketAddr, from: IpAddr) {
-    let mut publisher = Publisher::connect_from(&ws_url(addr), from, CONNECT_TIMEOUT)
+    let mut publisher = ClientPeer::connect_from(&ws_url(addr), from, CONNECT_TIMEOUT)
         .await
         .expect("a real publisher connects");
     let sent = publish(&mut publisher, 30).await;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use face_echo::client::Publisher;
-use face_echo::clip::{EncodedFrame, encode_test_pattern};
+use face_echo::loadgen::client::ClientPeer;
+use face_echo::loadgen::clip::{EncodedFrame, encode_test_pattern};
 
 /// The server's peak resident memory so far (VmHWM), bytes.
 fn peak_rss(server: &Server) -> u64 {
@@ -45,14 +45,14 @@ const RSS_BOUND: u64 = 400 << 20;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crafted_keyframes_are_refused_before_libvpx_and_the_echo_stays_identical() {
     let server = spawn_server(&["--decode-tap", "--detect"]).await;
-    let mut publisher = Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
+    let mut publisher = ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
     let good = encode_test_pattern(320, 240, 30, FPS, 600).expect("clip");
     let small = encode_test_pattern(160, 120, 1, FPS, 300).expect("clip");
     let keyframe = &good[0].data;
 
     // Good video first, so the decoder has a size and a picture.
     let mut sent = Vec::new();
-    let mut send = async |frames: &[Bytes], publisher: &mut Publisher| {
+    let mut send = async |frames: &[Bytes], publisher: &mut ClientPeer| {
         for frame in frames {
             sent.extend(publisher.send_frame(frame, SAMPLES_PER_FRAME).await.expect("send"));
             tokio::time::sleep(Duration::from_millis(33)).await;
@@ -112,8 +112,8 @@ async fn a_nack_and_pli_storm_buys_no_more_than_the_budget() {
     let server = spawn_server(&[]).await;
     let url = ws_url(server.addr);
     let clip = encode_test_pattern(320, 240, 60, FPS, 600).expect("clip");
-    let mut stormer = Publisher::connect(&url, CONNECT_TIMEOUT).await.expect("connects");
-    let mut bystander = Publisher::connect(&url, CONNECT_TIMEOUT).await.expect("connects");
+    let mut stormer = ClientPeer::connect(&url, CONNECT_TIMEOUT).await.expect("connects");
+    let mut bystander = ClientPeer::connect(&url, CONNECT_TIMEOUT).await.expect("connects");
     let mut stormer_echo = stormer.take_echoed();
 
     let seconds = 5;
@@ -214,7 +214,7 @@ const SESSION_AT_BUDGET_BOUND: u64 = 256 << 20;
 async fn one_session_at_the_pixel_budget_stays_within_its_stated_memory() {
     let server = spawn_server(&["--decode-tap", "--detect"]).await;
     let idle = peak_rss(&server);
-    let mut publisher = Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
+    let mut publisher = ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
     let clip = encode_test_pattern(4096, 2160, 4, 5, 8000).expect("clip at the budget");
     for frame in &clip {
         publisher.send_frame(&frame.data, 90_000 / 5).await.expect("send");

@@ -5,14 +5,14 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use face_echo::client::Publisher;
+use face_echo::loadgen::client::ClientPeer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_gone_closes_the_session_and_tells_the_client() {
     let mut config = test_config();
     config.disconnect_timeout = 1;
     let server = start(config).await;
-    let publisher = Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
+    let publisher = ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
     assert_eq!(sessions(server.addr).await.len(), 1);
 
     publisher.close_media_only().await.expect("media closed");
@@ -30,8 +30,8 @@ async fn media_gone_closes_the_session_and_tells_the_client() {
 async fn shutdown_closes_every_session_and_tells_clients() {
     let server = start(test_config()).await;
     let url = ws_url(server.addr);
-    let a = Publisher::connect(&url, CONNECT_TIMEOUT).await.expect("a connects");
-    let b = Publisher::connect(&url, CONNECT_TIMEOUT).await.expect("b connects");
+    let a = ClientPeer::connect(&url, CONNECT_TIMEOUT).await.expect("a connects");
+    let b = ClientPeer::connect(&url, CONNECT_TIMEOUT).await.expect("b connects");
     assert_eq!(sessions(server.addr).await.len(), 2);
     let started = std::time::Instant::now();
     let sessions_table = server.state.sessions.clone();

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use common::*;
-use face_echo::client::{Publisher, open_signaling};
+use face_echo::loadgen::client::{ClientPeer, open_signaling};
 use tokio_tungstenite::tungstenite;
 
 const FIRST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
@@ -24,16 +24,16 @@ async fn one_ip_over_its_session_cap_is_refused_while_another_gets_in() {
     let server = start(config).await;
     let url = ws_url(server.addr);
 
-    let first = Publisher::connect_from(&url, FIRST, CONNECT_TIMEOUT).await.expect("first client's session");
+    let first = ClientPeer::connect_from(&url, FIRST, CONNECT_TIMEOUT).await.expect("first client's session");
     let refused =
-        Publisher::connect_from(&url, FIRST, CONNECT_TIMEOUT).await.err().expect("over the per-IP cap");
+        ClientPeer::connect_from(&url, FIRST, CONNECT_TIMEOUT).await.err().expect("over the per-IP cap");
     let refused = format!("{refused:#}");
     assert!(refused.contains("ip_full"), "{refused}");
     assert!(refused.contains("--max-sessions-per-ip"), "{refused}");
 
     // The server is far from full: another address gets its session, and its echo.
     let mut second =
-        Publisher::connect_from(&url, SECOND, CONNECT_TIMEOUT).await.expect("another address still gets in");
+        ClientPeer::connect_from(&url, SECOND, CONNECT_TIMEOUT).await.expect("another address still gets in");
     let sent = publish(&mut second, 30).await;
     let echoed = collect_echo(&mut second, Duration::from_millis(800)).await;
     assert!(identical_payloads(&sent, &echoed) * 10 >= sent.len() * 9, "the second client's echo");
@@ -48,7 +48,8 @@ async fn one_ip_over_its_session_cap_is_refused_while_another_gets_in() {
     // Leaving frees the address's place.
     first.close().await.expect("close");
     assert!(eventually(Duration::from_secs(3), || async { sessions(server.addr).await.len() == 1 }).await);
-    let again = Publisher::connect_from(&url, FIRST, CONNECT_TIMEOUT).await.expect("a freed place is usable");
+    let again =
+        ClientPeer::connect_from(&url, FIRST, CONNECT_TIMEOUT).await.expect("a freed place is usable");
     again.close().await.expect("close");
     second.close().await.expect("close");
     server.shutdown().await.expect("shutdown");

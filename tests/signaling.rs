@@ -246,11 +246,13 @@ async fn a_hostile_corpus_never_hurts_an_echo_session_beside_it() {
 
     // The bystander: publishes at 30 fps until told to stop.
     let mut publisher =
-        face_echo::client::Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
+        face_echo::loadgen::client::ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT)
+            .await
+            .expect("connects");
     let mut echoed_rx = publisher.take_echoed();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Encoded before the corpus starts; at least 2 s of video whatever the corpus takes.
-    let clip = face_echo::clip::encode_test_pattern(320, 240, 60, 30, 500).expect("clip");
+    let clip = face_echo::loadgen::clip::encode_test_pattern(320, 240, 60, 30, 500).expect("clip");
     let bystander = tokio::spawn({
         let stop = Arc::clone(&stop);
         async move {

@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use face_echo::client::Publisher;
-use face_echo::clip::encode_test_pattern;
+use face_echo::loadgen::client::ClientPeer;
+use face_echo::loadgen::clip::encode_test_pattern;
 use face_echo::process::ProcessStats;
 use tokio::task::JoinSet;
 
@@ -20,8 +20,8 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 /// One publisher's life: connect, negotiate, echo a few frames, leave (cleanly on
 /// even cycles, abruptly on odd ones: socket dropped without a close frame).
-async fn cycle(addr: std::net::SocketAddr, index: u64, clip: &[face_echo::clip::EncodedFrame]) {
-    let mut publisher = Publisher::connect(&ws_url(addr), CONNECT_TIMEOUT).await.expect("connects");
+async fn cycle(addr: std::net::SocketAddr, index: u64, clip: &[face_echo::loadgen::clip::EncodedFrame]) {
+    let mut publisher = ClientPeer::connect(&ws_url(addr), CONNECT_TIMEOUT).await.expect("connects");
     for frame in clip {
         publisher.send_frame(&frame.data, 3000).await.expect("send");
         tokio::time::sleep(Duration::from_millis(33)).await;

@@ -1,7 +1,7 @@
 //! The decode tap's pipeline (depacketize → assemble → libvpx decode) on real VP8
 //! from libvpx, packetized by webrtc-rs's payloader, clean and damaged.
 
-use face_echo::clip::{encode_test_pattern, packetize};
+use face_echo::loadgen::clip::{encode_test_pattern, packetize};
 use face_echo::tap::assemble::TapPacket;
 use face_echo::tap::decode::Vp8Decoder;
 use face_echo::tap::{Decoded, TapPipeline};

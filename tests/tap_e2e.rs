@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use face_echo::client::Publisher;
+use face_echo::loadgen::client::ClientPeer;
 
 /// These tests look at the process's threads: run them one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -17,7 +17,7 @@ async fn with_the_tap_the_echo_is_unchanged_and_frames_are_decoded() {
     let mut config = test_config();
     config.decode_tap = true;
     let server = start(config).await;
-    let mut publisher = Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
+    let mut publisher = ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
     let frames = 150;
     let sent = publish(&mut publisher, frames).await;
     let echoed = collect_echo(&mut publisher, Duration::from_millis(1500)).await;
@@ -65,7 +65,7 @@ async fn with_the_tap_the_echo_is_unchanged_and_frames_are_decoded() {
 async fn without_the_tap_nothing_is_decoded() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let server = start(test_config()).await;
-    let mut publisher = Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
+    let mut publisher = ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
     let sent = publish(&mut publisher, 30).await;
     let echoed = collect_echo(&mut publisher, Duration::from_millis(800)).await;
     assert!(identical_payloads(&sent, &echoed) * 100 >= sent.len() * 99);
@@ -89,14 +89,14 @@ async fn without_the_tap_nothing_is_decoded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tap_pli_asks_for_a_keyframe_only_when_enabled() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let clip = face_echo::clip::encode_test_pattern(320, 240, 75, FPS, 500).expect("clip");
+    let clip = face_echo::loadgen::clip::encode_test_pattern(320, 240, 75, FPS, 500).expect("clip");
     for tap_pli in [false, true] {
         let mut config = test_config();
         config.decode_tap = true;
         config.tap_pli = tap_pli;
         let server = start(config).await;
         let mut publisher =
-            Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
+            ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
         let mut ticker = tokio::time::interval(Duration::from_millis(1000 / u64::from(FPS)));
         let started = std::time::Instant::now();
         for frame in &clip[1..] {

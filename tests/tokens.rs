@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use face_echo::client::Publisher;
+use face_echo::loadgen::client::ClientPeer;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -98,15 +98,15 @@ async fn publishing_needs_the_publish_token_and_watching_does_not() {
     // A real publisher with the token gets its session and echo.
     let url = format!("ws://{addr}/ws?token={PUBLISH}");
     let refused =
-        Publisher::connect(&ws_url(addr), CONNECT_TIMEOUT).await.err().expect("no token, no session");
+        ClientPeer::connect(&ws_url(addr), CONNECT_TIMEOUT).await.err().expect("no token, no session");
     assert!(format!("{refused:#}").contains("unauthorized"), "{refused:#}");
-    let mut publisher = Publisher::connect(&url, CONNECT_TIMEOUT).await.expect("the right token publishes");
+    let mut publisher = ClientPeer::connect(&url, CONNECT_TIMEOUT).await.expect("the right token publishes");
     let sent = publish(&mut publisher, 30).await;
     let echoed = collect_echo(&mut publisher, Duration::from_millis(800)).await;
     assert!(identical_payloads(&sent, &echoed) * 10 >= sent.len() * 9, "echo");
 
     // Watching needs the share link's watch token only.
-    let viewer = Publisher::watch(&ws_url(addr), &publisher.watch_token, CONNECT_TIMEOUT)
+    let viewer = ClientPeer::watch(&ws_url(addr), &publisher.watch_token, CONNECT_TIMEOUT)
         .await
         .expect("a viewer watches");
 
@@ -149,7 +149,7 @@ async fn without_tokens_nothing_changes() {
     let server = start(test_config()).await;
     assert_eq!(get(server.addr, "/api/sessions", None).await.0, 200);
     assert_eq!(get(server.addr, "/metrics", None).await.0, 200);
-    let publisher = Publisher::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("publishes");
+    let publisher = ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("publishes");
     publisher.close().await.expect("close");
     server.shutdown().await.expect("shutdown");
 }

@@ -22,9 +22,9 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 use serde_json::{Value, json};
 
+use crate::frame::{self, I420Frame};
 use crate::metrics::Metrics;
-use crate::tap::decode::I420Frame;
-use crate::tap::snapshot;
+use crate::stats::percentile;
 pub use blazeface::{Face, ModelKind, ModelSpec};
 
 /// How detection runs (from `--detect`, `--detect-model`, `--detect-fps`, `--ort-lib`).
@@ -242,7 +242,7 @@ fn work(queue: &Mutex<Receiver<Job>>, model: &Mutex<FaceModel>, decoding: &Decod
             Ok(job) => job,
             Err(_) => return,
         };
-        let rgb = match snapshot::to_rgb(&job.frame).and_then(|rgb| {
+        let rgb = match frame::to_rgb(&job.frame).and_then(|rgb| {
             RgbImage::from_raw(job.frame.width, job.frame.height, rgb).ok_or_else(|| "frame size".to_string())
         }) {
             Ok(rgb) => rgb,
@@ -358,10 +358,7 @@ impl DetectState {
         let window = self.window();
         let mut times: Vec<u64> = window.infer_us.iter().copied().collect();
         times.sort_unstable();
-        let percentile_ms = |p: f64| -> Option<f64> {
-            (!times.is_empty())
-                .then(|| times[((times.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0)
-        };
+        let percentile_ms = |p: f64| percentile(&times, p).map(|us| us as f64 / 1000.0);
         let faces: Vec<Value> = window
             .faces
             .iter()

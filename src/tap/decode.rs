@@ -6,34 +6,11 @@
 use std::mem::MaybeUninit;
 use std::ptr;
 
+use crate::frame::I420Frame;
 use vpx_sys::{
     VPX_DECODER_ABI_VERSION, vpx_codec_ctx_t, vpx_codec_dec_cfg_t, vpx_codec_dec_init_ver, vpx_codec_decode,
     vpx_codec_destroy, vpx_codec_err_t, vpx_codec_get_frame, vpx_codec_vp8_dx, vpx_img_fmt,
 };
-
-/// A decoded picture in planar I420, tightly packed (stride = width).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct I420Frame {
-    pub width: u32,
-    pub height: u32,
-    /// Y (width×height), then U and V (each ceil(w/2)×ceil(h/2)).
-    pub data: Vec<u8>,
-}
-
-impl I420Frame {
-    pub fn chroma_size(&self) -> (u32, u32) {
-        (self.width.div_ceil(2), self.height.div_ceil(2))
-    }
-
-    pub fn planes(&self) -> (&[u8], &[u8], &[u8]) {
-        let luma = (self.width * self.height) as usize;
-        let (cw, ch) = self.chroma_size();
-        let chroma = (cw * ch) as usize;
-        let (y, rest) = self.data.split_at(luma);
-        let (u, v) = rest.split_at(chroma);
-        (y, u, &v[..chroma])
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError(pub String);

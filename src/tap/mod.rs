@@ -21,10 +21,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::detect::{DetectHandle, DetectState, Detector};
+use crate::frame::I420Frame;
 use crate::metrics::Metrics;
+use crate::stats::percentile;
 use admission::{FrameGate, Refusal};
 use assemble::{AssemblyCounts, FrameAssembler, TapPacket};
-use decode::{I420Frame, Vp8Decoder};
+use decode::Vp8Decoder;
 
 /// How the tap runs (from `--decode-tap`, `--tap-pli`, `--tap-queue`, `--detect`).
 #[derive(Debug, Clone)]
@@ -128,9 +130,6 @@ impl TapState {
             window.decoded_at.iter().filter(|at| now.saturating_duration_since(**at) <= FPS_WINDOW).count();
         let mut times: Vec<u64> = window.decode_us.iter().copied().collect();
         times.sort_unstable();
-        let percentile = |p: f64| -> Option<u64> {
-            (!times.is_empty()).then(|| times[((times.len() - 1) as f64 * p).round() as usize])
-        };
         json!({
             "enabled": true,
             "packets": counts.packets,
@@ -150,8 +149,8 @@ impl TapState {
             "width": window.width,
             "height": window.height,
             "fps": fps,
-            "decode_us_p50": percentile(0.50),
-            "decode_us_p99": percentile(0.99),
+            "decode_us_p50": percentile(&times, 0.50),
+            "decode_us_p99": percentile(&times, 0.99),
             "bytes_per_frame_avg": counts.bytes.checked_div(counts.frames_assembled).unwrap_or(0),
             "last_keyframe_age_ms": window.last_keyframe_at.map(|at| now.saturating_duration_since(at).as_millis() as u64),
         })

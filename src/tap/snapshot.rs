@@ -3,30 +3,9 @@
 
 use image::ExtendedColorType;
 use image::codecs::jpeg::JpegEncoder;
-use yuvutils_rs::{YuvPlanarImage, YuvRange, YuvStandardMatrix, yuv420_to_rgb};
 
-use super::decode::I420Frame;
 use crate::detect::Face;
-
-/// I420 → RGB (BT.601, limited range: what browsers' VP8 encoders send).
-pub fn to_rgb(frame: &I420Frame) -> Result<Vec<u8>, String> {
-    let (y, u, v) = frame.planes();
-    let (cw, _) = frame.chroma_size();
-    let planar = YuvPlanarImage {
-        y_plane: y,
-        y_stride: frame.width,
-        u_plane: u,
-        u_stride: cw,
-        v_plane: v,
-        v_stride: cw,
-        width: frame.width,
-        height: frame.height,
-    };
-    let mut rgb = vec![0u8; (frame.width * frame.height * 3) as usize];
-    yuv420_to_rgb(&planar, &mut rgb, frame.width * 3, YuvRange::Limited, YuvStandardMatrix::Bt601)
-        .map_err(|e| format!("I420 to RGB: {e}"))?;
-    Ok(rgb)
-}
+use crate::frame::{I420Frame, to_rgb};
 
 /// Encodes `frame` as a JPEG of its own size, `faces` outlined.
 pub fn jpeg(frame: &I420Frame, faces: &[Face], quality: u8) -> Result<Vec<u8>, String> {

@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use face_echo::client::Publisher;
-use face_echo::clip::encode_test_pattern;
 use face_echo::config::Config;
+use face_echo::loadgen::client::ClientPeer;
+use face_echo::loadgen::clip::encode_test_pattern;
 use face_echo::process::ProcessStats;
 use face_echo::server::{self, RunningServer};
 use rtc::rtp;
@@ -83,7 +83,7 @@ pub const FPS: u32 = 30;
 pub const SAMPLES_PER_FRAME: u32 = 90_000 / FPS;
 
 /// Sends `frames` frames of a 320x240 clip at 30 fps; returns every packet sent.
-pub async fn publish(publisher: &mut Publisher, frames: usize) -> Vec<rtp::Packet> {
+pub async fn publish(publisher: &mut ClientPeer, frames: usize) -> Vec<rtp::Packet> {
     let clip = encode_test_pattern(320, 240, frames, FPS, 600).expect("clip encodes");
     let mut sent = Vec::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(1000 / u64::from(FPS)));
@@ -95,7 +95,7 @@ pub async fn publish(publisher: &mut Publisher, frames: usize) -> Vec<rtp::Packe
 }
 
 /// Drains echoed packets until none arrives for `quiet`.
-pub async fn collect_echo(publisher: &mut Publisher, quiet: Duration) -> Vec<rtp::Packet> {
+pub async fn collect_echo(publisher: &mut ClientPeer, quiet: Duration) -> Vec<rtp::Packet> {
     let mut echoed = Vec::new();
     while let Ok(Some(packet)) = tokio::time::timeout(quiet, publisher.echoed.recv()).await {
         echoed.push(packet);

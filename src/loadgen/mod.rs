@@ -13,11 +13,16 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
-use crate::client::Publisher;
-use crate::clip::{EncodedFrame, encode_test_pattern};
+pub mod client;
+pub mod clip;
+
 use crate::peer::VP8_CLOCK_RATE;
 use crate::process::ProcessStats;
+use crate::stats::percentile;
+use client::ClientPeer;
+use clip::{EncodedFrame, encode_test_pattern};
 
 /// Flags of `face-echo loadgen`.
 #[derive(Args, Debug, Clone)]
@@ -104,15 +109,37 @@ struct PeerCounters {
     viewer_packets: AtomicU64,
 }
 
-/// Sequence number → send time, for matching echoes.
-struct SendTimes {
+/// Sequence number → send time, for matching echoes. Each echo takes its time
+/// out, so a retransmission (or a packet never sent) matches nothing, and a slot
+/// is free again when sequence numbers wrap (every 65 536 packets).
+pub struct SendTimes {
     at: Vec<Option<Instant>>,
 }
 
-impl SendTimes {
-    fn new() -> Self {
+impl Default for SendTimes {
+    fn default() -> Self {
         SendTimes { at: vec![None; 1 << 16] }
     }
+}
+
+impl SendTimes {
+    pub fn sent(&mut self, sequence_number: u16, at: Instant) {
+        self.at[usize::from(sequence_number)] = Some(at);
+    }
+
+    /// When the packet with this number was sent, the first time it comes back.
+    pub fn echoed(&mut self, sequence_number: u16) -> Option<Instant> {
+        self.at[usize::from(sequence_number)].take()
+    }
+}
+
+/// What every publisher's tasks share while the load runs.
+struct Load {
+    clip: Arc<Vec<EncodedFrame>>,
+    fps: u32,
+    deadline: Instant,
+    /// Echo round-trip times, µs.
+    rtts: Arc<Mutex<Vec<u32>>>,
 }
 
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
@@ -127,125 +154,29 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
     );
     eprintln!("loadgen: clip of {} frames at {width}x{height}, connecting {} peers", clip.len(), args.peers);
 
-    let mut publishers = Vec::new();
-    let mut connect_failures = 0;
-    for batch in (0..args.peers).collect::<Vec<_>>().chunks(8) {
-        let attempts = batch.iter().map(|_| Publisher::connect(&args.url, Duration::from_secs(20)));
-        for result in futures_util::future::join_all(attempts).await {
-            match result {
-                Ok(publisher) => publishers.push(publisher),
-                Err(err) => {
-                    connect_failures += 1;
-                    eprintln!("loadgen: a peer failed to connect: {err:#}");
-                }
-            }
-        }
-    }
-    if publishers.is_empty() {
-        bail!("no peer connected to {}", args.url);
-    }
-
-    // Viewers (if any) join before the clock starts.
+    let (publishers, mut connect_failures) = connect_publishers(&args).await?;
     let counters: Vec<Arc<PeerCounters>> = publishers.iter().map(|_| Arc::default()).collect();
-    let mut viewers = Vec::new();
-    for (publisher, peer) in publishers.iter().zip(&counters) {
-        for _ in 0..args.viewers_per_peer {
-            match Publisher::watch(&args.url, &publisher.watch_token, Duration::from_secs(20)).await {
-                Ok(mut viewer) => {
-                    peer.viewers.fetch_add(1, Ordering::Relaxed);
-                    let mut received = viewer.take_echoed();
-                    let count = Arc::clone(&peer);
-                    // Counted as they come (a rare retransmission counts twice; loss is
-                    // clamped at 0), so long runs past sequence-number wrap stay right.
-                    let task = tokio::spawn(async move {
-                        while received.recv().await.is_some() {
-                            count.viewer_packets.fetch_add(1, Ordering::Relaxed);
-                        }
-                    });
-                    viewers.push((viewer, task));
-                }
-                Err(err) => {
-                    connect_failures += 1;
-                    eprintln!("loadgen: a viewer failed to connect: {err:#}");
-                }
-            }
-        }
-    }
+    // Viewers (if any) join before the clock starts.
+    let (viewers, viewer_failures) = join_viewers(&args, &publishers, &counters).await;
+    connect_failures += viewer_failures;
 
     let before = fetch_process(&http_base).await;
     let client_before = crate::process::read_self();
     let rss_max = Arc::new(AtomicU64::new(before.as_ref().map(|p| p.rss_bytes).unwrap_or(0)));
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.seconds);
-    let rtts = Arc::new(Mutex::new(Vec::<u32>::new()));
-    let mut tasks = Vec::new();
-    for (mut publisher, peer) in publishers.into_iter().zip(counters.iter().cloned()) {
-        let times = Arc::new(std::sync::Mutex::new(SendTimes::new()));
-        let mut echoed = publisher.take_echoed();
-        let (recv_peer, recv_times, recv_rtts) = (Arc::clone(&peer), Arc::clone(&times), Arc::clone(&rtts));
-        let receiver = tokio::spawn(async move {
-            let mut seen = vec![false; 1 << 16];
-            let mut local = Vec::new();
-            while let Some(packet) = echoed.recv().await {
-                let seq = usize::from(packet.header.sequence_number);
-                if std::mem::replace(&mut seen[seq], true) {
-                    continue; // a retransmission
-                }
-                let sent_at = recv_times.lock().unwrap_or_else(|e| e.into_inner()).at[seq];
-                if let Some(sent_at) = sent_at {
-                    local.push(sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-                }
-                recv_peer.packets_echoed.fetch_add(1, Ordering::Relaxed);
-                if packet.header.marker {
-                    recv_peer.frames_echoed.fetch_add(1, Ordering::Relaxed);
-                }
-                if local.len() >= 256 {
-                    recv_rtts.lock().await.append(&mut local);
-                }
-            }
-            recv_rtts.lock().await.append(&mut local);
-        });
-        let clip = Arc::clone(&clip);
-        let fps = args.fps;
-        let sender = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_secs(1) / fps);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            for frame in clip.iter().cycle() {
-                ticker.tick().await;
-                if Instant::now() >= deadline {
-                    break;
-                }
-                if send(&mut publisher, frame, fps, &times, &peer).await.is_err() {
-                    break;
-                }
-            }
-            publisher
-        });
-        tasks.push((sender, receiver));
-    }
-
-    // A progress line a second while it runs.
-    let reporter = {
-        let counters = counters.clone();
-        let (http_base, rss_max) = (http_base.clone(), Arc::clone(&rss_max));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let (sent, echoed) = counters.iter().fold((0, 0), |(s, e), c| {
-                    (s + c.frames_sent.load(Ordering::Relaxed), e + c.frames_echoed.load(Ordering::Relaxed))
-                });
-                let rss = fetch_process(&http_base).await.map(|p| p.rss_bytes).unwrap_or(0);
-                rss_max.fetch_max(rss, Ordering::Relaxed);
-                eprintln!(
-                    "loadgen: {:>4.0}s  frames sent {sent}  echoed {echoed}  server rss {:.1} MB",
-                    started.elapsed().as_secs_f64(),
-                    rss as f64 / 1e6
-                );
-            }
-        })
-    };
+    let load = Arc::new(Load {
+        clip,
+        fps: args.fps,
+        deadline: started + Duration::from_secs(args.seconds),
+        rtts: Arc::default(),
+    });
+    let tasks: Vec<_> = publishers
+        .into_iter()
+        .zip(counters.iter().cloned())
+        .map(|(publisher, peer)| run_publisher(publisher, peer, Arc::clone(&load)))
+        .collect();
+    let reporter =
+        tokio::spawn(report_progress(counters.clone(), http_base.clone(), Arc::clone(&rss_max), started));
 
     let mut finished = Vec::new();
     for (sender, receiver) in tasks {
@@ -266,62 +197,215 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
         let _ = publisher.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), receiver).await;
     }
-    let viewer_expected: u64 = counters
-        .iter()
-        .map(|c| c.packets_sent.load(Ordering::Relaxed) * c.viewers.load(Ordering::Relaxed))
-        .sum();
+    let mut rtts = std::mem::take(&mut *load.rtts.lock().await);
+    rtts.sort_unstable();
+    let rss_max = rss_max.load(Ordering::Relaxed).max(after.as_ref().map(|p| p.rss_bytes).unwrap_or(0));
+    let server_cpu = match (&before, &after) {
+        (Some(b), Some(a)) => Some(a.cpu_seconds - b.cpu_seconds),
+        _ => None,
+    };
+    Ok(summarize(Measured {
+        args: &args,
+        counters: &counters,
+        sending,
+        rtts: &rtts,
+        server_cpu,
+        client_cpu: client_after.cpu_seconds - client_before.cpu_seconds,
+        server_rss_start: before.map(|p| p.rss_bytes),
+        server_rss_max: rss_max,
+        connect_failures,
+    }))
+}
 
+/// Connects `--peers` publishers, 8 at a time; fails only if none connects.
+async fn connect_publishers(args: &LoadgenArgs) -> anyhow::Result<(Vec<ClientPeer>, usize)> {
+    let mut publishers = Vec::new();
+    let mut failures = 0;
+    for batch in (0..args.peers).collect::<Vec<_>>().chunks(8) {
+        let attempts = batch.iter().map(|_| ClientPeer::connect(&args.url, Duration::from_secs(20)));
+        for result in futures_util::future::join_all(attempts).await {
+            match result {
+                Ok(publisher) => publishers.push(publisher),
+                Err(err) => {
+                    failures += 1;
+                    eprintln!("loadgen: a peer failed to connect: {err:#}");
+                }
+            }
+        }
+    }
+    if publishers.is_empty() {
+        bail!("no peer connected to {}", args.url);
+    }
+    Ok((publishers, failures))
+}
+
+/// `--viewers-per-peer` viewers for each publisher, each counting what it receives.
+async fn join_viewers(
+    args: &LoadgenArgs,
+    publishers: &[ClientPeer],
+    counters: &[Arc<PeerCounters>],
+) -> (Vec<(ClientPeer, JoinHandle<()>)>, usize) {
+    let mut viewers = Vec::new();
+    let mut failures = 0;
+    for (publisher, peer) in publishers.iter().zip(counters) {
+        for _ in 0..args.viewers_per_peer {
+            match ClientPeer::watch(&args.url, &publisher.watch_token, Duration::from_secs(20)).await {
+                Ok(mut viewer) => {
+                    peer.viewers.fetch_add(1, Ordering::Relaxed);
+                    let mut received = viewer.take_echoed();
+                    let count = Arc::clone(peer);
+                    // Counted as they come (a rare retransmission counts twice; loss is
+                    // clamped at 0), so long runs past sequence-number wrap stay right.
+                    let task = tokio::spawn(async move {
+                        while received.recv().await.is_some() {
+                            count.viewer_packets.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                    viewers.push((viewer, task));
+                }
+                Err(err) => {
+                    failures += 1;
+                    eprintln!("loadgen: a viewer failed to connect: {err:#}");
+                }
+            }
+        }
+    }
+    (viewers, failures)
+}
+
+/// One publisher's sender (loops the clip until the deadline, then hands the
+/// publisher back) and receiver (matches echoes to send times).
+fn run_publisher(
+    mut publisher: ClientPeer,
+    peer: Arc<PeerCounters>,
+    load: Arc<Load>,
+) -> (JoinHandle<ClientPeer>, JoinHandle<()>) {
+    let times = Arc::new(std::sync::Mutex::new(SendTimes::default()));
+    let mut echoed = publisher.take_echoed();
+    let (recv_peer, recv_times, rtts) = (Arc::clone(&peer), Arc::clone(&times), Arc::clone(&load.rtts));
+    let receiver = tokio::spawn(async move {
+        let mut local = Vec::new();
+        while let Some(packet) = echoed.recv().await {
+            let sent_at =
+                recv_times.lock().unwrap_or_else(|e| e.into_inner()).echoed(packet.header.sequence_number);
+            let Some(sent_at) = sent_at else {
+                continue; // a retransmission
+            };
+            local.push(sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+            recv_peer.packets_echoed.fetch_add(1, Ordering::Relaxed);
+            if packet.header.marker {
+                recv_peer.frames_echoed.fetch_add(1, Ordering::Relaxed);
+            }
+            if local.len() >= 256 {
+                rtts.lock().await.append(&mut local);
+            }
+        }
+        rtts.lock().await.append(&mut local);
+    });
+    let sender = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(1) / load.fps);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        for frame in load.clip.iter().cycle() {
+            ticker.tick().await;
+            if Instant::now() >= load.deadline {
+                break;
+            }
+            if send(&mut publisher, frame, load.fps, &times, &peer).await.is_err() {
+                break;
+            }
+        }
+        publisher
+    });
+    (sender, receiver)
+}
+
+/// A progress line a second while the load runs; tracks the server's peak RSS.
+async fn report_progress(
+    counters: Vec<Arc<PeerCounters>>,
+    http_base: String,
+    rss_max: Arc<AtomicU64>,
+    started: Instant,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let (sent, echoed) = counters.iter().fold((0, 0), |(s, e), c| {
+            (s + c.frames_sent.load(Ordering::Relaxed), e + c.frames_echoed.load(Ordering::Relaxed))
+        });
+        let rss = fetch_process(&http_base).await.map(|p| p.rss_bytes).unwrap_or(0);
+        rss_max.fetch_max(rss, Ordering::Relaxed);
+        eprintln!(
+            "loadgen: {:>4.0}s  frames sent {sent}  echoed {echoed}  server rss {:.1} MB",
+            started.elapsed().as_secs_f64(),
+            rss as f64 / 1e6
+        );
+    }
+}
+
+/// What a run measured, to summarize.
+struct Measured<'a> {
+    args: &'a LoadgenArgs,
+    counters: &'a [Arc<PeerCounters>],
+    sending: Duration,
+    /// Sorted, µs.
+    rtts: &'a [u32],
+    server_cpu: Option<f64>,
+    client_cpu: f64,
+    server_rss_start: Option<u64>,
+    server_rss_max: u64,
+    connect_failures: usize,
+}
+
+fn summarize(m: Measured) -> Summary {
     let sum = |f: fn(&PeerCounters) -> &AtomicU64| {
-        counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum::<u64>()
+        m.counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum::<u64>()
     };
     let (frames_sent, frames_echoed) = (sum(|c| &c.frames_sent), sum(|c| &c.frames_echoed));
     let (packets_sent, packets_echoed) = (sum(|c| &c.packets_sent), sum(|c| &c.packets_echoed));
     let viewer_packets = sum(|c| &c.viewer_packets);
-    let mut rtts = std::mem::take(&mut *rtts.lock().await);
-    rtts.sort_unstable();
-    let percentile = |p: f64| -> Option<f64> {
-        (!rtts.is_empty()).then(|| f64::from(rtts[((rtts.len() - 1) as f64 * p).round() as usize]) / 1000.0)
-    };
-    let peers = counters.len();
-    let cpu_percent = match (&before, &after) {
-        (Some(b), Some(a)) => Some((a.cpu_seconds - b.cpu_seconds) / sending.as_secs_f64() * 100.0),
-        _ => None,
-    };
-    let rss_max = rss_max.load(Ordering::Relaxed).max(after.as_ref().map(|p| p.rss_bytes).unwrap_or(0));
-    Ok(Summary {
+    let viewer_expected: u64 = m
+        .counters
+        .iter()
+        .map(|c| c.packets_sent.load(Ordering::Relaxed) * c.viewers.load(Ordering::Relaxed))
+        .sum();
+    let rtt_ms = |p: f64| percentile(m.rtts, p).map(|us| f64::from(us) / 1000.0);
+    let seconds = m.sending.as_secs_f64();
+    let peers = m.counters.len();
+    let cpu_percent = m.server_cpu.map(|cpu| cpu / seconds * 100.0);
+    Summary {
         peers,
-        seconds: sending.as_secs_f64(),
-        width,
-        height,
-        fps: args.fps,
+        seconds,
+        width: m.args.size.0,
+        height: m.args.size.1,
+        fps: m.args.fps,
         frames_sent,
         frames_echoed,
         packets_sent,
         packets_echoed,
         loss: if packets_sent == 0 { 0.0 } else { 1.0 - packets_echoed as f64 / packets_sent as f64 },
-        echoed_fps: frames_echoed as f64 / sending.as_secs_f64(),
-        rtt_ms_p50: percentile(0.50),
-        rtt_ms_p95: percentile(0.95),
-        rtt_ms_p99: percentile(0.99),
+        echoed_fps: frames_echoed as f64 / seconds,
+        rtt_ms_p50: rtt_ms(0.50),
+        rtt_ms_p95: rtt_ms(0.95),
+        rtt_ms_p99: rtt_ms(0.99),
         server_cpu_percent: cpu_percent,
         server_cpu_percent_per_peer: cpu_percent.map(|c| c / peers as f64),
-        server_rss_mb_start: before.map(|p| p.rss_bytes as f64 / 1e6),
-        server_rss_mb_max: (rss_max > 0).then(|| rss_max as f64 / 1e6),
-        client_cpu_percent: (client_after.cpu_seconds - client_before.cpu_seconds) / sending.as_secs_f64()
-            * 100.0,
-        connect_failures,
-        viewers: counters.iter().map(|c| c.viewers.load(Ordering::Relaxed) as usize).sum(),
+        server_rss_mb_start: m.server_rss_start.map(|rss| rss as f64 / 1e6),
+        server_rss_mb_max: (m.server_rss_max > 0).then(|| m.server_rss_max as f64 / 1e6),
+        client_cpu_percent: m.client_cpu / seconds * 100.0,
+        connect_failures: m.connect_failures,
+        viewers: m.counters.iter().map(|c| c.viewers.load(Ordering::Relaxed) as usize).sum(),
         viewer_packets,
         viewer_loss: if viewer_expected == 0 {
             0.0
         } else {
             (1.0 - viewer_packets as f64 / viewer_expected as f64).max(0.0)
         },
-    })
+    }
 }
 
 async fn send(
-    publisher: &mut Publisher,
+    publisher: &mut ClientPeer,
     frame: &EncodedFrame,
     fps: u32,
     times: &std::sync::Mutex<SendTimes>,
@@ -331,7 +415,7 @@ async fn send(
     let packets = publisher.send_frame(&frame.data, VP8_CLOCK_RATE / fps).await?;
     let mut times = times.lock().unwrap_or_else(|e| e.into_inner());
     for packet in &packets {
-        times.at[usize::from(packet.header.sequence_number)] = Some(now);
+        times.sent(packet.header.sequence_number, now);
     }
     counters.frames_sent.fetch_add(1, Ordering::Relaxed);
     counters.packets_sent.fetch_add(packets.len() as u64, Ordering::Relaxed);
@@ -403,6 +487,21 @@ pub fn print_human(summary: &Summary) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echo_matching_survives_sequence_number_wrap() {
+        let mut times = SendTimes::default();
+        let start = Instant::now();
+        let mut sequence_number = 65_000u16;
+        // Three wraps' worth of packets, each echoed once and then retransmitted.
+        for i in 0..200_000u32 {
+            let at = start + Duration::from_micros(u64::from(i));
+            times.sent(sequence_number, at);
+            assert_eq!(times.echoed(sequence_number), Some(at), "packet {i} (seq {sequence_number})");
+            assert_eq!(times.echoed(sequence_number), None, "a retransmission matches nothing");
+            sequence_number = sequence_number.wrapping_add(1);
+        }
+    }
 
     #[test]
     fn sizes_and_urls_parse() {

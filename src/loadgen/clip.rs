@@ -13,8 +13,7 @@ use yuvutils_rs::{
     YuvChromaSubsampling, YuvConversionMode, YuvPlanarImageMut, YuvRange, YuvStandardMatrix, rgb_to_yuv420,
 };
 
-use crate::client::RTP_MTU;
-use crate::peer::{VP8_CLOCK_RATE, VP8_PAYLOAD_TYPE};
+use crate::peer::{RTP_MTU, VP8_CLOCK_RATE, VP8_PAYLOAD_TYPE};
 
 /// One encoded VP8 frame.
 #[derive(Debug, Clone)]

@@ -35,14 +35,12 @@ use webrtc::peer_connection::{
 
 use crate::peer::{self, PeerNetwork};
 
-/// Payload bytes per RTP packet: under a typical path MTU with room for SRTP.
-pub const RTP_MTU: usize = 1200;
-
 /// Changes the offer before it is sent (tests use it to pin the DTLS role).
 pub type OfferEdit = Box<dyn FnOnce(String) -> String + Send>;
 
-/// A connected publisher.
-pub struct Publisher {
+/// A connected webrtc-rs client of face-echo: a publisher (its echo arrives in
+/// [`ClientPeer::echoed`]) or, from [`ClientPeer::watch`], a viewer.
+pub struct ClientPeer {
     /// The session id the server gave in its answer.
     pub session: String,
     /// The secret others watch this session with (publishers only; empty for viewers).
@@ -106,7 +104,7 @@ impl PeerConnectionEventHandler for Handler {
 pub async fn open_signaling(
     ws_url: &str,
     local: Option<IpAddr>,
-) -> anyhow::Result<WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>> {
+) -> anyhow::Result<Signaling> {
     let Some(local) = local else {
         let (ws, _) = tokio_tungstenite::connect_async(ws_url)
             .await
@@ -130,32 +128,110 @@ pub async fn open_signaling(
     Ok(ws)
 }
 
-impl Publisher {
+/// The server's answer.
+struct Answer {
+    sdp: String,
+    session: String,
+    /// The publisher's watch token (empty for viewers).
+    watch_token: String,
+}
+
+type Signaling = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends what the peer queues to the server, in order.
+async fn write_signaling(
+    mut sink: futures_util::stream::SplitSink<Signaling, Message>,
+    mut queued: mpsc::UnboundedReceiver<String>,
+) {
+    while let Some(text) = queued.recv().await {
+        if sink.send(Message::text(text)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads signaling: the answer once, candidates and errors as they come. An error
+/// before the answer fails the negotiation.
+async fn read_signaling(
+    mut stream: futures_util::stream::SplitStream<Signaling>,
+    pc: Arc<dyn PeerConnection>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    answer: oneshot::Sender<anyhow::Result<Answer>>,
+) {
+    let mut answer = Some(answer);
+    while let Some(Ok(frame)) = stream.next().await {
+        let Message::Text(text) = frame else { continue };
+        let Ok(message) = serde_json::from_str::<Value>(text.as_str()) else {
+            continue;
+        };
+        let field = |name: &str| message[name].as_str().unwrap_or_default().to_owned();
+        match message["type"].as_str() {
+            Some("answer") => {
+                if let Some(tx) = answer.take() {
+                    let _ = tx.send(Ok(Answer {
+                        sdp: field("sdp"),
+                        session: field("session"),
+                        watch_token: field("watch"),
+                    }));
+                }
+            }
+            Some("ice") => {
+                if let Ok(init) = serde_json::from_value::<RTCIceCandidateInit>(message["candidate"].clone())
+                {
+                    let _ = pc.add_ice_candidate(init).await;
+                }
+            }
+            Some("error") => {
+                let text = format!("{}: {}", message["code"], message["message"]);
+                errors.lock().unwrap_or_else(|e| e.into_inner()).push(text.clone());
+                if let Some(tx) = answer.take() {
+                    let _ = tx.send(Err(anyhow!("server error before the answer: {text}")));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Counts the PLIs the server relays to our SSRC (tests of the RTCP path).
+async fn count_plis(track: Arc<TrackLocalStaticRTP>, ssrc: u32, count: Arc<AtomicU64>) {
+    while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = track.poll().await {
+        for packet in packets {
+            if let Some(pli) = packet.as_any().downcast_ref::<PictureLossIndication>()
+                && pli.media_ssrc == ssrc
+            {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl ClientPeer {
     /// Connects to `ws_url`, negotiates, and waits until media flows both ways
     /// (connection state `connected`), at most `timeout`.
-    pub async fn connect(ws_url: &str, timeout: Duration) -> anyhow::Result<Publisher> {
+    pub async fn connect(ws_url: &str, timeout: Duration) -> anyhow::Result<ClientPeer> {
         Self::connect_with(ws_url, timeout, Box::new(|sdp| sdp)).await
     }
 
-    /// Like [`Publisher::connect`], with the offer passed through `edit_offer`.
+    /// Like [`ClientPeer::connect`], with the offer passed through `edit_offer`.
     pub async fn connect_with(
         ws_url: &str,
         timeout: Duration,
         edit_offer: OfferEdit,
-    ) -> anyhow::Result<Publisher> {
+    ) -> anyhow::Result<ClientPeer> {
         Self::negotiate(ws_url, timeout, edit_offer, None, None).await
     }
 
-    /// Like [`Publisher::connect`], with the signaling socket bound to `local` (e.g.
+    /// Like [`ClientPeer::connect`], with the signaling socket bound to `local` (e.g.
     /// 127.0.0.2), so the server sees another client address.
-    pub async fn connect_from(ws_url: &str, local: IpAddr, timeout: Duration) -> anyhow::Result<Publisher> {
+    pub async fn connect_from(ws_url: &str, local: IpAddr, timeout: Duration) -> anyhow::Result<ClientPeer> {
         Self::negotiate(ws_url, timeout, Box::new(|sdp| sdp), None, Some(local)).await
     }
 
-    /// Watches the session whose watch token (a publisher's [`Publisher::watch_token`])
-    /// is `token`: what the server sends arrives in [`Publisher::echoed`] (this
+    /// Watches the session whose watch token (a publisher's [`ClientPeer::watch_token`])
+    /// is `token`: what the server sends arrives in [`ClientPeer::echoed`] (this
     /// peer's own track stays silent).
-    pub async fn watch(ws_url: &str, token: &str, timeout: Duration) -> anyhow::Result<Publisher> {
+    pub async fn watch(ws_url: &str, token: &str, timeout: Duration) -> anyhow::Result<ClientPeer> {
         Self::negotiate(ws_url, timeout, Box::new(|sdp| sdp), Some(token), None).await
     }
 
@@ -165,11 +241,11 @@ impl Publisher {
         edit_offer: OfferEdit,
         watch: Option<&str>,
         local: Option<IpAddr>,
-    ) -> anyhow::Result<Publisher> {
+    ) -> anyhow::Result<ClientPeer> {
         let ws = open_signaling(ws_url, local).await?;
-        let (mut ws_sink, mut ws_stream) = ws.split();
+        let (ws_sink, ws_stream) = ws.split();
 
-        let (ws_out, mut ws_out_rx) = mpsc::unbounded_channel::<String>();
+        let (ws_out, ws_out_rx) = mpsc::unbounded_channel::<String>();
         let (state_tx, mut state_rx) = watch::channel(RTCPeerConnectionState::New);
         let (echo_track_tx, echo_track) = watch::channel(None);
         let (echoed_tx, echoed) = mpsc::unbounded_channel();
@@ -186,14 +262,12 @@ impl Publisher {
         pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await?;
         let ssrc = track.ssrcs().await.first().copied().ok_or_else(|| anyhow!("local track has no SSRC"))?;
 
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(async move {
-            while let Some(text) = ws_out_rx.recv().await {
-                if ws_sink.send(Message::text(text)).await.is_err() {
-                    return;
-                }
-            }
-        }));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let mut tasks = vec![
+            tokio::spawn(write_signaling(ws_sink, ws_out_rx)),
+            tokio::spawn(read_signaling(ws_stream, Arc::clone(&pc), Arc::clone(&errors), answer_tx)),
+        ];
 
         let offer = pc.create_offer(None).await?;
         pc.set_local_description(offer).await?;
@@ -205,67 +279,13 @@ impl Publisher {
         };
         ws_out.send(request.to_string())?;
 
-        // Read signaling: the answer once, candidates and errors as they come.
-        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (answer_tx, answer_rx) = oneshot::channel::<anyhow::Result<(String, String, String)>>();
-        let reader_pc = Arc::clone(&pc);
-        let reader_errors = Arc::clone(&errors);
-        tasks.push(tokio::spawn(async move {
-            let mut answer_tx = Some(answer_tx);
-            while let Some(Ok(frame)) = ws_stream.next().await {
-                let Message::Text(text) = frame else { continue };
-                let Ok(message) = serde_json::from_str::<Value>(text.as_str()) else {
-                    continue;
-                };
-                match message["type"].as_str() {
-                    Some("answer") => {
-                        let sdp = message["sdp"].as_str().unwrap_or_default().to_owned();
-                        let session = message["session"].as_str().unwrap_or_default().to_owned();
-                        let watch = message["watch"].as_str().unwrap_or_default().to_owned();
-                        if let Some(tx) = answer_tx.take() {
-                            let _ = tx.send(Ok((sdp, session, watch)));
-                        }
-                    }
-                    Some("ice") => {
-                        let Ok(init) =
-                            serde_json::from_value::<RTCIceCandidateInit>(message["candidate"].clone())
-                        else {
-                            continue;
-                        };
-                        let _ = reader_pc.add_ice_candidate(init).await;
-                    }
-                    Some("error") => {
-                        let text = format!("{}: {}", message["code"], message["message"]);
-                        reader_errors.lock().unwrap_or_else(|e| e.into_inner()).push(text.clone());
-                        if let Some(tx) = answer_tx.take() {
-                            let _ = tx.send(Err(anyhow!("server error before the answer: {text}")));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }));
-
-        let (answer, session, watch_token) = tokio::time::timeout(timeout, answer_rx)
+        let Answer { sdp, session, watch_token } = tokio::time::timeout(timeout, answer_rx)
             .await
             .context("no answer in time")?
             .context("signaling closed before the answer")??;
-        pc.set_remote_description(RTCSessionDescription::answer(answer)?).await?;
-
-        // PLIs the server relays to us, for tests of the RTCP path.
+        pc.set_remote_description(RTCSessionDescription::answer(sdp)?).await?;
         let plis_received = Arc::new(AtomicU64::new(0));
-        let (pli_track, pli_count) = (Arc::clone(&track), Arc::clone(&plis_received));
-        tasks.push(tokio::spawn(async move {
-            while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = pli_track.poll().await {
-                for packet in packets {
-                    if let Some(pli) = packet.as_any().downcast_ref::<PictureLossIndication>()
-                        && pli.media_ssrc == ssrc
-                    {
-                        pli_count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(count_plis(Arc::clone(&track), ssrc, Arc::clone(&plis_received))));
 
         tokio::time::timeout(timeout, state_rx.wait_for(|state| *state == RTCPeerConnectionState::Connected))
             .await
@@ -273,8 +293,8 @@ impl Publisher {
             .context("peer connection dropped")?;
 
         handler_tasks.lock().unwrap_or_else(|e| e.into_inner()).extend(tasks);
-        let packetizer = crate::clip::vp8_packetizer(ssrc);
-        Ok(Publisher {
+        let packetizer = crate::loadgen::clip::vp8_packetizer(ssrc);
+        Ok(ClientPeer {
             session,
             watch_token,
             echoed,
