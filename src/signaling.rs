@@ -87,6 +87,8 @@ pub enum ErrorCode {
     UnknownType,
     /// Missing, oversized or unusable SDP.
     BadSdp,
+    /// The offer's video has no VP8: the echo sends back what it receives, in VP8.
+    UnsupportedCodec,
     /// An ICE candidate we could not parse or apply.
     BadCandidate,
     /// An ICE candidate came before any offer and could not be kept.

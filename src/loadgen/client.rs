@@ -101,10 +101,7 @@ impl PeerConnectionEventHandler for Handler {
 
 /// A signaling socket on plain `ws://` (or `wss://` without `local`), its TCP
 /// socket bound to `local` when given.
-pub async fn open_signaling(
-    ws_url: &str,
-    local: Option<IpAddr>,
-) -> anyhow::Result<Signaling> {
+pub async fn open_signaling(ws_url: &str, local: Option<IpAddr>) -> anyhow::Result<Signaling> {
     let Some(local) = local else {
         let (ws, _) = tokio_tungstenite::connect_async(ws_url)
             .await

@@ -7,11 +7,12 @@
 
 pub mod echo;
 pub mod fanout;
+pub(crate) mod negotiate;
 pub mod viewer;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -19,10 +20,9 @@ use tokio::task::JoinHandle;
 use webrtc::media_stream::Track;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription,
+    PeerConnection, PeerConnectionEventHandler, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription,
 };
-use webrtc::rtp_transceiver::RtpSender;
 
 use crate::metrics::Metrics;
 use crate::nack_budget::RetransmitStats;
@@ -31,9 +31,10 @@ use crate::signaling::{Candidate, ErrorCode, SignalError};
 use crate::tap::{self, TapConfig, TapInput, TapState};
 use echo::{EchoOutput, EchoStats};
 use fanout::FanOut;
-
-/// Most video tracks one offer may carry (each gets an echo track).
-pub const MAX_VIDEO_TRACKS: usize = 4;
+pub use negotiate::MAX_VIDEO_TRACKS;
+use negotiate::{
+    ReadOffer, add_remote_candidate, answer_offer, build_peer, negotiated_vp8_payload_type, read_offer,
+};
 
 /// What a session tells the connection that owns it.
 #[derive(Debug)]
@@ -44,104 +45,6 @@ pub enum SessionEvent {
     State(RTCPeerConnectionState),
     /// (Viewers only) the session being watched has ended.
     PublisherLeft,
-}
-
-/// A local candidate as the event to trickle to the client.
-fn candidate_event(event: RTCPeerConnectionIceEvent) -> Option<SessionEvent> {
-    match event.candidate.to_json() {
-        Ok(init) => Some(SessionEvent::Candidate(Candidate {
-            candidate: init.candidate,
-            sdp_mid: init.sdp_mid,
-            sdp_mline_index: init.sdp_mline_index,
-            username_fragment: None,
-        })),
-        Err(err) => {
-            tracing::warn!(%err, "could not serialize a local candidate");
-            None
-        }
-    }
-}
-
-/// A client's offer, checked and parsed, with what answering it needs.
-struct ReadOffer {
-    offer: RTCSessionDescription,
-    /// The DTLS role the offer leaves us (webrtc-rs would not honour it by itself).
-    answer_role: Option<rtc::peer_connection::transport::RTCDtlsRole>,
-    video_tracks: usize,
-}
-
-/// Counts the offer's video m-lines (at most [`MAX_VIDEO_TRACKS`]) and parses it.
-fn read_offer(offer_sdp: String) -> Result<ReadOffer, SignalError> {
-    let video_tracks = offer_sdp.lines().filter(|line| line.starts_with("m=video ")).count();
-    if video_tracks > MAX_VIDEO_TRACKS {
-        return Err(SignalError::new(
-            ErrorCode::BadSdp,
-            format!("{video_tracks} video m-lines; at most {MAX_VIDEO_TRACKS}"),
-        ));
-    }
-    let answer_role = peer::answering_dtls_role(&offer_sdp);
-    let offer = RTCSessionDescription::offer(offer_sdp)
-        .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("unparsable SDP: {e}")))?;
-    Ok(ReadOffer { offer, answer_role, video_tracks })
-}
-
-/// Applies `offer` and returns the answer's SDP (tracks must be added already).
-async fn answer_offer(
-    pc: &Arc<dyn PeerConnection>,
-    offer: RTCSessionDescription,
-) -> Result<String, SignalError> {
-    pc.set_remote_description(offer)
-        .await
-        .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("offer rejected: {e}")))?;
-    let answer = pc
-        .create_answer(None)
-        .await
-        .map_err(|e| SignalError::new(ErrorCode::BadSdp, format!("cannot answer this offer: {e}")))?;
-    pc.set_local_description(answer)
-        .await
-        .map_err(|e| SignalError::new(ErrorCode::Internal, format!("set_local_description: {e}")))?;
-    let local = pc
-        .local_description()
-        .await
-        .ok_or_else(|| SignalError::new(ErrorCode::Internal, "no local description"))?;
-    Ok(local.sdp)
-}
-
-/// Applies a client's trickled candidate to `pc`.
-async fn add_remote_candidate(pc: &Arc<dyn PeerConnection>, candidate: Candidate) -> Result<(), SignalError> {
-    let init = RTCIceCandidateInit {
-        candidate: candidate.candidate,
-        sdp_mid: candidate.sdp_mid,
-        sdp_mline_index: candidate.sdp_mline_index,
-        username_fragment: candidate.username_fragment,
-        ..Default::default()
-    };
-    pc.add_ice_candidate(init)
-        .await
-        .map_err(|e| SignalError::new(ErrorCode::BadCandidate, format!("candidate rejected: {e}")))
-}
-
-/// Builds a PeerConnection on the first of `networks` whose sockets bind.
-async fn build_peer(
-    networks: &[PeerNetwork],
-    answer_role: Option<rtc::peer_connection::transport::RTCDtlsRole>,
-    handler: Arc<dyn PeerConnectionEventHandler>,
-    retransmit: &Arc<RetransmitStats>,
-) -> Result<Arc<dyn PeerConnection>, SignalError> {
-    let mut built = Err(SignalError::new(ErrorCode::Internal, "no media address to bind"));
-    for network in networks {
-        match peer::build(network, answer_role, Arc::clone(&handler), Arc::clone(retransmit)).await {
-            Ok(pc) => return Ok(pc),
-            Err(e) => {
-                tracing::debug!(addrs = ?network.udp_addrs, %e, "PeerConnection did not start");
-                built = Err(SignalError::new(
-                    ErrorCode::Internal,
-                    format!("could not create a PeerConnection: {e}"),
-                ));
-            }
-        }
-    }
-    built
 }
 
 /// The public face of a session: what `/api/sessions` shows.
@@ -252,9 +155,7 @@ struct Handler(Arc<Shared>);
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Some(event) = candidate_event(event) {
-            let _ = self.0.events.send(event);
-        }
+        negotiate::trickle(&self.0.events, event);
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
@@ -328,16 +229,6 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     )
     .await;
     tracing::debug!(session = %shared.info.id, "incoming track ended");
-}
-
-async fn negotiated_vp8_payload_type(sender: &Arc<dyn RtpSender>) -> Option<u8> {
-    let parameters = sender.get_parameters().await.ok()?;
-    parameters
-        .rtp_parameters
-        .codecs
-        .iter()
-        .find(|codec| codec.rtp_codec.mime_type.eq_ignore_ascii_case("video/VP8"))
-        .map(|codec| codec.payload_type)
 }
 
 impl Session {
@@ -417,9 +308,7 @@ impl Session {
     /// are told and closed.
     pub async fn close(self) {
         self.info.fanout.close();
-        if tokio::time::timeout(Duration::from_secs(2), self.pc.close()).await.is_err() {
-            tracing::warn!(session = %self.info.id, "PeerConnection close timed out");
-        }
+        negotiate::close(&self.pc, "session").await;
         let tasks = std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for task in tasks {
             task.abort();

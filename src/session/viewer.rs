@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -19,10 +18,10 @@ use webrtc::peer_connection::{
 };
 
 use super::fanout::{FanOut, ViewerStats};
-use super::{
-    ReadOffer, SessionEvent, SessionInfo, add_remote_candidate, answer_offer, build_peer, candidate_event,
-    echo, negotiated_vp8_payload_type, read_offer,
+use super::negotiate::{
+    self, ReadOffer, add_remote_candidate, answer_offer, build_peer, negotiated_vp8_payload_type, read_offer,
 };
+use super::{SessionEvent, SessionInfo, echo};
 use crate::keyframe_feedback::asks_for_keyframe;
 use crate::nack_budget::RetransmitStats;
 use crate::peer::{self, PeerNetwork};
@@ -45,9 +44,7 @@ struct Handler {
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Some(event) = candidate_event(event) {
-            let _ = self.events.send(event);
-        }
+        negotiate::trickle(&self.events, event);
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
@@ -92,14 +89,14 @@ impl Viewer {
         let (sender, answer) = match negotiated {
             Ok(done) => done,
             Err(err) => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), pc.close()).await;
+                negotiate::close(&pc, "viewer").await;
                 return Err(err);
             }
         };
         let (packets, stats) = match fanout.join(&id, retransmit) {
             Ok(joined) => joined,
             Err(err) => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), pc.close()).await;
+                negotiate::close(&pc, "viewer").await;
                 return Err(err);
             }
         };
@@ -129,9 +126,7 @@ impl Viewer {
     /// Leaves the publisher's viewers, closes the PeerConnection, ends the tasks.
     pub async fn close(self) {
         self.fanout.leave(&self.id);
-        if tokio::time::timeout(Duration::from_secs(2), self.pc.close()).await.is_err() {
-            tracing::warn!(viewer = %self.id, "PeerConnection close timed out");
-        }
+        negotiate::close(&self.pc, "viewer").await;
         for task in self.tasks {
             task.abort();
         }
