@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use criterion::{Criterion, criterion_group, criterion_main};
 use face_echo::detect::FaceModel;
 use face_echo::detect::blazeface::{self, ModelKind};
-use face_echo::http::Assets;
 use image::{Rgb, RgbImage, imageops};
 
 fn ort_lib() -> PathBuf {
@@ -35,9 +34,7 @@ fn benches(c: &mut Criterion) {
     let frame = camera_frame();
     for kind in [ModelKind::Back, ModelKind::Front] {
         let spec = kind.spec();
-        let bytes = Assets::model_bytes(spec.file).expect("model embedded");
-        let mut model =
-            FaceModel::load(&ort_lib(), kind, &bytes).expect("model loads (run scripts/onnxruntime.sh)");
+        let mut model = FaceModel::load(&ort_lib(), kind).expect("model loads (run scripts/onnxruntime.sh)");
         let anchors = blazeface::anchors(&spec);
         let (input, letterbox) = blazeface::prepare(&frame, spec.size);
         let (scores, regressors) = model.infer(&input).expect("inference");

@@ -50,11 +50,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let metrics = Arc::new(Metrics::new());
     let tap = match (config.tap(), config.detect()) {
         (Some(tap), Some(detect)) => {
-            let model = Assets::model_bytes(detect.model.spec().file)
-                .with_context(|| format!("model {} is not in the binary", detect.model.spec().file))?;
             let workers = crate::detect::default_workers();
             // Loading takes ~0.1 s, once, before serving anything.
-            let detector = Detector::start(&detect, &model, workers, Arc::clone(&metrics))?;
+            let detector = Detector::start(&detect, workers, Arc::clone(&metrics))?;
             tracing::info!(model = detect.model.name(), workers, fps = detect.fps, "face detection on");
             Some(TapConfig { detector: Some(detector), ..tap })
         }

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use common::*;
 use face_echo::detect::{Face, FaceModel, ModelKind};
-use face_echo::http::Assets;
 use face_echo::loadgen::client::ClientPeer;
 use face_echo::loadgen::clip::{encode_clip, rgb_to_i420};
 use image::{Rgb, RgbImage, imageops};
@@ -31,8 +30,7 @@ fn ort_lib() -> PathBuf {
 }
 
 fn model(kind: ModelKind) -> FaceModel {
-    let bytes = Assets::model_bytes(kind.spec().file).expect("model embedded");
-    FaceModel::load(&ort_lib(), kind, &bytes).expect("model loads")
+    FaceModel::load(&ort_lib(), kind).expect("model loads")
 }
 
 fn astronaut() -> RgbImage {

@@ -41,14 +41,14 @@ impl ModelKind {
         match self {
             ModelKind::Back => ModelSpec {
                 kind: self,
-                file: "blazeface/face_detection_back_256x256_barracuda.onnx",
+                file: "face_detection_back_256x256_barracuda.onnx",
                 size: 256,
                 strides: [16, 32, 32, 32],
                 min_score: 0.65,
             },
             ModelKind::Front => ModelSpec {
                 kind: self,
-                file: "blazeface/face_detection_front_128x128_barracuda.onnx",
+                file: "face_detection_front_128x128_barracuda.onnx",
                 size: 128,
                 strides: [8, 16, 16, 16],
                 min_score: 0.5,

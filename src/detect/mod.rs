@@ -27,6 +27,11 @@ use crate::metrics::Metrics;
 use crate::stats::percentile;
 pub use blazeface::{Face, ModelKind, ModelSpec};
 
+/// The BlazeFace models (`models/blazeface/`), carried in the binary.
+#[derive(rust_embed::RustEmbed)]
+#[folder = "models/blazeface/"]
+struct ModelFiles;
+
 /// How detection runs (from `--detect`, `--detect-model`, `--detect-fps`, `--ort-lib`).
 #[derive(Debug, Clone)]
 pub struct DetectConfig {
@@ -57,17 +62,20 @@ pub struct RawOutput {
 }
 
 impl FaceModel {
-    /// Loads ONNX Runtime from `ort_lib` (once per process) and the model from
-    /// `model_bytes`. Errors say which flag to fix.
-    pub fn load(ort_lib: &Path, kind: ModelKind, model_bytes: &[u8]) -> anyhow::Result<Self> {
+    /// Loads ONNX Runtime from `ort_lib` (once per process) and the model, which
+    /// the binary carries. Errors say which flag to fix.
+    pub fn load(ort_lib: &Path, kind: ModelKind) -> anyhow::Result<Self> {
         load_runtime(ort_lib)?;
         let spec = kind.spec();
+        let model_bytes = ModelFiles::get(spec.file)
+            .with_context(|| format!("model {} is not in the binary", spec.file))?
+            .data;
         let session = Session::builder()
             .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3).map_err(Into::into))
             // One thread per inference, and no spinning: the echo shares these cores.
             .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
             .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
-            .and_then(|mut b| b.commit_from_memory(model_bytes))
+            .and_then(|mut b| b.commit_from_memory(&model_bytes))
             .with_context(|| format!("cannot load the BlazeFace model {}", spec.file))?;
         // The models split their outputs by feature map (512 + 384 anchors) and by
         // kind; find them by shape, [1, anchors, 1] or [1, anchors, 16].
@@ -191,13 +199,8 @@ impl std::fmt::Debug for Detector {
 impl Detector {
     /// Loads the model and starts `workers` threads. The threads end when the
     /// detector and every session's handle are gone.
-    pub fn start(
-        config: &DetectConfig,
-        model_bytes: &[u8],
-        workers: usize,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Arc<Self>> {
-        let model = FaceModel::load(&config.ort_lib, config.model, model_bytes)?;
+    pub fn start(config: &DetectConfig, workers: usize, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Self>> {
+        let model = FaceModel::load(&config.ort_lib, config.model)?;
         let decoding = Arc::new(Decoding { spec: model.spec, anchors: model.anchors.clone() });
         let model = Arc::new(Mutex::new(model));
         let workers = workers.max(1);

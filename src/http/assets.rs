@@ -1,7 +1,7 @@
-//! The page and the models, embedded in the binary so it runs from anywhere.
+//! The page and its models, embedded in the binary so it runs from anywhere.
 //!
-//! `web/` is served from the root (`/`, `/app.js`, `/vendor/...`) and `models/`
-//! under `/models/`. `--web-dir` swaps the embedded `web/` for a folder on disk,
+//! `web/` is served from the root (`/`, `/app.js`, `/vendor/...`) and the page's
+//! models (`models/face-api/`) under `/models/face-api/`. `--web-dir` swaps the embedded `web/` for a folder on disk,
 //! for editing the page without rebuilding.
 
 use std::borrow::Cow;
@@ -15,8 +15,9 @@ use rust_embed::RustEmbed;
 #[folder = "web/"]
 struct WebFiles;
 
+/// The page's models (face-api); the server's own (BlazeFace) belong to `detect`.
 #[derive(RustEmbed)]
-#[folder = "models/"]
+#[folder = "models/face-api/"]
 struct ModelFiles;
 
 /// Where the page's files come from.
@@ -48,12 +49,7 @@ impl Assets {
         }
     }
 
-    /// The bytes of a model file embedded in the binary (for the server's own use).
-    pub fn model_bytes(path: &str) -> Option<Cow<'static, [u8]>> {
-        ModelFiles::get(path).map(|file| file.data)
-    }
-
-    /// A model file, by its path under `models/`.
+    /// A model file of the page, by its path under `models/face-api/`.
     pub fn model(&self, path: &str) -> Response {
         match safe_relative(path).and_then(|_| ModelFiles::get(path)) {
             Some(file) => file_response(path, file.data),

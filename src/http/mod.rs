@@ -80,7 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws", get(signaling))
         .merge(operator)
-        .route("/models/{*path}", get(model_file))
+        .route("/models/face-api/{*path}", get(model_file))
         .route("/{*path}", get(web_file))
         .with_state(state)
 }
