@@ -11,6 +11,7 @@ pub mod client;
 pub mod clip;
 pub mod config;
 pub mod detect;
+pub mod framecode;
 pub mod http;
 pub mod keyframe_feedback;
 pub mod limits;
