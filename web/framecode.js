@@ -28,7 +28,10 @@ export class FrameStamper {
     this.drawnAt = new Array(KEPT);
   }
 
-  /** Draws the code for the next frame number on `ctx` (a `width`×`height` canvas). */
+  /**
+   * Draws the code for the next frame number on `ctx` (a `width`×`height` canvas)
+   * and returns that number.
+   */
   stamp(ctx, width, height, now = performance.now()) {
     const n = this.next;
     this.next = (this.next + 1) & 0xffff;
@@ -47,6 +50,7 @@ export class FrameStamper {
       ctx.fillStyle = bit ? '#fff' : '#000';
       ctx.fillRect(i * cell, y, cell, cell);
     });
+    return n;
   }
 
   /** When frame `n` was drawn, if it is still remembered. */
