@@ -284,6 +284,10 @@ function connect(stream) {
   overlay.start();
 }
 
+// What the server would say on the data channel, handed to the page as if it had:
+// for tests and the console (`faceEchoLoop.receive('{"type":"detections",...}')`).
+window.faceEchoLoop = { receive: (text) => loop?.receive(text) };
+
 // The `face-echo` data channel of `peer`: counts into window.faceEcho, the
 // server's detections to the overlay, its agreement numbers to the page.
 function openLoop(peer) {

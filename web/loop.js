@@ -22,6 +22,7 @@ export class LoopChannel {
     this.dropped = 0;           // not sent: the channel was backed up
     this.closed = false;
     this.onChange = onChange;
+    this.handlers = { onDetection, onStats, onError };
     try {
       this.channel = pc.createDataChannel(CHANNEL_LABEL, { ordered: true });
     } catch (err) {
@@ -39,16 +40,20 @@ export class LoopChannel {
     channel.onopen = update;
     channel.onclose = update;
     channel.onerror = update;
-    channel.onmessage = (event) => {
-      if (this.closed) return;
-      this.messages++;
-      const message = parseServerMessage(event.data);
-      if (!message) this.ignored++;
-      else if (message.kind === 'detections') onDetection(message.detection);
-      else if (message.kind === 'stats') onStats(message);
-      else if (message.kind === 'error') onError(message);
-      onChange(this);
-    };
+    channel.onmessage = (event) => this.receive(event.data);
+  }
+
+  /** Handles one message from the server (the channel's, or a test's stand-in). */
+  receive(data) {
+    if (this.closed) return;
+    this.messages++;
+    const message = parseServerMessage(data);
+    const { onDetection, onStats, onError } = this.handlers;
+    if (!message) this.ignored++;
+    else if (message.kind === 'detections') onDetection(message.detection);
+    else if (message.kind === 'stats') onStats(message);
+    else if (message.kind === 'error') onError(message);
+    this.onChange(this);
   }
 
   /** Sends `message` (JSON) when the channel is open and not backed up; else drops it. */

@@ -122,6 +122,9 @@ function watch() {
   overlay.start();
 }
 
+// What the server would say on the data channel, for tests and the console.
+window.faceEchoLoop = { receive: (text) => loop?.receive(text) };
+
 $('session').textContent = session;
 $('rewatch').onclick = watch;
 countFrames();

@@ -136,6 +136,26 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     console.log(`plots: ${JSON.stringify(plotted)}`);
     assert.equal(await page.locator('#plots canvas').count(), 8);
 
+    // The server's boxes over the echo, aligned by RTP timestamp. No server sends
+    // detections yet: hand the page one as its data channel would, for the RTP
+    // timestamp of an echo frame just shown (requestVideoFrameCallback's metadata).
+    const rtp = await page.evaluate(() => new Promise((resolve) => {
+      document.getElementById('echo').requestVideoFrameCallback((now, m) => resolve(m.rtpTimestamp ?? null));
+    }));
+    const serverDetection = JSON.stringify({
+      type: 'detections', source: 'server', rtp_ts: rtp ?? 0, frame: null, width: WIDTH, height: HEIGHT,
+      faces: [{ x: WIDTH / 4, y: HEIGHT / 8, w: WIDTH / 4, h: HEIGHT / 3, score: 0.9 }], infer_ms: 5, age_ms: 10,
+    });
+    await page.evaluate((text) => window.faceEchoLoop.receive(text), serverDetection);
+    const overlaid = await waitFor('the server\'s box over the echo', async () => {
+      const s = JSON.parse(await snapshot());
+      return s.serverFacesOnEcho >= 1 ? s : null;
+    }, 10_000, describe);
+    console.log(`echo RTP timestamp ${rtp}; overlay: ${overlaid.serverFacesOnEcho} box, ${overlaid.serverBoxesAgeMs} ms old, aligned ${overlaid.serverBoxesAligned}`);
+    assert.ok(overlaid.serverDetections >= 1);
+    assert.equal(overlaid.serverBoxesAligned, rtp !== null, 'aligned by RTP timestamp when the browser gives one');
+    assert.match(await page.textContent('#server-boxes'), /^1 · \d+ ms old/);
+
     // Broadcast: a viewer page (no camera) watches this session through the share link.
     const share = await page.getAttribute('#share', 'href');
     assert.match(share, /^\/watch\/[0-9a-f]{32}$/, 'a share link with the watch secret');
