@@ -6,15 +6,18 @@
 //! The path of one packet: [`session::echo::forward`] reads it from the incoming
 //! track and writes it, payload untouched, to the session's echo track.
 
+pub mod agreement;
 pub mod auth;
 pub mod config;
 pub mod detect;
 pub mod frame;
+pub mod framecode;
 pub mod http;
 pub mod keyframe_feedback;
 pub mod limits;
 pub mod listener;
 pub mod loadgen;
+pub mod loop_messages;
 pub mod metrics;
 pub mod nack_budget;
 pub mod network;

@@ -2,9 +2,15 @@
 // code → WebRTC (VP8) → server → echo video. Drawing runs at video rate with the
 // latest boxes; detection runs beside it, one pass at a time, and never holds a
 // frame back. The echo's frame codes give the glass-to-glass latency.
+// The loop closes over the `face-echo` data channel (loop.js): the boxes drawn on
+// each stamped frame go to the server, the server's own detections come back and
+// are drawn (magenta) over the echo frame they belong to.
 import { PageDetector } from '/detector.js';
+import { pageDetections } from '/detections.js';
 import { FrameReader, FrameStamper, percentile } from '/framecode.js';
+import { LoopChannel, ServerOverlay } from '/loop.js';
 import { Plot } from '/plots.js';
+import { Signaling } from '/signaling.js';
 
 const $ = (id) => document.getElementById(id);
 const camera = $('camera');
@@ -24,6 +30,16 @@ const state = window.faceEcho = {
   backendProbeMs: {},         // ms per TinyFaceDetector pass in the start-up probe
   facesByDetector: { tiny: 0, ssd: 0 },  // most faces each detector found in one pass
   plots: {},                  // each plot's latest value
+  // The closed loop (the `face-echo` data channel): its state and messages received,
+  // the server's detections received, the server's boxes drawn over the echo now
+  // (and how far behind the shown frame they are), and the agreement between the
+  // page's detector and the server's as the server's `stats` say.
+  dc: { state: 'closed', messages: 0, sent: 0, dropped: 0 },
+  serverDetections: 0,
+  serverFacesOnEcho: 0,
+  serverBoxesAgeMs: null,
+  serverBoxesAligned: null,   // true: by RTP timestamp; false: newest (no timestamp)
+  agreement: { frames: 0, matched: 0, meanIou: null, pageOnly: 0, serverOnly: 0 },
 };
 
 // Tokens, when the server wants them: the publish token (--publish-token) from the
@@ -34,12 +50,6 @@ const TOKEN_KEY = 'faceEchoPublishToken';
 const fragment = new URLSearchParams(location.hash.slice(1));
 let publishToken = fragment.get('token') ?? sessionStorage.getItem(TOKEN_KEY);
 const adminToken = fragment.get('admin');
-
-function signalingUrl() {
-  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  const query = publishToken ? `?token=${encodeURIComponent(publishToken)}` : '';
-  return `${proto}://${location.host}/ws${query}`;
-}
 
 // The server refused to let us publish: ask for the token, then start over with it.
 function askForToken(message) {
@@ -64,7 +74,8 @@ let boxes = [];               // latest detection, in video pixels
 let detecting = false;
 let running = false;
 let pc = null;
-let ws = null;
+let signaling = null;
+let loop = null;              // the current connection's LoopChannel
 let drawHandle = null;
 let detectTimes = [];         // completion times of recent detections, for detections/s
 let lastDetectMs = null;
@@ -82,7 +93,20 @@ const plots = {
   bitrate: new Plot(plotArea, 'outbound bitrate', 'kbit/s', '#c8f'),
   rtt: new Plot(plotArea, 'ICE RTT', 'ms', '#8cc'),
   tapFps: new Plot(plotArea, 'server tap decoded', 'fps', '#f84'),
+  agreement: new Plot(plotArea, 'agreement (mean IoU)', 'IoU', '#f0f'),
 };
+
+// The server's boxes over the echo, aligned to the frame shown.
+const overlay = new ServerOverlay(echo, $('echo-overlay'), {
+  onDraw: ({ faces, ageMs, fallback }) => {
+    state.serverFacesOnEcho = faces;
+    state.serverBoxesAgeMs = ageMs === null ? null : Math.round(ageMs);
+    state.serverBoxesAligned = ageMs === null ? null : !fallback;
+    $('server-boxes').textContent = ageMs === null
+      ? '–'
+      : `${faces} · ${Math.round(ageMs)} ms old${fallback ? ' (newest: no RTP timestamp)' : ''}`;
+  },
+});
 
 function setState(value) {
   state.state = value;
@@ -113,7 +137,13 @@ function draw() {
       ctx.strokeRect(x, y, width, height);
       ctx.fillText(score.toFixed(2), x, Math.max(12, y - 4));
     }
-    stamper.stamp(ctx, canvas.width, canvas.height);
+    const frame = stamper.stamp(ctx, canvas.width, canvas.height);
+    // The boxes just drawn on frame `frame`, for the server to compare with its own.
+    if (loop) {
+      loop.send(pageDetections(frame, canvas.width, canvas.height, boxes));
+      state.dc.sent = loop.sent;
+      state.dc.dropped = loop.dropped;
+    }
     state.framesDrawn++;
     detect();
   }
@@ -180,10 +210,6 @@ function watchEcho() {
   echoHandle = echo.requestVideoFrameCallback(onFrame);
 }
 
-function send(message) {
-  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
-}
-
 async function start() {
   $('start').disabled = true;
   $('stop').disabled = false;
@@ -211,62 +237,85 @@ async function start() {
 
 function connect(stream) {
   setState('connecting');
-  pc = new RTCPeerConnection({ iceServers: [] }); // no STUN: works offline
+  // Handlers below touch only their own connection (`peer`), never a newer one
+  // made by Reconnect: `peer !== pc` means this one is over.
+  const peer = pc = new RTCPeerConnection({ iceServers: [] }); // no STUN: works offline
   const track = stream.getVideoTracks()[0];
-  const transceiver = pc.addTransceiver(track, { direction: 'sendrecv', streams: [stream] });
+  const transceiver = peer.addTransceiver(track, { direction: 'sendrecv', streams: [stream] });
   const codecs = RTCRtpSender.getCapabilities?.('video')?.codecs ?? [];
   const vp8 = codecs.filter((c) => c.mimeType.toLowerCase() === 'video/vp8');
   if (vp8.length && transceiver.setCodecPreferences) {
     transceiver.setCodecPreferences([...vp8, ...codecs.filter((c) => !vp8.includes(c))]);
   }
-  pc.ontrack = (event) => {
-    if (echo.srcObject) return;
+  // The data channel before the offer, so the offer negotiates it.
+  loop = openLoop(peer);
+  peer.ontrack = (event) => {
+    if (peer !== pc || echo.srcObject) return;
     echo.srcObject = event.streams[0] ?? new MediaStream([event.track]);
     echo.play().catch(() => {});
   };
-  pc.onicecandidate = (event) => send({ type: 'ice', candidate: event.candidate ? event.candidate.toJSON() : null });
-  pc.onconnectionstatechange = () => {
-    if (!running) return;
-    setState(pc.connectionState);
-    if (pc.connectionState === 'failed') lost('the media connection failed');
+  peer.onconnectionstatechange = () => {
+    if (peer !== pc || !running) return;
+    setState(peer.connectionState);
+    if (peer.connectionState === 'failed') lost('the media connection failed');
   };
 
-  const pending = [];   // remote candidates that came before the answer
-  const socket = ws = new WebSocket(signalingUrl());
-  // After Stop/Reconnect an old socket may still talk: only the current one counts.
-  const current = () => ws === socket;
-  ws.onopen = async () => {
-    const offer = await pc.createOffer();
-    await pc.setLocalDescription(offer);
-    send({ type: 'offer', sdp: pc.localDescription.sdp });
-  };
-  ws.onmessage = async (event) => {
-    if (!current()) return;
-    const message = JSON.parse(event.data);
-    if (message.type === 'answer') {
+  // After Stop/Reconnect the old Signaling is closed and silent.
+  signaling = new Signaling(peer, {
+    token: publishToken,
+    offer: (sdp) => ({ type: 'offer', sdp }),
+    onAnswer: (message) => {
       state.session = message.session;
       $('session').textContent = message.session;
       const share = $('share');
       share.href = `/watch/${message.watch}`;
       share.textContent = `${location.host}/watch/${message.watch}`;
-      await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
-      for (const candidate of pending.splice(0)) await pc.addIceCandidate(candidate).catch(() => {});
       pollServer();
       pollStats();
-    } else if (message.type === 'ice' && message.candidate) {
-      if (pc.remoteDescription) await pc.addIceCandidate(message.candidate).catch(() => {});
-      else pending.push(message.candidate);
-    } else if (message.type === 'error' && message.code === 'unauthorized') {
-      askForToken(message.message);
-    } else if (message.type === 'error') {
-      showError(`server: ${message.code}: ${message.message}`);
-    }
-  };
-  ws.onerror = () => { if (current()) showError('signaling connection failed: is the server running?'); };
-  ws.onclose = () => {
-    if (current() && running) lost('the server closed the connection');
-  };
+    },
+    onMessage: (message) => {
+      if (message.type === 'error' && message.code === 'unauthorized') askForToken(message.message);
+      else if (message.type === 'error') showError(`server: ${message.code}: ${message.message}`);
+    },
+    onError: () => showError('signaling connection failed: is the server running?'),
+    onClose: () => { if (running) lost('the server closed the connection'); },
+  });
   watchEcho();
+  overlay.start();
+}
+
+// What the server would say on the data channel, handed to the page as if it had:
+// for tests and the console (`faceEchoLoop.receive('{"type":"detections",...}')`).
+window.faceEchoLoop = { receive: (text) => loop?.receive(text) };
+
+// The `face-echo` data channel of `peer`: counts into window.faceEcho, the
+// server's detections to the overlay, its agreement numbers to the page.
+function openLoop(peer) {
+  state.dc = { state: 'connecting', messages: 0, sent: 0, dropped: 0 };
+  const channel = new LoopChannel(peer, {
+    onDetection: (detection) => {
+      if (peer !== pc) return;
+      state.serverDetections++;
+      overlay.add(detection);
+    },
+    onStats: ({ agreement }) => {
+      if (peer !== pc) return;
+      state.agreement = agreement;
+      $('agreement').textContent = agreement.frames
+        ? `${agreement.frames} frames · mean IoU ${agreement.meanIou === null ? '–' : agreement.meanIou.toFixed(2)}` +
+          ` · page only ${agreement.pageOnly} · server only ${agreement.serverOnly}`
+        : 'no frames compared yet';
+    },
+    onError: ({ code, message }) => { if (peer === pc) console.warn(`face-echo: data channel: ${code}: ${message}`); },
+    onChange: (c) => {
+      if (peer !== pc) return;
+      state.dc = { state: c.state, messages: c.messages, sent: c.sent, dropped: c.dropped };
+      $('dc-state').textContent = c.state;
+    },
+  });
+  state.dc.state = channel.state;
+  $('dc-state').textContent = channel.state;
+  return channel;
 }
 
 // The server went away (or the media failed): say so, and offer to start again.
@@ -343,6 +392,7 @@ function pollStats() {
     plots.rtt.push(rtt);
     plots.detectMs.push(lastDetectMs);
     plots.latency.push(state.latencyMs.p50);
+    plots.agreement.push(state.agreement.frames ? state.agreement.meanIou : null);
     for (const plot of Object.values(plots)) state.plots[plot.name] = plot.latest();
   }, 1000);
 }
@@ -354,6 +404,11 @@ function stopMedia() {
   if (drawHandle !== null && camera.cancelVideoFrameCallback) camera.cancelVideoFrameCallback(drawHandle);
   if (echoHandle !== null && echo.cancelVideoFrameCallback) echo.cancelVideoFrameCallback(echoHandle);
   echoHandle = null;
+  overlay.stop();
+  loop?.close();
+  loop = null;
+  state.dc = { ...state.dc, state: 'closed' };
+  $('dc-state').textContent = 'closed';
   pc?.close();
   pc = null;
   camera.srcObject?.getTracks().forEach((t) => t.stop());
@@ -365,9 +420,8 @@ function stopMedia() {
 
 function stop(finalState = 'stopped') {
   stopMedia();
-  const socket = ws;
-  ws = null;
-  socket?.close();
+  signaling?.close();
+  signaling = null;
   setState(finalState);
 }
 

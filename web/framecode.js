@@ -3,9 +3,13 @@
 // matched to the time the frame was drawn. Reading costs one tiny drawImage and
 // getImageData of the code's pixels only.
 //
-// Layout, left to right: a white and a black guard cell, 16 bits of the frame
-// number (most significant first), one even-parity cell. Cells are big enough
-// to survive VP8 at low bitrates and the sender's own downscaling.
+// The layout is described once, in src/framecode.rs (the server reads the same
+// code from the frames it decodes): left to right along the bottom row, a white
+// and a black guard cell, 16 bits of the frame number (most significant first),
+// one even-parity cell; cells are max(8, floor(width / 48)) pixels. Keep BITS,
+// the guards and cellSize() identical to MIN_CELL, CELL_DIVISOR and BITS there.
+// Cells are big enough to survive VP8 at low bitrates and the sender's own
+// downscaling.
 
 const BITS = 16;
 const CELLS = 2 + BITS + 1;
@@ -24,7 +28,10 @@ export class FrameStamper {
     this.drawnAt = new Array(KEPT);
   }
 
-  /** Draws the code for the next frame number on `ctx` (a `width`×`height` canvas). */
+  /**
+   * Draws the code for the next frame number on `ctx` (a `width`×`height` canvas)
+   * and returns that number.
+   */
   stamp(ctx, width, height, now = performance.now()) {
     const n = this.next;
     this.next = (this.next + 1) & 0xffff;
@@ -43,6 +50,7 @@ export class FrameStamper {
       ctx.fillStyle = bit ? '#fff' : '#000';
       ctx.fillRect(i * cell, y, cell, cell);
     });
+    return n;
   }
 
   /** When frame `n` was drawn, if it is still remembered. */

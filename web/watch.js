@@ -1,17 +1,40 @@
 // face-echo viewer page: watch a live session, receive-only. The session id is the
-// last part of the URL (/watch/<id>); the server forwards the publisher's RTP.
+// last part of the URL (/watch/<id>); the server forwards the publisher's RTP, and
+// over the `face-echo` data channel its own detections, drawn (magenta) over the
+// frame they belong to, as on the publisher's echo.
+import { LoopChannel, ServerOverlay } from '/loop.js';
+import { Signaling } from '/signaling.js';
+
 const $ = (id) => document.getElementById(id);
 const video = $('video');
 const session = decodeURIComponent(location.pathname.split('/').filter(Boolean).pop() ?? '');
 
 // What automation can read.
-const state = window.faceEchoViewer = { state: 'idle', session, frames: 0, error: null };
+const state = window.faceEchoViewer = {
+  state: 'idle', session, frames: 0, error: null,
+  dc: { state: 'closed', messages: 0 },
+  serverDetections: 0,        // detections messages received
+  serverFacesOnEcho: 0,       // server boxes drawn over the video now
+  serverBoxesAgeMs: null,
+  agreement: { frames: 0, matched: 0, meanIou: null, pageOnly: 0, serverOnly: 0 },
+};
 
 let pc = null;
-let ws = null;
+let signaling = null;
+let loop = null;
 // Watching needs only the link's watch token. Should a server ever want its publish
 // token here too, it comes from the fragment (#token=...) or a prompt.
 let token = new URLSearchParams(location.hash.slice(1)).get('token');
+
+const overlay = new ServerOverlay(video, $('overlay'), {
+  onDraw: ({ faces, ageMs, fallback }) => {
+    state.serverFacesOnEcho = faces;
+    state.serverBoxesAgeMs = ageMs === null ? null : Math.round(ageMs);
+    $('server-boxes').textContent = ageMs === null
+      ? '–'
+      : `${faces} · ${Math.round(ageMs)} ms old${fallback ? ' (newest: no RTP timestamp)' : ''}`;
+  },
+});
 
 function setState(value) {
   state.state = value;
@@ -36,11 +59,14 @@ function countFrames() {
 
 function stop(finalState, why) {
   if (why) showError(why);
+  overlay.stop();
+  loop?.close();
+  loop = null;
+  state.dc = { ...state.dc, state: 'closed' };
   pc?.close();
   pc = null;
-  const socket = ws;
-  ws = null;
-  socket?.close();
+  signaling?.close();
+  signaling = null;
   setState(finalState);
   $('rewatch').hidden = false;
 }
@@ -49,51 +75,55 @@ function watch() {
   $('rewatch').hidden = true;
   showError(null);
   setState('connecting');
-  pc = new RTCPeerConnection({ iceServers: [] }); // no STUN: works offline
-  const transceiver = pc.addTransceiver('video', { direction: 'recvonly' });
+  // Handlers touch only their own connection: after "Watch again", `peer !== pc`.
+  const peer = pc = new RTCPeerConnection({ iceServers: [] }); // no STUN: works offline
+  const transceiver = peer.addTransceiver('video', { direction: 'recvonly' });
   const codecs = RTCRtpReceiver.getCapabilities?.('video')?.codecs ?? [];
   const vp8 = codecs.filter((c) => c.mimeType.toLowerCase() === 'video/vp8');
   if (vp8.length && transceiver.setCodecPreferences) transceiver.setCodecPreferences(vp8);
-  pc.ontrack = (event) => {
+  // The data channel before the offer; the server's detections come in on it.
+  state.dc = { state: 'connecting', messages: 0 };
+  loop = new LoopChannel(peer, {
+    onDetection: (detection) => {
+      if (peer !== pc) return;
+      state.serverDetections++;
+      overlay.add(detection);
+    },
+    onStats: ({ agreement }) => { if (peer === pc) state.agreement = agreement; },
+    onChange: (c) => {
+      if (peer !== pc) return;
+      state.dc = { state: c.state, messages: c.messages };
+    },
+  });
+  peer.ontrack = (event) => {
+    if (peer !== pc) return;
     video.srcObject = event.streams[0] ?? new MediaStream([event.track]);
     video.play().catch(() => {});
   };
-  const send = (message) => ws?.readyState === WebSocket.OPEN && ws.send(JSON.stringify(message));
-  pc.onicecandidate = (event) => send({ type: 'ice', candidate: event.candidate ? event.candidate.toJSON() : null });
-  const peer = pc;
-  pc.onconnectionstatechange = () => { if (pc === peer) setState(peer.connectionState); };
+  peer.onconnectionstatechange = () => { if (peer === pc) setState(peer.connectionState); };
 
-  const pending = [];
-  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  const query = token ? `?token=${encodeURIComponent(token)}` : '';
-  const socket = ws = new WebSocket(`${proto}://${location.host}/ws${query}`);
-  // After "Watch again" an old socket may still talk: only the current one counts.
-  const current = () => ws === socket;
-  ws.onopen = async () => {
-    await pc.setLocalDescription(await pc.createOffer());
-    send({ type: 'watch', session, sdp: pc.localDescription.sdp });
-  };
-  ws.onmessage = async (event) => {
-    if (!current()) return;
-    const message = JSON.parse(event.data);
-    if (message.type === 'answer') {
-      await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
-      for (const candidate of pending.splice(0)) await pc.addIceCandidate(candidate).catch(() => {});
-    } else if (message.type === 'ice' && message.candidate) {
-      if (pc.remoteDescription) await pc.addIceCandidate(message.candidate).catch(() => {});
-      else pending.push(message.candidate);
-    } else if (message.type === 'error' && message.code === 'unauthorized') {
-      const given = prompt(`${message.message}\n\nToken:`, '');
-      stop('refused', given ? null : `server: ${message.code}: ${message.message}`);
-      if (given) { token = given; watch(); }
-    } else if (message.type === 'error') {
-      const final = { publisher_left: 'ended', no_such_session: 'ended', viewers_full: 'refused', server_full: 'refused' };
-      if (final[message.code]) stop(final[message.code], `server: ${message.code}: ${message.message}`);
-      else showError(`server: ${message.code}: ${message.message}`);
-    }
-  };
-  ws.onclose = () => { if (current() && pc) stop('disconnected', 'the server closed the connection'); };
+  // After "Watch again" the old Signaling is closed and silent.
+  signaling = new Signaling(peer, {
+    token,
+    offer: (sdp) => ({ type: 'watch', session, sdp }),
+    onMessage: (message) => {
+      if (message.type === 'error' && message.code === 'unauthorized') {
+        const given = prompt(`${message.message}\n\nToken:`, '');
+        stop('refused', given ? null : `server: ${message.code}: ${message.message}`);
+        if (given) { token = given; watch(); }
+      } else if (message.type === 'error') {
+        const final = { publisher_left: 'ended', no_such_session: 'ended', viewers_full: 'refused', server_full: 'refused' };
+        if (final[message.code]) stop(final[message.code], `server: ${message.code}: ${message.message}`);
+        else showError(`server: ${message.code}: ${message.message}`);
+      }
+    },
+    onClose: () => { if (pc === peer) stop('disconnected', 'the server closed the connection'); },
+  });
+  overlay.start();
 }
+
+// What the server would say on the data channel, for tests and the console.
+window.faceEchoLoop = { receive: (text) => loop?.receive(text) };
 
 $('session').textContent = session;
 $('rewatch').onclick = watch;

@@ -97,6 +97,13 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     console.log(`faceEcho: ${JSON.stringify(fe)}`);
     assert.equal(fe.state, 'connected');
     assert.ok(fe.session, 'session id from the answer');
+    // The closed loop (the `face-echo` data channel): its numbers are there whether
+    // or not the server opens the channel, and the page works the same either way.
+    assert.ok(['connecting', 'open', 'closing', 'closed'].includes(fe.dc.state), `dc ${JSON.stringify(fe.dc)}`);
+    assert.ok(fe.dc.messages >= 0 && fe.serverDetections >= 0 && fe.serverFacesOnEcho >= 0);
+    assert.deepEqual(Object.keys(fe.agreement).sort(), ['frames', 'matched', 'meanIou', 'pageOnly', 'serverOnly']);
+    if (fe.dc.state === 'open') assert.ok(fe.dc.sent > 0, 'the page sends its boxes on an open channel');
+    console.log(`data channel: ${JSON.stringify(fe.dc)}, server detections ${fe.serverDetections}`);
 
     const sessions = await (await fetch(`${base}/api/sessions`)).json();
     const mine = sessions.find((s) => s.id === fe.session);
@@ -127,7 +134,27 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
       return want.every((name) => s.plots[name] !== null) ? s.plots : null;
     }, 20_000, describe);
     console.log(`plots: ${JSON.stringify(plotted)}`);
-    assert.equal(await page.locator('#plots canvas').count(), 7);
+    assert.equal(await page.locator('#plots canvas').count(), 8);
+
+    // The server's boxes over the echo, aligned by RTP timestamp. No server sends
+    // detections yet: hand the page one as its data channel would, for the RTP
+    // timestamp of an echo frame just shown (requestVideoFrameCallback's metadata).
+    const rtp = await page.evaluate(() => new Promise((resolve) => {
+      document.getElementById('echo').requestVideoFrameCallback((now, m) => resolve(m.rtpTimestamp ?? null));
+    }));
+    const serverDetection = JSON.stringify({
+      type: 'detections', source: 'server', rtp_ts: rtp ?? 0, frame: null, width: WIDTH, height: HEIGHT,
+      faces: [{ x: WIDTH / 4, y: HEIGHT / 8, w: WIDTH / 4, h: HEIGHT / 3, score: 0.9 }], infer_ms: 5, age_ms: 10,
+    });
+    await page.evaluate((text) => window.faceEchoLoop.receive(text), serverDetection);
+    const overlaid = await waitFor('the server\'s box over the echo', async () => {
+      const s = JSON.parse(await snapshot());
+      return s.serverFacesOnEcho >= 1 ? s : null;
+    }, 10_000, describe);
+    console.log(`echo RTP timestamp ${rtp}; overlay: ${overlaid.serverFacesOnEcho} box, ${overlaid.serverBoxesAgeMs} ms old, aligned ${overlaid.serverBoxesAligned}`);
+    assert.ok(overlaid.serverDetections >= 1);
+    assert.equal(overlaid.serverBoxesAligned, rtp !== null, 'aligned by RTP timestamp when the browser gives one');
+    assert.match(await page.textContent('#server-boxes'), /^1 · \d+ ms old/);
 
     // Broadcast: a viewer page (no camera) watches this session through the share link.
     const share = await page.getAttribute('#share', 'href');
@@ -141,6 +168,7 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
       return v.frames >= 30 ? v : null;
     }, 60_000, describe);
     console.log(`viewer: ${JSON.stringify(watched)}`);
+    assert.ok(watched.dc && typeof watched.dc.state === 'string', 'the viewer has its data channel state');
     await waitFor('the publisher page to count its viewer', async () => {
       const s = JSON.parse(await snapshot());
       return s.viewers === 1;
