@@ -120,7 +120,8 @@ pub struct Config {
     pub decode_tap: bool,
 
     /// With --decode-tap: while the tap waits for a keyframe (after loss), ask the
-    /// publisher for one (at most one PLI per second per session).
+    /// publisher for one (within the publisher's keyframe budget: one PLI per 500 ms
+    /// for the echo's receiver, the tap and the viewers together).
     #[arg(long)]
     pub tap_pli: bool,
 

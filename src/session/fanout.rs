@@ -4,8 +4,8 @@
 //! Each viewer has a bounded queue of its own, filled with `try_send`: a slow or
 //! lossy viewer loses packets (counted) and never slows the publisher's echo or
 //! the other viewers. Packets are shared (`Bytes` payloads), not copied per viewer.
-//! Viewers' keyframe requests are merged into one wish the publisher's session
-//! relays at most once per [`super::echo::PLI_MIN_INTERVAL`].
+//! Viewers' keyframe requests are merged into one wish for the publisher's
+//! keyframe scheduler ([`super::keyframes`]), which has one budget for all.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -159,6 +159,11 @@ impl FanOut {
     /// A viewer needs a keyframe; merged with any wish not yet served.
     pub fn want_keyframe(&self) {
         let _ = self.keyframe_wishes.try_send(());
+    }
+
+    /// Where a viewer's own keyframe requests go (the same merged wish).
+    pub fn keyframe_wishes(&self) -> mpsc::Sender<()> {
+        self.keyframe_wishes.clone()
     }
 
     /// The wishes, for the publisher's session to relay (taken once).

@@ -7,6 +7,7 @@
 
 pub mod echo;
 pub mod fanout;
+pub mod keyframes;
 pub(crate) mod negotiate;
 pub mod viewer;
 
@@ -14,6 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rtc::rtp_transceiver::RTCRtpSenderId;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -29,7 +31,7 @@ use crate::nack_budget::RetransmitStats;
 use crate::peer::{self, PeerNetwork};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
 use crate::tap::{self, TapConfig, TapInput, TapState};
-use echo::{EchoOutput, EchoStats};
+use echo::{EchoLeg, EchoOutput, EchoStats};
 use fanout::FanOut;
 pub use negotiate::MAX_VIDEO_TRACKS;
 use negotiate::{
@@ -137,6 +139,9 @@ struct Shared {
     events: mpsc::UnboundedSender<SessionEvent>,
     /// Echo tracks waiting for the incoming track they will echo.
     free_outputs: Mutex<Vec<EchoOutput>>,
+    /// The PeerConnection, weakly (a strong one would be a cycle through its own
+    /// handler), to find which transceiver a new track arrived on.
+    pc: std::sync::OnceLock<std::sync::Weak<dyn PeerConnection>>,
     /// The decode tap's input and keyframe wishes, for the first video track.
     tap: Mutex<Option<(TapInput, mpsc::Receiver<()>)>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -170,15 +175,21 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-/// Pairs an incoming track with a free echo track and starts both directions.
+/// Pairs an incoming track with the echo track of its own m-line (the sender of
+/// the same transceiver) and starts both directions.
 async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     if track.kind().await != rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
         tracing::debug!(session = %shared.info.id, "ignoring a non-video track");
         return;
     }
-    let output = shared.free_outputs.lock().unwrap_or_else(|e| e.into_inner()).pop();
-    let Some(EchoOutput { track: out_track, sender }) = output else {
-        tracing::warn!(session = %shared.info.id, "more incoming video tracks than echo tracks");
+    let sender = echo_sender_for(&shared, &track).await;
+    let output = sender.and_then(|sender| {
+        let mut outputs = shared.free_outputs.lock().unwrap_or_else(|e| e.into_inner());
+        let position = outputs.iter().position(|output| output.sender.id() == sender);
+        position.map(|position| outputs.swap_remove(position))
+    });
+    let Some(EchoOutput { track: out_track, sender, mid, first }) = output else {
+        tracing::warn!(session = %shared.info.id, "an incoming track with no echo track of its own");
         return;
     };
     let Some(out_ssrc) = out_track.ssrcs().await.first().copied() else {
@@ -186,49 +197,54 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
         return;
     };
     let out_payload_type = negotiated_vp8_payload_type(&sender).await;
-    let tap = shared.tap.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let tap_input = match (tap, &shared.info.tap) {
-        (Some((input, wishes)), Some(state)) => {
-            shared.spawn(echo::request_keyframes(
-                wishes,
-                Arc::clone(&track),
-                crate::tap::TAP_PLI_INTERVAL,
-                Arc::clone(&state.keyframe_requests),
-            ));
-            Some(input)
-        }
-        _ => None,
-    };
-    // Viewers watch the first video track.
-    let fanout = shared.info.fanout.take_keyframe_wishes().map(|wishes| {
-        shared.spawn(echo::request_keyframes(
-            wishes,
-            Arc::clone(&track),
-            echo::PLI_MIN_INTERVAL,
-            Arc::clone(&shared.info.fanout.keyframe_requests),
-        ));
-        Arc::clone(&shared.info.fanout)
-    });
-    tracing::info!(session = %shared.info.id, out_ssrc, ?out_payload_type, "echo started");
 
-    shared.spawn(echo::relay_keyframe_requests(
-        Arc::clone(&out_track),
-        Arc::clone(&track),
-        Arc::clone(&shared.info.echo),
-        Arc::clone(&shared.metrics),
-    ));
-    echo::forward(
-        track,
-        out_track,
+    // One keyframe budget for everyone who asks this publisher for keyframes.
+    let mut wishers = keyframes::Wishers::default();
+    let (echo_wishes, wishes) = mpsc::channel(1);
+    wishers.add(wishes, Arc::clone(&shared.info.echo.plis_relayed));
+    // The decode tap and the viewers take the first m-line's track.
+    let (mut tap, mut viewers) = (None, None);
+    if first {
+        if let (Some((input, wishes)), Some(state)) =
+            (shared.tap.lock().unwrap_or_else(|e| e.into_inner()).take(), &shared.info.tap)
+        {
+            wishers.add(wishes, Arc::clone(&state.keyframe_requests));
+            tap = Some(input);
+        }
+        if let Some(wishes) = shared.info.fanout.take_keyframe_wishes() {
+            wishers.add(wishes, Arc::clone(&shared.info.fanout.keyframe_requests));
+            viewers = Some(Arc::clone(&shared.info.fanout));
+        }
+    }
+    tracing::info!(session = %shared.info.id, mid, out_ssrc, ?out_payload_type, "echo started");
+    shared.spawn(keyframes::schedule(wishers, Arc::clone(&track), Arc::clone(&shared.metrics)));
+    shared.spawn(echo::relay_keyframe_requests(Arc::clone(&out_track), echo_wishes));
+    let leg = EchoLeg {
+        incoming: track,
+        output: out_track,
         out_ssrc,
         out_payload_type,
-        tap_input,
-        fanout,
-        Arc::clone(&shared.info.echo),
-        Arc::clone(&shared.metrics),
-    )
-    .await;
-    tracing::debug!(session = %shared.info.id, "incoming track ended");
+        tap,
+        viewers,
+        stats: Arc::clone(&shared.info.echo),
+        metrics: Arc::clone(&shared.metrics),
+    };
+    leg.run().await;
+    tracing::debug!(session = %shared.info.id, mid, "incoming track ended");
+}
+
+/// The sender of the transceiver that receives `track`: one m-line, one mid, so
+/// the echo goes back on the m-line it came in on whatever order tracks start in.
+async fn echo_sender_for(shared: &Shared, track: &Arc<dyn TrackRemote>) -> Option<RTCRtpSenderId> {
+    let pc = shared.pc.get()?.upgrade()?;
+    for transceiver in pc.get_transceivers().await {
+        let Ok(Some(receiver)) = transceiver.receiver().await else { continue };
+        // webrtc-rs hands `on_track` the receiver's own `Arc`.
+        if std::ptr::addr_eq(Arc::as_ptr(receiver.track()), Arc::as_ptr(track)) {
+            return transceiver.sender().await.ok().flatten().map(|sender| sender.id());
+        }
+    }
+    None
 }
 
 impl Session {
@@ -263,11 +279,13 @@ impl Session {
             metrics,
             events: events_tx,
             free_outputs: Mutex::new(Vec::new()),
+            pc: std::sync::OnceLock::new(),
             tap: Mutex::new(tap_input),
             tasks: Mutex::new(Vec::new()),
         });
         let pc =
             build_peer(networks, answer_role, Arc::new(Handler(Arc::clone(&shared))), &retransmit).await?;
+        let _ = shared.pc.set(Arc::downgrade(&pc));
         let session = Session { info, pc, shared };
         match session.negotiate(offer, video_tracks).await {
             Ok(answer) => Ok((session, answer, events_rx)),
@@ -291,12 +309,18 @@ impl Session {
             let track = peer::vp8_rtp_track("face-echo", &format!("echo-{index}"));
             let sender =
                 self.pc.add_track(Arc::clone(&track) as _).await.map_err(|e| internal("add_track", e))?;
-            outputs.push(EchoOutput { track, sender });
+            outputs.push(EchoOutput { track, sender, mid: String::new(), first: index == 0 });
         }
-        // on_track pops from the end: keep the first m-line's track last.
-        outputs.reverse();
+        let answer = answer_offer(&self.pc, offer).await?;
+        // Answering put each echo track on an offered m-line: note which.
+        for transceiver in self.pc.get_transceivers().await {
+            let Ok(Some(sender)) = transceiver.sender().await else { continue };
+            if let Some(output) = outputs.iter_mut().find(|output| output.sender.id() == sender.id()) {
+                output.mid = transceiver.mid().await.ok().flatten().unwrap_or_default();
+            }
+        }
         *self.shared.free_outputs.lock().unwrap_or_else(|e| e.into_inner()) = outputs;
-        answer_offer(&self.pc, offer).await
+        Ok(answer)
     }
 
     /// Applies a remote ICE candidate.

@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use webrtc::media_stream::Track;
+use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
 };
@@ -22,7 +22,6 @@ use super::negotiate::{
     self, ReadOffer, add_remote_candidate, answer_offer, build_peer, negotiated_vp8_payload_type, read_offer,
 };
 use super::{SessionEvent, SessionInfo, echo};
-use crate::keyframe_feedback::asks_for_keyframe;
 use crate::nack_budget::RetransmitStats;
 use crate::peer::{self, PeerNetwork};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
@@ -112,7 +111,7 @@ impl Viewer {
                 stats,
                 events,
             )),
-            tokio::spawn(relay_keyframe_requests(track, Arc::clone(&fanout))),
+            tokio::spawn(echo::relay_keyframe_requests(track, fanout.keyframe_wishes())),
         ];
         tracing::info!(viewer = %id, session = %publisher.id, "viewer joined");
         Ok((Viewer { id, pc, fanout, tasks }, answer, events_rx))
@@ -171,15 +170,4 @@ async fn forward(
         }
     }
     let _ = events.send(SessionEvent::PublisherLeft);
-}
-
-/// PLI/FIR from the viewer become a keyframe wish on the publisher's fan-out.
-async fn relay_keyframe_requests(track: Arc<TrackLocalStaticRTP>, fanout: Arc<FanOut>) {
-    while let Some(event) = track.poll().await {
-        if let TrackLocalEvent::OnRtcpPacket(packets) = event
-            && asks_for_keyframe(&packets)
-        {
-            fanout.want_keyframe();
-        }
-    }
 }

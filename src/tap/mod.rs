@@ -33,7 +33,8 @@ use decode::Vp8Decoder;
 pub struct TapConfig {
     /// Packets the tap may fall behind before it drops.
     pub queue_packets: usize,
-    /// Ask the publisher for a keyframe while waiting for one (≤ 1 per second).
+    /// Ask the publisher for a keyframe while waiting for one (within the
+    /// publisher's keyframe budget, [`crate::session::keyframes`]).
     /// (After a refused frame the tap always asks, within the same budget.)
     pub request_keyframes: bool,
     /// The largest keyframe (width × height) the tap decodes (`--tap-max-pixels`).
@@ -53,8 +54,6 @@ impl Default for TapConfig {
     }
 }
 
-/// Keyframe requests from the tap reach the publisher at most this often.
-pub const TAP_PLI_INTERVAL: Duration = Duration::from_secs(1);
 /// A decode slower than this is counted (`slow_decodes`): slower than 10 fps.
 /// libvpx cannot be interrupted; the pixel budget is what bounds a decode's time.
 pub const SLOW_DECODE: Duration = Duration::from_millis(100);
@@ -245,7 +244,7 @@ impl Worker {
                     self.refusal_logged = true;
                     tracing::warn!(session = %self.session_id, %refusal, "decode tap refused a frame (logged once per session)");
                 }
-                // Within the tap's keyframe budget (one PLI per TAP_PLI_INTERVAL).
+                // Within the publisher's keyframe budget (session::keyframes).
                 let _ = self.keyframe_wishes.try_send(());
                 None
             }
