@@ -2,6 +2,8 @@
 //! I420, and its conversion to RGB. Its own module because both sides use it and
 //! neither should import the other for it.
 
+use std::time::Instant;
+
 use yuvutils_rs::{YuvPlanarImage, YuvRange, YuvStandardMatrix, yuv420_to_rgb};
 
 /// A decoded picture in planar I420, tightly packed (stride = width).
@@ -46,4 +48,15 @@ pub fn to_rgb(frame: &I420Frame) -> Result<Vec<u8>, String> {
     yuv420_to_rgb(&planar, &mut rgb, frame.width * 3, YuvRange::Limited, YuvStandardMatrix::Bt601)
         .map_err(|e| format!("I420 to RGB: {e}"))?;
     Ok(rgb)
+}
+
+/// Which frame a decoded picture is, for the results that describe it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// The RTP timestamp the publisher gave it (the echo keeps it).
+    pub rtp_ts: u32,
+    /// When its last packet arrived: results are timed from here.
+    pub arrived: Instant,
+    /// The page's frame code read from its pixels ([`crate::framecode`]), if any.
+    pub page_frame: Option<u16>,
 }

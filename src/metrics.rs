@@ -36,6 +36,19 @@ pub struct Metrics {
     /// BlazeFace inference time: 1 ms .. ~4 s.
     pub detect_inference_seconds: Histogram,
     pub viewers_active: Gauge,
+    /// From a frame's last packet to: assembled, decoded, detected, its result sent.
+    pub frame_assembled_seconds: Histogram,
+    pub frame_decoded_seconds: Histogram,
+    pub frame_detected_seconds: Histogram,
+    pub frame_result_sent_seconds: Histogram,
+    pub loop_messages_received: Counter,
+    pub loop_messages_dropped: Counter,
+    pub loop_messages_sent: Counter,
+    pub loop_messages_send_dropped: Counter,
+    pub agreement_frames: Counter,
+    pub agreement_matched: Counter,
+    pub agreement_page_only: Counter,
+    pub agreement_server_only: Counter,
     pub nacks_received: Counter,
     pub nacks_refused: Counter,
     pub retransmissions: Counter,
@@ -72,6 +85,17 @@ impl Metrics {
         let detect_faces = Gauge::default();
         let detect_inference_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 13));
         let viewers_active = Gauge::default();
+        let stage = || Histogram::new(exponential_buckets(0.000_25, 2.0, 15));
+        let (frame_assembled_seconds, frame_decoded_seconds) = (stage(), stage());
+        let (frame_detected_seconds, frame_result_sent_seconds) = (stage(), stage());
+        let loop_messages_received = Counter::default();
+        let loop_messages_dropped = Counter::default();
+        let loop_messages_sent = Counter::default();
+        let loop_messages_send_dropped = Counter::default();
+        let agreement_frames = Counter::default();
+        let agreement_matched = Counter::default();
+        let agreement_page_only = Counter::default();
+        let agreement_server_only = Counter::default();
         let nacks_received = Counter::default();
         let nacks_refused = Counter::default();
         let retransmissions = Counter::default();
@@ -161,6 +185,26 @@ impl Metrics {
         );
         registry.register("viewers_active", "Viewers watching a session now", viewers_active.clone());
         registry.register(
+            "frame_assembled_seconds",
+            "From a frame's last packet to its assembly in the decode tap",
+            frame_assembled_seconds.clone(),
+        );
+        registry.register(
+            "frame_decoded_seconds",
+            "From a frame's last packet to its decoded picture",
+            frame_decoded_seconds.clone(),
+        );
+        registry.register(
+            "frame_detected_seconds",
+            "From a frame's last packet to the server's detection on it",
+            frame_detected_seconds.clone(),
+        );
+        registry.register(
+            "frame_result_sent_seconds",
+            "From a frame's last packet to its detections leaving on the data channels",
+            frame_result_sent_seconds.clone(),
+        );
+        registry.register(
             "nacks_received",
             "Packets receivers asked to have resent (NACK)",
             nacks_received.clone(),
@@ -214,6 +258,18 @@ impl Metrics {
             detect_faces,
             detect_inference_seconds,
             viewers_active,
+            frame_assembled_seconds,
+            frame_decoded_seconds,
+            frame_detected_seconds,
+            frame_result_sent_seconds,
+            loop_messages_received,
+            loop_messages_dropped,
+            loop_messages_sent,
+            loop_messages_send_dropped,
+            agreement_frames,
+            agreement_matched,
+            agreement_page_only,
+            agreement_server_only,
             nacks_received,
             nacks_refused,
             retransmissions,

@@ -24,6 +24,8 @@ use webrtc::peer_connection::{
 /// the offerer's number.
 pub const VP8_PAYLOAD_TYPE: u8 = 96;
 pub const VP8_CLOCK_RATE: u32 = 90_000;
+/// Bytes a data channel may hold unsent before sends fail (a second of results).
+pub const DATA_CHANNEL_SEND_BUFFER: usize = 64 * 1024;
 /// Payload bytes per RTP packet we packetize: under a typical path MTU with room for SRTP.
 pub const RTP_MTU: usize = 1200;
 
@@ -148,6 +150,9 @@ pub async fn build(
         .with_interceptor_registry(registry)
         .with_handler(handler)
         .with_udp_addrs(network.udp_addrs.clone())
+        // Data channels carry results: a client that does not read must not grow
+        // our memory (sends over this fail fast, and the loop counts them).
+        .with_data_channel_send_buffer_limit(DATA_CHANNEL_SEND_BUFFER)
         .build()
         .await?;
     Ok(Arc::new(pc))

@@ -155,6 +155,7 @@ fn truncated_and_random_payloads_are_counted_not_fatal() {
             timestamp: i as u32,
             marker: true,
             payload: p.clone().into(),
+            arrived: std::time::Instant::now(),
         })
         .collect();
     let run_junk = run(&packets);

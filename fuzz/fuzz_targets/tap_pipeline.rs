@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
             timestamp,
             marker: flags & 0b1000 != 0,
             payload: bytes::Bytes::copy_from_slice(payload),
+            arrived: std::time::Instant::now(),
         };
         let _ = pipeline.push(&mut decoder, &packet);
     }

@@ -22,7 +22,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 use serde_json::{Value, json};
 
-use crate::frame::{self, I420Frame};
+use crate::frame::{self, FrameInfo, I420Frame};
 use crate::metrics::Metrics;
 use crate::stats::percentile;
 pub use blazeface::{Face, ModelKind, ModelSpec};
@@ -176,15 +176,37 @@ impl Decoding {
     }
 }
 
-/// One frame to look at, and where its results go.
+/// One frame to look at.
 struct Job {
     frame: Arc<I420Frame>,
-    state: Arc<DetectState>,
+    info: FrameInfo,
 }
+
+/// A session's frame waiting for a worker: at most one, the newest (a newer frame
+/// replaces it rather than queueing behind it), and where its results go.
+struct Pending {
+    job: Mutex<Option<Job>>,
+    state: Arc<DetectState>,
+    results: Option<tokio::sync::mpsc::Sender<Detection>>,
+}
+
+/// What the detector found on one frame, for the session's data channels.
+#[derive(Debug, Clone)]
+pub struct Detection {
+    pub info: FrameInfo,
+    pub width: u32,
+    pub height: u32,
+    pub faces: Vec<Face>,
+    /// The model's own run time.
+    pub infer: Duration,
+}
+
+/// Sessions with a frame waiting; each is queued once however many frames it offers.
+const QUEUED_SESSIONS: usize = 4096;
 
 /// The server's detector: the shared model and its worker threads.
 pub struct Detector {
-    jobs: SyncSender<Job>,
+    queue: SyncSender<Arc<Pending>>,
     kind: ModelKind,
     interval: Duration,
     metrics: Arc<Metrics>,
@@ -204,8 +226,7 @@ impl Detector {
         let decoding = Arc::new(Decoding { spec: model.spec, anchors: model.anchors.clone() });
         let model = Arc::new(Mutex::new(model));
         let workers = workers.max(1);
-        // One waiting frame per worker: anything more would only be stale.
-        let (jobs, queue) = sync_channel::<Job>(workers);
+        let (sessions, queue) = sync_channel::<Arc<Pending>>(QUEUED_SESSIONS);
         let queue = Arc::new(Mutex::new(queue));
         for index in 0..workers {
             let (queue, model, decoding, metrics) =
@@ -216,18 +237,24 @@ impl Detector {
                 .context("cannot start a detection thread")?;
         }
         Ok(Arc::new(Detector {
-            jobs,
+            queue: sessions,
             kind: config.model,
             interval: Duration::from_secs_f64(1.0 / config.fps),
             metrics,
         }))
     }
 
-    /// A session's handle: its tap thread offers frames through it.
-    pub fn for_session(self: &Arc<Self>) -> DetectHandle {
+    /// A session's handle: its tap thread offers frames through it; what is
+    /// found goes to `results` (bounded: a full queue drops, the detector never waits).
+    pub fn for_session(
+        self: &Arc<Self>,
+        results: Option<tokio::sync::mpsc::Sender<Detection>>,
+    ) -> DetectHandle {
+        let state = Arc::new(DetectState::new(self.kind, Arc::clone(&self.metrics)));
         DetectHandle {
             detector: Arc::clone(self),
-            state: Arc::new(DetectState::new(self.kind, Arc::clone(&self.metrics))),
+            pending: Arc::new(Pending { job: Mutex::new(None), state: Arc::clone(&state), results }),
+            state,
             next_at: Instant::now(),
         }
     }
@@ -239,11 +266,20 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1)
 }
 
-fn work(queue: &Mutex<Receiver<Job>>, model: &Mutex<FaceModel>, decoding: &Decoding, metrics: &Metrics) {
+fn work(
+    queue: &Mutex<Receiver<Arc<Pending>>>,
+    model: &Mutex<FaceModel>,
+    decoding: &Decoding,
+    metrics: &Metrics,
+) {
     loop {
-        let job = match queue.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-            Ok(job) => job,
+        let pending = match queue.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(pending) => pending,
             Err(_) => return,
+        };
+        // The newest frame the session offered while it waited.
+        let Some(job) = pending.job.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            continue;
         };
         let rgb = match frame::to_rgb(&job.frame).and_then(|rgb| {
             RgbImage::from_raw(job.frame.width, job.frame.height, rgb).ok_or_else(|| "frame size".to_string())
@@ -265,7 +301,18 @@ fn work(queue: &Mutex<Receiver<Job>>, model: &Mutex<FaceModel>, decoding: &Decod
             Ok(faces) => {
                 metrics.detect_inferences.inc();
                 metrics.detect_inference_seconds.observe(took.as_secs_f64());
-                job.state.record(faces, took, &job.frame);
+                metrics.frame_detected_seconds.observe(job.info.arrived.elapsed().as_secs_f64());
+                let detection = Detection {
+                    info: job.info,
+                    width: job.frame.width,
+                    height: job.frame.height,
+                    faces,
+                    infer: took,
+                };
+                pending.state.record(&detection);
+                if let Some(results) = &pending.results {
+                    let _ = results.try_send(detection);
+                }
             }
             Err(err) => tracing::warn!(%err, "detect: inference failed"),
         }
@@ -275,6 +322,7 @@ fn work(queue: &Mutex<Receiver<Job>>, model: &Mutex<FaceModel>, decoding: &Decod
 /// A session's end of the detector, owned by its tap thread.
 pub struct DetectHandle {
     detector: Arc<Detector>,
+    pending: Arc<Pending>,
     state: Arc<DetectState>,
     next_at: Instant,
 }
@@ -284,21 +332,30 @@ impl DetectHandle {
         Arc::clone(&self.state)
     }
 
-    /// Offers a decoded frame: taken at most `--detect-fps` times a second,
-    /// skipped (and counted) when the workers are busy. Never waits.
-    pub fn offer(&mut self, frame: &Arc<I420Frame>) {
+    /// Offers a decoded frame, at most `--detect-fps` times a second. Newest wins:
+    /// a frame still waiting for a worker is replaced (counted as skipped), never
+    /// queued behind. Never waits.
+    pub fn offer(&mut self, frame: &Arc<I420Frame>, info: FrameInfo) {
         let now = Instant::now();
         if now < self.next_at {
             return;
         }
         self.next_at = now + self.detector.interval;
-        let job = Job { frame: Arc::clone(frame), state: Arc::clone(&self.state) };
-        match self.detector.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.state.skipped.fetch_add(1, Ordering::Relaxed);
-                self.detector.metrics.detect_skipped.inc();
-            }
+        let job = Job { frame: Arc::clone(frame), info };
+        let replaced = self.pending.job.lock().unwrap_or_else(|e| e.into_inner()).replace(job);
+        let skipped = match replaced {
+            Some(_) => true, // already queued: the worker will take this newer frame
+            None => match self.detector.queue.try_send(Arc::clone(&self.pending)) {
+                Ok(()) => false,
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    self.pending.job.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    true
+                }
+            },
+        };
+        if skipped {
+            self.state.skipped.fetch_add(1, Ordering::Relaxed);
+            self.detector.metrics.detect_skipped.inc();
         }
     }
 }
@@ -337,17 +394,17 @@ impl DetectState {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record(&self, faces: Vec<Face>, took: Duration, frame: &I420Frame) {
+    fn record(&self, detection: &Detection) {
         let mut window = self.window();
         // The gauge counts the faces every session sees now.
-        self.metrics.detect_faces.inc_by(faces.len() as i64 - window.faces.len() as i64);
+        self.metrics.detect_faces.inc_by(detection.faces.len() as i64 - window.faces.len() as i64);
         window.inferences += 1;
-        window.faces = faces;
-        window.frame_size = (frame.width, frame.height);
+        window.faces = detection.faces.clone();
+        window.frame_size = (detection.width, detection.height);
         if window.infer_us.len() == INFER_TIMES_KEPT {
             window.infer_us.pop_front();
         }
-        window.infer_us.push_back(took.as_micros() as u64);
+        window.infer_us.push_back(detection.infer.as_micros() as u64);
     }
 
     /// The faces of the last detection, and the size of the frame they are in.

@@ -56,6 +56,9 @@ pub fn readdress(packet: &mut rtc::rtp::Packet, ssrc: u32, payload_type: Option<
     packet.header.extension = false;
     packet.header.extension_profile = 0;
     packet.header.extensions.clear();
+    // Padding belongs to the extensions just dropped: left behind, rtc-rtp would
+    // size the packet for it without writing it (SRTP then refuses the packet).
+    packet.header.extensions_padding = 0;
 }
 
 /// One incoming track and where it is echoed to: the packet path of a session.

@@ -9,6 +9,7 @@ pub mod echo;
 pub mod fanout;
 pub mod keyframes;
 pub(crate) mod negotiate;
+pub mod results;
 pub mod viewer;
 
 use std::sync::atomic::Ordering;
@@ -19,6 +20,7 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::Track;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
@@ -64,6 +66,8 @@ pub struct SessionInfo {
     pub tap: Option<Arc<TapState>>,
     /// Who watches this session.
     pub fanout: Arc<FanOut>,
+    /// What the server learns, out on the data channels; the page's detections in.
+    pub results: Arc<results::Results>,
 }
 
 impl SessionInfo {
@@ -72,6 +76,7 @@ impl SessionInfo {
         tap: Option<Arc<TapState>>,
         fanout: Arc<FanOut>,
         retransmit: Arc<RetransmitStats>,
+        results: Arc<results::Results>,
     ) -> Self {
         let created_at_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
@@ -82,6 +87,7 @@ impl SessionInfo {
             state: Mutex::new(RTCPeerConnectionState::New),
             echo: Arc::default(),
             retransmit,
+            results,
             tap,
             fanout,
         }
@@ -97,6 +103,7 @@ impl SessionInfo {
 
     pub fn to_json(&self) -> Value {
         let echo = &self.echo;
+        let (agreement, channels) = self.results.to_json();
         let n = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
         json!({
             "id": self.id,
@@ -120,6 +127,8 @@ impl SessionInfo {
                 None => json!({"enabled": false}),
             },
             "viewers": self.fanout.to_json(),
+            "agreement": agreement,
+            "loop": channels,
         })
     }
 }
@@ -166,6 +175,11 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         self.0.info.set_state(state);
         let _ = self.0.events.send(SessionEvent::State(state));
+    }
+
+    async fn on_data_channel(&self, data_channel: Arc<dyn DataChannel>) {
+        let results = Arc::clone(&self.0.info.results);
+        self.0.spawn(results.serve(self.0.info.id.clone(), data_channel, true));
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
@@ -262,9 +276,16 @@ impl Session {
         let ReadOffer { offer, answer_role, video_tracks } = read_offer(offer_sdp)?;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (detections_tx, detections) = mpsc::channel(results::QUEUED_DETECTIONS);
         let (tap_input, tap_state) = match tap_config {
             Some(config) => {
-                let (input, state, wishes) = tap::start(&id, config, Arc::clone(&metrics)).map_err(|e| {
+                let (input, state, wishes) = tap::start(
+                    &id,
+                    config,
+                    Arc::clone(&metrics),
+                    Some(detections_tx.clone()),
+                )
+                .map_err(|e| {
                     SignalError::new(ErrorCode::Internal, format!("could not start the decode tap: {e}"))
                 })?;
                 (Some((input, wishes)), Some(state))
@@ -273,7 +294,9 @@ impl Session {
         };
         let fanout = Arc::new(FanOut::new(max_viewers, Arc::clone(&metrics)));
         let retransmit = Arc::new(RetransmitStats::new(Arc::clone(&metrics)));
-        let info = Arc::new(SessionInfo::new(id, tap_state, fanout, Arc::clone(&retransmit)));
+        let results = Arc::new(results::Results::new(Arc::clone(&metrics)));
+        let info =
+            Arc::new(SessionInfo::new(id, tap_state, fanout, Arc::clone(&retransmit), Arc::clone(&results)));
         let shared = Arc::new(Shared {
             info: Arc::clone(&info),
             metrics,
@@ -286,6 +309,8 @@ impl Session {
         let pc =
             build_peer(networks, answer_role, Arc::new(Handler(Arc::clone(&shared))), &retransmit).await?;
         let _ = shared.pc.set(Arc::downgrade(&pc));
+        drop(detections_tx); // the tap's detector holds the only sender now
+        shared.spawn(results::run(results, detections, Arc::clone(&info)));
         let session = Session { info, pc, shared };
         match session.negotiate(offer, video_tracks).await {
             Ok(answer) => Ok((session, answer, events_rx)),

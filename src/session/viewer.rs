@@ -21,23 +21,29 @@ use super::fanout::{FanOut, ViewerStats};
 use super::negotiate::{
     self, ReadOffer, add_remote_candidate, answer_offer, build_peer, negotiated_vp8_payload_type, read_offer,
 };
+use super::results::Results;
 use super::{SessionEvent, SessionInfo, echo};
 use crate::nack_budget::RetransmitStats;
 use crate::peer::{self, PeerNetwork};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
+use webrtc::data_channel::DataChannel;
 
 /// One viewer of one publisher's session.
 pub struct Viewer {
     pub id: String,
     pc: Arc<dyn PeerConnection>,
     fanout: Arc<FanOut>,
+    /// The publisher's results, which this viewer's data channel also gets.
+    results: Arc<Results>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 struct Handler {
+    id: String,
     events: mpsc::UnboundedSender<SessionEvent>,
     connected: watch::Sender<bool>,
     fanout: Arc<FanOut>,
+    results: Arc<Results>,
 }
 
 #[async_trait::async_trait]
@@ -53,6 +59,11 @@ impl PeerConnectionEventHandler for Handler {
             self.fanout.want_keyframe();
         }
         let _ = self.events.send(SessionEvent::State(state));
+    }
+
+    async fn on_data_channel(&self, data_channel: Arc<dyn DataChannel>) {
+        // Ends with the channel or the PeerConnection (closing the viewer closes both).
+        tokio::spawn(Arc::clone(&self.results).serve(self.id.clone(), data_channel, false));
     }
 }
 
@@ -71,8 +82,14 @@ impl Viewer {
         let ReadOffer { offer, answer_role, .. } = read_offer(offer_sdp)?;
         let (events, events_rx) = mpsc::unbounded_channel();
         let (connected_tx, connected) = watch::channel(false);
-        let handler =
-            Handler { events: events.clone(), connected: connected_tx, fanout: Arc::clone(&fanout) };
+        let results = Arc::clone(&publisher.results);
+        let handler = Handler {
+            id: id.clone(),
+            events: events.clone(),
+            connected: connected_tx,
+            fanout: Arc::clone(&fanout),
+            results: Arc::clone(&results),
+        };
         let retransmit = Arc::new(RetransmitStats::new(fanout.metrics()));
         let pc = build_peer(networks, answer_role, Arc::new(handler), &retransmit).await?;
         let track = peer::vp8_rtp_track("face-echo", &format!("watch-{}", publisher.id));
@@ -114,7 +131,7 @@ impl Viewer {
             tokio::spawn(echo::relay_keyframe_requests(track, fanout.keyframe_wishes())),
         ];
         tracing::info!(viewer = %id, session = %publisher.id, "viewer joined");
-        Ok((Viewer { id, pc, fanout, tasks }, answer, events_rx))
+        Ok((Viewer { id, pc, fanout, results, tasks }, answer, events_rx))
     }
 
     /// Applies a remote ICE candidate.
@@ -125,6 +142,7 @@ impl Viewer {
     /// Leaves the publisher's viewers, closes the PeerConnection, ends the tasks.
     pub async fn close(self) {
         self.fanout.leave(&self.id);
+        self.results.leave(&self.id);
         negotiate::close(&self.pc, "viewer").await;
         for task in self.tasks {
             task.abort();

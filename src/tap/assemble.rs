@@ -5,6 +5,8 @@
 //! frame in progress (discarded and counted) and, since the decoder's references
 //! are then broken too, every frame is skipped until the next keyframe.
 
+use std::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packetizer::Depacketizer;
@@ -16,6 +18,9 @@ pub struct TapPacket {
     pub timestamp: u32,
     pub marker: bool,
     pub payload: Bytes,
+    /// When the echo loop took it from the track: a frame's age starts at its
+    /// last packet's arrival.
+    pub arrived: Instant,
 }
 
 impl From<&rtc::rtp::Packet> for TapPacket {
@@ -25,6 +30,7 @@ impl From<&rtc::rtp::Packet> for TapPacket {
             timestamp: packet.header.timestamp,
             marker: packet.header.marker,
             payload: packet.payload.clone(),
+            arrived: Instant::now(),
         }
     }
 }
@@ -35,6 +41,8 @@ pub struct Frame {
     pub data: Bytes,
     pub timestamp: u32,
     pub keyframe: bool,
+    /// When its last packet arrived.
+    pub arrived: Instant,
 }
 
 /// Counters of what the assembler saw.
@@ -84,6 +92,7 @@ fn depacketize(descriptor: &mut Vp8Packet, payload: &Bytes) -> Option<Bytes> {
 #[derive(Debug)]
 struct Partial {
     timestamp: u32,
+    arrived: Instant,
     data: BytesMut,
     packets: u32,
     broken: bool,
@@ -157,12 +166,14 @@ impl FrameAssembler {
         let starts_frame = descriptor.s == 1 && descriptor.pid == 0;
         let partial = self.current.get_or_insert_with(|| Partial {
             timestamp: packet.timestamp,
+            arrived: packet.arrived,
             data: BytesMut::new(),
             packets: 0,
             // A frame must begin with the start of partition 0.
             broken: !starts_frame,
         });
         partial.packets = partial.packets.saturating_add(1);
+        partial.arrived = packet.arrived;
         match body {
             Some(body)
                 if !partial.broken
@@ -208,6 +219,6 @@ impl FrameAssembler {
             self.counts.frames_skipped += 1;
             return None;
         }
-        Some(Frame { data, timestamp: partial.timestamp, keyframe })
+        Some(Frame { data, timestamp: partial.timestamp, keyframe, arrived: partial.arrived })
     }
 }

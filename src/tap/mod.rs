@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::detect::{DetectHandle, DetectState, Detector};
-use crate::frame::I420Frame;
+use crate::detect::{DetectHandle, DetectState, Detection, Detector};
+use crate::frame::{FrameInfo, I420Frame};
+use crate::framecode;
 use crate::metrics::Metrics;
 use crate::stats::percentile;
 use admission::{FrameGate, Refusal};
@@ -162,10 +163,11 @@ pub fn start(
     session_id: &str,
     config: &TapConfig,
     metrics: Arc<Metrics>,
+    detections: Option<mpsc::Sender<Detection>>,
 ) -> std::io::Result<(TapInput, Arc<TapState>, mpsc::Receiver<()>)> {
     let (packets_tx, packets_rx) = mpsc::channel(config.queue_packets.max(1));
     let (wishes_tx, wishes_rx) = mpsc::channel(1);
-    let detect = config.detector.as_ref().map(|detector| detector.for_session());
+    let detect = config.detector.as_ref().map(|detector| detector.for_session(detections));
     let state =
         Arc::new(TapState { detect: detect.as_ref().map(DetectHandle::state), ..TapState::default() });
     let worker = Worker {
@@ -211,8 +213,8 @@ impl Worker {
         while let Some(packet) = self.packets.blocking_recv() {
             let outcome = self.pipeline.push(&mut decoder, &packet);
             let picture = self.record(outcome);
-            if let (Some(detect), Some(picture)) = (&mut self.detect, picture) {
-                detect.offer(&picture);
+            if let (Some(detect), Some((picture, info))) = (&mut self.detect, picture) {
+                detect.offer(&picture, info);
             }
             if self.wish_while_waiting && self.pipeline.assembler.waiting_for_keyframe() {
                 let _ = self.keyframe_wishes.try_send(());
@@ -221,7 +223,7 @@ impl Worker {
     }
 
     /// Updates the numbers; returns the new picture, if one was decoded.
-    fn record(&mut self, outcome: Option<Decoded>) -> Option<Arc<I420Frame>> {
+    fn record(&mut self, outcome: Option<Decoded>) -> Option<(Arc<I420Frame>, FrameInfo)> {
         let mut window = self.state.window();
         let before = window.counts;
         window.counts = self.pipeline.assembler.counts();
@@ -248,8 +250,11 @@ impl Worker {
                 let _ = self.keyframe_wishes.try_send(());
                 None
             }
-            Some(Decoded::Picture { frame, keyframe, took }) => {
+            Some(Decoded::Picture { frame, keyframe, timestamp, arrived, assembled, took }) => {
                 let now = Instant::now();
+                let since_arrival = |at: Instant| at.saturating_duration_since(arrived).as_secs_f64();
+                self.metrics.frame_assembled_seconds.observe(since_arrival(assembled));
+                self.metrics.frame_decoded_seconds.observe(since_arrival(now));
                 self.state.frames_decoded.fetch_add(1, Ordering::Relaxed);
                 self.metrics.tap_frames_decoded.inc();
                 self.metrics.tap_decode_seconds.observe(took.as_secs_f64());
@@ -270,9 +275,11 @@ impl Worker {
                     window.decode_us.pop_front();
                 }
                 window.decode_us.push_back(took.as_micros() as u64);
+                // The page's frame code: a few pixels, read once here for everyone.
+                let info = FrameInfo { rtp_ts: timestamp, arrived, page_frame: framecode::read(&frame) };
                 let frame = Arc::new(frame);
                 window.latest = Some(Arc::clone(&frame));
-                Some(frame)
+                Some((frame, info))
             }
         }
     }
@@ -283,6 +290,11 @@ pub enum Decoded {
     Picture {
         frame: I420Frame,
         keyframe: bool,
+        /// The frame's RTP timestamp, and when its last packet arrived.
+        timestamp: u32,
+        arrived: Instant,
+        /// When it was assembled (and decoding began).
+        assembled: Instant,
         took: Duration,
     },
     Error,
@@ -311,9 +323,14 @@ impl TapPipeline {
             return Some(Decoded::Refused(refusal));
         }
         match decoder.decode(&frame.data) {
-            Ok(Some(picture)) => {
-                Some(Decoded::Picture { frame: picture, keyframe: frame.keyframe, took: started.elapsed() })
-            }
+            Ok(Some(picture)) => Some(Decoded::Picture {
+                frame: picture,
+                keyframe: frame.keyframe,
+                timestamp: frame.timestamp,
+                arrived: frame.arrived,
+                assembled: started,
+                took: started.elapsed(),
+            }),
             Ok(None) => None,
             Err(err) => {
                 tracing::debug!(%err, "tap decode error");
