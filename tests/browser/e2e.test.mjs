@@ -169,6 +169,14 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     }, 60_000, describe);
     console.log(`viewer: ${JSON.stringify(watched)}`);
     assert.ok(watched.dc && typeof watched.dc.state === 'string', 'the viewer has its data channel state');
+    if (detect) {
+      // The viewer's channel gets the publisher's detections too, drawn over what it plays.
+      const seen = await waitFor('the viewer to get the server\'s detections', async () => {
+        const v = await viewer.evaluate(() => window.faceEchoViewer);
+        return v.serverDetections >= 1 && v.serverFacesOnEcho >= 1 ? v : null;
+      }, 30_000, describe);
+      console.log(`viewer loop: ${JSON.stringify({ dc: seen.dc, serverDetections: seen.serverDetections, serverFacesOnEcho: seen.serverFacesOnEcho })}`);
+    }
     await waitFor('the publisher page to count its viewer', async () => {
       const s = JSON.parse(await snapshot());
       return s.viewers === 1;
@@ -202,6 +210,32 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
       const shown = await page.textContent('#server-faces');
       console.log(`server faces: ${faces} (page shows "${shown}")`);
       assert.match(shown, /^\d+ \(BlazeFace back/);
+
+      // The loop: the server's detections arrive on the data channel per frame and
+      // are drawn over the echo; both detectors are compared frame by frame.
+      const agreed = async (detector) => {
+        await page.selectOption('#detector', detector);
+        const before = JSON.parse(await snapshot()).agreement.matched;
+        return waitFor(`a matched face with ${detector}`, async () => {
+          const s = JSON.parse(await snapshot());
+          return s.detector === detector && s.agreement.matched > before && s.serverDetections >= 3
+            && s.serverFacesOnEcho >= 1 ? s : null;
+        }, 60_000, describe);
+      };
+      for (const detector of ['ssd', 'tiny']) {
+        const s = await agreed(detector);
+        console.log(`loop with ${detector}: dc ${JSON.stringify(s.dc)}, server detections ${s.serverDetections}, `
+          + `boxes on echo ${s.serverFacesOnEcho} (${s.serverBoxesAgeMs} ms old, aligned ${s.serverBoxesAligned}), `
+          + `agreement ${JSON.stringify(s.agreement)}`);
+        assert.equal(s.dc.state, 'open');
+        assert.ok(s.agreement.meanIou > 0.3, `mean IoU ${s.agreement.meanIou}`);
+      }
+      const listed = (await (await fetch(`${base}/api/sessions`)).json()).find((x) => x.id === fe.session);
+      console.log(`server agreement ${JSON.stringify(listed.agreement)} loop ${JSON.stringify(listed.loop)}`);
+      assert.ok(listed.agreement.matched >= 2 && listed.agreement.frames >= 2);
+      assert.ok(listed.loop.received > 0 && listed.loop.sent > 0 && listed.loop.dropped_bad === 0);
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      assert.match(metrics, /face_echo_frame_result_sent_seconds_count \d+/);
     }
 
     const shot = join(outDir, `browser-echo${detect ? '-detect' : tapOn ? '-tap' : ''}.png`);
