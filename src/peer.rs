@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use rtc::interceptor::{Slot, TwccSenderBuilder};
 use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateType};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -30,7 +31,10 @@ pub const DATA_CHANNEL_SEND_BUFFER: usize = 64 * 1024;
 pub const RTP_MTU: usize = 1200;
 
 /// VP8, the one codec we negotiate, with the feedback an echo needs: NACK for loss,
-/// PLI/FIR for keyframes, REMB so browsers adapt their bitrate.
+/// PLI/FIR for keyframes. Bandwidth feedback is transport-cc, which [`build`] adds
+/// (with the header extension it reports on, and the interceptors that send it). No
+/// `goog-remb`: nothing here estimates a receive rate, so no REMB is ever sent, and
+/// an answer must not advertise feedback the server does not send.
 pub fn vp8_codec() -> RTCRtpCodec {
     let feedback =
         |typ: &str, parameter: &str| RTCPFeedback { typ: typ.to_owned(), parameter: parameter.to_owned() };
@@ -39,12 +43,7 @@ pub fn vp8_codec() -> RTCRtpCodec {
         clock_rate: VP8_CLOCK_RATE,
         channels: 0,
         sdp_fmtp_line: String::new(),
-        rtcp_feedback: vec![
-            feedback("goog-remb", ""),
-            feedback("ccm", "fir"),
-            feedback("nack", ""),
-            feedback("nack", "pli"),
-        ],
+        rtcp_feedback: vec![feedback("ccm", "fir"), feedback("nack", ""), feedback("nack", "pli")],
     }
 }
 
@@ -99,15 +98,43 @@ impl PeerNetwork {
     }
 }
 
+/// Numbers every RTP packet this peer sends with the transport-wide sequence number
+/// (the TWCC sender), so the remote's `transport-cc` feedback can report on it:
+/// without it a peer that negotiated transport-cc gets no feedback at all.
+pub fn number_sent_packets(registry: Registry) -> Registry {
+    registry.with(Slot::TwccSender, TwccSenderBuilder::new().build())
+}
+
 /// Builds a PeerConnection that speaks VP8 with the default interceptors (NACK
 /// generator and responder, RTCP reports, TWCC receiver), a retransmission budget
 /// in front of the NACK responder (counted in `retransmit`), and no data channels.
+///
+/// The defaults advertise `transport-cc` and the transport-wide sequence extension,
+/// and their TWCC receiver sends `TransportLayerCC` (every 100 ms) about each arriving
+/// packet that carries a sequence number: the feedback a browser publisher's send-side
+/// bandwidth estimate runs on. Nothing in them writes that number on what this peer
+/// sends; a peer that wants feedback on its own packets adds [`number_sent_packets`]
+/// (our clients do, as browsers number theirs). The server does not: nothing here
+/// adapts the echo's rate, so reports about it would go unread.
+///
 /// `answer_role` pins the DTLS role when this peer answers (see [`answering_dtls_role`]).
 pub async fn build(
     network: &PeerNetwork,
     answer_role: Option<RTCDtlsRole>,
     handler: Arc<dyn PeerConnectionEventHandler>,
     retransmit: Arc<RetransmitStats>,
+) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
+    build_with(network, answer_role, handler, retransmit, |registry| registry).await
+}
+
+/// [`build`], with `extend` adding interceptors to the recipe's chain (clients add
+/// [`number_sent_packets`]; tests observe the wire with it).
+pub async fn build_with(
+    network: &PeerNetwork,
+    answer_role: Option<RTCDtlsRole>,
+    handler: Arc<dyn PeerConnectionEventHandler>,
+    retransmit: Arc<RetransmitStats>,
+    extend: impl FnOnce(Registry) -> Registry,
 ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_codec(
@@ -119,8 +146,9 @@ pub async fn build(
         RtpCodecKind::Video,
     )?;
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
-        .with(rtc::interceptor::Slot::from(keyframe_feedback::SLOT), KeyframeRequestMarker::default())
-        .with(rtc::interceptor::Slot::from(nack_budget::SLOT), NackBudget::new(retransmit));
+        .with(Slot::from(keyframe_feedback::SLOT), KeyframeRequestMarker::default())
+        .with(Slot::from(nack_budget::SLOT), NackBudget::new(retransmit));
+    let registry = extend(registry);
 
     let ice_servers = if network.stun_urls.is_empty() {
         Vec::new()

@@ -254,7 +254,14 @@ impl ClientPeer {
             echoed: echoed_tx,
             tasks: Arc::clone(&handler_tasks),
         };
-        let pc = peer::build(&PeerNetwork::loopback(), None, Arc::new(handler), Arc::default()).await?;
+        let pc = peer::build_with(
+            &PeerNetwork::loopback(),
+            None,
+            Arc::new(handler),
+            Arc::default(),
+            peer::number_sent_packets,
+        )
+        .await?;
         let track = peer::vp8_rtp_track("publisher", "camera");
         pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await?;
         let ssrc = track.ssrcs().await.first().copied().ok_or_else(|| anyhow!("local track has no SSRC"))?;
