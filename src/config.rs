@@ -77,7 +77,9 @@ pub struct Config {
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub disconnect_timeout: u64,
 
-    /// Seconds a signaling WebSocket may stay open without sending an offer.
+    /// Seconds a signaling WebSocket may stay open without sending an offer; also
+    /// how long a negotiated session or viewer may take to connect (ICE) after the
+    /// answer before it is closed (`ice_failed`).
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub offer_timeout: u64,
 

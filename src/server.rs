@@ -135,10 +135,10 @@ impl RunningServer {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-        while !self.state.sessions.is_empty() && tokio::time::Instant::now() < deadline {
+        while self.state.sessions.slots_taken() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = self.state.sessions.len();
+        let left = self.state.sessions.slots_taken();
         if left > 0 {
             tracing::warn!(left, "sessions still open at shutdown");
         }

@@ -92,6 +92,11 @@ impl Sessions {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Places taken: listed sessions, viewers, and connections still negotiating.
+    pub fn slots_taken(&self) -> usize {
+        self.table().taken
+    }
 }
 
 impl Slot {

@@ -201,13 +201,18 @@ fn parse_offer(sdp: Option<Value>) -> Result<ClientMessage, SignalError> {
     Ok(ClientMessage::Offer { sdp, token: None })
 }
 
-/// Longest session id we look up (ours are 16 hex digits).
-const MAX_SESSION_ID: usize = 64;
+/// Longest watch token we look up (ours are 32 hex digits).
+const MAX_WATCH_TOKEN: usize = 64;
 
 fn parse_watch(session: Option<Value>, sdp: Option<Value>) -> Result<ClientMessage, SignalError> {
     let session = match session {
-        Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_SESSION_ID => id,
-        _ => return Err(SignalError::new(ErrorCode::NoSuchSession, "`session` must be a session id string")),
+        Some(Value::String(token)) if !token.is_empty() && token.len() <= MAX_WATCH_TOKEN => token,
+        _ => {
+            return Err(SignalError::new(
+                ErrorCode::NoSuchSession,
+                "`session` must be the session's watch token (from its share link)",
+            ));
+        }
     };
     match parse_offer(sdp)? {
         ClientMessage::Offer { sdp, .. } => Ok(ClientMessage::Watch { session, sdp }),

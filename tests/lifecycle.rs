@@ -32,13 +32,19 @@ async fn shutdown_closes_every_session_and_tells_clients() {
     let url = ws_url(server.addr);
     let a = ClientPeer::connect(&url, CONNECT_TIMEOUT).await.expect("a connects");
     let b = ClientPeer::connect(&url, CONNECT_TIMEOUT).await.expect("b connects");
+    let viewer = ClientPeer::watch(&url, &a.watch_token, CONNECT_TIMEOUT).await.expect("a viewer connects");
     assert_eq!(sessions(server.addr).await.len(), 2);
     let started = std::time::Instant::now();
     let sessions_table = server.state.sessions.clone();
+    let metrics = server.state.metrics.clone();
+    assert_eq!(sessions_table.slots_taken(), 3, "two publishers and a viewer");
     server.shutdown().await.expect("clean shutdown");
     assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
     assert!(sessions_table.is_empty(), "sessions left after shutdown");
-    for publisher in [&a, &b] {
+    // Shutdown returns once viewers are closed too, not only publishers.
+    assert_eq!(sessions_table.slots_taken(), 0, "a viewer still open after shutdown");
+    assert_eq!(metrics.viewers_active.get(), 0);
+    for publisher in [&a, &b, &viewer] {
         assert!(
             eventually(Duration::from_secs(2), || async {
                 publisher.server_errors().iter().any(|e| e.contains("server_shutdown"))

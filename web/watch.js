@@ -1,5 +1,5 @@
-// face-echo viewer page: watch a live session, receive-only. The session id is the
-// last part of the URL (/watch/<id>); the server forwards the publisher's RTP, and
+// face-echo viewer page: watch a live session, receive-only. The session's watch
+// token is the last part of the URL (/watch/<token>); the server forwards the publisher's RTP, and
 // over the `face-echo` data channel its own detections, drawn (magenta) over the
 // frame they belong to, as on the publisher's echo.
 import { LoopChannel, ServerOverlay } from '/loop.js';

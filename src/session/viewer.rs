@@ -116,7 +116,11 @@ impl Viewer {
                 return Err(err);
             }
         };
-        let out_ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
+        let Some(out_ssrc) = track.ssrcs().await.first().copied() else {
+            fanout.leave(&id);
+            negotiate::close(&pc, "viewer").await;
+            return Err(SignalError::new(ErrorCode::Internal, "the viewer's track has no SSRC"));
+        };
         let out_payload_type = negotiated_vp8_payload_type(&sender).await;
         let tasks = vec![
             tokio::spawn(forward(
