@@ -136,7 +136,7 @@ pub struct Config {
 
     /// With --decode-tap: packets the tap may fall behind the echo before it drops
     /// them (counted as tap_packets_dropped).
-    #[arg(long, default_value_t = 1024, value_name = "PACKETS")]
+    #[arg(long, default_value_t = crate::tap::DEFAULT_QUEUE_PACKETS, value_name = "PACKETS")]
     pub tap_queue: usize,
 
     /// Run a face detector (BlazeFace, ONNX Runtime) on the frames the decode tap
@@ -170,8 +170,8 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    /// How many ports the range holds.
-    pub fn len(&self) -> usize {
+    /// How many ports the range holds (at least one: MIN <= MAX).
+    pub fn count(&self) -> usize {
         usize::from(self.max - self.min) + 1
     }
 }
@@ -197,37 +197,20 @@ fn parse_port_range(text: &str) -> Result<PortRange, String> {
 }
 
 impl Config {
-    /// The defaults, listening on `listen`: what `face-echo` runs with no flags.
+    /// The defaults, listening on `listen`: what `face-echo` runs with no flags
+    /// (and this environment). The defaults live in the clap attributes alone.
     pub fn new(listen: SocketAddr) -> Self {
-        Config {
-            listen,
-            web_dir: None,
-            stun: Vec::new(),
-            udp_port: None,
-            nat_ip: Vec::new(),
-            max_sessions: 64,
-            max_sessions_per_ip: None,
-            max_pending: None,
-            max_pending_per_ip: 8,
-            max_connections_per_ip: None,
-            max_viewers: 16,
-            disconnect_timeout: 10,
-            offer_timeout: 30,
-            first_message_timeout: 10,
-            publish_token: None,
-            admin_token: None,
-            allow_origin: Vec::new(),
-            tls_cert: None,
-            tls_key: None,
-            decode_tap: false,
-            tap_pli: false,
-            tap_queue: 1024,
-            tap_max_pixels: crate::tap::admission::DEFAULT_MAX_PIXELS,
-            detect: false,
-            detect_model: ModelKind::Back,
-            detect_fps: 5.0,
-            ort_lib: None,
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: Config,
         }
+        let mut config = <Defaults as clap::Parser>::try_parse_from(["face-echo"])
+            .map(|defaults| defaults.config)
+            // Not input: the attributes above parse, or no binary would start.
+            .expect("the flags' defaults parse");
+        config.listen = listen;
+        config
     }
 
     /// Checks what clap cannot check flag by flag.
@@ -313,6 +296,16 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_defaults_come_from_the_flags_and_validate() {
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+        let config = Config::new(listen);
+        assert_eq!(config.listen, listen);
+        assert_eq!((config.max_sessions, config.max_viewers, config.tap_queue), (64, 16, 1024));
+        assert_eq!(config.tap().map(|tap| tap.queue_packets), None, "the tap is off by default");
+        config.validate().expect("the defaults are valid");
+    }
 
     #[test]
     fn port_ranges_parse_and_reject_nonsense() {

@@ -54,8 +54,8 @@ impl MediaNetwork {
         let ports: Vec<u16> = match self.ports {
             None => vec![0],
             Some(range) => {
-                let start = self.next_port.fetch_add(1, Ordering::Relaxed) % range.len();
-                (0..range.len()).map(|i| range.min + ((start + i) % range.len()) as u16).collect()
+                let start = self.next_port.fetch_add(1, Ordering::Relaxed) % range.count();
+                (0..range.count()).map(|i| range.min + ((start + i) % range.count()) as u16).collect()
             }
         };
         ports

@@ -28,7 +28,7 @@ async fn cycle(addr: std::net::SocketAddr, index: u64, clip: &[face_echo::loadge
     }
     let echoed = tokio::time::timeout(Duration::from_secs(5), publisher.echoed.recv()).await;
     assert!(matches!(echoed, Ok(Some(_))), "cycle {index}: no echo");
-    if index % 2 == 0 {
+    if index.is_multiple_of(2) {
         publisher.close().await.expect("close");
     } else {
         publisher.abandon().await.expect("abandon");

@@ -167,7 +167,8 @@ pub fn decode(
         .zip(regressors.chunks_exact(REGRESSORS))
         .filter_map(|((&(ax, ay), &logit), raw)| {
             let score = 1.0 / (1.0 + (-logit.clamp(-SCORE_CLIP, SCORE_CLIP)).exp());
-            if !(score >= spec.min_score) {
+            // NaN logits give a NaN score: refused like a low one.
+            if score.is_nan() || score < spec.min_score {
                 return None;
             }
             // Fixed-size anchors: the regressors are offsets in input pixels.

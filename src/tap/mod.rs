@@ -47,7 +47,7 @@ pub struct TapConfig {
 impl Default for TapConfig {
     fn default() -> Self {
         TapConfig {
-            queue_packets: 1024,
+            queue_packets: DEFAULT_QUEUE_PACKETS,
             request_keyframes: false,
             max_pixels: admission::DEFAULT_MAX_PIXELS,
             detector: None,
@@ -55,6 +55,8 @@ impl Default for TapConfig {
     }
 }
 
+/// Packets the tap may fall behind the echo by default (`--tap-queue`).
+pub const DEFAULT_QUEUE_PACKETS: usize = 1024;
 /// A decode slower than this is counted (`slow_decodes`): slower than 10 fps.
 /// libvpx cannot be interrupted; the pixel budget is what bounds a decode's time.
 pub const SLOW_DECODE: Duration = Duration::from_millis(100);
