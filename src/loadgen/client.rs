@@ -5,12 +5,12 @@
 //! ICE), so it tests the server the way a browser uses it.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::media_stream::Track;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -32,11 +33,52 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription,
 };
+use webrtc::rtp_transceiver::RtpSender;
 
 use crate::peer::{self, PeerNetwork};
 
 /// Changes the offer before it is sent (tests use it to pin the DTLS role).
 pub type OfferEdit = Box<dyn FnOnce(String) -> String + Send>;
+
+/// The label of the data channel face-echo's server talks JSON on.
+pub const DATA_CHANNEL_LABEL: &str = "face-echo";
+
+/// How a [`ClientPeer`] negotiates: what it offers and from where.
+pub struct ClientOptions {
+    /// Video tracks (m-lines) to offer, each with its own SSRC and packetizer (at least 1).
+    pub tracks: usize,
+    /// Create an ordered data channel labelled [`DATA_CHANNEL_LABEL`] before the offer.
+    pub data_channel: bool,
+    /// Bind the signaling socket to this address (e.g. 127.0.0.2).
+    pub local: Option<IpAddr>,
+    /// Changes the offer before it is sent (tests use it to pin the DTLS role).
+    pub edit_offer: Option<OfferEdit>,
+    /// Deliver echoed packets tagged with the mid of the m-line they arrived on, in
+    /// [`ClientPeer::echoed_by_mid`], instead of untagged in [`ClientPeer::echoed`].
+    pub echo_by_mid: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions { tracks: 1, data_channel: false, local: None, edit_offer: None, echo_by_mid: false }
+    }
+}
+
+/// One local video track: its own SSRC, packetizer and m-line.
+struct LocalTrack {
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    packetizer: Box<dyn Packetizer>,
+    /// The mid of the transceiver it is sent on.
+    mid: String,
+    plis_received: Arc<AtomicU64>,
+}
+
+/// The client's `face-echo` data channel, once created.
+struct Channel {
+    channel: Arc<dyn DataChannel>,
+    open: watch::Receiver<bool>,
+}
 
 /// A connected webrtc-rs client of face-echo: a publisher (its echo arrives in
 /// [`ClientPeer::echoed`]) or, from [`ClientPeer::watch`], a viewer.
@@ -45,24 +87,36 @@ pub struct ClientPeer {
     pub session: String,
     /// The secret others watch this session with (publishers only; empty for viewers).
     pub watch_token: String,
-    /// Echoed RTP packets, in arrival order.
+    /// Echoed RTP packets, in arrival order (empty with [`ClientOptions::echo_by_mid`]).
     pub echoed: mpsc::UnboundedReceiver<rtp::Packet>,
+    /// Echoed RTP packets with the mid of the local m-line each arrived on (only with
+    /// [`ClientOptions::echo_by_mid`]).
+    pub echoed_by_mid: mpsc::UnboundedReceiver<(String, rtp::Packet)>,
     pc: Arc<dyn PeerConnection>,
-    track: Arc<TrackLocalStaticRTP>,
-    ssrc: u32,
-    packetizer: Box<dyn Packetizer>,
+    tracks: Vec<LocalTrack>,
     echo_track: watch::Receiver<Option<Arc<dyn TrackRemote>>>,
-    plis_received: Arc<AtomicU64>,
+    channel: Option<Channel>,
+    channel_messages: Option<mpsc::UnboundedReceiver<String>>,
     errors: Arc<std::sync::Mutex<Vec<String>>>,
     /// Every task of this peer, the handler's included: aborted on close.
     tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// Where the handler puts echoed packets.
+#[derive(Clone)]
+enum EchoSink {
+    Plain(mpsc::UnboundedSender<rtp::Packet>),
+    ByMid(mpsc::UnboundedSender<(String, rtp::Packet)>),
 }
 
 struct Handler {
     ws_out: mpsc::UnboundedSender<String>,
     state: watch::Sender<RTCPeerConnectionState>,
     echo_track: watch::Sender<Option<Arc<dyn TrackRemote>>>,
-    echoed: mpsc::UnboundedSender<rtp::Packet>,
+    echoed: EchoSink,
+    /// The PeerConnection, weakly (a strong one would be a cycle through its own
+    /// handler), to find the m-line a track arrived on.
+    pc: Arc<OnceLock<Weak<dyn PeerConnection>>>,
     tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -86,17 +140,75 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let _ = self.echo_track.send(Some(Arc::clone(&track)));
         let echoed = self.echoed.clone();
+        let pc = Arc::clone(&self.pc);
+        // Called from the PeerConnection's driver loop: look the m-line up in a task.
         let task = tokio::spawn(async move {
+            let mid = match &echoed {
+                EchoSink::Plain(_) => String::new(),
+                EchoSink::ByMid(_) => mid_receiving(&pc, &track).await.unwrap_or_default(),
+            };
             while let Some(event) = track.poll().await {
-                if let TrackRemoteEvent::OnRtpPacket(packet) = event
-                    && echoed.send(packet).is_err()
-                {
+                let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
+                let sent = match &echoed {
+                    EchoSink::Plain(tx) => tx.send(packet).is_ok(),
+                    EchoSink::ByMid(tx) => tx.send((mid.clone(), packet)).is_ok(),
+                };
+                if !sent {
                     return;
                 }
             }
         });
         self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
     }
+}
+
+/// The mid of the transceiver whose receiver's track is `track` (webrtc-rs hands
+/// `on_track` the receiver's own `Arc`).
+async fn mid_receiving(
+    pc: &OnceLock<Weak<dyn PeerConnection>>,
+    track: &Arc<dyn TrackRemote>,
+) -> Option<String> {
+    let pc = pc.get()?.upgrade()?;
+    for transceiver in pc.get_transceivers().await {
+        let Ok(Some(receiver)) = transceiver.receiver().await else { continue };
+        if std::ptr::addr_eq(Arc::as_ptr(receiver.track()), Arc::as_ptr(track)) {
+            return transceiver.mid().await.ok().flatten();
+        }
+    }
+    None
+}
+
+/// The mid of the transceiver `sender` belongs to.
+async fn mid_sending(pc: &Arc<dyn PeerConnection>, sender: &Arc<dyn RtpSender>) -> Option<String> {
+    for transceiver in pc.get_transceivers().await {
+        let Ok(Some(candidate)) = transceiver.sender().await else { continue };
+        if candidate.id() == sender.id() {
+            return transceiver.mid().await.ok().flatten();
+        }
+    }
+    None
+}
+
+/// Reads the data channel's events: marks it open, forwards text messages to
+/// `messages` (binary ones are dropped: the server speaks JSON text).
+async fn read_channel(
+    channel: Arc<dyn DataChannel>,
+    open: watch::Sender<bool>,
+    messages: mpsc::UnboundedSender<String>,
+) {
+    while let Some(event) = channel.poll().await {
+        match event {
+            DataChannelEvent::OnOpen => {
+                let _ = open.send(true);
+            }
+            DataChannelEvent::OnMessage(message) if message.is_string => {
+                let _ = messages.send(String::from_utf8_lossy(&message.data).into_owned());
+            }
+            DataChannelEvent::OnClose => break,
+            _ => {}
+        }
+    }
+    let _ = open.send(false);
 }
 
 /// A signaling socket on plain `ws://` (or `wss://` without `local`), its TCP
@@ -207,7 +319,7 @@ impl ClientPeer {
     /// Connects to `ws_url`, negotiates, and waits until media flows both ways
     /// (connection state `connected`), at most `timeout`.
     pub async fn connect(ws_url: &str, timeout: Duration) -> anyhow::Result<ClientPeer> {
-        Self::connect_with(ws_url, timeout, Box::new(|sdp| sdp)).await
+        Self::connect_options(ws_url, ClientOptions::default(), timeout).await
     }
 
     /// Like [`ClientPeer::connect`], with the offer passed through `edit_offer`.
@@ -216,42 +328,81 @@ impl ClientPeer {
         timeout: Duration,
         edit_offer: OfferEdit,
     ) -> anyhow::Result<ClientPeer> {
-        Self::negotiate(ws_url, timeout, edit_offer, None, None).await
+        let options = ClientOptions { edit_offer: Some(edit_offer), ..Default::default() };
+        Self::connect_options(ws_url, options, timeout).await
     }
 
     /// Like [`ClientPeer::connect`], with the signaling socket bound to `local` (e.g.
     /// 127.0.0.2), so the server sees another client address.
     pub async fn connect_from(ws_url: &str, local: IpAddr, timeout: Duration) -> anyhow::Result<ClientPeer> {
-        Self::negotiate(ws_url, timeout, Box::new(|sdp| sdp), None, Some(local)).await
+        let options = ClientOptions { local: Some(local), ..Default::default() };
+        Self::connect_options(ws_url, options, timeout).await
+    }
+
+    /// A publisher offering `tracks` video tracks, its echo tagged by mid (in
+    /// [`ClientPeer::echoed_by_mid`]); send on track `i` with [`ClientPeer::send_frame_on`].
+    pub async fn connect_tracks(
+        ws_url: &str,
+        tracks: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<ClientPeer> {
+        let options = ClientOptions { tracks, echo_by_mid: true, ..Default::default() };
+        Self::connect_options(ws_url, options, timeout).await
+    }
+
+    /// A publisher negotiated as `options` say.
+    pub async fn connect_options(
+        ws_url: &str,
+        options: ClientOptions,
+        timeout: Duration,
+    ) -> anyhow::Result<ClientPeer> {
+        Self::negotiate(ws_url, timeout, options, None).await
     }
 
     /// Watches the session whose watch token (a publisher's [`ClientPeer::watch_token`])
     /// is `token`: what the server sends arrives in [`ClientPeer::echoed`] (this
     /// peer's own track stays silent).
     pub async fn watch(ws_url: &str, token: &str, timeout: Duration) -> anyhow::Result<ClientPeer> {
-        Self::negotiate(ws_url, timeout, Box::new(|sdp| sdp), Some(token), None).await
+        Self::negotiate(ws_url, timeout, ClientOptions::default(), Some(token)).await
+    }
+
+    /// Like [`ClientPeer::watch`], negotiated as `options` say (e.g. with a data channel).
+    pub async fn watch_options(
+        ws_url: &str,
+        token: &str,
+        options: ClientOptions,
+        timeout: Duration,
+    ) -> anyhow::Result<ClientPeer> {
+        Self::negotiate(ws_url, timeout, options, Some(token)).await
     }
 
     async fn negotiate(
         ws_url: &str,
         timeout: Duration,
-        edit_offer: OfferEdit,
+        options: ClientOptions,
         watch: Option<&str>,
-        local: Option<IpAddr>,
     ) -> anyhow::Result<ClientPeer> {
-        let ws = open_signaling(ws_url, local).await?;
+        if options.tracks == 0 {
+            bail!("a client peer offers at least one video track");
+        }
+        let ws = open_signaling(ws_url, options.local).await?;
         let (ws_sink, ws_stream) = ws.split();
 
         let (ws_out, ws_out_rx) = mpsc::unbounded_channel::<String>();
         let (state_tx, mut state_rx) = watch::channel(RTCPeerConnectionState::New);
         let (echo_track_tx, echo_track) = watch::channel(None);
         let (echoed_tx, echoed) = mpsc::unbounded_channel();
+        let (echoed_by_mid_tx, echoed_by_mid) = mpsc::unbounded_channel();
+        let echo_sink =
+            if options.echo_by_mid { EchoSink::ByMid(echoed_by_mid_tx) } else { EchoSink::Plain(echoed_tx) };
         let handler_tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let pc_slot = Arc::new(OnceLock::new());
         let handler = Handler {
             ws_out: ws_out.clone(),
             state: state_tx,
             echo_track: echo_track_tx,
-            echoed: echoed_tx,
+            echoed: echo_sink,
+            pc: Arc::clone(&pc_slot),
             tasks: Arc::clone(&handler_tasks),
         };
         let pc = peer::build_with(
@@ -262,52 +413,99 @@ impl ClientPeer {
             peer::number_sent_packets,
         )
         .await?;
-        let track = peer::vp8_rtp_track("publisher", "camera");
-        pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await?;
-        let ssrc = track.ssrcs().await.first().copied().ok_or_else(|| anyhow!("local track has no SSRC"))?;
+        let _ = pc_slot.set(Arc::downgrade(&pc));
+        let mut tracks = Vec::with_capacity(options.tracks);
+        let mut senders = Vec::with_capacity(options.tracks);
+        for index in 0..options.tracks {
+            let id = if index == 0 { "camera".to_owned() } else { format!("camera-{index}") };
+            let track = peer::vp8_rtp_track("publisher", &id);
+            senders.push(pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await?);
+            let ssrc =
+                track.ssrcs().await.first().copied().ok_or_else(|| anyhow!("local track has no SSRC"))?;
+            let packetizer = crate::loadgen::clip::vp8_packetizer(ssrc);
+            tracks.push(LocalTrack {
+                track,
+                ssrc,
+                packetizer,
+                mid: String::new(),
+                plis_received: Arc::default(),
+            });
+        }
+
+        let mut tasks = Vec::new();
+        let (mut channel, mut channel_messages) = (None, None);
+        if options.data_channel {
+            let init = RTCDataChannelInit { ordered: true, ..Default::default() };
+            let data_channel = pc.create_data_channel(DATA_CHANNEL_LABEL, Some(init)).await?;
+            let (open_tx, open) = watch::channel(false);
+            let (messages_tx, messages) = mpsc::unbounded_channel();
+            tasks.push(tokio::spawn(read_channel(Arc::clone(&data_channel), open_tx, messages_tx)));
+            channel = Some(Channel { channel: data_channel, open });
+            channel_messages = Some(messages);
+        }
 
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (answer_tx, answer_rx) = oneshot::channel();
-        let mut tasks = vec![
-            tokio::spawn(write_signaling(ws_sink, ws_out_rx)),
-            tokio::spawn(read_signaling(ws_stream, Arc::clone(&pc), Arc::clone(&errors), answer_tx)),
-        ];
+        tasks.push(tokio::spawn(write_signaling(ws_sink, ws_out_rx)));
+        tasks.push(tokio::spawn(read_signaling(ws_stream, Arc::clone(&pc), Arc::clone(&errors), answer_tx)));
 
         let offer = pc.create_offer(None).await?;
         pc.set_local_description(offer).await?;
         let local = pc.local_description().await.ok_or_else(|| anyhow!("no local offer"))?;
-        let sdp = edit_offer(local.sdp);
+        let sdp = match options.edit_offer {
+            Some(edit) => edit(local.sdp),
+            None => local.sdp,
+        };
         let request = match watch {
             Some(session) => json!({"type": "watch", "session": session, "sdp": sdp}),
             None => json!({"type": "offer", "sdp": sdp}),
         };
         ws_out.send(request.to_string())?;
 
-        let Answer { sdp, session, watch_token } = tokio::time::timeout(timeout, answer_rx)
-            .await
-            .context("no answer in time")?
-            .context("signaling closed before the answer")??;
-        pc.set_remote_description(RTCSessionDescription::answer(sdp)?).await?;
-        let plis_received = Arc::new(AtomicU64::new(0));
-        tasks.push(tokio::spawn(count_plis(Arc::clone(&track), ssrc, Arc::clone(&plis_received))));
-
-        tokio::time::timeout(timeout, state_rx.wait_for(|state| *state == RTCPeerConnectionState::Connected))
+        // Every task ends with the peer, also when negotiation fails below.
+        handler_tasks.lock().unwrap_or_else(|e| e.into_inner()).extend(tasks);
+        let answered = async {
+            let Answer { sdp, session, watch_token } = tokio::time::timeout(timeout, answer_rx)
+                .await
+                .context("no answer in time")?
+                .context("signaling closed before the answer")??;
+            pc.set_remote_description(RTCSessionDescription::answer(sdp)?).await?;
+            for (track, sender) in tracks.iter_mut().zip(&senders) {
+                track.mid = mid_sending(&pc, sender).await.unwrap_or_default();
+                let counter =
+                    count_plis(Arc::clone(&track.track), track.ssrc, Arc::clone(&track.plis_received));
+                handler_tasks.lock().unwrap_or_else(|e| e.into_inner()).push(tokio::spawn(counter));
+            }
+            tokio::time::timeout(
+                timeout,
+                state_rx.wait_for(|state| *state == RTCPeerConnectionState::Connected),
+            )
             .await
             .context("not connected in time")?
             .context("peer connection dropped")?;
+            anyhow::Ok((session, watch_token))
+        };
+        let (session, watch_token) = match answered.await {
+            Ok(answered) => answered,
+            Err(err) => {
+                for task in handler_tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                    task.abort();
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(3), pc.close()).await;
+                return Err(err);
+            }
+        };
 
-        handler_tasks.lock().unwrap_or_else(|e| e.into_inner()).extend(tasks);
-        let packetizer = crate::loadgen::clip::vp8_packetizer(ssrc);
         Ok(ClientPeer {
             session,
             watch_token,
             echoed,
+            echoed_by_mid,
             pc,
-            track,
-            ssrc,
-            packetizer,
+            tracks,
             echo_track,
-            plis_received,
+            channel,
+            channel_messages,
             errors,
             tasks: handler_tasks,
         })
@@ -318,19 +516,85 @@ impl ClientPeer {
         std::mem::replace(&mut self.echoed, mpsc::unbounded_channel().1)
     }
 
-    /// The SSRC this publisher sends under.
+    /// Takes the stream of echoed packets tagged by mid (see [`ClientOptions::echo_by_mid`]).
+    pub fn take_echoed_by_mid(&mut self) -> mpsc::UnboundedReceiver<(String, rtp::Packet)> {
+        std::mem::replace(&mut self.echoed_by_mid, mpsc::unbounded_channel().1)
+    }
+
+    /// The SSRC this publisher sends under (its first track's).
     pub fn ssrc(&self) -> u32 {
-        self.ssrc
+        self.tracks[0].ssrc
+    }
+
+    /// How many video tracks this peer offered.
+    pub fn track_count(&self) -> usize {
+        self.tracks.len()
+    }
+
+    /// The SSRC of local track `index`. Panics if there is no such track.
+    pub fn ssrc_of(&self, index: usize) -> u32 {
+        self.tracks[index].ssrc
+    }
+
+    /// The mid of the m-line local track `index` is sent on (and its echo comes back
+    /// on). Panics if there is no such track.
+    pub fn mid_of(&self, index: usize) -> &str {
+        &self.tracks[index].mid
     }
 
     /// Packetizes one VP8 frame (`samples` = 90 kHz ticks since the previous one)
-    /// and sends it; returns the packets sent.
+    /// and sends it on the first track; returns the packets sent.
     pub async fn send_frame(&mut self, frame: &Bytes, samples: u32) -> anyhow::Result<Vec<rtp::Packet>> {
-        let packets = self.packetizer.packetize(Instant::now(), frame, samples)?;
+        self.send_frame_on(0, frame, samples).await
+    }
+
+    /// Like [`ClientPeer::send_frame`], on local track `index` (its own SSRC,
+    /// sequence numbers and timestamps).
+    pub async fn send_frame_on(
+        &mut self,
+        index: usize,
+        frame: &Bytes,
+        samples: u32,
+    ) -> anyhow::Result<Vec<rtp::Packet>> {
+        let count = self.tracks.len();
+        let local = self.tracks.get_mut(index).ok_or_else(|| anyhow!("no track {index} of {count}"))?;
+        let packets = local.packetizer.packetize(Instant::now(), frame, samples)?;
         for packet in &packets {
-            self.track.write_rtp(packet.clone()).await?;
+            local.track.write_rtp(packet.clone()).await?;
         }
         Ok(packets)
+    }
+
+    /// Takes the text messages received on the `face-echo` data channel (`None`
+    /// without [`ClientOptions::data_channel`], or when taken already).
+    pub fn channel_messages(&mut self) -> Option<mpsc::UnboundedReceiver<String>> {
+        self.channel_messages.take()
+    }
+
+    /// Waits until the `face-echo` data channel is open, at most `timeout`.
+    pub async fn wait_channel_open(&self, timeout: Duration) -> anyhow::Result<()> {
+        let channel = self.channel.as_ref().ok_or_else(|| anyhow!("no data channel was offered"))?;
+        let mut open = channel.open.clone();
+        tokio::time::timeout(timeout, open.wait_for(|open| *open))
+            .await
+            .context("data channel not open in time")?
+            .context("data channel gone")?;
+        Ok(())
+    }
+
+    /// Sends a text message on the `face-echo` data channel.
+    pub async fn send_on_channel(&self, text: &str) -> anyhow::Result<()> {
+        let channel = self.channel.as_ref().ok_or_else(|| anyhow!("no data channel was offered"))?;
+        channel.channel.send_text(text).await?;
+        Ok(())
+    }
+
+    /// Sends a binary message on the `face-echo` data channel (the server expects
+    /// text: hostile tests).
+    pub async fn send_bytes_on_channel(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        let channel = self.channel.as_ref().ok_or_else(|| anyhow!("no data channel was offered"))?;
+        channel.channel.send(BytesMut::from(bytes)).await?;
+        Ok(())
     }
 
     /// Sends a PLI on the echo track, as a receiver that lost a keyframe would.
@@ -347,18 +611,23 @@ impl ClientPeer {
         let mut packets: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
         if !lost.is_empty() {
             let nacks = nack_pairs_from_sequence_numbers(lost);
-            packets.push(Box::new(TransportLayerNack { sender_ssrc: self.ssrc, media_ssrc, nacks }));
+            packets.push(Box::new(TransportLayerNack { sender_ssrc: self.ssrc(), media_ssrc, nacks }));
         }
         if keyframe {
-            packets.push(Box::new(PictureLossIndication { sender_ssrc: self.ssrc, media_ssrc }));
+            packets.push(Box::new(PictureLossIndication { sender_ssrc: self.ssrc(), media_ssrc }));
         }
         track.write_rtcp(packets).await?;
         Ok(())
     }
 
-    /// PLIs for our SSRC received so far.
+    /// PLIs for our SSRCs received so far (all tracks).
     pub fn plis_received(&self) -> u64 {
-        self.plis_received.load(Ordering::Relaxed)
+        self.tracks.iter().map(|track| track.plis_received.load(Ordering::Relaxed)).sum()
+    }
+
+    /// PLIs for local track `index`'s SSRC received so far. Panics if there is no such track.
+    pub fn plis_received_on(&self, index: usize) -> u64 {
+        self.tracks[index].plis_received.load(Ordering::Relaxed)
     }
 
     /// Error messages the server sent after the answer.
