@@ -205,6 +205,46 @@ impl Metrics {
             frame_result_sent_seconds.clone(),
         );
         registry.register(
+            "loop_messages_received",
+            "Messages clients sent on their face-echo data channels",
+            loop_messages_received.clone(),
+        );
+        registry.register(
+            "loop_messages_dropped",
+            "Data-channel messages dropped: malformed, unknown, too large or over the rate limit",
+            loop_messages_dropped.clone(),
+        );
+        registry.register(
+            "loop_messages_sent",
+            "Messages sent on face-echo data channels (detections, stats)",
+            loop_messages_sent.clone(),
+        );
+        registry.register(
+            "loop_messages_send_dropped",
+            "Messages not sent: the client's data-channel buffer was full",
+            loop_messages_send_dropped.clone(),
+        );
+        registry.register(
+            "agreement_frames",
+            "Frames both detectors saw (page and server)",
+            agreement_frames.clone(),
+        );
+        registry.register(
+            "agreement_matched",
+            "Faces both detectors found (IoU >= 0.5)",
+            agreement_matched.clone(),
+        );
+        registry.register(
+            "agreement_page_only",
+            "Faces only the page's detector found",
+            agreement_page_only.clone(),
+        );
+        registry.register(
+            "agreement_server_only",
+            "Faces only the server's detector found",
+            agreement_server_only.clone(),
+        );
+        registry.register(
             "nacks_received",
             "Packets receivers asked to have resent (NACK)",
             nacks_received.clone(),
