@@ -1,6 +1,6 @@
-//! Smoke test of `face-echo loadgen`: 2 peers (each with 1 viewer) for 3 s against
-//! a server with the tap on. It must echo, fan out and the tap must decode; how fast
-//! is for BENCHMARKS.md.
+//! Smoke test of `face-echo loadgen`: 2 peers (each with 1 viewer and a results
+//! channel) for 3 s against a server with the tap and the detector on. It must
+//! echo, fan out, decode and send results back; how fast is for BENCHMARKS.md.
 
 mod common;
 
@@ -10,7 +10,7 @@ use face_echo::loadgen::{self, LoadgenArgs};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_echoes_and_the_tap_decodes() {
     let mut config = test_config();
-    config.decode_tap = true;
+    config.detect = true;
     let server = start(config).await;
     let summary = loadgen::run(LoadgenArgs {
         url: ws_url(server.addr),
@@ -21,6 +21,7 @@ async fn loadgen_echoes_and_the_tap_decodes() {
         bitrate: 500,
         json: true,
         viewers_per_peer: 1,
+        results: true,
     })
     .await
     .expect("loadgen runs");
@@ -33,6 +34,9 @@ async fn loadgen_echoes_and_the_tap_decodes() {
     assert_eq!(summary.viewers, 2, "{summary:?}");
     assert!(summary.viewer_loss < 0.1, "viewers missed {:.1} %", summary.viewer_loss * 100.0);
     assert!(summary.server_cpu_percent.is_some() && summary.server_rss_mb_max.is_some());
+    assert!(summary.results_received >= 10, "{summary:?}");
+    let (age, infer) = (summary.result_age_ms_p50.unwrap(), summary.result_infer_ms_p50.unwrap());
+    assert!(age >= infer && infer > 0.0, "age {age} ms, model {infer} ms");
 
     let (_, metrics) = http_get(server.addr, "/metrics").await;
     let decoded: u64 = metrics

@@ -99,6 +99,7 @@ async fn thirty_two_tapped_sessions_hold() {
         bitrate: 500,
         json: false,
         viewers_per_peer: 0,
+        results: false,
     })
     .await
     .expect("load runs");

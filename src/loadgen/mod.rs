@@ -51,6 +51,11 @@ pub struct LoadgenArgs {
     /// Viewers watching each publisher (broadcast fan-out), each a receive-only peer.
     #[arg(long, default_value_t = 0, value_name = "K")]
     pub viewers_per_peer: usize,
+    /// Open each publisher's `face-echo` data channel and time the server's
+    /// detections (a server with --detect): how old each result is when it leaves
+    /// the server (`age_ms`) against the model's own time (`infer_ms`).
+    #[arg(long)]
+    pub results: bool,
 }
 
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
@@ -96,6 +101,11 @@ pub struct Summary {
     /// sent that never reached them.
     pub viewer_packets: u64,
     pub viewer_loss: f64,
+    /// With `--results`: detections received, and their `age_ms` and `infer_ms`.
+    pub results_received: u64,
+    pub result_age_ms_p50: Option<f64>,
+    pub result_age_ms_p99: Option<f64>,
+    pub result_infer_ms_p50: Option<f64>,
 }
 
 /// Counters one publisher shares with the reporter.
@@ -140,6 +150,8 @@ struct Load {
     deadline: Instant,
     /// Echo round-trip times, µs.
     rtts: Arc<Mutex<Vec<u32>>>,
+    /// With `--results`: (age_ms, infer_ms) of each detection received.
+    results: Arc<Mutex<Vec<(f64, f64)>>>,
 }
 
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
@@ -169,6 +181,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
         fps: args.fps,
         deadline: started + Duration::from_secs(args.seconds),
         rtts: Arc::default(),
+        results: Arc::default(),
     });
     let tasks: Vec<_> = publishers
         .into_iter()
@@ -199,6 +212,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
     }
     let mut rtts = std::mem::take(&mut *load.rtts.lock().await);
     rtts.sort_unstable();
+    let results = std::mem::take(&mut *load.results.lock().await);
     let rss_max = rss_max.load(Ordering::Relaxed).max(after.as_ref().map(|p| p.rss_bytes).unwrap_or(0));
     let server_cpu = match (&before, &after) {
         (Some(b), Some(a)) => Some(a.cpu_seconds - b.cpu_seconds),
@@ -209,6 +223,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
         counters: &counters,
         sending,
         rtts: &rtts,
+        results: &results,
         server_cpu,
         client_cpu: client_after.cpu_seconds - client_before.cpu_seconds,
         server_rss_start: before.map(|p| p.rss_bytes),
@@ -222,7 +237,9 @@ async fn connect_publishers(args: &LoadgenArgs) -> anyhow::Result<(Vec<ClientPee
     let mut publishers = Vec::new();
     let mut failures = 0;
     for batch in (0..args.peers).collect::<Vec<_>>().chunks(8) {
-        let attempts = batch.iter().map(|_| ClientPeer::connect(&args.url, Duration::from_secs(20)));
+        let options = || client::ClientOptions { data_channel: args.results, ..Default::default() };
+        let attempts =
+            batch.iter().map(|_| ClientPeer::connect_options(&args.url, options(), Duration::from_secs(20)));
         for result in futures_util::future::join_all(attempts).await {
             match result {
                 Ok(publisher) => publishers.push(publisher),
@@ -282,6 +299,17 @@ fn run_publisher(
 ) -> (JoinHandle<ClientPeer>, JoinHandle<()>) {
     let times = Arc::new(std::sync::Mutex::new(SendTimes::default()));
     let mut echoed = publisher.take_echoed();
+    if let Some(mut messages) = publisher.channel_messages() {
+        let results = Arc::clone(&load.results);
+        tokio::spawn(async move {
+            while let Some(text) = messages.recv().await {
+                let Ok(message) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+                if let (Some(age), Some(infer)) = (message["age_ms"].as_f64(), message["infer_ms"].as_f64()) {
+                    results.lock().await.push((age, infer));
+                }
+            }
+        });
+    }
     let (recv_peer, recv_times, rtts) = (Arc::clone(&peer), Arc::clone(&times), Arc::clone(&load.rtts));
     let receiver = tokio::spawn(async move {
         let mut local = Vec::new();
@@ -350,6 +378,8 @@ struct Measured<'a> {
     sending: Duration,
     /// Sorted, µs.
     rtts: &'a [u32],
+    /// (age_ms, infer_ms) of each detection received.
+    results: &'a [(f64, f64)],
     server_cpu: Option<f64>,
     client_cpu: f64,
     server_rss_start: Option<u64>,
@@ -370,6 +400,12 @@ fn summarize(m: Measured) -> Summary {
         .map(|c| c.packets_sent.load(Ordering::Relaxed) * c.viewers.load(Ordering::Relaxed))
         .sum();
     let rtt_ms = |p: f64| percentile(m.rtts, p).map(|us| f64::from(us) / 1000.0);
+    let sorted = |pick: fn(&(f64, f64)) -> f64| {
+        let mut values: Vec<f64> = m.results.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values
+    };
+    let (ages, infers) = (sorted(|r| r.0), sorted(|r| r.1));
     let seconds = m.sending.as_secs_f64();
     let peers = m.counters.len();
     let cpu_percent = m.server_cpu.map(|cpu| cpu / seconds * 100.0);
@@ -401,6 +437,10 @@ fn summarize(m: Measured) -> Summary {
         } else {
             (1.0 - viewer_packets as f64 / viewer_expected as f64).max(0.0)
         },
+        results_received: m.results.len() as u64,
+        result_age_ms_p50: percentile(&ages, 0.50),
+        result_age_ms_p99: percentile(&ages, 0.99),
+        result_infer_ms_p50: percentile(&infers, 0.50),
     }
 }
 
@@ -482,6 +522,15 @@ pub fn print_human(summary: &Summary) {
         summary.viewer_loss * 100.0,
         summary.connect_failures,
     );
+    if summary.results_received > 0 {
+        println!(
+            "results {}  age ms p50 {}  p99 {}  model ms p50 {}",
+            summary.results_received,
+            ms(summary.result_age_ms_p50),
+            ms(summary.result_age_ms_p99),
+            ms(summary.result_infer_ms_p50),
+        );
+    }
 }
 
 #[cfg(test)]
