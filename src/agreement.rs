@@ -56,7 +56,7 @@ impl AgreementStats {
 
     /// `{"frames","matched","mean_iou","page_only","server_only"}` (`mean_iou` null
     /// before the first match).
-    pub fn to_json(&self) -> Value {
+    pub fn to_json(self) -> Value {
         json!({
             "frames": self.frames,
             "matched": self.matched,
@@ -152,6 +152,7 @@ impl Agreement {
         None
     }
 
+    #[cfg(test)]
     pub fn stats(&self) -> AgreementStats {
         self.stats
     }
@@ -162,6 +163,7 @@ impl Agreement {
     }
 
     /// Unpaired frames held (page, server): at most [`KEPT_FRAMES`] each.
+    #[cfg(test)]
     pub fn pending(&self) -> (usize, usize) {
         (self.page.len(), self.server.len())
     }

@@ -102,7 +102,7 @@ pub struct Config {
     pub admin_token: Option<Secret>,
 
     /// Browser origin allowed to open /ws besides the server's own (repeatable), e.g.
-    /// https://demo.example.org. Browsers send Origin; tools that send none are allowed.
+    /// `https://demo.example.org`. Browsers send Origin; tools that send none are allowed.
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
 

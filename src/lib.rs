@@ -1,23 +1,59 @@
 //! face-echo: a WebRTC echo media server for live vision work.
 //!
-//! A browser publishes a VP8 stream; the server sends the same RTP straight back
-//! on its own track. See the README's Architecture section for the module map.
+//! A browser publishes a VP8 stream; the server sends the same RTP straight back,
+//! payload untouched, and on the side decodes it, finds faces, and sends what it
+//! found back to the clients per frame. The README is for users (set-up, flags,
+//! limits, protocol); this is the map for people changing the code.
 //!
-//! The path of one packet: [`session::echo::forward`] reads it from the incoming
-//! track and writes it, payload untouched, to the session's echo track.
+//! # The path of one packet
+//!
+//! ```text
+//! UDP → webrtc-rs driver (ICE, DTLS-SRTP, NACK generator, RTCP; nack_budget in front
+//!       of the NACK responder) → the incoming TrackRemote's event channel (256 deep)
+//!   session::echo::EchoLeg::run        ← does nothing slow: this channel drops on overflow
+//!     ├─ echo: readdress, write_rtp on the session's echo track      (first, always)
+//!     ├─ viewers: session::fanout, each viewer's bounded queue       (try_send)
+//!     └─ tap: tap::TapInput::offer, a bounded queue                  (try_send)
+//!          tap thread: assemble → admission (VP8 header, pixel budget) → libvpx
+//!            ├─ metrics, snapshot; the page's frame code (framecode)
+//!            └─ detect: newest frame wins → BlazeFace (ort) → detect::Detection
+//!                 └─ session::results: `detections` on every `face-echo` data
+//!                    channel of the publisher and its viewers; agreement with the
+//!                    page's own detections (agreement); `stats` each second
+//! ```
+//!
+//! RTCP flows the other way: PLI/FIR from the echo's receiver, the viewers and the
+//! tap become wishes for one scheduler per publisher (session::keyframes).
+//!
+//! # Modules
+//!
+//! - Start-up and HTTP: [`config`] (every flag), [`server`] (bind, serve, shut down),
+//!   [`http`] (router, signaling WebSocket, assets), `listener` and `limits`
+//!   (file-descriptor budget, per-IP caps), `auth` (tokens), `tls`, [`signaling`]
+//!   (wire types), [`sessions`] (the table and its slots), [`metrics`], [`process`].
+//! - One PeerConnection: [`peer`] (the recipe every PeerConnection is built from),
+//!   [`session`] (negotiate, echo, fan-out, viewers, keyframes, results),
+//!   [`network`] (which addresses media binds), [`nack_budget`] and
+//!   `keyframe_feedback` (interceptors).
+//! - Seeing: [`tap`] (assemble, admit, decode, snapshot), [`frame`] (the decoded
+//!   picture), [`framecode`] (the page's frame number in the pixels), [`detect`]
+//!   (BlazeFace), `agreement` (page vs server, per frame), `loop_messages` (the
+//!   data channel's wire types), `stats` (percentiles), `token_bucket` (rate limits).
+//! - Apart from the server: [`loadgen`] (`face-echo loadgen`, and the webrtc-rs client
+//!   peer tests use).
 
-pub mod agreement;
-pub mod auth;
+pub(crate) mod agreement;
+pub(crate) mod auth;
 pub mod config;
 pub mod detect;
 pub mod frame;
 pub mod framecode;
 pub mod http;
-pub mod keyframe_feedback;
-pub mod limits;
-pub mod listener;
+pub(crate) mod keyframe_feedback;
+pub(crate) mod limits;
+pub(crate) mod listener;
 pub mod loadgen;
-pub mod loop_messages;
+pub(crate) mod loop_messages;
 pub mod metrics;
 pub mod nack_budget;
 pub mod network;
@@ -27,6 +63,7 @@ pub mod server;
 pub mod session;
 pub mod sessions;
 pub mod signaling;
-pub mod stats;
+pub(crate) mod stats;
 pub mod tap;
-pub mod tls;
+pub(crate) mod tls;
+pub(crate) mod token_bucket;

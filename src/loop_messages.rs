@@ -25,8 +25,6 @@
 //! dropped and counted; it never closes the channel. [`MessageRate`] limits how
 //! many a page may send; over the limit messages are dropped and counted.
 
-use std::time::Instant;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -187,8 +185,6 @@ pub enum LoopErrorCode {
     BadDetections,
     /// More than [`MAX_FACES`] faces.
     TooManyFaces,
-    /// Over the rate limit ([`MessageRate`]): dropped.
-    RateLimited,
 }
 
 impl LoopErrorCode {
@@ -199,7 +195,6 @@ impl LoopErrorCode {
             LoopErrorCode::UnknownType => "unknown_type",
             LoopErrorCode::BadDetections => "bad_detections",
             LoopErrorCode::TooManyFaces => "too_many_faces",
-            LoopErrorCode::RateLimited => "rate_limited",
         }
     }
 }
@@ -327,49 +322,8 @@ fn parse_face(index: usize, value: &Value) -> Result<WireFace, LoopError> {
     Ok(WireFace { x, y, w, h, score })
 }
 
-/// The message rate limit: [`MAX_MESSAGE_BURST`] tokens refilled at
-/// [`MAX_MESSAGES_PER_SECOND`]. Over it a message is dropped and counted; the
-/// channel stays open. Sans-IO: the caller passes the time.
-#[derive(Debug, Clone)]
-pub struct MessageRate {
-    per_second: f64,
-    burst: f64,
-    tokens: f64,
-    at: Instant,
-    dropped: u64,
-}
-
-impl MessageRate {
-    pub fn new(now: Instant) -> Self {
-        Self::with_limits(MAX_MESSAGES_PER_SECOND, MAX_MESSAGE_BURST, now)
-    }
-
-    pub fn with_limits(per_second: f64, burst: f64, now: Instant) -> Self {
-        MessageRate { per_second, burst, tokens: burst, at: now, dropped: 0 }
-    }
-
-    /// Takes one token: true to handle the message, false to drop it (counted).
-    pub fn allow(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
-        self.at = self.at.max(now);
-        if self.tokens < 1.0 {
-            self.dropped += 1;
-            return false;
-        }
-        self.tokens -= 1.0;
-        true
-    }
-
-    /// Messages dropped over the limit so far.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use serde_json::json;
 
@@ -520,33 +474,8 @@ mod tests {
             LoopErrorCode::UnknownType,
             LoopErrorCode::BadDetections,
             LoopErrorCode::TooManyFaces,
-            LoopErrorCode::RateLimited,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
         }
-    }
-
-    #[test]
-    fn over_the_rate_messages_are_dropped_and_counted() {
-        let start = Instant::now();
-        let mut rate = MessageRate::with_limits(10.0, 5.0, start);
-        let allowed = (0..8).filter(|_| rate.allow(start)).count();
-        assert_eq!((allowed, rate.dropped()), (5, 3), "the burst, then drops");
-        // 0.25 s refills 2.5 tokens: two more.
-        let later = start + Duration::from_millis(250);
-        let allowed = (0..4).filter(|_| rate.allow(later)).count();
-        assert_eq!((allowed, rate.dropped()), (2, 5));
-        // A long pause refills only up to the burst.
-        let much_later = later + Duration::from_secs(60);
-        let allowed = (0..10).filter(|_| rate.allow(much_later)).count();
-        assert_eq!((allowed, rate.dropped()), (5, 10));
-        // Time going backwards (an earlier `now`) neither refills nor panics.
-        assert!(!rate.allow(start));
-        // The defaults let a 30 fps page through forever.
-        let mut rate = MessageRate::new(start);
-        for frame in 0..3000u64 {
-            assert!(rate.allow(start + Duration::from_millis(frame * 1000 / 30)));
-        }
-        assert_eq!(rate.dropped(), 0);
     }
 }

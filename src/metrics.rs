@@ -1,7 +1,7 @@
 //! Process-wide Prometheus metrics, served as text on `/metrics`.
 //!
 //! Counters are bumped on the hot path, so they are plain atomics (prometheus-client's
-//! `Counter`); per-session numbers live in [`crate::session::EchoStats`] instead.
+//! `Counter`); per-session numbers live in [`crate::session::echo::EchoStats`] instead.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;

@@ -20,6 +20,7 @@ use crate::session::viewer::Viewer;
 use crate::session::{Session, SessionEvent};
 use crate::sessions::Slot;
 use crate::signaling::{self, Candidate, ClientMessage, ErrorCode, ServerMessage, SignalError};
+use crate::token_bucket::TokenBucket;
 
 /// Remote candidates kept while waiting for the offer.
 const MAX_EARLY_CANDIDATES: usize = 32;
@@ -63,31 +64,6 @@ struct Connection {
     connect_deadline: Option<Instant>,
 }
 
-/// The frame-rate limit: `MAX_FRAME_BURST` tokens, refilled at `MAX_FRAMES_PER_SECOND`.
-struct TokenBucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl TokenBucket {
-    fn new() -> Self {
-        TokenBucket { tokens: MAX_FRAME_BURST, at: Instant::now() }
-    }
-
-    /// Takes one token; false when there is none left.
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.at).as_secs_f64() * MAX_FRAMES_PER_SECOND;
-        self.tokens = (self.tokens + refill).min(MAX_FRAME_BURST);
-        self.at = now;
-        if self.tokens < 1.0 {
-            return false;
-        }
-        self.tokens -= 1.0;
-        true
-    }
-}
-
 pub async fn serve(
     socket: WebSocket,
     client: SocketAddr,
@@ -120,7 +96,7 @@ pub async fn serve(
         events: None,
         early_candidates: Vec::new(),
         candidates_received: 0,
-        rate: TokenBucket::new(),
+        rate: TokenBucket::new(MAX_FRAMES_PER_SECOND, MAX_FRAME_BURST, std::time::Instant::now()),
         disconnect_deadline: None,
         connect_deadline: None,
     };
@@ -242,7 +218,7 @@ impl Connection {
     async fn on_frame(&mut self, message: Message) -> Flow {
         if let Message::Text(_) | Message::Binary(_) = &message {
             self.heard = true;
-            if !self.rate.take() {
+            if !self.rate.take(std::time::Instant::now()) {
                 self.send_error(SignalError::new(
                     ErrorCode::RateLimited,
                     format!("more than {MAX_FRAMES_PER_SECOND} frames per second (burst {MAX_FRAME_BURST})"),

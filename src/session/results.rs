@@ -22,8 +22,9 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use super::SessionInfo;
 use crate::agreement::{Agreement, FrameAgreement};
 use crate::detect::Detection;
-use crate::loop_messages::{self, ClientMessage, MessageRate, ServerDetections, ServerMessage};
+use crate::loop_messages::{self, ClientMessage, ServerDetections, ServerMessage};
 use crate::metrics::Metrics;
+use crate::token_bucket::TokenBucket;
 
 /// Detections waiting to be sent: a few frames' worth (newer ones matter more).
 pub const QUEUED_DETECTIONS: usize = 8;
@@ -96,7 +97,11 @@ impl Results {
             }
             Err(_) => return,
         }
-        let mut rate = MessageRate::new(Instant::now());
+        let mut rate = TokenBucket::new(
+            loop_messages::MAX_MESSAGES_PER_SECOND,
+            loop_messages::MAX_MESSAGE_BURST,
+            Instant::now(),
+        );
         while let Some(event) = dc.poll().await {
             match event {
                 DataChannelEvent::OnOpen => {
@@ -111,7 +116,7 @@ impl Results {
                 DataChannelEvent::OnMessage(message) => {
                     self.stats.received.fetch_add(1, Ordering::Relaxed);
                     self.metrics.loop_messages_received.inc();
-                    if !rate.allow(Instant::now()) {
+                    if !rate.take(Instant::now()) {
                         self.stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
                         self.metrics.loop_messages_dropped.inc();
                         continue;
