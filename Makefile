@@ -4,18 +4,24 @@
 ARGS ?=
 CARGO ?= cargo
 
-.PHONY: run test test-rust test-browser test-interop test-fuzz deps-build deps-test
+.PHONY: run test test-lint test-rust test-browser test-interop test-fuzz deps-build deps-test
 
 run: deps-build
 	$(CARGO) run --release -- $(ARGS)
 
-test: deps-test test-rust test-browser test-interop test-fuzz
+test: deps-test test-lint test-rust test-browser test-interop test-fuzz
 
 deps-build:
 	@scripts/deps.sh build
 
 deps-test:
 	@scripts/deps.sh test
+
+# Formatting and lints first: cheap, and a red here needs no test run to explain it.
+test-lint:
+	$(CARGO) fmt --check
+	cd fuzz && $(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
 
 # Unit and integration tests (webrtc-rs client peers against the real server).
 # Building them also builds target/debug/face-echo, which the other suites run.

@@ -134,13 +134,8 @@ struct Handler {
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = event.candidate.to_json() {
-            let message = json!({"type": "ice", "candidate": {
-                "candidate": init.candidate,
-                "sdpMid": init.sdp_mid,
-                "sdpMLineIndex": init.sdp_mline_index,
-            }});
-            let _ = self.ws_out.send(message.to_string());
+        if let Some(message) = face_echo::loadgen::client::candidate_message(event) {
+            let _ = self.ws_out.send(message);
         }
     }
 

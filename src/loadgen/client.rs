@@ -120,16 +120,22 @@ struct Handler {
     tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
 
+/// A local candidate as the signaling message that trickles it to the server.
+pub fn candidate_message(event: RTCPeerConnectionIceEvent) -> Option<String> {
+    let init = event.candidate.to_json().ok()?;
+    let message = json!({"type": "ice", "candidate": {
+        "candidate": init.candidate,
+        "sdpMid": init.sdp_mid,
+        "sdpMLineIndex": init.sdp_mline_index,
+    }});
+    Some(message.to_string())
+}
+
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = event.candidate.to_json() {
-            let message = json!({"type": "ice", "candidate": {
-                "candidate": init.candidate,
-                "sdpMid": init.sdp_mid,
-                "sdpMLineIndex": init.sdp_mline_index,
-            }});
-            let _ = self.ws_out.send(message.to_string());
+        if let Some(message) = candidate_message(event) {
+            let _ = self.ws_out.send(message);
         }
     }
 

@@ -9,7 +9,7 @@
 //! - In: the page's `detections`, parsed strictly and rate-limited; bad or excess
 //!   messages are counted and dropped, the channel stays open.
 //! - Agreement: page and server boxes of the same frame are matched
-//!   ([`crate::agreement`]).
+//!   (`crate::agreement`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
