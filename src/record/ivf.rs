@@ -178,7 +178,7 @@ impl<R: Read> IvfReader<R> {
         let u32_at =
             |at: usize| u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
         let header_size = usize::from(u16_at(6));
-        if header_size < FILE_HEADER_BYTES || header_size > 1024 {
+        if !(FILE_HEADER_BYTES..=1024).contains(&header_size) {
             return Err(IvfError::NotIvf(format!("header size {header_size}")));
         }
         // A longer header (never written by us): skip the rest.

@@ -51,8 +51,10 @@ pub struct JournalSummary {
     pub end: Option<Value>,
 }
 
-/// The server's detections of a recording, by RTP timestamp: (width, height, faces).
-pub type RecordedDetections = HashMap<u32, (u32, u32, Vec<Face>)>;
+/// One recorded detection pass: the frame's width and height, the faces.
+pub type Recorded = (u32, u32, Vec<Face>);
+/// The server's detections of a recording, by RTP timestamp.
+pub type RecordedDetections = HashMap<u32, Recorded>;
 
 /// Reads a recording's JSONL: the summary and the server's detections.
 pub fn read_journal(path: &Path) -> std::io::Result<(JournalSummary, RecordedDetections)> {
@@ -87,7 +89,7 @@ pub fn read_journal(path: &Path) -> std::io::Result<(JournalSummary, RecordedDet
     Ok((summary, detections))
 }
 
-fn parse_detections(value: &Value) -> Option<(u32, (u32, u32, Vec<Face>))> {
+fn parse_detections(value: &Value) -> Option<(u32, Recorded)> {
     let rtp_ts = u32::try_from(value["rtp_ts"].as_u64()?).ok()?;
     let width = u32::try_from(value["width"].as_u64()?).ok()?;
     let height = u32::try_from(value["height"].as_u64()?).ok()?;
