@@ -29,8 +29,10 @@ fn vpxdec_frames(ivf: &Path) -> Option<u64> {
     if !output.status.success() {
         return None;
     }
-    // "Decoded 60 frames in 12345 us (...)"
-    text.split_whitespace().skip_while(|word| *word != "Decoded").nth(1).and_then(|n| n.parse().ok())
+    // "60 decoded frames/60 showed frames in 24123 us (2487.25 fps)"
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let at = words.iter().position(|word| *word == "decoded")?;
+    words.get(at.checked_sub(1)?)?.parse().ok()
 }
 
 fn journal(path: &Path) -> Vec<Value> {
