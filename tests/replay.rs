@@ -11,12 +11,12 @@ use std::time::Duration;
 use common::*;
 use face_echo::detect::Face;
 use face_echo::framecode;
-use face_echo::loadgen::client::ClientPeer;
+use face_echo::loadgen::client::{ClientOptions, ClientPeer};
 use face_echo::loadgen::clip::{encode_clip, encode_test_pattern, rgb_to_i420};
 use face_echo::record::ivf::{self, IvfWriter};
 use face_echo::record::replay::{ReplayArgs, replay};
 use image::{Rgb, RgbImage, imageops};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const WIDTH: u32 = 320;
 const HEIGHT: u32 = 240;
@@ -66,13 +66,21 @@ async fn a_recording_of_the_face_fixture_replays_with_the_same_faces() {
     config.detect_fps = 15.0;
     config.record = Some(dir.clone());
     let server = start(config).await;
-    let mut publisher = ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
+    let options = ClientOptions { data_channel: true, ..Default::default() };
+    let mut publisher =
+        ClientPeer::connect_options(&ws_url(server.addr), options, CONNECT_TIMEOUT).await.expect("connects");
+    publisher.wait_channel_open(CONNECT_TIMEOUT).await.expect("channel opens");
     let session = publisher.session.clone();
     let clip = stamped_clip(60);
+    let truth = truth();
     let mut ticker = tokio::time::interval(Duration::from_millis(33));
-    for frame in &clip {
+    for (index, frame) in clip.iter().enumerate() {
         ticker.tick().await;
         publisher.send_frame(&frame.data, 3000).await.expect("send");
+        // As a page does: what it drew on frame `index`.
+        let page = json!({"type": "detections", "source": "page", "frame": index, "width": WIDTH, "height": HEIGHT,
+            "faces": [{"x": truth.x, "y": truth.y, "w": truth.w, "h": truth.h, "score": 0.9}]});
+        publisher.send_on_channel(&page.to_string()).await.expect("page detections");
     }
     let _ = collect_echo(&mut publisher, Duration::from_millis(1000)).await;
     publisher.close().await.expect("close");
@@ -99,9 +107,11 @@ async fn a_recording_of_the_face_fixture_replays_with_the_same_faces() {
     assert_eq!(agreement["matched"].as_u64(), Some(frames), "same face on every recorded frame: {agreement}");
     assert_eq!((agreement["recorded_only"].as_u64(), agreement["replay_only"].as_u64()), (Some(0), Some(0)));
     assert!(agreement["mean_iou"].as_f64().expect("iou") > 0.99, "same pixels, same model: {agreement}");
+    let journal = report.recording.as_ref().and_then(|recording| recording.journal.clone()).expect("journal");
+    assert_eq!(journal.page_detections, 60, "the page's detections are recorded too");
+    assert!(journal.closed && journal.bad_lines == 0);
     // And the recorded faces are the fixture's face.
     let journal = std::fs::read_to_string(dir.join(format!("{session}.jsonl"))).expect("journal");
-    let truth = truth();
     for line in journal.lines().filter(|line| line.contains("server_detections")) {
         let value: Value = serde_json::from_str(line).expect("JSON");
         let face = &value["faces"][0];

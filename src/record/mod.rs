@@ -340,6 +340,44 @@ mod tests {
     }
 
     #[test]
+    fn a_write_error_stops_the_recording_not_the_sender() {
+        let dir = std::env::temp_dir().join(format!("face-echo-rec-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else { return };
+        let ivf = IvfWriter::new(File::create(dir.join("x.ivf")).expect("create"), 0, 0).expect("ivf");
+        let state = Arc::new(RecordState::default());
+        let recording = Recording::new(ivf, full, Arc::clone(&state));
+        let (items, received) = sync_channel(4);
+        let input = RecorderInput { items, state: Arc::clone(&state) };
+        let thread = std::thread::spawn(move || recording.run(received, "full"));
+        // One whole keyframe: the IVF takes it, the journal's line hits ENOSPC.
+        let keyframe = [0x90, 0x10, 0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+        input.offer(TapPacket {
+            sequence_number: 1,
+            timestamp: 3000,
+            marker: true,
+            payload: bytes::Bytes::copy_from_slice(&keyframe),
+            arrived: Instant::now(),
+        });
+        thread.join().expect("the recorder thread ends by itself");
+        assert!(state.finished());
+        assert!(state.error().is_some_and(|error| error.contains("space")), "{:?}", state.error());
+        assert_eq!(state.frames.load(Ordering::Relaxed), 1);
+        // The echo's side: offers after the stop are no-ops, never errors or waits.
+        for _ in 0..10 {
+            input.offer(TapPacket {
+                sequence_number: 2,
+                timestamp: 6000,
+                marker: true,
+                payload: bytes::Bytes::from_static(&[0x90, 0x10, 0x10, 1]),
+                arrived: Instant::now(),
+            });
+        }
+        assert_eq!(state.dropped.load(Ordering::Relaxed), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn file_names_are_the_session_id_and_nothing_else() {
         let (ivf, jsonl) = paths(Path::new("/rec"), "../x/y");
         assert_eq!((ivf.to_str(), jsonl.to_str()), (Some("/rec/___x_y.ivf"), Some("/rec/___x_y.jsonl")));
