@@ -5,7 +5,7 @@
 #   scripts/bench-replay.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export ORT_DYLIB_PATH="$(scripts/onnxruntime.sh)"
+export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(scripts/onnxruntime.sh)}"
 source scripts/bench-lib.sh
 command -v vpxdec >/dev/null || { echo "bench: vpxdec missing (apt-get install vpx-tools)" >&2; exit 1; }
 

@@ -104,15 +104,16 @@ impl EchoLeg {
             if let (Some(viewers), Some(packet)) = (&viewers, for_viewers) {
                 viewers.send(&packet);
             }
+            // The recording takes what came in, echoed or not.
+            if let (Some(recorder), Some(packet)) = (&recorder, &for_tap) {
+                recorder.offer(packet.clone());
+            }
             match echoed {
                 Ok(()) => {
                     stats.packets_out.fetch_add(1, Ordering::Relaxed);
                     stats.bytes_out.fetch_add(payload_len, Ordering::Relaxed);
                     metrics.rtp_packets_forwarded.inc();
                     metrics.rtp_bytes_forwarded.inc_by(payload_len);
-                    if let (Some(recorder), Some(packet)) = (&recorder, &for_tap) {
-                        recorder.offer(packet.clone());
-                    }
                     if let (Some(tap), Some(packet)) = (&tap, for_tap) {
                         tap.offer(packet);
                     }
