@@ -60,6 +60,9 @@ async fn a_publisher_is_recorded_frame_for_frame_and_vpxdec_plays_it() {
     assert_eq!(record["enabled"], true, "{record}");
     assert_eq!(record["frames"], 60, "{record}");
     assert_eq!(record["dropped"], 0, "{record}");
+    let (_, metrics) = http_get(server.addr, "/metrics").await;
+    assert!(metrics.contains("face_echo_record_frames_total 60"), "frames in /metrics");
+    assert!(metrics.contains("face_echo_record_dropped_total 0"));
 
     publisher.close().await.expect("close");
     let jsonl = dir.join(format!("{session}.jsonl"));

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use crate::detect::{Detection, Face};
+use crate::metrics::Metrics;
 use crate::tap::assemble::{FrameAssembler, TapPacket};
 use crate::tap::vp8_header;
 use ivf::IvfWriter;
@@ -120,6 +121,7 @@ impl RecordState {
 pub struct RecorderInput {
     items: SyncSender<Item>,
     state: Arc<RecordState>,
+    metrics: Arc<Metrics>,
 }
 
 impl RecorderInput {
@@ -128,6 +130,7 @@ impl RecorderInput {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.state.dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.record_dropped.inc();
             }
             // The recording stopped (an error, already logged).
             Err(TrySendError::Disconnected(_)) => {}
@@ -157,20 +160,24 @@ impl RecorderInput {
 }
 
 /// Creates the session's files and starts its recorder thread.
-pub fn start(dir: &Path, session_id: &str) -> io::Result<(RecorderInput, Arc<RecordState>)> {
+pub fn start(
+    dir: &Path,
+    session_id: &str,
+    metrics: Arc<Metrics>,
+) -> io::Result<(RecorderInput, Arc<RecordState>)> {
     let (ivf_path, jsonl_path) = paths(dir, session_id);
     let ivf = IvfWriter::new(File::create(&ivf_path)?, 0, 0)?;
     let jsonl = File::create(&jsonl_path)?;
     let (items, received) = sync_channel(QUEUE_ITEMS);
     let state = Arc::new(RecordState { path: ivf_path.clone(), ..RecordState::default() });
-    let mut recording = Recording::new(ivf, jsonl, Arc::clone(&state));
+    let mut recording = Recording::new(ivf, jsonl, Arc::clone(&state), Arc::clone(&metrics));
     let file_name = ivf_path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     recording.line(&json!({"type": "recording", "session": session_id, "started_ms": recording.started_ms, "ivf": file_name}))?;
     let session = session_id.to_owned();
     std::thread::Builder::new()
         .name(format!("rec-{session_id}"))
         .spawn(move || recording.run(received, &session))?;
-    Ok((RecorderInput { items, state: Arc::clone(&state) }, state))
+    Ok((RecorderInput { items, state: Arc::clone(&state), metrics }, state))
 }
 
 /// A recording in progress: the recorder thread's state.
@@ -184,10 +191,11 @@ struct Recording {
     started: Instant,
     started_ms: f64,
     state: Arc<RecordState>,
+    metrics: Arc<Metrics>,
 }
 
 impl Recording {
-    fn new(ivf: IvfWriter, jsonl: File, state: Arc<RecordState>) -> Self {
+    fn new(ivf: IvfWriter, jsonl: File, state: Arc<RecordState>, metrics: Arc<Metrics>) -> Self {
         let started_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
         Recording {
@@ -199,6 +207,7 @@ impl Recording {
             started: Instant::now(),
             started_ms,
             state,
+            metrics,
         }
     }
 
@@ -213,6 +222,7 @@ impl Recording {
             }
         };
         if let Some(error) = &error {
+            self.metrics.record_errors.inc();
             *self.state.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.clone());
         }
         self.state.finished.store(true, Ordering::Release);
@@ -314,6 +324,7 @@ impl Recording {
         let index = ivf.frames();
         ivf.write_frame(pts, &frame.data, frame.keyframe)?;
         self.state.frames.fetch_add(1, Ordering::Relaxed);
+        self.metrics.record_frames.inc();
         self.state.bytes.fetch_add(frame.data.len() as u64, Ordering::Relaxed);
         let arrived_ms = self.unix_ms(frame.arrived);
         self.line(&json!({
@@ -346,9 +357,10 @@ mod tests {
         let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else { return };
         let ivf = IvfWriter::new(File::create(dir.join("x.ivf")).expect("create"), 0, 0).expect("ivf");
         let state = Arc::new(RecordState::default());
-        let recording = Recording::new(ivf, full, Arc::clone(&state));
+        let metrics = Arc::new(Metrics::new());
+        let recording = Recording::new(ivf, full, Arc::clone(&state), Arc::clone(&metrics));
         let (items, received) = sync_channel(4);
-        let input = RecorderInput { items, state: Arc::clone(&state) };
+        let input = RecorderInput { items, state: Arc::clone(&state), metrics: Arc::clone(&metrics) };
         let thread = std::thread::spawn(move || recording.run(received, "full"));
         // One whole keyframe: the IVF takes it, the journal's line hits ENOSPC.
         let keyframe = [0x90, 0x10, 0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
@@ -363,6 +375,7 @@ mod tests {
         assert!(state.finished());
         assert!(state.error().is_some_and(|error| error.contains("space")), "{:?}", state.error());
         assert_eq!(state.frames.load(Ordering::Relaxed), 1);
+        assert_eq!((metrics.record_frames.get(), metrics.record_errors.get()), (1, 1));
         // The echo's side: offers after the stop are no-ops, never errors or waits.
         for _ in 0..10 {
             input.offer(TapPacket {

@@ -309,7 +309,7 @@ impl Session {
         let fanout = Arc::new(FanOut::new(max_viewers, Arc::clone(&metrics)));
         let retransmit = Arc::new(RetransmitStats::new(Arc::clone(&metrics)));
         // A recording that cannot start is logged; the session goes on without it.
-        let recording = record_dir.and_then(|dir| match record::start(dir, &id) {
+        let recording = record_dir.and_then(|dir| match record::start(dir, &id, Arc::clone(&metrics)) {
             Ok(recording) => Some(recording),
             Err(err) => {
                 tracing::error!(session = %id, %err, dir = %dir.display(), "cannot record this session");
