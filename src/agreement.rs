@@ -152,7 +152,7 @@ impl Agreement {
         None
     }
 
-    #[cfg(test)]
+    /// Totals so far.
     pub fn stats(&self) -> AgreementStats {
         self.stats
     }

@@ -160,6 +160,13 @@ pub struct Config {
     /// scripts/onnxruntime.sh (run by `make run`) puts it, i.e. target/onnxruntime/.
     #[arg(long, env = "ORT_DYLIB_PATH", value_name = "FILE")]
     pub ort_lib: Option<PathBuf>,
+
+    /// Record each publisher's incoming VP8, as it arrived, to DIR/<session>.ivf
+    /// (plays in vpxdec; `face-echo replay` runs it through the decoder and
+    /// detector) and what is known about each frame to DIR/<session>.jsonl. Created
+    /// if missing; a directory that cannot be written is a start-up error.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
 }
 
 /// An inclusive UDP port range from `--udp-port`.
@@ -177,7 +184,7 @@ impl PortRange {
 }
 
 /// `target/onnxruntime/libonnxruntime.so` for a binary in `target/{debug,release}/`.
-fn default_ort_lib() -> PathBuf {
+pub(crate) fn default_ort_lib() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     let build_dir = exe.parent().and_then(Path::parent).unwrap_or(Path::new("."));
     build_dir.join("onnxruntime").join("libonnxruntime.so")
@@ -251,6 +258,9 @@ impl Config {
             if value == Some(0) {
                 anyhow::bail!("{flag} must be at least 1");
             }
+        }
+        if let Some(dir) = &self.record {
+            crate::record::check_dir(dir)?;
         }
         if let Some(dir) = &self.web_dir
             && !dir.join("index.html").is_file()

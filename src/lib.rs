@@ -13,6 +13,8 @@
 //!   session::echo::EchoLeg::run        ← does nothing slow: this channel drops on overflow
 //!     ├─ echo: readdress, write_rtp on the session's echo track      (first, always)
 //!     ├─ viewers: session::fanout, each viewer's bounded queue       (try_send)
+//!     ├─ recorder (--record): record::RecorderInput::offer, bounded  (try_send)
+//!     │    recorder thread: assemble → DIR/<session>.ivf and .jsonl (+ detections)
 //!     └─ tap: tap::TapInput::offer, a bounded queue                  (try_send)
 //!          tap thread: assemble → admission (VP8 header, pixel budget) → libvpx
 //!            ├─ metrics, snapshot; the page's frame code (framecode)
@@ -39,6 +41,8 @@
 //!   picture), [`framecode`] (the page's frame number in the pixels), [`detect`]
 //!   (BlazeFace), `agreement` (page vs server, per frame), `loop_messages` (the
 //!   data channel's wire types), `stats` (percentiles), `token_bucket` (rate limits).
+//! - On disk: [`record`] (`--record`: IVF and JSONL per publisher; `face-echo
+//!   replay` and `record-stats` read them back).
 //! - Apart from the server: [`loadgen`] (`face-echo loadgen`, and the webrtc-rs client
 //!   peer tests use).
 
@@ -59,6 +63,7 @@ pub mod nack_budget;
 pub mod network;
 pub mod peer;
 pub mod process;
+pub mod record;
 pub mod server;
 pub mod session;
 pub mod sessions;

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use face_echo::config::Config;
 use face_echo::loadgen::{self, LoadgenArgs};
+use face_echo::record::{replay, stats};
 use tracing_subscriber::EnvFilter;
 
 /// WebRTC echo media server for live vision work.
@@ -26,6 +27,21 @@ enum Command {
     /// Run N webrtc-rs publishers against a server and report frame throughput,
     /// echo round-trip time, loss, and the server's CPU and memory.
     Loadgen(LoadgenArgs),
+    /// Decode (and with --detect, detect on) every frame of a recording
+    /// (`--record`) as fast as possible: frames/s, decode and detection times,
+    /// faces per frame, agreement with the recorded detections.
+    Replay(replay::ReplayArgs),
+    /// Summarise the recordings in a directory (or one .ivf).
+    RecordStats(RecordStatsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RecordStatsArgs {
+    /// The --record directory, or one .ivf file.
+    path: std::path::PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +62,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Some(Command::Loadgen(args)) => runtime.block_on(run_loadgen(args)),
+        Some(Command::Replay(args)) => run_replay(&args),
+        Some(Command::RecordStats(args)) => run_record_stats(&args),
         None => runtime.block_on(serve(cli.config)),
     };
     match result {
@@ -94,6 +112,31 @@ async fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         loadgen::print_human(&summary);
+    }
+    Ok(())
+}
+
+fn run_replay(args: &replay::ReplayArgs) -> anyhow::Result<()> {
+    let quiet = args.quiet;
+    let report = replay::replay(args, |frames, fps| {
+        if !quiet {
+            eprintln!("replay: {frames} frames, {fps:.1} frames/s");
+        }
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        replay::print_human(&report);
+    }
+    Ok(())
+}
+
+fn run_record_stats(args: &RecordStatsArgs) -> anyhow::Result<()> {
+    let summaries = stats::summarize_dir(&args.path)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+    } else {
+        stats::print_human(&summaries);
     }
     Ok(())
 }

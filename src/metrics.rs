@@ -27,6 +27,9 @@ pub struct Metrics {
     pub tap_packets_dropped: Counter,
     pub tap_frames_refused: Counter,
     pub tap_slow_decodes: Counter,
+    pub record_frames: Counter,
+    pub record_dropped: Counter,
+    pub record_errors: Counter,
     /// Time libvpx takes per frame in the tap: 50 µs .. ~0.4 s.
     pub tap_decode_seconds: Histogram,
     pub detect_inferences: Counter,
@@ -79,6 +82,9 @@ impl Metrics {
         let tap_packets_dropped = Counter::default();
         let tap_frames_refused = Counter::default();
         let tap_slow_decodes = Counter::default();
+        let record_frames = Counter::default();
+        let record_dropped = Counter::default();
+        let record_errors = Counter::default();
         let tap_decode_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 14));
         let detect_inferences = Counter::default();
         let detect_skipped = Counter::default();
@@ -142,6 +148,21 @@ impl Metrics {
             "tap_decode_errors",
             "VP8 frames libvpx refused in the decode tap",
             tap_decode_errors.clone(),
+        );
+        registry.register(
+            "record_frames",
+            "VP8 frames written to recordings (--record)",
+            record_frames.clone(),
+        );
+        registry.register(
+            "record_dropped",
+            "Packets and detections the recorders were too busy to take (the echo went on)",
+            record_dropped.clone(),
+        );
+        registry.register(
+            "record_errors",
+            "Recordings stopped by a write error (disk full, directory gone)",
+            record_errors.clone(),
         );
         registry.register(
             "tap_packets_dropped",
@@ -292,6 +313,9 @@ impl Metrics {
             tap_packets_dropped,
             tap_frames_refused,
             tap_slow_decodes,
+            record_frames,
+            record_dropped,
+            record_errors,
             tap_decode_seconds,
             detect_inferences,
             detect_skipped,

@@ -383,8 +383,16 @@ impl Connection {
         let id = new_session_id();
         let networks = self.app.network.attempts_for(self.client.ip());
         let max_viewers = self.app.config.max_viewers;
-        match Session::open(id, sdp, &networks, self.app.tap.as_ref(), max_viewers, self.app.metrics.clone())
-            .await
+        match Session::open(
+            id,
+            sdp,
+            &networks,
+            self.app.tap.as_ref(),
+            self.app.config.record.as_deref(),
+            max_viewers,
+            self.app.metrics.clone(),
+        )
+        .await
         {
             Ok((session, answer, events)) => {
                 slot.register(session.info.clone());

@@ -18,6 +18,7 @@ use webrtc::rtp_transceiver::RtpSender;
 use super::fanout::FanOut;
 use crate::keyframe_feedback::asks_for_keyframe;
 use crate::metrics::Metrics;
+use crate::record::RecorderInput;
 use crate::tap::TapInput;
 use crate::tap::assemble::TapPacket;
 
@@ -69,6 +70,8 @@ pub struct EchoLeg {
     pub out_payload_type: Option<u8>,
     /// The decode tap's input (first video track, `--decode-tap`).
     pub tap: Option<TapInput>,
+    /// The recorder's input (first video track, `--record`).
+    pub recorder: Option<RecorderInput>,
     /// The session's viewers (first video track).
     pub viewers: Option<Arc<FanOut>>,
     pub stats: Arc<EchoStats>,
@@ -77,9 +80,10 @@ pub struct EchoLeg {
 
 impl EchoLeg {
     /// Forwards `incoming` to `output` until the track ends; each forwarded packet
-    /// is then handed to the viewers and offered to the decode tap, if any.
+    /// is then handed to the viewers and offered to the recorder and the decode tap, if any.
     pub async fn run(self) {
-        let EchoLeg { incoming, output, out_ssrc, out_payload_type, tap, viewers, stats, metrics } = self;
+        let EchoLeg { incoming, output, out_ssrc, out_payload_type, tap, recorder, viewers, stats, metrics } =
+            self;
         while let Some(event) = incoming.poll().await {
             let mut packet = match event {
                 TrackRemoteEvent::OnRtpPacket(packet) => packet,
@@ -88,7 +92,7 @@ impl EchoLeg {
             };
             let payload_len = packet.payload.len() as u64;
             // Taken before the packet moves into the echo; cloning `Bytes` shares the payload.
-            let for_tap = tap.as_ref().map(|_| TapPacket::from(&packet));
+            let for_tap = (tap.is_some() || recorder.is_some()).then(|| TapPacket::from(&packet));
             let for_viewers = viewers.as_ref().filter(|v| v.count() > 0).map(|_| packet.clone());
             stats.packets_in.fetch_add(1, Ordering::Relaxed);
             stats.bytes_in.fetch_add(payload_len, Ordering::Relaxed);
@@ -99,6 +103,10 @@ impl EchoLeg {
             // The echo first; then the viewers, each on its own bounded queue.
             if let (Some(viewers), Some(packet)) = (&viewers, for_viewers) {
                 viewers.send(&packet);
+            }
+            // The recording takes what came in, echoed or not.
+            if let (Some(recorder), Some(packet)) = (&recorder, &for_tap) {
+                recorder.offer(packet.clone());
             }
             match echoed {
                 Ok(()) => {

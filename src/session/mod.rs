@@ -31,6 +31,7 @@ use webrtc::peer_connection::{
 use crate::metrics::Metrics;
 use crate::nack_budget::RetransmitStats;
 use crate::peer::{self, PeerNetwork};
+use crate::record::{self, RecordState, RecorderInput};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
 use crate::tap::{self, TapConfig, TapInput, TapState};
 use echo::{EchoLeg, EchoOutput, EchoStats};
@@ -68,6 +69,8 @@ pub struct SessionInfo {
     pub fanout: Arc<FanOut>,
     /// What the server learns, out on the data channels; the page's detections in.
     pub results: Arc<results::Results>,
+    /// The recording, with `--record` (unless its files could not be created).
+    pub record: Option<Arc<RecordState>>,
 }
 
 impl SessionInfo {
@@ -77,6 +80,7 @@ impl SessionInfo {
         fanout: Arc<FanOut>,
         retransmit: Arc<RetransmitStats>,
         results: Arc<results::Results>,
+        record: Option<Arc<RecordState>>,
     ) -> Self {
         let created_at_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
@@ -88,6 +92,7 @@ impl SessionInfo {
             echo: Arc::default(),
             retransmit,
             results,
+            record,
             tap,
             fanout,
         }
@@ -126,6 +131,10 @@ impl SessionInfo {
                 Some(detect) => detect.to_json(),
                 None => json!({"enabled": false}),
             },
+            "record": match &self.record {
+                Some(record) => record.to_json(),
+                None => json!({"enabled": false}),
+            },
             "viewers": self.fanout.to_json(),
             "agreement": agreement,
             "loop": channels,
@@ -153,6 +162,8 @@ struct Shared {
     pc: std::sync::OnceLock<std::sync::Weak<dyn PeerConnection>>,
     /// The decode tap's input and keyframe wishes, for the first video track.
     tap: Mutex<Option<(TapInput, mpsc::Receiver<()>)>>,
+    /// The recorder's input, for the first video track.
+    recorder: Mutex<Option<RecorderInput>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -217,8 +228,9 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     let (echo_wishes, wishes) = mpsc::channel(1);
     wishers.add(wishes, Arc::clone(&shared.info.echo.plis_relayed));
     // The decode tap and the viewers take the first m-line's track.
-    let (mut tap, mut viewers) = (None, None);
+    let (mut tap, mut viewers, mut recorder) = (None, None, None);
     if first {
+        recorder = shared.recorder.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let (Some((input, wishes)), Some(state)) =
             (shared.tap.lock().unwrap_or_else(|e| e.into_inner()).take(), &shared.info.tap)
         {
@@ -239,6 +251,7 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
         out_ssrc,
         out_payload_type,
         tap,
+        recorder,
         viewers,
         stats: Arc::clone(&shared.info.echo),
         metrics: Arc::clone(&shared.metrics),
@@ -270,6 +283,7 @@ impl Session {
         offer_sdp: String,
         networks: &[PeerNetwork],
         tap_config: Option<&TapConfig>,
+        record_dir: Option<&std::path::Path>,
         max_viewers: usize,
         metrics: Arc<Metrics>,
     ) -> Result<(Session, String, mpsc::UnboundedReceiver<SessionEvent>), SignalError> {
@@ -294,9 +308,24 @@ impl Session {
         };
         let fanout = Arc::new(FanOut::new(max_viewers, Arc::clone(&metrics)));
         let retransmit = Arc::new(RetransmitStats::new(Arc::clone(&metrics)));
-        let results = Arc::new(results::Results::new(Arc::clone(&metrics)));
-        let info =
-            Arc::new(SessionInfo::new(id, tap_state, fanout, Arc::clone(&retransmit), Arc::clone(&results)));
+        // A recording that cannot start is logged; the session goes on without it.
+        let recording = record_dir.and_then(|dir| match record::start(dir, &id, Arc::clone(&metrics)) {
+            Ok(recording) => Some(recording),
+            Err(err) => {
+                tracing::error!(session = %id, %err, dir = %dir.display(), "cannot record this session");
+                None
+            }
+        });
+        let (recorder, record_state) = recording.unzip();
+        let results = Arc::new(results::Results::new(Arc::clone(&metrics), recorder.clone()));
+        let info = Arc::new(SessionInfo::new(
+            id,
+            tap_state,
+            fanout,
+            Arc::clone(&retransmit),
+            Arc::clone(&results),
+            record_state,
+        ));
         let shared = Arc::new(Shared {
             info: Arc::clone(&info),
             metrics,
@@ -304,6 +333,7 @@ impl Session {
             free_outputs: Mutex::new(Vec::new()),
             pc: std::sync::OnceLock::new(),
             tap: Mutex::new(tap_input),
+            recorder: Mutex::new(recorder),
             tasks: Mutex::new(Vec::new()),
         });
         let pc =
@@ -353,6 +383,17 @@ impl Session {
         add_remote_candidate(&self.pc, candidate).await
     }
 
+    /// Ends the recording, if any, and waits (briefly) for its files to be final.
+    async fn finish_recording(&self) {
+        let Some(state) = &self.info.record else { return };
+        self.shared.recorder.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.info.results.close_recording();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !state.finished() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Closes the PeerConnection and ends every task of this session; its viewers
     /// are told and closed.
     pub async fn close(self) {
@@ -365,6 +406,7 @@ impl Session {
         self.shared.free_outputs.lock().unwrap_or_else(|e| e.into_inner()).clear();
         // Dropping the tap's input (here, or with the aborted echo task) ends its thread.
         self.shared.tap.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.finish_recording().await;
         self.info.set_state(RTCPeerConnectionState::Closed);
         tracing::info!(session = %self.info.id, "session closed");
     }

@@ -24,6 +24,7 @@ use crate::agreement::{Agreement, FrameAgreement};
 use crate::detect::Detection;
 use crate::loop_messages::{self, ClientMessage, ServerDetections, ServerMessage};
 use crate::metrics::Metrics;
+use crate::record::RecorderInput;
 use crate::token_bucket::TokenBucket;
 
 /// Detections waiting to be sent: a few frames' worth (newer ones matter more).
@@ -59,6 +60,8 @@ pub struct Results {
     agreement: Mutex<Agreement>,
     pub stats: LoopStats,
     metrics: Arc<Metrics>,
+    /// Both sides' detections go to the recording too (`--record`).
+    recorder: Option<RecorderInput>,
 }
 
 impl std::fmt::Debug for Results {
@@ -68,8 +71,9 @@ impl std::fmt::Debug for Results {
 }
 
 impl Results {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, recorder: Option<RecorderInput>) -> Self {
         Results {
+            recorder,
             channels: Mutex::new(Vec::new()),
             agreement: Mutex::new(Agreement::new()),
             stats: LoopStats::default(),
@@ -123,6 +127,9 @@ impl Results {
                     }
                     match loop_messages::parse_message(message.is_string, &message.data) {
                         Ok(ClientMessage::Detections(page)) if reads_page => {
+                            if let Some(recorder) = &self.recorder {
+                                recorder.page_detections(page.frame, page.width, page.height, &page.faces());
+                            }
                             let compared =
                                 self.agreement().page(page.frame, page.width, page.height, &page.faces());
                             self.count_agreement(compared);
@@ -139,6 +146,13 @@ impl Results {
             }
         }
         self.leave(&owner);
+    }
+
+    /// Ends the session's recording (its thread writes what is queued and stops).
+    pub fn close_recording(&self) {
+        if let Some(recorder) = &self.recorder {
+            recorder.close();
+        }
     }
 
     /// Forgets `owner`'s channels (a viewer that left).
@@ -173,6 +187,9 @@ impl Results {
 
     /// One detection pass, out to every channel; the server's side of the agreement.
     async fn send_detection(&self, detection: Detection) {
+        if let Some(recorder) = &self.recorder {
+            recorder.server_detections(&detection);
+        }
         let Detection { info, width, height, faces, infer } = detection;
         if let Some(frame) = info.page_frame {
             let compared = self.agreement().server(frame, width, height, &faces);
