@@ -17,10 +17,6 @@ use face_echo::loadgen::clip::{encode_clip, rgb_to_i420};
 use image::{Rgb, RgbImage, imageops};
 use serde_json::Value;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
 fn ort_lib() -> PathBuf {
     let path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/onnxruntime/libonnxruntime.so")

@@ -10,12 +10,10 @@ use std::time::Duration;
 
 use common::*;
 use face_echo::detect::Face;
-use face_echo::framecode;
 use face_echo::loadgen::client::{ClientOptions, ClientPeer};
-use face_echo::loadgen::clip::{encode_clip, encode_test_pattern, rgb_to_i420};
+use face_echo::loadgen::clip::encode_test_pattern;
 use face_echo::record::ivf::{self, IvfWriter};
 use face_echo::record::replay::{ReplayArgs, replay};
-use image::{Rgb, RgbImage, imageops};
 use serde_json::{Value, json};
 
 const WIDTH: u32 = 320;
@@ -26,32 +24,6 @@ fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-/// The face in the letterboxed astronaut (as in tests/results_loop.rs).
-fn truth() -> Face {
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(fixture("astronaut_face.json")).unwrap())
-        .expect("face JSON");
-    let get = |key: &str| json[key].as_f64().expect(key) as f32 * 240.0 / 512.0;
-    Face { x: get("x") + 40.0, y: get("y"), w: get("w"), h: get("h"), score: 1.0 }
-}
-
-/// The astronaut letterboxed into 320x240, frames stamped with their number.
-fn stamped_clip(frames: usize) -> Vec<face_echo::loadgen::clip::EncodedFrame> {
-    let photo = image::open(fixture("astronaut.png")).expect("fixture").to_rgb8();
-    let mut frame = RgbImage::from_pixel(WIDTH, HEIGHT, Rgb([0, 0, 0]));
-    imageops::replace(&mut frame, &imageops::resize(&photo, 240, 240, imageops::FilterType::Triangle), 40, 0);
-    let picture = rgb_to_i420(frame.as_raw(), WIDTH, HEIGHT).expect("I420");
-    encode_clip(WIDTH, HEIGHT, frames, 30, 900, |index| {
-        let mut stamped = picture.clone();
-        framecode::stamp_luma(&mut stamped, WIDTH, HEIGHT, index as u16);
-        stamped
-    })
-    .expect("clip")
 }
 
 fn ort_lib() -> Option<PathBuf> {
@@ -71,8 +43,8 @@ async fn a_recording_of_the_face_fixture_replays_with_the_same_faces() {
         ClientPeer::connect_options(&ws_url(server.addr), options, CONNECT_TIMEOUT).await.expect("connects");
     publisher.wait_channel_open(CONNECT_TIMEOUT).await.expect("channel opens");
     let session = publisher.session.clone();
-    let clip = stamped_clip(60);
-    let truth = truth();
+    let clip = stamped_face_clip(60);
+    let truth = letterboxed_face();
     let mut ticker = tokio::time::interval(Duration::from_millis(33));
     for (index, frame) in clip.iter().enumerate() {
         ticker.tick().await;

@@ -6,48 +6,16 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
 use face_echo::detect::Face;
-use face_echo::framecode;
 use face_echo::loadgen::client::{ClientOptions, ClientPeer};
-use face_echo::loadgen::clip::{encode_clip, rgb_to_i420};
-use image::{Rgb, RgbImage, imageops};
 use serde_json::{Value, json};
 
 const WIDTH: u32 = 320;
 const HEIGHT: u32 = 240;
 const FRAMES: usize = 90;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-/// The face in the letterboxed astronaut (tests/fixtures/astronaut_face.json,
-/// scaled from 512 to 240 and moved 40 px right).
-fn truth() -> Face {
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(fixture("astronaut_face.json")).unwrap())
-        .expect("face JSON");
-    let get = |key: &str| json[key].as_f64().expect(key) as f32 * 240.0 / 512.0;
-    Face { x: get("x") + 40.0, y: get("y"), w: get("w"), h: get("h"), score: 1.0 }
-}
-
-/// The astronaut letterboxed into 320x240, each frame stamped with its number as
-/// the page stamps its canvas.
-fn stamped_clip() -> Vec<face_echo::loadgen::clip::EncodedFrame> {
-    let photo = image::open(fixture("astronaut.png")).expect("fixture").to_rgb8();
-    let mut frame = RgbImage::from_pixel(WIDTH, HEIGHT, Rgb([0, 0, 0]));
-    imageops::replace(&mut frame, &imageops::resize(&photo, 240, 240, imageops::FilterType::Triangle), 40, 0);
-    let picture = rgb_to_i420(frame.as_raw(), WIDTH, HEIGHT).expect("I420");
-    encode_clip(WIDTH, HEIGHT, FRAMES, 30, 900, |index| {
-        let mut stamped = picture.clone();
-        framecode::stamp_luma(&mut stamped, WIDTH, HEIGHT, index as u16);
-        stamped
-    })
-    .expect("clip")
-}
 
 fn with_channel() -> ClientOptions {
     ClientOptions { data_channel: true, ..Default::default() }
@@ -90,8 +58,8 @@ async fn detections_reach_publisher_and_viewer_per_frame_and_agreement_is_counte
     let mut to_viewer = viewer.channel_messages().expect("viewer messages");
 
     // Send the clip; as a page does, tell the server what we "drew" on each frame.
-    let clip = stamped_clip();
-    let truth = truth();
+    let clip = stamped_face_clip(FRAMES);
+    let truth = letterboxed_face();
     let mut sent_at: HashMap<u32, Instant> = HashMap::new();
     let mut sent = Vec::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(33));
@@ -170,7 +138,7 @@ async fn hostile_channel_messages_are_counted_and_change_nothing_else() {
     publisher.wait_channel_open(CONNECT_TIMEOUT).await.expect("channel opens");
     let mut from_server = publisher.channel_messages().expect("messages");
 
-    let clip = stamped_clip();
+    let clip = stamped_face_clip(FRAMES);
     let huge = format!(r#"{{"type":"detections","pad":"{}"}}"#, "x".repeat(20_000));
     let hostile: Vec<String> = vec![
         "not json".into(),

@@ -214,3 +214,37 @@ pub async fn process_stats(addr: std::net::SocketAddr) -> ProcessStats {
     assert_eq!(status, 200);
     serde_json::from_str(&body).expect("process stats")
 }
+
+/// A file of tests/fixtures.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// The size of the letterboxed face clip.
+pub const FACE_CLIP_SIZE: (u32, u32) = (320, 240);
+
+/// The face in the letterboxed astronaut ([`stamped_face_clip`]): the box of
+/// tests/fixtures/astronaut_face.json, scaled from 512 to 240 and moved 40 px right.
+pub fn letterboxed_face() -> face_echo::detect::Face {
+    let text = std::fs::read_to_string(fixture("astronaut_face.json")).expect("face JSON");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("face JSON");
+    let get = |key: &str| json[key].as_f64().expect(key) as f32 * 240.0 / 512.0;
+    face_echo::detect::Face { x: get("x") + 40.0, y: get("y"), w: get("w"), h: get("h"), score: 1.0 }
+}
+
+/// `frames` frames of the astronaut letterboxed into 320x240, each stamped with its
+/// number as the page stamps its canvas.
+pub fn stamped_face_clip(frames: usize) -> Vec<face_echo::loadgen::clip::EncodedFrame> {
+    use image::{Rgb, RgbImage, imageops};
+    let (width, height) = FACE_CLIP_SIZE;
+    let photo = image::open(fixture("astronaut.png")).expect("fixture").to_rgb8();
+    let mut frame = RgbImage::from_pixel(width, height, Rgb([0, 0, 0]));
+    imageops::replace(&mut frame, &imageops::resize(&photo, 240, 240, imageops::FilterType::Triangle), 40, 0);
+    let picture = face_echo::loadgen::clip::rgb_to_i420(frame.as_raw(), width, height).expect("I420");
+    face_echo::loadgen::clip::encode_clip(width, height, frames, 30, 900, |index| {
+        let mut stamped = picture.clone();
+        face_echo::framecode::stamp_luma(&mut stamped, width, height, index as u16);
+        stamped
+    })
+    .expect("clip")
+}
