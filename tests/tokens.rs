@@ -11,7 +11,6 @@ use common::*;
 use face_echo::loadgen::client::ClientPeer;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -25,20 +24,6 @@ async fn server() -> face_echo::server::RunningServer {
     config.publish_token = Some(PUBLISH.parse().unwrap());
     config.admin_token = Some(ADMIN.parse().unwrap());
     start(config).await
-}
-
-/// GET with an optional `Authorization` header: status and body.
-async fn get(addr: SocketAddr, path: &str, authorization: Option<&str>) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("read");
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status line");
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
 }
 
 /// Opens `/ws{query}` (with an optional bearer header), sends `offer`, returns the
@@ -110,7 +95,7 @@ async fn publishing_needs_the_publish_token_and_watching_does_not() {
         .await
         .expect("a viewer watches");
 
-    let (_, metrics) = get(addr, "/metrics", Some(&format!("Bearer {ADMIN}"))).await;
+    let (_, metrics) = http_get_with(addr, "/metrics", Some(&format!("Bearer {ADMIN}"))).await;
     assert!(metrics.contains(r#"face_echo_connections_refused_total{reason="unauthorized"} 6"#), "{metrics}");
     viewer.close().await.expect("close");
     publisher.close().await.expect("close");
@@ -123,32 +108,36 @@ async fn the_operator_endpoints_need_the_admin_token() {
     let addr = server.addr;
     let bearer = format!("Bearer {ADMIN}");
     for path in ["/api/sessions", "/api/process", "/metrics", "/api/sessions/0123456789abcdef/snapshot.jpg"] {
-        let (status, body) = get(addr, path, None).await;
+        let (status, body) = http_get_with(addr, path, None).await;
         assert_eq!(status, 401, "{path} without a token: {body}");
         assert!(body.contains("unauthorized") && body.contains("missing"), "{body}");
-        let (status, body) = get(addr, path, Some("Bearer wrong")).await;
+        let (status, body) = http_get_with(addr, path, Some("Bearer wrong")).await;
         assert_eq!(status, 401, "{path} with a wrong token: {body}");
         assert!(body.contains("wrong"), "{body}");
-        assert_eq!(get(addr, path, Some(&format!("Bearer {PUBLISH}"))).await.0, 401, "{path}: publish token");
-        let (status, body) = get(addr, path, Some(&bearer)).await;
+        assert_eq!(
+            http_get_with(addr, path, Some(&format!("Bearer {PUBLISH}"))).await.0,
+            401,
+            "{path}: publish token"
+        );
+        let (status, body) = http_get_with(addr, path, Some(&bearer)).await;
         let expected = if path.ends_with(".jpg") { 404 } else { 200 }; // no such session, but allowed
         assert_eq!(status, expected, "{path} with the right token: {body}");
     }
     // `?token=` for places that cannot send a header (an <img>, the address bar).
-    assert_eq!(get(addr, &format!("/api/sessions?token={ADMIN}"), None).await.0, 200);
-    assert_eq!(get(addr, "/api/sessions?token=wrong", None).await.0, 401);
+    assert_eq!(http_get_with(addr, &format!("/api/sessions?token={ADMIN}"), None).await.0, 200);
+    assert_eq!(http_get_with(addr, "/api/sessions?token=wrong", None).await.0, 401);
     // What everyone needs stays open.
-    assert_eq!(get(addr, "/healthz", None).await, (200, "ok".into()));
-    assert_eq!(get(addr, "/", None).await.0, 200);
-    assert_eq!(get(addr, "/watch/abc", None).await.0, 200);
+    assert_eq!(http_get_with(addr, "/healthz", None).await, (200, "ok".into()));
+    assert_eq!(http_get_with(addr, "/", None).await.0, 200);
+    assert_eq!(http_get_with(addr, "/watch/abc", None).await.0, 200);
     server.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_tokens_nothing_changes() {
     let server = start(test_config()).await;
-    assert_eq!(get(server.addr, "/api/sessions", None).await.0, 200);
-    assert_eq!(get(server.addr, "/metrics", None).await.0, 200);
+    assert_eq!(http_get_with(server.addr, "/api/sessions", None).await.0, 200);
+    assert_eq!(http_get_with(server.addr, "/metrics", None).await.0, 200);
     let publisher = ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("publishes");
     publisher.close().await.expect("close");
     server.shutdown().await.expect("shutdown");
