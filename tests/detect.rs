@@ -17,20 +17,8 @@ use face_echo::loadgen::clip::{encode_clip, rgb_to_i420};
 use image::{Rgb, RgbImage, imageops};
 use serde_json::Value;
 
-fn ort_lib() -> PathBuf {
-    let path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/onnxruntime/libonnxruntime.so")
-    });
-    assert!(path.is_file(), "no ONNX Runtime at {}: run scripts/onnxruntime.sh", path.display());
-    path
-}
-
 fn model(kind: ModelKind) -> FaceModel {
-    FaceModel::load(&ort_lib(), kind).expect("model loads")
-}
-
-fn astronaut() -> RgbImage {
-    image::open(fixture("astronaut.png")).expect("fixture").to_rgb8()
+    face_model(kind)
 }
 
 /// The face in astronaut.png, checked by eye.

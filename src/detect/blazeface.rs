@@ -9,8 +9,7 @@
 //! non-maximum suppression; the constants below are theirs
 //! (`face_detection_{front,back}` mobile graphs).
 
-use image::imageops::FilterType;
-use image::{RgbImage, imageops};
+use super::letterbox::Letterbox;
 
 /// Which of the two BlazeFace models (`--detect-model`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -120,37 +119,6 @@ pub fn anchors(spec: &ModelSpec) -> Vec<(f32, f32)> {
     out
 }
 
-/// Where the frame sits inside the square model input.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Letterbox {
-    /// Input pixels per frame pixel.
-    pub scale: f32,
-    /// Offset of the frame's top-left corner in the input, pixels.
-    pub pad_x: f32,
-    pub pad_y: f32,
-}
-
-/// Scales an RGB frame to fit the `size`² input, centred on black, and returns
-/// the model's input (NHWC, [-1, 1]) with the mapping back to frame pixels.
-pub fn prepare(rgb: &RgbImage, size: u32) -> (Vec<f32>, Letterbox) {
-    let (width, height) = rgb.dimensions();
-    let scale = size as f32 / width.max(height).max(1) as f32;
-    let fit_w = ((width as f32 * scale).round() as u32).clamp(1, size);
-    let fit_h = ((height as f32 * scale).round() as u32).clamp(1, size);
-    let resized = imageops::resize(rgb, fit_w, fit_h, FilterType::Triangle);
-    let (pad_x, pad_y) = ((size - fit_w) / 2, (size - fit_h) / 2);
-    let mut input = vec![-1.0f32; (size * size * 3) as usize];
-    for (x, y, pixel) in resized.enumerate_pixels() {
-        let at = (((y + pad_y) * size + x + pad_x) * 3) as usize;
-        for (slot, value) in input[at..at + 3].iter_mut().zip(pixel.0) {
-            *slot = value as f32 / 127.5 - 1.0;
-        }
-    }
-    let letterbox =
-        Letterbox { scale: fit_w as f32 / width.max(1) as f32, pad_x: pad_x as f32, pad_y: pad_y as f32 };
-    (input, letterbox)
-}
-
 /// Turns raw outputs (`scores`: one logit per anchor; `regressors`: 16 per
 /// anchor) into faces in frame pixels, strongest first.
 pub fn decode(
@@ -227,17 +195,6 @@ mod tests {
             assert_eq!(anchors[517], anchors[512]);
             assert_eq!(anchors[895], (7.5 / 8.0, 7.5 / 8.0));
         }
-    }
-
-    #[test]
-    fn letterbox_centres_a_wide_frame() {
-        let frame = RgbImage::from_pixel(640, 480, image::Rgb([255, 255, 255]));
-        let (input, letterbox) = prepare(&frame, 128);
-        assert_eq!(input.len(), 128 * 128 * 3);
-        assert_eq!(letterbox, Letterbox { scale: 0.2, pad_x: 0.0, pad_y: 16.0 });
-        assert_eq!(input[0], -1.0, "top band is black padding");
-        let middle = ((64 * 128 + 64) * 3) as usize;
-        assert!((input[middle] - 1.0).abs() < 1e-6, "the frame itself is white");
     }
 
     #[test]

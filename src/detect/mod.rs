@@ -7,6 +7,7 @@
 //! never holds up the tap, let alone the echo.
 
 pub mod blazeface;
+pub mod letterbox;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -22,10 +23,11 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 use serde_json::{Value, json};
 
-use crate::frame::{self, FrameInfo, I420Frame};
+use crate::frame::{FrameInfo, I420Frame};
 use crate::metrics::Metrics;
 use crate::stats::percentile;
 pub use blazeface::{Face, ModelKind, ModelSpec};
+use letterbox::Letterbox;
 
 /// The BlazeFace models (`models/blazeface/`), carried in the binary.
 #[derive(rust_embed::RustEmbed)]
@@ -137,10 +139,20 @@ impl FaceModel {
         Ok((scores, regressors))
     }
 
-    /// Faces in an RGB frame, in its pixels.
+    /// Faces in an RGB picture, in its pixels.
     pub fn detect(&mut self, rgb: &RgbImage) -> Result<Vec<Face>, String> {
-        let (input, letterbox) = blazeface::prepare(rgb, self.spec.size);
-        let (scores, regressors) = self.infer(&input)?;
+        let (input, letterbox) = letterbox::from_rgb(rgb, self.spec.size);
+        self.detect_input(&input, letterbox)
+    }
+
+    /// Faces in a decoded frame, in its pixels: the server's path.
+    pub fn detect_i420(&mut self, frame: &I420Frame) -> Result<Vec<Face>, String> {
+        let (input, letterbox) = letterbox::from_i420(frame, self.spec.size);
+        self.detect_input(&input, letterbox)
+    }
+
+    fn detect_input(&mut self, input: &[f32], letterbox: Letterbox) -> Result<Vec<Face>, String> {
+        let (scores, regressors) = self.infer(input)?;
         Ok(blazeface::decode(&self.spec, &self.anchors, &scores, &regressors, letterbox))
     }
 }
@@ -171,7 +183,7 @@ struct Decoding {
 }
 
 impl Decoding {
-    fn decode(&self, scores: &[f32], regressors: &[f32], letterbox: blazeface::Letterbox) -> Vec<Face> {
+    fn decode(&self, scores: &[f32], regressors: &[f32], letterbox: Letterbox) -> Vec<Face> {
         blazeface::decode(&self.spec, &self.anchors, scores, regressors, letterbox)
     }
 }
@@ -281,18 +293,9 @@ fn work(
         let Some(job) = pending.job.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             continue;
         };
-        let rgb = match frame::to_rgb(&job.frame).and_then(|rgb| {
-            RgbImage::from_raw(job.frame.width, job.frame.height, rgb).ok_or_else(|| "frame size".to_string())
-        }) {
-            Ok(rgb) => rgb,
-            Err(err) => {
-                tracing::debug!(%err, "detect: cannot convert the frame");
-                continue;
-            }
-        };
         // Only the model run is serialised (one shared ONNX session) and timed;
         // pre/post-processing runs beside it and is measured in the bench.
-        let (input, letterbox) = blazeface::prepare(&rgb, decoding.spec.size);
+        let (input, letterbox) = letterbox::from_i420(&job.frame, decoding.spec.size);
         let started = Instant::now();
         let raw = model.lock().unwrap_or_else(|e| e.into_inner()).infer(&input);
         let took = started.elapsed();

@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use image::RgbImage;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -21,7 +20,6 @@ use super::ivf::IvfReader;
 use super::stats::{self, RecordedDetections, RecordingSummary};
 use crate::agreement::{Agreement, Side};
 use crate::detect::{FaceModel, ModelKind};
-use crate::frame;
 use crate::stats::percentile;
 use crate::tap::admission::{DEFAULT_MAX_PIXELS, FrameGate};
 use crate::tap::decode::Vp8Decoder;
@@ -202,12 +200,7 @@ pub fn replay(args: &ReplayArgs, mut progress: impl FnMut(u64, f64)) -> anyhow::
         (report.width, report.height) = (picture.width, picture.height);
         if let Some(model) = model.as_mut() {
             let detect_started = Instant::now();
-            let faces = frame::to_rgb(&picture)
-                .and_then(|rgb| {
-                    RgbImage::from_raw(picture.width, picture.height, rgb)
-                        .ok_or_else(|| "RGB size".to_owned())
-                })
-                .and_then(|rgb| model.detect(&rgb));
+            let faces = model.detect_i420(&picture);
             detect_us.push(detect_started.elapsed().as_micros() as u64);
             match faces {
                 Ok(faces) => {

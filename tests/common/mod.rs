@@ -243,7 +243,7 @@ pub fn letterboxed_face() -> face_echo::detect::Face {
 pub fn stamped_face_clip(frames: usize) -> Vec<face_echo::loadgen::clip::EncodedFrame> {
     use image::{Rgb, RgbImage, imageops};
     let (width, height) = FACE_CLIP_SIZE;
-    let photo = image::open(fixture("astronaut.png")).expect("fixture").to_rgb8();
+    let photo = astronaut();
     let mut frame = RgbImage::from_pixel(width, height, Rgb([0, 0, 0]));
     imageops::replace(&mut frame, &imageops::resize(&photo, 240, 240, imageops::FilterType::Triangle), 40, 0);
     let picture = face_echo::loadgen::clip::rgb_to_i420(frame.as_raw(), width, height).expect("I420");
@@ -253,4 +253,24 @@ pub fn stamped_face_clip(frames: usize) -> Vec<face_echo::loadgen::clip::Encoded
         stamped
     })
     .expect("clip")
+}
+
+/// ONNX Runtime for detection tests: ORT_DYLIB_PATH, or what scripts/onnxruntime.sh
+/// put in target/onnxruntime/.
+pub fn ort_lib() -> std::path::PathBuf {
+    let path = std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/onnxruntime/libonnxruntime.so")
+    });
+    assert!(path.is_file(), "no ONNX Runtime at {}: run scripts/onnxruntime.sh", path.display());
+    path
+}
+
+/// A BlazeFace model on [`ort_lib`].
+pub fn face_model(kind: face_echo::detect::ModelKind) -> face_echo::detect::FaceModel {
+    face_echo::detect::FaceModel::load(&ort_lib(), kind).expect("model loads")
+}
+
+/// tests/fixtures/astronaut.png: a 512² photo with one face.
+pub fn astronaut() -> image::RgbImage {
+    image::open(fixture("astronaut.png")).expect("fixture").to_rgb8()
 }
