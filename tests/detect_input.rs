@@ -27,19 +27,25 @@ fn framed(width: u32, height: u32, side: u32, left: i64, top: i64, mirrored: boo
 
 #[test]
 fn sampling_from_i420_finds_the_same_faces_as_the_rgb_path() {
+    // (name, frame, whether the front model is meant for it: it is the close-up
+    // model, and on a face a tenth of the frame wide it scores at its threshold,
+    // where its box follows any change of input)
     let framings = [
-        ("512x512 as is", framed(512, 512, 512, 0, 0, false)),
-        ("640x480 camera", framed(640, 480, 480, 80, 0, false)),
-        ("640x480 mirrored, off-centre", framed(640, 480, 320, 260, 150, true)),
-        ("320x240 page canvas", framed(320, 240, 240, 40, 0, false)),
-        ("1280x720", framed(1280, 720, 720, 280, 0, false)),
-        ("240x320 portrait", framed(240, 320, 240, 0, 40, false)),
-        ("333x251 odd sizes", framed(333, 251, 251, 41, 0, false)),
+        ("512x512 as is", framed(512, 512, 512, 0, 0, false), true),
+        ("640x480 camera", framed(640, 480, 480, 80, 0, false), true),
+        ("640x480 mirrored, off-centre", framed(640, 480, 320, 260, 150, true), false),
+        ("320x240 page canvas", framed(320, 240, 240, 40, 0, false), true),
+        ("1280x720", framed(1280, 720, 720, 280, 0, false), false),
+        ("240x320 portrait", framed(240, 320, 240, 0, 40, false), true),
+        ("333x251 odd sizes", framed(333, 251, 251, 41, 0, false), true),
     ];
-    let mut compared = 0;
+    let (mut compared, mut lowest_iou) = (0, 1.0f32);
     for kind in [ModelKind::Back, ModelKind::Front] {
         let mut model = face_model(kind);
-        for (name, frame) in &framings {
+        for (name, frame, close_up) in &framings {
+            if kind == ModelKind::Front && !close_up {
+                continue;
+            }
             let rgb =
                 RgbImage::from_raw(frame.width, frame.height, to_rgb(frame).expect("RGB")).expect("size");
             let reference = model.detect(&rgb).expect("reference path");
@@ -50,9 +56,11 @@ fn sampling_from_i420_finds_the_same_faces_as_the_rgb_path() {
                 assert!(a.iou(b) >= 0.95, "{kind:?} {name}: IoU {} ({a:?} vs {b:?})", a.iou(b));
                 assert!((a.score - b.score).abs() < 0.05, "{kind:?} {name}: scores {a:?} vs {b:?}");
                 compared += 1;
+                lowest_iou = lowest_iou.min(a.iou(b));
             }
         }
     }
+    println!("{compared} faces compared, lowest IoU {lowest_iou:.3}");
     // The back model must see the face in every framing, or the comparison is empty.
     assert!(compared >= framings.len(), "only {compared} faces compared");
 
