@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn flat_i420_colours_become_their_rgb() {
         // Limited-range grey 126 (Y 126, U = V = 128) is RGB 128; odd sizes on purpose.
-        let (width, height) = (321, 179);
+        let (width, height) = (321usize, 179usize);
         let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
         let mut data = vec![126u8; width * height];
         data.extend(std::iter::repeat_n(128u8, 2 * cw * ch));
