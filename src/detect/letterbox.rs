@@ -135,7 +135,7 @@ impl Plane<'_> {
     }
 
     /// Triangle-filtered to `width×height`: rows first (whole source rows at a
-    /// time, which vectorises), then columns of the few rows left. After a box
+    /// time, which vectorises), then along each output row. After a box
     /// average (`boxed`: the original size and the factor) the tent narrows so the
     /// two together blur as much as the tent alone would have on the original.
     fn triangle(&self, width: u32, height: u32, boxed: Option<(u32, u32, u32)>) -> Vec<f32> {
@@ -152,10 +152,16 @@ impl Plane<'_> {
                     *acc += weight * f32::from(pixel);
                 }
             }
-            out.extend((0..dst_w).map(|x| {
-                let window = &row[columns.start[x]..][..columns.per];
-                columns.weights(x).iter().zip(window).map(|(w, p)| w * p).sum::<f32>()
-            }));
+            // Tap by tap across the row: each output's sum is one chain of adds,
+            // and chains of neighbours overlap instead of waiting on each other.
+            let begin = out.len();
+            out.resize(begin + dst_w, 0.0);
+            let out_row = &mut out[begin..];
+            for k in 0..columns.per {
+                for (x, acc) in out_row.iter_mut().enumerate() {
+                    *acc += columns.weights[x * columns.per + k] * row[columns.start[x] + k];
+                }
+            }
         }
         out
     }
@@ -193,11 +199,15 @@ impl Taps {
         for at in 0..dst as usize {
             let centre = (at as f32 + 0.5) * ratio;
             let first = ((centre - support).floor().max(0.0) as usize).min(src as usize - per);
-            let tent: Vec<f32> = (first..first + per)
-                .map(|i| (1.0 - ((i as f32 + 0.5 - centre) / support).abs()).max(0.0))
-                .collect();
+            let begin = weights.len();
+            weights.extend(
+                (first..first + per).map(|i| (1.0 - ((i as f32 + 0.5 - centre) / support).abs()).max(0.0)),
+            );
+            let tent = &mut weights[begin..];
             let total: f32 = tent.iter().sum();
-            weights.extend(tent.iter().map(|w| if total > 0.0 { w / total } else { 1.0 / per as f32 }));
+            for weight in tent {
+                *weight = if total > 0.0 { *weight / total } else { 1.0 / per as f32 };
+            }
             start.push(first);
         }
         Taps { start, per, weights }
