@@ -71,6 +71,8 @@ pub struct SessionInfo {
     pub results: Arc<results::Results>,
     /// The recording, with `--record` (unless its files could not be created).
     pub record: Option<Arc<RecordState>>,
+    /// How the session was negotiated, when not over /ws (`whip`).
+    signaling: std::sync::OnceLock<&'static str>,
 }
 
 impl SessionInfo {
@@ -95,7 +97,13 @@ impl SessionInfo {
             record,
             tap,
             fanout,
+            signaling: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Marks how the session was negotiated (`/api/sessions` shows `"signaling"`).
+    pub(crate) fn mark_signaling(&self, how: &'static str) {
+        let _ = self.signaling.set(how);
     }
 
     pub fn state(&self) -> RTCPeerConnectionState {
@@ -113,6 +121,7 @@ impl SessionInfo {
         json!({
             "id": self.id,
             "state": self.state().to_string(),
+            "signaling": self.signaling.get().copied().unwrap_or("ws"),
             "created_at": self.created_at_ms,
             "echo": {
                 "packets_in": n(&echo.packets_in),
@@ -381,6 +390,11 @@ impl Session {
     /// Applies a remote ICE candidate.
     pub async fn add_candidate(&self, candidate: Candidate) -> Result<(), SignalError> {
         add_remote_candidate(&self.pc, candidate).await
+    }
+
+    /// The answer with every local candidate in it, once gathered (at most `within`).
+    pub(crate) async fn gathered_answer(&self, within: std::time::Duration) -> String {
+        negotiate::gathered_local_sdp(&self.pc, within).await
     }
 
     /// Ends the recording, if any, and waits (briefly) for its files to be final.
