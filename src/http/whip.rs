@@ -98,11 +98,6 @@ impl Resources {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Live resources (tests and shutdown look).
-    pub(crate) fn len(&self) -> usize {
-        self.table().len()
-    }
-
     fn commands(&self, kind: Kind, id: &str) -> Option<(mpsc::Sender<Command>, Option<String>)> {
         let table = self.table();
         let handle = table.get(id).filter(|handle| handle.kind == kind)?;
@@ -146,7 +141,10 @@ pub(super) async fn publish(
 
 async fn open_publisher(app: AppState, client: SocketAddr, offer: String) -> Response {
     if *app.shutdown.borrow() {
-        return error_response(&app, SignalError::new(ErrorCode::ServerShutdown, "the server is shutting down"));
+        return error_response(
+            &app,
+            SignalError::new(ErrorCode::ServerShutdown, "the server is shutting down"),
+        );
     }
     let _negotiating = match super::take_pending(&app, client) {
         Ok(place) => place,
@@ -211,7 +209,10 @@ pub(super) async fn watch(
 
 async fn open_viewer(app: AppState, client: SocketAddr, watch_token: String, offer: String) -> Response {
     if *app.shutdown.borrow() {
-        return error_response(&app, SignalError::new(ErrorCode::ServerShutdown, "the server is shutting down"));
+        return error_response(
+            &app,
+            SignalError::new(ErrorCode::ServerShutdown, "the server is shutting down"),
+        );
     }
     let Some(publisher) = watched_session(&app, &watch_token) else {
         return error_response(
@@ -360,7 +361,8 @@ pub(super) async fn resource_options() -> Response {
 pub(super) async fn cors(State(app): State<AppState>, request: Request, next: Next) -> Response {
     if let Err(origin) = super::check_origin(request.headers(), &app.config.allow_origin) {
         app.metrics.refused("forbidden_origin");
-        let message = format!("forbidden_origin: origin {origin} may not use WHIP/WHEP here (see --allow-origin)");
+        let message =
+            format!("forbidden_origin: origin {origin} may not use WHIP/WHEP here (see --allow-origin)");
         return text(StatusCode::FORBIDDEN, &message);
     }
     let origin = request.headers().get(header::ORIGIN).cloned();
@@ -557,9 +559,8 @@ async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<St
         return Err(too_large());
     }
     let bytes = axum::body::to_bytes(body, MAX_SDP_BYTES).await.map_err(|_| too_large())?;
-    String::from_utf8(bytes.to_vec()).map_err(|_| {
-        error_response(app, SignalError::new(ErrorCode::BadSdp, "the body is not UTF-8 text"))
-    })
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| error_response(app, SignalError::new(ErrorCode::BadSdp, "the body is not UTF-8 text")))
 }
 
 /// `201 Created` with the answer.
