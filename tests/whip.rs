@@ -273,3 +273,30 @@ async fn whip_answers_cors_for_allowed_origins_only() {
     assert_eq!(response.header("access-control-allow-origin"), Some("https://player.example"));
     server.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whip_applies_the_per_ip_session_limit_as_ws_does() {
+    let mut config = test_config();
+    config.max_sessions_per_ip = Some(1);
+    let server = start(config).await;
+    let addr = server.addr;
+    // The one place 127.0.0.1 has, taken over /ws: WHIP from the same address is refused.
+    let ws_publisher = ClientPeer::connect(&ws_url(addr), CONNECT_TIMEOUT).await.expect("WS publish");
+    let refused = ClientPeer::whip(&whip_url(addr), None, ClientOptions::default(), CONNECT_TIMEOUT).await;
+    let error = refused.err().expect("a second session from one address").to_string();
+    assert!(error.contains("503") && error.contains("ip_full"), "{error}");
+    // Another address still gets in.
+    let local = Some("127.0.0.2".parse().unwrap());
+    let other = ClientPeer::whip(
+        &whip_url(addr),
+        None,
+        ClientOptions { local, ..Default::default() },
+        CONNECT_TIMEOUT,
+    )
+    .await
+    .expect("WHIP from 127.0.0.2");
+    assert_eq!(server.state.sessions.slots_taken(), 2);
+    let _ = other.close().await;
+    let _ = ws_publisher.close().await;
+    server.shutdown().await.expect("clean shutdown");
+}
