@@ -118,7 +118,7 @@ pub(super) async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(refused) = content_type_is(&headers, SDP) {
+    if let Some(refused) = wrong_content_type(&headers, SDP) {
         return refused;
     }
     if !may_publish(&app, &headers) {
@@ -148,7 +148,7 @@ async fn open_publisher(app: AppState, client: SocketAddr, offer: String) -> Res
     }
     let _negotiating = match super::take_pending(&app, client) {
         Ok(place) => place,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let mut slot = match super::take_slot(&app, client.ip()) {
         Ok(slot) => slot,
@@ -191,7 +191,7 @@ pub(super) async fn watch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(refused) = content_type_is(&headers, SDP) {
+    if let Some(refused) = wrong_content_type(&headers, SDP) {
         return refused;
     }
     let offer = match read_body(&app, &headers, body).await {
@@ -222,7 +222,7 @@ async fn open_viewer(app: AppState, client: SocketAddr, watch_token: String, off
     };
     let _negotiating = match super::take_pending(&app, client) {
         Ok(place) => place,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     // A viewer is a PeerConnection too: it counts toward --max-sessions (unlisted).
     let slot = match super::take_slot(&app, client.ip()) {
@@ -300,7 +300,7 @@ pub(super) async fn patch_viewer(
 /// Trickle ICE (RFC 8840 fragments) is applied; an ICE restart (a new ufrag, or
 /// `If-Match: *`) gets `422`: DELETE and POST a new offer instead.
 async fn patch(app: &AppState, kind: Kind, id: &str, headers: &HeaderMap, body: Body) -> Response {
-    if let Err(refused) = content_type_is(headers, TRICKLE) {
+    if let Some(refused) = wrong_content_type(headers, TRICKLE) {
         return refused;
     }
     let Some((commands, ufrag)) = app.whip.commands(kind, id) else {
@@ -531,12 +531,12 @@ fn unauthorized(app: &AppState, token_given: bool) -> Response {
     response
 }
 
-/// `415` unless the request's media type is `expected` (parameters aside).
-fn content_type_is(headers: &HeaderMap, expected: &'static str) -> Result<(), Response> {
+/// The `415` for a request whose media type is not `expected` (parameters aside).
+fn wrong_content_type(headers: &HeaderMap, expected: &'static str) -> Option<Response> {
     let given = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
     let media_type = given.split(';').next().unwrap_or("").trim();
     if media_type.eq_ignore_ascii_case(expected) {
-        return Ok(());
+        return None;
     }
     let shown = if given.is_empty() { "none" } else { given };
     let mut response = text(
@@ -545,7 +545,7 @@ fn content_type_is(headers: &HeaderMap, expected: &'static str) -> Result<(), Re
     );
     let accept = if expected == SDP { "accept-post" } else { "accept-patch" };
     response.headers_mut().insert(accept, HeaderValue::from_static(expected));
-    Err(response)
+    Some(response)
 }
 
 /// The body as text, at most [`MAX_SDP_BYTES`] (`413` beyond, as /ws refuses such an SDP).
