@@ -107,8 +107,9 @@ pub struct Config {
     #[arg(long, env = "FACE_ECHO_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub admin_token: Option<Secret>,
 
-    /// Browser origin allowed to open /ws besides the server's own (repeatable), e.g.
-    /// `https://demo.example.org`. Browsers send Origin; tools that send none are allowed.
+    /// Browser origin allowed to open /ws and to use WHIP/WHEP (CORS) besides the
+    /// server's own (repeatable), e.g. `https://demo.example.org`. Browsers send Origin;
+    /// tools that send none are allowed.
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
 

@@ -360,7 +360,7 @@ pub(super) async fn resource_options() -> Response {
 /// gets `403` (so its preflight fails too). Requests without `Origin` are tools.
 pub(super) async fn cors(State(app): State<AppState>, request: Request, next: Next) -> Response {
     if let Err(origin) = super::check_origin(request.headers(), &app.config.allow_origin) {
-        app.metrics.refused("forbidden_origin");
+        tracing::warn!(origin, "refused a WHIP/WHEP request from another site");
         let message =
             format!("forbidden_origin: origin {origin} may not use WHIP/WHEP here (see --allow-origin)");
         return text(StatusCode::FORBIDDEN, &message);
