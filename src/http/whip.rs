@@ -194,11 +194,18 @@ pub(super) async fn watch(
     if let Some(refused) = wrong_content_type(&headers, SDP) {
         return refused;
     }
+    // Before the body is read: the one place that decides where this token lives.
+    let Some(publisher) = watched_session(&app, &watch_token) else {
+        return error_response(
+            &app,
+            SignalError::new(ErrorCode::NoSuchSession, "no such session (it may have ended)"),
+        );
+    };
     let offer = match read_body(&app, &headers, body).await {
         Ok(offer) => offer,
         Err(refused) => return refused,
     };
-    let negotiated = tokio::spawn(open_viewer(app.clone(), client, watch_token, offer)).await;
+    let negotiated = tokio::spawn(open_viewer(app.clone(), client, publisher, watch_token, offer)).await;
     match negotiated {
         Ok(response) => response,
         Err(err) => {
@@ -207,19 +214,19 @@ pub(super) async fn watch(
     }
 }
 
-async fn open_viewer(app: AppState, client: SocketAddr, watch_token: String, offer: String) -> Response {
+async fn open_viewer(
+    app: AppState,
+    client: SocketAddr,
+    publisher: Arc<SessionInfo>,
+    watch_token: String,
+    offer: String,
+) -> Response {
     if *app.shutdown.borrow() {
         return error_response(
             &app,
             SignalError::new(ErrorCode::ServerShutdown, "the server is shutting down"),
         );
     }
-    let Some(publisher) = watched_session(&app, &watch_token) else {
-        return error_response(
-            &app,
-            SignalError::new(ErrorCode::NoSuchSession, "no such session (it may have ended)"),
-        );
-    };
     let _negotiating = match super::take_pending(&app, client) {
         Ok(place) => place,
         Err(refused) => return *refused,
