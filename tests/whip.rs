@@ -85,7 +85,10 @@ async fn a_whip_publisher_gets_its_echo_and_delete_frees_its_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sendonly_whip_offer_publishes_without_an_echo() {
-    let server = start(test_config()).await;
+    // With the decode tap: what is published without an echo is still decoded.
+    let mut config = test_config();
+    config.decode_tap = true;
+    let server = start(config).await;
     let addr = server.addr;
     let options = ClientOptions { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() };
     let mut publisher =
@@ -100,6 +103,11 @@ async fn a_sendonly_whip_offer_publishes_without_an_echo() {
     })
     .await;
     assert!(got_in, "the server did not receive the publisher's media: {:?}", sessions(addr).await);
+    let decoded = eventually(Duration::from_secs(5), || async {
+        sessions(addr).await.first().and_then(|s| s["tap"]["frames_decoded"].as_u64()).unwrap_or(0) >= 20
+    })
+    .await;
+    assert!(decoded, "the tap decoded too little of a sendonly stream: {:?}", sessions(addr).await);
     let _ = publisher.close().await;
     server.shutdown().await.expect("clean shutdown");
 }
