@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 pub use assets::Assets;
+pub use whip::WHEP_LINK_REL;
 
 use crate::auth;
 use crate::config::Config;

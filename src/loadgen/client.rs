@@ -2,7 +2,8 @@
 //! the echo: the other end of the integration tests and the load generator.
 //!
 //! It speaks the same signaling protocol as the page (JSON over `/ws`, trickle
-//! ICE), so it tests the server the way a browser uses it.
+//! ICE), so it tests the server the way a browser uses it; or WHIP/WHEP (one HTTP
+//! POST with every candidate in the offer), as encoders and players do.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +59,8 @@ pub struct ClientOptions {
     /// [`ClientPeer::echoed_by_mid`], instead of untagged in [`ClientPeer::echoed`].
     pub echo_by_mid: bool,
     /// The direction of the offered video m-lines: `Sendrecv` (the page's), `Sendonly`
-    /// (a WHIP encoder's) or `Recvonly` (a WHEP player's: no local track at all).
+    /// (a WHIP encoder's) or `Recvonly` (a WHEP player's: no local track at all, so
+    /// nothing to send and no [`ClientPeer::ssrc`]).
     pub direction: RTCRtpTransceiverDirection,
 }
 
@@ -348,9 +350,10 @@ async fn post_offer(
     let location = response.header("location").ok_or_else(|| anyhow!("POST {url}: 201 without Location"))?;
     let location = absolute_url(url, location);
     // A WHIP session's WHEP URL: `Link: </whep/<watch token>>; rel="urn:face-echo:whep"`.
+    let rel = format!("rel=\"{}\"", crate::http::WHEP_LINK_REL);
     let watch_token = response
         .headers_named("link")
-        .filter(|link| link.contains("rel=\"urn:face-echo:whep\""))
+        .filter(|link| link.contains(&rel))
         .find_map(|link| link.split_once("</whep/")?.1.split_once('>').map(|(token, _)| token.to_owned()))
         .unwrap_or_default();
     let session = location.rsplit('/').next().unwrap_or_default().to_owned();
@@ -388,8 +391,9 @@ impl HttpResponse {
     }
 }
 
-/// One plain-HTTP/1.1 request to `url` (`http://host:port/path`), `Connection: close`:
-/// what WHIP/WHEP clients and the tests need, without an HTTP client library.
+/// One plain-HTTP/1.1 request to `url` (`http://host:port/path`), `Connection: close`,
+/// the body read to the end (not chunked: the server's bodies have a length): what
+/// WHIP/WHEP clients and the tests need, without an HTTP client library.
 pub async fn http_request(
     method: &str,
     url: &str,
