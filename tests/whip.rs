@@ -308,3 +308,33 @@ async fn whip_applies_the_per_ip_session_limit_as_ws_does() {
     let _ = ws_publisher.close().await;
     server.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whip_post_counts_as_negotiating_under_max_pending() {
+    let mut config = test_config();
+    config.max_pending_per_ip = 1;
+    let server = start(config).await;
+    let addr = server.addr;
+    // A signaling socket without an offer holds 127.0.0.1's one negotiating place.
+    let socket = face_echo::loadgen::client::open_signaling(&ws_url(addr), None).await.expect("WebSocket");
+    let response = post_whip(addr, "application/sdp", None, real_offer().await.as_bytes()).await;
+    assert_eq!(response.status, 503, "{}", response.body);
+    assert!(response.body.starts_with("too_many_pending: "), "{}", response.body);
+    assert_eq!(response.header("retry-after"), Some("5"));
+    drop(socket);
+    // Once it is gone, a WHIP publisher gets in (and holds no negotiating place after).
+    let mut published = None;
+    for _ in 0..50 {
+        if let Ok(peer) =
+            ClientPeer::whip(&whip_url(addr), None, ClientOptions::default(), CONNECT_TIMEOUT).await
+        {
+            published = Some(peer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let publisher = published.expect("WHIP after the socket closed");
+    assert_eq!(server.state.pending.total(), 0, "a negotiated WHIP session holds no pending place");
+    let _ = publisher.close().await;
+    server.shutdown().await.expect("clean shutdown");
+}

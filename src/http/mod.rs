@@ -160,7 +160,7 @@ async fn signaling(
     // Before the upgrade, while refusing costs one small response.
     let pending = match take_pending(&app, client) {
         Ok(place) => place,
-        Err(refused) => return *refused,
+        Err(message) => return busy("too_many_pending", &message),
     };
     // Browsers cannot set headers on a WebSocket: the page sends `?token=`.
     let token = auth::bearer(&headers).map(str::to_owned).or_else(|| auth::query_token(query.as_deref()));
@@ -171,8 +171,8 @@ async fn signaling(
 }
 
 /// A place under --max-pending(-per-ip) for a client still negotiating (a signaling
-/// socket, or a WHIP/WHEP POST), or the `503` that refuses it.
-fn take_pending(app: &AppState, client: SocketAddr) -> Result<Place, Box<Response>> {
+/// socket, or a WHIP/WHEP POST), or why not (for a `503 too_many_pending`).
+fn take_pending(app: &AppState, client: SocketAddr) -> Result<Place, String> {
     let refusal = match app.pending.try_take(client.ip()) {
         Ok(place) => return Ok(place),
         Err(refusal) => refusal,
@@ -192,7 +192,7 @@ fn take_pending(app: &AppState, client: SocketAddr) -> Result<Place, Box<Respons
     };
     app.metrics.refused(reason);
     tracing::debug!(%client, reason, "refused while negotiating");
-    Err(Box::new(busy("too_many_pending", &message)))
+    Err(message)
 }
 
 /// A place under --max-sessions and --max-sessions-per-ip, or the `server_full` /

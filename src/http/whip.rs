@@ -148,7 +148,7 @@ async fn open_publisher(app: AppState, client: SocketAddr, offer: String) -> Res
     }
     let _negotiating = match super::take_pending(&app, client) {
         Ok(place) => place,
-        Err(refused) => return *refused,
+        Err(message) => return busy(&format!("too_many_pending: {message}")),
     };
     let mut slot = match super::take_slot(&app, client.ip()) {
         Ok(slot) => slot,
@@ -229,7 +229,7 @@ async fn open_viewer(
     }
     let _negotiating = match super::take_pending(&app, client) {
         Ok(place) => place,
-        Err(refused) => return *refused,
+        Err(message) => return busy(&format!("too_many_pending: {message}")),
     };
     // A viewer is a PeerConnection too: it counts toward --max-sessions (unlisted).
     let slot = match super::take_slot(&app, client.ip()) {
@@ -622,10 +622,14 @@ fn error_response(app: &AppState, error: SignalError) -> Response {
     tracing::debug!(code = ?error.code, message = %error.message, %status, "WHIP/WHEP refused");
     let code = serde_json::to_value(error.code).ok();
     let code = code.as_ref().and_then(|code| code.as_str()).unwrap_or("error");
-    let mut response = text(status, &format!("{code}: {}", error.message));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    }
+    let message = format!("{code}: {}", error.message);
+    if status == StatusCode::SERVICE_UNAVAILABLE { busy(&message) } else { text(status, &message) }
+}
+
+/// `503` with `Retry-After`: full for now, try again later.
+fn busy(message: &str) -> Response {
+    let mut response = text(StatusCode::SERVICE_UNAVAILABLE, message);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     response
 }
 
