@@ -2,7 +2,8 @@
 # Installs what face-echo needs on a fresh Debian 12 machine, and only what is missing.
 #   scripts/deps.sh build   libvpx and pkg-config, to build and run the server, and
 #                           ONNX Runtime (target/onnxruntime/) for --detect
-#   scripts/deps.sh test    the above, plus Chromium and the browser test's npm packages
+#   scripts/deps.sh test    the above, plus Chromium and the npm packages of the browser
+#                           test and of the WHIP/WHEP interop client
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,5 +47,10 @@ if [ "${1:-build}" = test ]; then
   if [ ! -d tests/browser/node_modules/playwright-core ]; then
     echo "deps: npm ci in tests/browser"
     (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
+  fi
+  # The WHIP/WHEP interop client (Medooze's whip-whep in that chromium).
+  if [ ! -d tests/interop/whip/node_modules/whip-whep ]; then
+    echo "deps: npm ci in tests/interop/whip"
+    (cd tests/interop/whip && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
   fi
 fi

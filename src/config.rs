@@ -95,14 +95,21 @@ pub struct Config {
     #[arg(long, env = "FACE_ECHO_PUBLISH_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub publish_token: Option<Secret>,
 
+    /// Token a WHIP encoder needs to publish (`POST /whip` with `Authorization:
+    /// Bearer`), so encoders can get a token apart from the page's. /whip also accepts
+    /// --publish-token: with either set, /whip is closed to anyone without one of them.
+    #[arg(long, env = "FACE_ECHO_WHIP_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub whip_token: Option<Secret>,
+
     /// Token for the operator's endpoints (/api/*, snapshots, /metrics), as
     /// `Authorization: Bearer` (or `?token=`). Without it they are open to anyone who
     /// reaches the port.
     #[arg(long, env = "FACE_ECHO_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub admin_token: Option<Secret>,
 
-    /// Browser origin allowed to open /ws besides the server's own (repeatable), e.g.
-    /// `https://demo.example.org`. Browsers send Origin; tools that send none are allowed.
+    /// Browser origin allowed to open /ws and to use WHIP/WHEP (CORS) besides the
+    /// server's own (repeatable), e.g. `https://demo.example.org`. Browsers send Origin;
+    /// tools that send none are allowed.
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
 

@@ -30,7 +30,7 @@
 //! # Modules
 //!
 //! - Start-up and HTTP: [`config`] (every flag), [`server`] (bind, serve, shut down),
-//!   [`http`] (router, signaling WebSocket, assets), `listener` and `limits`
+//!   [`http`] (router, signaling WebSocket, WHIP/WHEP, assets), `listener` and `limits`
 //!   (file-descriptor budget, per-IP caps), `auth` (tokens), `tls`, [`signaling`]
 //!   (wire types), [`sessions`] (the table and its slots), [`metrics`], [`process`].
 //! - One PeerConnection: [`peer`] (the recipe every PeerConnection is built from),

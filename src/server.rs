@@ -70,6 +70,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         tap,
         metrics,
         shutdown: stopping.clone(),
+        whip: Default::default(),
         config,
     });
     let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

@@ -22,6 +22,7 @@ fn help_explains_every_flag() {
         "--disconnect-timeout",
         "--offer-timeout",
         "--allow-origin",
+        "--whip-token",
         "--decode-tap",
         "--tap-pli",
         "--tap-queue",

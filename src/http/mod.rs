@@ -2,6 +2,7 @@
 //! and share [`AppState`].
 
 mod assets;
+mod whip;
 mod ws;
 
 use std::net::SocketAddr;
@@ -12,18 +13,20 @@ use axum::extract::{ConnectInfo, Path, RawQuery, Request, State, WebSocketUpgrad
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::watch;
 
 pub use assets::Assets;
+pub use whip::WHEP_LINK_REL;
 
 use crate::auth;
 use crate::config::Config;
-use crate::limits::{Limits, PerIp, Refusal};
+use crate::limits::{Limits, PerIp, Place, Refusal};
 use crate::metrics::Metrics;
 use crate::network::MediaNetwork;
-use crate::sessions::Sessions;
+use crate::sessions::{Sessions, Slot};
+use crate::signaling::{ErrorCode, SignalError};
 use crate::tap::{TapConfig, snapshot};
 
 /// Largest signaling frame we accept; a browser offer is ~5 KB. Bigger frames get
@@ -51,6 +54,8 @@ pub struct AppInner {
     pub limits: Limits,
     /// Signaling sockets without a negotiated session (`--max-pending[-per-ip]`).
     pub pending: Arc<PerIp>,
+    /// Sessions and viewers negotiated over WHIP/WHEP, by resource (`Location`).
+    pub(crate) whip: Arc<whip::Resources>,
 }
 
 impl std::ops::Deref for AppState {
@@ -74,12 +79,28 @@ pub fn router(state: AppState) -> Router {
         .route("/api/process", get(process))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    // WHIP and WHEP (HTTP signaling for encoders and players), with CORS.
+    let whip = Router::new()
+        .route("/whip", post(whip::publish).options(whip::endpoint_options))
+        .route(
+            "/whip/{resource}",
+            axum::routing::delete(whip::end_publisher)
+                .patch(whip::patch_publisher)
+                .options(whip::resource_options),
+        )
+        .route("/whep/{watch}", post(whip::watch).options(whip::endpoint_options))
+        .route(
+            "/whep/{watch}/{resource}",
+            axum::routing::delete(whip::end_viewer).patch(whip::patch_viewer).options(whip::resource_options),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), whip::cors));
     Router::new()
         .route("/", get(index))
         .route("/watch/{session}", get(watch_page))
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws", get(signaling))
         .merge(operator)
+        .merge(whip)
         .route("/models/face-api/{*path}", get(model_file))
         .route("/{*path}", get(web_file))
         .with_state(state)
@@ -137,29 +158,9 @@ async fn signaling(
             .into_response();
     }
     // Before the upgrade, while refusing costs one small response.
-    let pending = match app.pending.try_take(client.ip()) {
+    let pending = match take_pending(&app, client) {
         Ok(place) => place,
-        Err(refusal) => {
-            let (reason, message) = match refusal {
-                Refusal::Total => (
-                    "pending",
-                    format!(
-                        "{} signaling sockets are waiting for an offer (--max-pending)",
-                        app.limits.pending
-                    ),
-                ),
-                Refusal::PerIp => (
-                    "pending_per_ip",
-                    format!(
-                        "your address has {} signaling sockets without a session (--max-pending-per-ip)",
-                        app.limits.pending_per_ip
-                    ),
-                ),
-            };
-            app.metrics.refused(reason);
-            tracing::debug!(%client, reason, "WebSocket refused before the upgrade");
-            return busy("too_many_pending", &message);
-        }
+        Err(message) => return busy("too_many_pending", &message),
     };
     // Browsers cannot set headers on a WebSocket: the page sends `?token=`.
     let token = auth::bearer(&headers).map(str::to_owned).or_else(|| auth::query_token(query.as_deref()));
@@ -167,6 +168,54 @@ async fn signaling(
         .max_message_size(WS_READ_LIMIT_BYTES)
         .max_frame_size(WS_READ_LIMIT_BYTES)
         .on_upgrade(move |socket| ws::serve(socket, client, app, pending, token))
+}
+
+/// A place under --max-pending(-per-ip) for a client still negotiating (a signaling
+/// socket, or a WHIP/WHEP POST), or why not (for a `503 too_many_pending`).
+fn take_pending(app: &AppState, client: SocketAddr) -> Result<Place, String> {
+    let refusal = match app.pending.try_take(client.ip()) {
+        Ok(place) => return Ok(place),
+        Err(refusal) => refusal,
+    };
+    let (reason, message) = match refusal {
+        Refusal::Total => (
+            "pending",
+            format!("{} signaling sockets are waiting for an offer (--max-pending)", app.limits.pending),
+        ),
+        Refusal::PerIp => (
+            "pending_per_ip",
+            format!(
+                "your address has {} signaling sockets without a session (--max-pending-per-ip)",
+                app.limits.pending_per_ip
+            ),
+        ),
+    };
+    app.metrics.refused(reason);
+    tracing::debug!(%client, reason, "refused while negotiating");
+    Err(message)
+}
+
+/// A place under --max-sessions and --max-sessions-per-ip, or the `server_full` /
+/// `ip_full` error that refuses it.
+fn take_slot(app: &AppState, ip: std::net::IpAddr) -> Result<Slot, SignalError> {
+    let refusal = match app.sessions.try_take(ip) {
+        Ok(slot) => return Ok(slot),
+        Err(refusal) => refusal,
+    };
+    let (max, max_per_ip) = app.sessions.max();
+    Err(match refusal {
+        Refusal::Total => {
+            app.metrics.refused("sessions");
+            SignalError::new(ErrorCode::ServerFull, format!("the server has its maximum of {max} sessions"))
+        }
+        Refusal::PerIp => {
+            app.metrics.refused("sessions_per_ip");
+            SignalError::new(
+                ErrorCode::IpFull,
+                format!("your address has its maximum of {max_per_ip} sessions (--max-sessions-per-ip)"),
+            )
+        }
+    })
 }
 
 /// `503` with a JSON error, closing the connection: a refused client should not

@@ -15,7 +15,7 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 
 use super::{AppState, MAX_WS_MESSAGE_BYTES};
 use crate::auth;
-use crate::limits::{Place, Refusal};
+use crate::limits::Place;
 use crate::session::viewer::Viewer;
 use crate::session::{Session, SessionEvent};
 use crate::sessions::Slot;
@@ -188,12 +188,12 @@ async fn next_event(events: &mut Option<mpsc::UnboundedReceiver<SessionEvent>>) 
     }
 }
 
-async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+pub(super) async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     // `wait_for` returns a lock guard; drop it here so this future stays `Send`.
     let _ = shutdown.wait_for(|stopping| *stopping).await.is_ok();
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+pub(super) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
@@ -282,29 +282,13 @@ impl Connection {
     /// A place under --max-sessions and --max-sessions-per-ip, or `server_full` /
     /// `ip_full` said (the caller closes).
     fn take_slot(&self) -> Option<Slot> {
-        let refusal = match self.app.sessions.try_take(self.client.ip()) {
-            Ok(slot) => return Some(slot),
-            Err(refusal) => refusal,
-        };
-        let (max, max_per_ip) = self.app.sessions.max();
-        let error = match refusal {
-            Refusal::Total => {
-                self.app.metrics.refused("sessions");
-                SignalError::new(
-                    ErrorCode::ServerFull,
-                    format!("the server has its maximum of {max} sessions"),
-                )
+        match super::take_slot(&self.app, self.client.ip()) {
+            Ok(slot) => Some(slot),
+            Err(error) => {
+                self.send_error(error);
+                None
             }
-            Refusal::PerIp => {
-                self.app.metrics.refused("sessions_per_ip");
-                SignalError::new(
-                    ErrorCode::IpFull,
-                    format!("your address has its maximum of {max_per_ip} sessions (--max-sessions-per-ip)"),
-                )
-            }
-        };
-        self.send_error(error);
-        None
+        }
     }
 
     /// Whether this client may publish: no --publish-token, or the right one on the
@@ -488,6 +472,6 @@ impl Connection {
 }
 
 /// 64 random bits as hex: unguessable enough to name a session in a URL.
-fn new_session_id() -> String {
+pub(super) fn new_session_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }

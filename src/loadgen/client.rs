@@ -2,7 +2,8 @@
 //! the echo: the other end of the integration tests and the load generator.
 //!
 //! It speaks the same signaling protocol as the page (JSON over `/ws`, trickle
-//! ICE), so it tests the server the way a browser uses it.
+//! ICE), so it tests the server the way a browser uses it; or WHIP/WHEP (one HTTP
+//! POST with every candidate in the offer), as encoders and players do.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
 };
 use rtc::rtp;
 use rtc::rtp::packetizer::Packetizer;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -33,7 +35,7 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription,
 };
-use webrtc::rtp_transceiver::RtpSender;
+use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpSender};
 
 use crate::peer::{self, PeerNetwork};
 
@@ -56,12 +58,31 @@ pub struct ClientOptions {
     /// Deliver echoed packets tagged with the mid of the m-line they arrived on, in
     /// [`ClientPeer::echoed_by_mid`], instead of untagged in [`ClientPeer::echoed`].
     pub echo_by_mid: bool,
+    /// The direction of the offered video m-lines: `Sendrecv` (the page's), `Sendonly`
+    /// (a WHIP encoder's) or `Recvonly` (a WHEP player's: no local track at all, so
+    /// nothing to send and no [`ClientPeer::ssrc`]).
+    pub direction: RTCRtpTransceiverDirection,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { tracks: 1, data_channel: false, local: None, edit_offer: None, echo_by_mid: false }
+        ClientOptions {
+            tracks: 1,
+            data_channel: false,
+            local: None,
+            edit_offer: None,
+            echo_by_mid: false,
+            direction: RTCRtpTransceiverDirection::Sendrecv,
+        }
     }
+}
+
+/// How a [`ClientPeer`] signals.
+enum Signal<'a> {
+    /// JSON on `/ws` with trickle ICE; `watch` is the watch token, for a viewer.
+    WebSocket { url: &'a str, watch: Option<&'a str> },
+    /// One HTTP POST of the whole offer (WHIP, or WHEP), optionally with a bearer token.
+    Http { url: &'a str, token: Option<&'a str> },
 }
 
 /// One local video track: its own SSRC, packetizer and m-line.
@@ -87,6 +108,8 @@ pub struct ClientPeer {
     pub session: String,
     /// The secret others watch this session with (publishers only; empty for viewers).
     pub watch_token: String,
+    /// (WHIP and WHEP) the resource's absolute URL, from `Location`: DELETE ends it.
+    pub resource: Option<String>,
     /// Echoed RTP packets, in arrival order (empty with [`ClientOptions::echo_by_mid`]).
     pub echoed: mpsc::UnboundedReceiver<rtp::Packet>,
     /// Echoed RTP packets with the mid of the local m-line each arrived on (only with
@@ -308,6 +331,128 @@ async fn read_signaling(
     }
 }
 
+/// POSTs an offer to a WHIP or WHEP URL: the answer, and the resource's absolute URL.
+async fn post_offer(
+    url: &str,
+    token: Option<&str>,
+    sdp: &str,
+    local: Option<IpAddr>,
+) -> anyhow::Result<(Answer, String)> {
+    let authorization = token.map(|token| format!("Bearer {token}"));
+    let mut headers = vec![("Content-Type", "application/sdp")];
+    if let Some(authorization) = &authorization {
+        headers.push(("Authorization", authorization));
+    }
+    let response = http_request_from(local, "POST", url, &headers, sdp.as_bytes()).await?;
+    if response.status != 201 {
+        bail!("POST {url}: {} {}", response.status, response.body.trim());
+    }
+    let location = response.header("location").ok_or_else(|| anyhow!("POST {url}: 201 without Location"))?;
+    let location = absolute_url(url, location);
+    // A WHIP session's WHEP URL: `Link: </whep/<watch token>>; rel="urn:face-echo:whep"`.
+    let rel = format!("rel=\"{}\"", crate::http::WHEP_LINK_REL);
+    let watch_token = response
+        .headers_named("link")
+        .filter(|link| link.contains(&rel))
+        .find_map(|link| link.split_once("</whep/")?.1.split_once('>').map(|(token, _)| token.to_owned()))
+        .unwrap_or_default();
+    let session = location.rsplit('/').next().unwrap_or_default().to_owned();
+    Ok((Answer { sdp: response.body, session, watch_token }, location))
+}
+
+/// `location` (a path, or already absolute) resolved against `url`'s origin.
+fn absolute_url(url: &str, location: &str) -> String {
+    if location.contains("://") {
+        return location.to_owned();
+    }
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{authority}{location}")
+}
+
+/// An HTTP response, read whole.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names in lower case, in order, repeated ones repeated.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    }
+
+    /// Every value of header `name` (lower case).
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers.iter().filter(move |(key, _)| key == name).map(|(_, value)| value.as_str())
+    }
+}
+
+/// One plain-HTTP/1.1 request to `url` (`http://host:port/path`), `Connection: close`,
+/// the body read to the end (not chunked: the server's bodies have a length): what
+/// WHIP/WHEP clients and the tests need, without an HTTP client library.
+pub async fn http_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<HttpResponse> {
+    http_request_from(None, method, url, headers, body).await
+}
+
+/// [`http_request`] from a TCP socket bound to `local` (e.g. 127.0.0.2), when given.
+pub async fn http_request_from(
+    local: Option<IpAddr>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<HttpResponse> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow!("{url}: only http:// URLs"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, "/"),
+    };
+    let server = tokio::net::lookup_host(authority)
+        .await
+        .with_context(|| format!("{url}: cannot resolve {authority}"))?
+        .find(|addr| local.is_none_or(|local| local.is_ipv4() == addr.is_ipv4()))
+        .ok_or_else(|| anyhow!("{url}: no usable address"))?;
+    let socket =
+        if server.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    if let Some(local) = local {
+        socket.bind((local, 0).into()).with_context(|| format!("cannot bind to {local}"))?;
+    }
+    let mut stream = socket.connect(server).await.with_context(|| format!("cannot connect to {server}"))?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(|| anyhow!("{url}: no HTTP response"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| anyhow!("{url}: no status line"))?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    Ok(HttpResponse { status, headers, body: body.to_owned() })
+}
+
 /// Counts the PLIs the server relays to our SSRC (tests of the RTCP path).
 async fn count_plis(track: Arc<TrackLocalStaticRTP>, ssrc: u32, count: Arc<AtomicU64>) {
     while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = track.poll().await {
@@ -362,14 +507,19 @@ impl ClientPeer {
         options: ClientOptions,
         timeout: Duration,
     ) -> anyhow::Result<ClientPeer> {
-        Self::negotiate(ws_url, timeout, options, None).await
+        Self::negotiate(Signal::WebSocket { url: ws_url, watch: None }, timeout, options).await
     }
 
     /// Watches the session whose watch token (a publisher's [`ClientPeer::watch_token`])
     /// is `token`: what the server sends arrives in [`ClientPeer::echoed`] (this
     /// peer's own track stays silent).
     pub async fn watch(ws_url: &str, token: &str, timeout: Duration) -> anyhow::Result<ClientPeer> {
-        Self::negotiate(ws_url, timeout, ClientOptions::default(), Some(token)).await
+        Self::negotiate(
+            Signal::WebSocket { url: ws_url, watch: Some(token) },
+            timeout,
+            ClientOptions::default(),
+        )
+        .await
     }
 
     /// Like [`ClientPeer::watch`], negotiated as `options` say (e.g. with a data channel).
@@ -379,20 +529,40 @@ impl ClientPeer {
         options: ClientOptions,
         timeout: Duration,
     ) -> anyhow::Result<ClientPeer> {
-        Self::negotiate(ws_url, timeout, options, Some(token)).await
+        Self::negotiate(Signal::WebSocket { url: ws_url, watch: Some(token) }, timeout, options).await
+    }
+
+    /// Publishes over WHIP: POSTs the offer (with every candidate, after gathering)
+    /// to `url` with `token` as bearer, and waits until connected. The session's WHEP
+    /// URL is in [`ClientPeer::watch_token`] (the token) and its resource in
+    /// [`ClientPeer::resource`].
+    pub async fn whip(
+        url: &str,
+        token: Option<&str>,
+        options: ClientOptions,
+        timeout: Duration,
+    ) -> anyhow::Result<ClientPeer> {
+        Self::negotiate(Signal::Http { url, token }, timeout, options).await
+    }
+
+    /// Watches over WHEP: POSTs the offer to `url` (`http://…/whep/<watch token>`).
+    pub async fn whep(url: &str, options: ClientOptions, timeout: Duration) -> anyhow::Result<ClientPeer> {
+        Self::negotiate(Signal::Http { url, token: None }, timeout, options).await
     }
 
     async fn negotiate(
-        ws_url: &str,
+        signal: Signal<'_>,
         timeout: Duration,
         options: ClientOptions,
-        watch: Option<&str>,
     ) -> anyhow::Result<ClientPeer> {
+        let receive_only = options.direction == RTCRtpTransceiverDirection::Recvonly;
         if options.tracks == 0 {
             bail!("a client peer offers at least one video track");
         }
-        let ws = open_signaling(ws_url, options.local).await?;
-        let (ws_sink, ws_stream) = ws.split();
+        let ws = match signal {
+            Signal::WebSocket { url, .. } => Some(open_signaling(url, options.local).await?),
+            Signal::Http { .. } => None,
+        };
 
         let (ws_out, ws_out_rx) = mpsc::unbounded_channel::<String>();
         let (state_tx, mut state_rx) = watch::channel(RTCPeerConnectionState::New);
@@ -423,9 +593,18 @@ impl ClientPeer {
         let mut tracks = Vec::with_capacity(options.tracks);
         let mut senders = Vec::with_capacity(options.tracks);
         for index in 0..options.tracks {
+            if receive_only {
+                let init = RTCRtpTransceiverInit { direction: options.direction, ..Default::default() };
+                pc.add_transceiver_from_kind(RtpCodecKind::Video, Some(init)).await?;
+                continue;
+            }
             let id = if index == 0 { "camera".to_owned() } else { format!("camera-{index}") };
             let track = peer::vp8_rtp_track("publisher", &id);
-            senders.push(pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await?);
+            let init = RTCRtpTransceiverInit { direction: options.direction, ..Default::default() };
+            let transceiver =
+                pc.add_transceiver_from_track(Arc::clone(&track) as Arc<dyn TrackLocal>, Some(init)).await?;
+            senders
+                .push(transceiver.sender().await?.ok_or_else(|| anyhow!("a transceiver without a sender"))?);
             let ssrc =
                 track.ssrcs().await.first().copied().ok_or_else(|| anyhow!("local track has no SSRC"))?;
             let packetizer = crate::loadgen::clip::vp8_packetizer(ssrc);
@@ -452,21 +631,45 @@ impl ClientPeer {
 
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (answer_tx, answer_rx) = oneshot::channel();
-        tasks.push(tokio::spawn(write_signaling(ws_sink, ws_out_rx)));
-        tasks.push(tokio::spawn(read_signaling(ws_stream, Arc::clone(&pc), Arc::clone(&errors), answer_tx)));
-
         let offer = pc.create_offer(None).await?;
         pc.set_local_description(offer).await?;
-        let local = pc.local_description().await.ok_or_else(|| anyhow!("no local offer"))?;
-        let sdp = match options.edit_offer {
-            Some(edit) => edit(local.sdp),
-            None => local.sdp,
-        };
-        let request = match watch {
-            Some(session) => json!({"type": "watch", "session": session, "sdp": sdp}),
-            None => json!({"type": "offer", "sdp": sdp}),
-        };
-        ws_out.send(request.to_string())?;
+        let mut resource = None;
+        match (signal, ws) {
+            (Signal::WebSocket { watch, .. }, Some(ws)) => {
+                let (ws_sink, ws_stream) = ws.split();
+                tasks.push(tokio::spawn(write_signaling(ws_sink, ws_out_rx)));
+                tasks.push(tokio::spawn(read_signaling(
+                    ws_stream,
+                    Arc::clone(&pc),
+                    Arc::clone(&errors),
+                    answer_tx,
+                )));
+                let local = pc.local_description().await.ok_or_else(|| anyhow!("no local offer"))?;
+                let sdp = match options.edit_offer {
+                    Some(edit) => edit(local.sdp),
+                    None => local.sdp,
+                };
+                let request = match watch {
+                    Some(session) => json!({"type": "watch", "session": session, "sdp": sdp}),
+                    None => json!({"type": "offer", "sdp": sdp}),
+                };
+                ws_out.send(request.to_string())?;
+            }
+            (Signal::Http { url, token }, _) => {
+                // No trickle: the offer carries every candidate.
+                let sdp = crate::session::negotiate::gathered_local_sdp(&pc, timeout).await;
+                let sdp = match options.edit_offer {
+                    Some(edit) => edit(sdp),
+                    None => sdp,
+                };
+                let answer = post_offer(url, token, &sdp, options.local).await;
+                if let Ok((_, location)) = &answer {
+                    resource = Some(location.clone());
+                }
+                let _ = answer_tx.send(answer.map(|(answer, _)| answer));
+            }
+            (Signal::WebSocket { .. }, None) => bail!("no signaling socket"),
+        }
 
         // Every task ends with the peer, also when negotiation fails below.
         handler_tasks.lock().unwrap_or_else(|e| e.into_inner()).extend(tasks);
@@ -505,6 +708,7 @@ impl ClientPeer {
         Ok(ClientPeer {
             session,
             watch_token,
+            resource,
             echoed,
             echoed_by_mid,
             pc,

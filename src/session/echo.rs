@@ -65,7 +65,9 @@ pub fn readdress(packet: &mut rtc::rtp::Packet, ssrc: u32, payload_type: Option<
 /// One incoming track and where it is echoed to: the packet path of a session.
 pub struct EchoLeg {
     pub incoming: Arc<dyn TrackRemote>,
-    pub output: Arc<TrackLocalStaticRTP>,
+    /// `None` for an m-line the client only sends on (a WHIP encoder's `sendonly`):
+    /// nothing goes back, the rest (viewers, recorder, tap) is the same.
+    pub output: Option<Arc<TrackLocalStaticRTP>>,
     pub out_ssrc: u32,
     pub out_payload_type: Option<u8>,
     /// The decode tap's input (first video track, `--decode-tap`).
@@ -98,8 +100,13 @@ impl EchoLeg {
             stats.bytes_in.fetch_add(payload_len, Ordering::Relaxed);
             metrics.rtp_packets_received.inc();
 
-            readdress(&mut packet, out_ssrc, out_payload_type);
-            let echoed = output.write_rtp(packet).await;
+            let echoed = match &output {
+                Some(output) => {
+                    readdress(&mut packet, out_ssrc, out_payload_type);
+                    Some(output.write_rtp(packet).await)
+                }
+                None => None,
+            };
             // The echo first; then the viewers, each on its own bounded queue.
             if let (Some(viewers), Some(packet)) = (&viewers, for_viewers) {
                 viewers.send(&packet);
@@ -109,7 +116,7 @@ impl EchoLeg {
                 recorder.offer(packet.clone());
             }
             match echoed {
-                Ok(()) => {
+                Some(Ok(())) => {
                     stats.packets_out.fetch_add(1, Ordering::Relaxed);
                     stats.bytes_out.fetch_add(payload_len, Ordering::Relaxed);
                     metrics.rtp_packets_forwarded.inc();
@@ -118,10 +125,15 @@ impl EchoLeg {
                         tap.offer(packet);
                     }
                 }
-                Err(err) => {
+                Some(Err(err)) => {
                     stats.forward_errors.fetch_add(1, Ordering::Relaxed);
                     metrics.rtp_forward_errors.inc();
                     tracing::debug!(%err, "echo track refused a packet");
+                }
+                None => {
+                    if let (Some(tap), Some(packet)) = (&tap, for_tap) {
+                        tap.offer(packet);
+                    }
                 }
             }
         }

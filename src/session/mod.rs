@@ -71,6 +71,8 @@ pub struct SessionInfo {
     pub results: Arc<results::Results>,
     /// The recording, with `--record` (unless its files could not be created).
     pub record: Option<Arc<RecordState>>,
+    /// How the session was negotiated, when not over /ws (`whip`).
+    signaling: std::sync::OnceLock<&'static str>,
 }
 
 impl SessionInfo {
@@ -95,7 +97,13 @@ impl SessionInfo {
             record,
             tap,
             fanout,
+            signaling: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Marks how the session was negotiated (`/api/sessions` shows `"signaling"`).
+    pub(crate) fn mark_signaling(&self, how: &'static str) {
+        let _ = self.signaling.set(how);
     }
 
     pub fn state(&self) -> RTCPeerConnectionState {
@@ -113,6 +121,7 @@ impl SessionInfo {
         json!({
             "id": self.id,
             "state": self.state().to_string(),
+            "signaling": self.signaling.get().copied().unwrap_or("ws"),
             "created_at": self.created_at_ms,
             "echo": {
                 "packets_in": n(&echo.packets_in),
@@ -213,20 +222,31 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
         let position = outputs.iter().position(|output| output.sender.id() == sender);
         position.map(|position| outputs.swap_remove(position))
     });
-    let Some(EchoOutput { track: out_track, sender, mid, first }) = output else {
-        tracing::warn!(session = %shared.info.id, "an incoming track with no echo track of its own");
-        return;
+    let (out_track, out_ssrc, out_payload_type, mid, first) = match output {
+        Some(EchoOutput { track, sender, mid, first }) => {
+            let Some(ssrc) = track.ssrcs().await.first().copied() else {
+                tracing::error!(session = %shared.info.id, "echo track has no SSRC");
+                return;
+            };
+            let payload_type = negotiated_vp8_payload_type(&sender).await;
+            (Some(track), ssrc, payload_type, mid, first)
+        }
+        // A sendonly m-line: webrtc-rs receives it on a transceiver of its own, with
+        // no echo track. It still publishes (viewers, recorder, tap), as the first
+        // m-line would if none has taken those yet.
+        None => {
+            tracing::info!(session = %shared.info.id, "an incoming track that cannot be echoed (sendonly)");
+            (None, 0, None, String::new(), true)
+        }
     };
-    let Some(out_ssrc) = out_track.ssrcs().await.first().copied() else {
-        tracing::error!(session = %shared.info.id, "echo track has no SSRC");
-        return;
-    };
-    let out_payload_type = negotiated_vp8_payload_type(&sender).await;
 
     // One keyframe budget for everyone who asks this publisher for keyframes.
     let mut wishers = keyframes::Wishers::default();
-    let (echo_wishes, wishes) = mpsc::channel(1);
-    wishers.add(wishes, Arc::clone(&shared.info.echo.plis_relayed));
+    if let Some(out_track) = &out_track {
+        let (echo_wishes, wishes) = mpsc::channel(1);
+        wishers.add(wishes, Arc::clone(&shared.info.echo.plis_relayed));
+        shared.spawn(echo::relay_keyframe_requests(Arc::clone(out_track), echo_wishes));
+    }
     // The decode tap and the viewers take the first m-line's track.
     let (mut tap, mut viewers, mut recorder) = (None, None, None);
     if first {
@@ -244,7 +264,6 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     }
     tracing::info!(session = %shared.info.id, mid, out_ssrc, ?out_payload_type, "echo started");
     shared.spawn(keyframes::schedule(wishers, Arc::clone(&track), Arc::clone(&shared.metrics)));
-    shared.spawn(echo::relay_keyframe_requests(Arc::clone(&out_track), echo_wishes));
     let leg = EchoLeg {
         incoming: track,
         output: out_track,
@@ -381,6 +400,11 @@ impl Session {
     /// Applies a remote ICE candidate.
     pub async fn add_candidate(&self, candidate: Candidate) -> Result<(), SignalError> {
         add_remote_candidate(&self.pc, candidate).await
+    }
+
+    /// The answer with every local candidate in it, once gathered (at most `within`).
+    pub(crate) async fn gathered_answer(&self, within: std::time::Duration) -> String {
+        negotiate::gathered_local_sdp(&self.pc, within).await
     }
 
     /// Ends the recording, if any, and waits (briefly) for its files to be final.

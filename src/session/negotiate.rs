@@ -109,6 +109,21 @@ pub(crate) async fn answer_offer(
     Ok(local.sdp)
 }
 
+/// The local description once ICE gathering is complete (it then carries every local
+/// candidate and `a=end-of-candidates`), or as it is after `within`: for clients that
+/// cannot trickle (WHIP, WHEP), whose answer must name the server's candidates.
+pub(crate) async fn gathered_local_sdp(pc: &Arc<dyn PeerConnection>, within: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let sdp = pc.local_description().await.map(|local| local.sdp).unwrap_or_default();
+        if sdp.contains("a=end-of-candidates") || tokio::time::Instant::now() >= deadline {
+            return sdp;
+        }
+        // Host candidates take a few ms; STUN ones up to the STUN timeout.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Applies a client's trickled candidate to `pc`.
 pub(crate) async fn add_remote_candidate(
     pc: &Arc<dyn PeerConnection>,

@@ -143,6 +143,11 @@ impl Viewer {
         add_remote_candidate(&self.pc, candidate).await
     }
 
+    /// The answer with every local candidate in it, once gathered (at most `within`).
+    pub(crate) async fn gathered_answer(&self, within: std::time::Duration) -> String {
+        negotiate::gathered_local_sdp(&self.pc, within).await
+    }
+
     /// Leaves the publisher's viewers, closes the PeerConnection, ends the tasks.
     pub async fn close(self) {
         self.fanout.leave(&self.id);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop suite: two independent WebRTC stacks, Python aiortc and GStreamer webrtcbin,
-# each publish VP8 to a real face-echo and must get the echo back.
+# each publish VP8 to a real face-echo and must get the echo back; and Medooze's WHIP and
+# WHEP clients (npm whip-whep) in Debian's Chromium publish over WHIP and watch over WHEP.
 #
 #   FACE_ECHO_BIN=/path/to/face-echo tests/interop/run.sh
 #
@@ -12,7 +13,7 @@
 # server does not shut down cleanly. Exits non-zero if anything failed.
 #
 # Knobs: INTEROP_SECONDS (default 6) publish time per client, INTEROP_MIN_FRAMES
-# (default 30) echo frames needed, INTEROP_CLIENTS (default "aiortc gst") which to run,
+# (default 30) echo frames needed, INTEROP_CLIENTS (default "aiortc gst whip") which to run,
 # RUST_LOG (default face_echo=debug,rtc=info). All traffic stays on 127.0.0.1.
 set -euo pipefail
 
@@ -32,7 +33,7 @@ out="$root/target/interop"
 venv="$root/target/interop-venv"
 seconds="${INTEROP_SECONDS:-6}"
 min_frames="${INTEROP_MIN_FRAMES:-30}"
-clients="${INTEROP_CLIENTS:-aiortc gst}"
+clients="${INTEROP_CLIENTS:-aiortc gst whip}"
 mkdir -p "$out"
 
 # --- Debian packages --------------------------------------------------------------------
@@ -42,6 +43,11 @@ apt_packages=(
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
     gstreamer1.0-nice gstreamer1.0-tools
 )
+# The WHIP/WHEP client runs in Chromium, driven from Node.
+if [[ " $clients " == *" whip "* ]]; then
+    apt_packages+=(chromium)
+    command -v node >/dev/null && command -v npm >/dev/null || apt_packages+=(nodejs npm)
+fi
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
@@ -74,6 +80,13 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]] || ! "$py" -c 'import aiortc, 
     echo "$want" >"$stamp"
 fi
 
+# --- npm packages for the WHIP/WHEP client (playwright-core drives Debian's chromium) --
+whip_dir="$here/whip"
+if [[ " $clients " == *" whip "* ]] && ! [[ -d "$whip_dir/node_modules/whip-whep" && -d "$whip_dir/node_modules/playwright-core" ]]; then
+    echo "interop: npm ci in tests/interop/whip"
+    (cd "$whip_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
+fi
+
 # --- Server -----------------------------------------------------------------------------
 http_get() { # URL -> body on stdout; fails on error
     "$py" - "$1" <<'EOF'
@@ -87,7 +100,7 @@ port="$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pri
 base="http://127.0.0.1:$port"
 log="$out/server.log"
 RUST_LOG="${RUST_LOG:-face_echo=debug,rtc=info}" NO_COLOR=1 \
-    "$bin" --listen "127.0.0.1:$port" >"$log" 2>&1 &
+    "$bin" --listen "127.0.0.1:$port" --allow-origin "http://127.0.0.1:$port" >"$log" 2>&1 &
 server_pid=$!
 
 cleanup() {
@@ -127,13 +140,15 @@ passed=0
 failed=0
 for client in $clients; do
     case "$client" in
-        aiortc) script="$here/aiortc_echo.py" ;;
-        gst) script="$here/gst_echo.py" ;;
+        aiortc) command=("$py" "$here/aiortc_echo.py" --url "ws://127.0.0.1:$port/ws") ;;
+        gst) command=("$py" "$here/gst_echo.py" --url "ws://127.0.0.1:$port/ws") ;;
+        # WHIP publish + WHEP watch (from another origin: the server allows 127.0.0.1:$port).
+        whip) command=(node "$whip_dir/whip_whep.mjs" --url "$base") ;;
         *) echo "interop: unknown client $client" >&2; failed=$((failed + 1)); continue ;;
     esac
     echo "interop: $client: publishing for ${seconds}s"
     rc=0
-    timeout -k 5 60 "$py" "$script" --url "ws://127.0.0.1:$port/ws" --seconds "$seconds" \
+    timeout -k 5 60 "${command[@]}" --seconds "$seconds" \
         --min-frames "$min_frames" >"$out/$client.json" 2>"$out/$client.err" || rc=$?
     cat "$out/$client.json"
     ok=1
