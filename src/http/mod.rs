@@ -19,6 +19,7 @@ use tokio::sync::watch;
 pub use assets::Assets;
 
 use crate::auth;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::limits::{Limits, PerIp, Refusal};
 use crate::metrics::Metrics;
@@ -41,6 +42,8 @@ pub struct AppInner {
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub sessions: Arc<Sessions>,
+    /// This node's place in a `--cluster`, if it has one.
+    pub cluster: Option<Arc<Cluster>>,
     pub network: MediaNetwork,
     pub assets: Assets,
     /// Each session's decode tap settings (with the detector), when the tap is on.
@@ -72,12 +75,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{id}/snapshot.jpg", get(snapshot))
         .route("/api/process", get(process))
+        .route("/api/cluster", get(cluster))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .route("/", get(index))
         .route("/watch/{session}", get(watch_page))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/ws", get(signaling))
         .merge(operator)
         .route("/models/face-api/{*path}", get(model_file))
@@ -89,9 +93,42 @@ async fn index(State(app): State<AppState>) -> Response {
     app.assets.web("index.html").await
 }
 
-/// The viewer page; it reads the session id from its own URL.
-async fn watch_page(State(app): State<AppState>) -> Response {
+/// The viewer page; it reads the session id from its own URL. In a cluster, a
+/// session held by another node is watched there: `307` to that node.
+async fn watch_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+    if app.sessions.by_watch_token(&token).is_none()
+        && let Some(cluster) = &app.cluster
+        && let Some(node) = cluster.owner_of(&token).await
+    {
+        return redirect(&Cluster::at(&node, &format!("/watch/{token}")));
+    }
     app.assets.web("watch.html").await
+}
+
+/// `307 Temporary Redirect` to `location` (the method and body are kept, so a
+/// `POST` stays a `POST`).
+pub(crate) fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(location) => (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "bad redirect").into_response(),
+    }
+}
+
+/// `ok`; with --cluster a second line says whether the cluster's Redis is reachable
+/// (the node serves its own sessions either way, so the status stays 200).
+async fn healthz(State(app): State<AppState>) -> String {
+    match &app.cluster {
+        Some(cluster) => format!("ok\n{}\n", cluster.health()),
+        None => "ok".to_owned(),
+    }
+}
+
+/// The fleet: every live node's load and session counts (never a watch token).
+async fn cluster(State(app): State<AppState>) -> Json<serde_json::Value> {
+    Json(match &app.cluster {
+        Some(cluster) => cluster.to_json(),
+        None => json!({"enabled": false}),
+    })
 }
 
 async fn web_file(State(app): State<AppState>, Path(path): Path<String>) -> Response {
@@ -244,6 +281,9 @@ async fn process() -> Json<crate::process::ProcessStats> {
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        app.metrics.render(),
+        match &app.cluster {
+            Some(cluster) => cluster.append_metrics(app.metrics.render()),
+            None => app.metrics.render(),
+        },
     )
 }

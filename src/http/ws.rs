@@ -160,6 +160,10 @@ pub async fn serve(
 
     if let Some(session) = conn.session.take() {
         session.close().await;
+        drop(conn.slot.take());
+        if let Some(cluster) = &conn.app.cluster {
+            cluster.sessions_changed();
+        }
     }
     if let Some(viewer) = conn.viewer.take() {
         viewer.close().await;
@@ -290,10 +294,16 @@ impl Connection {
         let error = match refusal {
             Refusal::Total => {
                 self.app.metrics.refused("sessions");
-                SignalError::new(
+                let error = SignalError::new(
                     ErrorCode::ServerFull,
                     format!("the server has its maximum of {max} sessions"),
-                )
+                );
+                // In a cluster, a node with room (from the last heartbeat: no wait).
+                match self.app.cluster.as_ref().and_then(|cluster| cluster.less_loaded()) {
+                    Some(node) => SignalError { message: format!("{}; try {node}", error.message), ..error }
+                        .at_node(&node),
+                    None => error,
+                }
             }
             Refusal::PerIp => {
                 self.app.metrics.refused("sessions_per_ip");
@@ -346,6 +356,15 @@ impl Connection {
             return Flow::Continue;
         }
         let Some(publisher) = self.app.sessions.by_watch_token(&watch_token) else {
+            if let Some(cluster) = &self.app.cluster
+                && let Some(node) = cluster.owner_of(&watch_token).await
+            {
+                self.send_error(
+                    SignalError::new(ErrorCode::Elsewhere, format!("this session is on another node: {node}"))
+                        .at_node(&node),
+                );
+                return Flow::Continue;
+            }
             self.send_error(SignalError::new(
                 ErrorCode::NoSuchSession,
                 "no such session (it may have ended)",
@@ -396,6 +415,9 @@ impl Connection {
         {
             Ok((session, answer, events)) => {
                 slot.register(session.info.clone());
+                if let Some(cluster) = &self.app.cluster {
+                    cluster.sessions_changed();
+                }
                 tracing::info!(session = %session.info.id, client = %self.client, "session opened");
                 self.send(ServerMessage::Answer {
                     sdp: answer,
