@@ -122,7 +122,7 @@ async fn a_viewer_on_the_wrong_node_is_sent_to_the_publisher_and_plays() {
     println!("/api/cluster: {fleet}");
     assert!(!fleet.contains(&token), "the watch token leaked: {fleet}");
     let (_, metrics) = http_get(b.addr, "/metrics").await;
-    assert!(metrics.contains(&format!("face_echo_cluster_node_sessions{{node=\"{a_url}/\"}} 1")), "{metrics}");
+    assert!(metrics.contains(&format!("face_echo_cluster_node_sessions{{node=\"{a_url}\"}} 1")), "{metrics}");
     assert!(metrics.contains("face_echo_cluster_nodes 2"), "{metrics}");
     assert!(metrics.ends_with("# EOF\n"), "one exposition");
     assert!(!metrics.contains(&token));

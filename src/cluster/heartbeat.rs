@@ -75,7 +75,7 @@ async fn beat(cluster: &Cluster, local: &Local, cpu: &mut CpuMeter, full: bool) 
     let remove: Vec<String> = registered.difference(&current).cloned().collect();
     let status = NodeStatus {
         id: cluster.id.clone(),
-        url: cluster.url.to_string(),
+        url: cluster.url.as_str().trim_end_matches('/').to_owned(),
         sessions: local.sessions.len() as u64,
         viewers: local.metrics.viewers_active.get().max(0) as u64,
         slots: local.sessions.slots_taken() as u64,
