@@ -106,3 +106,31 @@ async fn a_redis_outage_never_interrupts_the_echo_and_nodes_register_again() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_redis_serves_alone_then_registers() {
+    let Some(mut redis) = RedisServer::start().await else { return };
+    redis.stop();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    assert!(
+        eventually(Duration::from_secs(TTL_SECS), || async {
+            http_get(a.addr, "/healthz").await.1.contains("cluster: degraded")
+        })
+        .await,
+        "no Redis yet"
+    );
+    let mut publisher = ClientPeer::connect(&ws_url(a.addr), CONNECT_TIMEOUT).await.expect("A serves alone");
+    let sent = publish(&mut publisher, 30).await;
+    let echoed = collect_echo(&mut publisher, Duration::from_millis(500)).await;
+    assert!(identical_payloads(&sent, &echoed) * 100 >= sent.len() * 99);
+    redis.restart().await;
+    let watch = format!("/watch/{}", publisher.watch_token);
+    assert!(
+        eventually(Duration::from_secs(TTL_SECS * 2), || async { http_get(b.addr, &watch).await.0 == 307 }).await,
+        "A never registered once Redis came up"
+    );
+    drop(publisher);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

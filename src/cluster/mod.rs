@@ -247,3 +247,31 @@ impl Cluster {
         view.fleet_at_ms = now_ms();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_checked_without_connecting() {
+        let url = |text: &str| Url::parse(text).unwrap();
+        assert!(check_flags("redis://127.0.0.1:1", None).is_ok(), "nothing listens there: no matter");
+        assert!(check_flags("redis://10.0.0.9:6379/2", Some(&url("https://node-a.example.org"))).is_ok());
+        assert!(check_flags("http://127.0.0.1:6379", None).is_err());
+        assert!(check_flags("redis://", None).is_err());
+        assert!(check_flags("redis://h:1", Some(&url("ftp://node-a"))).is_err());
+        assert!(check_flags("redis://h:1", Some(&url("http://node-a/some/path"))).is_err());
+    }
+
+    #[test]
+    fn the_node_url_defaults_to_the_listening_address_but_never_a_wildcard() {
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap());
+        config.cluster = Some("redis://127.0.0.1:6379".into());
+        let url = node_url(&config, "127.0.0.1:8080".parse().unwrap()).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:8080/");
+        assert!(node_url(&config, "0.0.0.0:8080".parse().unwrap()).is_err());
+        config.node_url = Some(Url::parse("https://node-a.example.org").unwrap());
+        let url = node_url(&config, "0.0.0.0:8080".parse().unwrap()).unwrap();
+        assert_eq!(url.as_str(), "https://node-a.example.org/");
+    }
+}
