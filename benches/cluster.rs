@@ -57,7 +57,8 @@ impl Redis {
     /// redis-server's user + system CPU seconds so far.
     fn cpu_seconds(&self) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, f)| f.split_whitespace().collect()).unwrap_or_default();
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, f)| f.split_whitespace().collect()).unwrap_or_default();
         let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
         (ticks(11) + ticks(12)) / 100.0
     }
@@ -151,7 +152,10 @@ async fn redirect_latency(redis: &Redis) {
     println!("| GET /watch on the owner (local lookup, 200) | {l50:.0} | {l99:.0} | 1.00 |");
     println!("| GET /watch on another node (Redis lookup, 307) | {r50:.0} | {r99:.0} | {:.2} |", r50 / l50);
     println!("| lookup alone: Sessions::by_watch_token | {ll50:.1} | {ll99:.1} | 1.00 |");
-    println!("| lookup alone: Cluster::owner_of (2 GETs) | {rl50:.1} | {rl99:.1} | {:.0} |", rl50 / ll50.max(0.001));
+    println!(
+        "| lookup alone: Cluster::owner_of (2 GETs) | {rl50:.1} | {rl99:.1} | {:.0} |",
+        rl50 / ll50.max(0.001)
+    );
     drop(publisher);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
@@ -171,12 +175,16 @@ fn status(id: &str, sessions: u64) -> NodeStatus {
 }
 
 fn tokens(count: usize) -> Vec<String> {
-    (0..count).map(|_| watch_key(&format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>()))).collect()
+    (0..count)
+        .map(|_| watch_key(&format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())))
+        .collect()
 }
 
 async fn heartbeat_cost(redis: &Redis) {
     println!("\n## heartbeat cost per node (one beat = status + S session keys + the fleet read)");
-    println!("| sessions S | beats | this process CPU µs/beat | redis-server CPU µs/beat | commands/beat | vs S=0 (redis CPU) | ops/s per node at TTL 5 s |");
+    println!(
+        "| sessions S | beats | this process CPU µs/beat | redis-server CPU µs/beat | commands/beat | vs S=0 (redis CPU) | ops/s per node at TTL 5 s |"
+    );
     println!("|---|---|---|---|---|---|---|");
     let directory = Directory::open(&redis.url, TTL, Duration::from_secs(1)).expect("directory");
     let mut baseline = 0.0;
@@ -193,8 +201,9 @@ async fn heartbeat_cost(redis: &Redis) {
         let cpu = (face_echo::process::read_self().cpu_seconds - cpu_before) / beats as f64 * 1e6;
         let redis_cpu = (redis.cpu_seconds() - redis_before) / beats as f64 * 1e6;
         // INFO itself is one command.
-        let commands =
-            (redis.info("total_commands_processed").await - commands_before).saturating_sub(1) as f64 / beats as f64;
+        let commands = (redis.info("total_commands_processed").await - commands_before).saturating_sub(1)
+            as f64
+            / beats as f64;
         if sessions == 0 {
             baseline = redis_cpu.max(1.0);
         }
@@ -209,7 +218,9 @@ async fn heartbeat_cost(redis: &Redis) {
 
 async fn capacity(redis: &Redis) {
     println!("\n## one Redis: N nodes × S sessions, heartbeating every TTL/3 for 10 s");
-    println!("| nodes × sessions | keys | used_memory MB | bytes per session | redis-server CPU (% of a core) | commands/s |");
+    println!(
+        "| nodes × sessions | keys | used_memory MB | bytes per session | redis-server CPU (% of a core) | commands/s |"
+    );
     println!("|---|---|---|---|---|---|");
     let idle_memory = redis.info("used_memory").await;
     let measure = |label: String, keys: u64, memory: u64, cpu: f64, ops: f64| {
@@ -231,7 +242,8 @@ async fn capacity(redis: &Redis) {
             directory.publish(node, keys, &[]).await.expect("register");
         }
         let memory = redis.info("used_memory").await;
-        let (cpu_before, commands_before) = (redis.cpu_seconds(), redis.info("total_commands_processed").await);
+        let (cpu_before, commands_before) =
+            (redis.cpu_seconds(), redis.info("total_commands_processed").await);
         let until = Instant::now() + Duration::from_secs(10);
         let beating: Vec<_> = fleet
             .into_iter()

@@ -314,7 +314,11 @@ mod tests {
         let json = ServerMessage::error(ErrorCode::ServerFull, "full").to_json();
         assert_eq!(json, r#"{"type":"error","code":"server_full","message":"full"}"#);
         let node = url::Url::parse("http://10.0.0.2:8080").unwrap();
-        let json = ServerMessage::from(SignalError::new(ErrorCode::Elsewhere, "there").at_node(&node)).to_json();
-        assert_eq!(json, r#"{"type":"error","code":"elsewhere","message":"there","node":"http://10.0.0.2:8080"}"#);
+        let json =
+            ServerMessage::from(SignalError::new(ErrorCode::Elsewhere, "there").at_node(&node)).to_json();
+        assert_eq!(
+            json,
+            r#"{"type":"error","code":"elsewhere","message":"there","node":"http://10.0.0.2:8080"}"#
+        );
     }
 }

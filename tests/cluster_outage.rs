@@ -99,7 +99,10 @@ async fn a_redis_outage_never_interrupts_the_echo_and_nodes_register_again() {
     assert!(identical * 100 >= sent.len() * 99, "{identical} of {}", sent.len());
     // The echo ran before, through and after the whole outage.
     assert!(arrivals.first().is_some_and(|(at, _)| *at < stopped));
-    assert!(arrivals.last().is_some_and(|(at, _)| *at > registered_again), "the clip ended before Redis was back");
+    assert!(
+        arrivals.last().is_some_and(|(at, _)| *at > registered_again),
+        "the clip ended before Redis was back"
+    );
     // 30 fps: a frame every 33 ms; a stall of the echo would show as a long gap.
     assert!(longest_gap < Duration::from_millis(250), "the echo stalled for {longest_gap:?}");
     drop(publisher);
@@ -127,7 +130,8 @@ async fn a_node_started_before_redis_serves_alone_then_registers() {
     redis.restart().await;
     let watch = format!("/watch/{}", publisher.watch_token);
     assert!(
-        eventually(Duration::from_secs(TTL_SECS * 2), || async { http_get(b.addr, &watch).await.0 == 307 }).await,
+        eventually(Duration::from_secs(TTL_SECS * 2), || async { http_get(b.addr, &watch).await.0 == 307 })
+            .await,
         "A never registered once Redis came up"
     );
     drop(publisher);

@@ -87,7 +87,8 @@ async fn a_viewer_on_the_wrong_node_is_sent_to_the_publisher_and_plays() {
     assert!(unknown.to_string().contains("no_such_session"), "{unknown}");
 
     // A `watch` on B's WebSocket: `elsewhere`, naming A; the viewer follows and plays.
-    let elsewhere = ClientPeer::watch(&ws_url(b.addr), &token, CONNECT_TIMEOUT).await.err().expect("elsewhere");
+    let elsewhere =
+        ClientPeer::watch(&ws_url(b.addr), &token, CONNECT_TIMEOUT).await.err().expect("elsewhere");
     assert!(elsewhere.to_string().contains("elsewhere"), "{elsewhere}");
     let node = node_in(&elsewhere.to_string());
     assert_eq!(node, a_url);
@@ -103,7 +104,8 @@ async fn a_viewer_on_the_wrong_node_is_sent_to_the_publisher_and_plays() {
     let full = ClientPeer::connect(&ws_url(a.addr), CONNECT_TIMEOUT).await.err().expect("A is full");
     assert!(full.to_string().contains("server_full"), "{full}");
     assert_eq!(node_in(&full.to_string()), b_url);
-    let elsewhere_publisher = ClientPeer::connect(&ws_url(b.addr), CONNECT_TIMEOUT).await.expect("B has room");
+    let elsewhere_publisher =
+        ClientPeer::connect(&ws_url(b.addr), CONNECT_TIMEOUT).await.expect("B has room");
 
     // The fleet, from either node; no token anywhere.
     assert!(

@@ -97,7 +97,12 @@ impl Directory {
     /// One heartbeat in one round trip: the node's status, its sessions' keys
     /// (`renew`, written or refreshed) and the keys of sessions that ended
     /// (`remove`), all with the TTL.
-    pub async fn publish(&self, status: &NodeStatus, renew: &[String], remove: &[String]) -> redis::RedisResult<()> {
+    pub async fn publish(
+        &self,
+        status: &NodeStatus,
+        renew: &[String],
+        remove: &[String],
+    ) -> redis::RedisResult<()> {
         let json = serde_json::to_string(status).unwrap_or_default();
         let ttl = self.ttl_ms();
         let mut pipe = redis::pipe();

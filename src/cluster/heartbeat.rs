@@ -70,8 +70,11 @@ pub(crate) async fn run(cluster: Arc<Cluster>, local: Local) {
 async fn beat(cluster: &Cluster, local: &Local, cpu: &mut CpuMeter, full: bool) -> Result<(), String> {
     let current: HashSet<String> = local.sessions.watch_tokens().iter().map(|t| watch_key(t)).collect();
     let registered = cluster.registered();
-    let renew: Vec<String> =
-        if full { current.iter().cloned().collect() } else { current.difference(&registered).cloned().collect() };
+    let renew: Vec<String> = if full {
+        current.iter().cloned().collect()
+    } else {
+        current.difference(&registered).cloned().collect()
+    };
     let remove: Vec<String> = registered.difference(&current).cloned().collect();
     let status = NodeStatus {
         id: cluster.id.clone(),
@@ -111,9 +114,8 @@ struct CpuMeter {
 impl CpuMeter {
     async fn measure(&mut self) -> f64 {
         // /proc reads are quick, but they are file I/O: not on the async threads.
-        let seconds = tokio::task::spawn_blocking(|| crate::process::read_self().cpu_seconds)
-            .await
-            .unwrap_or_default();
+        let seconds =
+            tokio::task::spawn_blocking(|| crate::process::read_self().cpu_seconds).await.unwrap_or_default();
         let now = Instant::now();
         let percent = match self.last {
             Some((then, before)) if now > then => {

@@ -360,8 +360,11 @@ impl Connection {
                 && let Some(node) = cluster.owner_of(&watch_token).await
             {
                 self.send_error(
-                    SignalError::new(ErrorCode::Elsewhere, format!("this session is on another node: {node}"))
-                        .at_node(&node),
+                    SignalError::new(
+                        ErrorCode::Elsewhere,
+                        format!("this session is on another node: {node}"),
+                    )
+                    .at_node(&node),
                 );
                 return Flow::Continue;
             }

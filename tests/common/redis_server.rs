@@ -21,7 +21,9 @@ impl RedisServer {
     /// A new server on a free port, or `None` (with a message) without redis-server.
     pub async fn start() -> Option<RedisServer> {
         if binary().is_none() {
-            eprintln!("SKIPPED: redis-server not found (install it: scripts/deps.sh test, or apt-get install redis-server)");
+            eprintln!(
+                "SKIPPED: redis-server not found (install it: scripts/deps.sh test, or apt-get install redis-server)"
+            );
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -38,7 +40,16 @@ impl RedisServer {
     /// Starts it (again, empty) on its port and waits until it answers.
     pub async fn restart(&mut self) {
         let child = Command::new(binary().expect("redis-server"))
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
