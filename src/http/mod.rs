@@ -96,18 +96,26 @@ async fn index(State(app): State<AppState>) -> Response {
 /// The viewer page; it reads the session id from its own URL. In a cluster, a
 /// session held by another node is watched there: `307` to that node.
 async fn watch_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
-    if app.sessions.by_watch_token(&token).is_none()
-        && let Some(cluster) = &app.cluster
-        && let Some(node) = cluster.owner_of(&token).await
-    {
-        return redirect(&Cluster::at(&node, &format!("/watch/{token}")));
+    if let Some(elsewhere) = elsewhere(&app, &token, &format!("/watch/{token}")).await {
+        return elsewhere;
     }
     app.assets.web("watch.html").await
 }
 
+/// With --cluster, for a session that another node holds: `307` to `path` on that
+/// node (for `/watch/<token>`, and `POST /whep/<token>`). `None`: answer here (the
+/// session is local, unknown, or Redis does not answer in time).
+pub(crate) async fn elsewhere(app: &AppState, watch_token: &str, path: &str) -> Option<Response> {
+    if app.sessions.by_watch_token(watch_token).is_some() {
+        return None;
+    }
+    let node = app.cluster.as_ref()?.owner_of(watch_token).await?;
+    Some(redirect(&Cluster::at(&node, path)))
+}
+
 /// `307 Temporary Redirect` to `location` (the method and body are kept, so a
 /// `POST` stays a `POST`).
-pub(crate) fn redirect(location: &str) -> Response {
+fn redirect(location: &str) -> Response {
     match HeaderValue::from_str(location) {
         Ok(location) => (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "bad redirect").into_response(),
