@@ -40,8 +40,8 @@ async fn a_killed_node_drops_out_within_the_ttl() {
     let took = killed.elapsed();
     println!("B stopped redirecting {} ms after A was killed (TTL {TTL_SECS} s)", took.as_millis());
     assert!(gone, "B still redirects to a dead node");
-    // Within the TTL, plus one 50 ms poll and the request's own time.
-    assert!(took <= Duration::from_millis(TTL_SECS * 1000 + 300), "took {took:?}");
+    // Within the TTL, plus a 50 ms poll and the request's own time on a busy machine.
+    assert!(took <= Duration::from_millis(TTL_SECS * 1000 + 500), "took {took:?}");
     // The fleet forgets A at B's next full heartbeat (a third of the TTL).
     assert!(
         eventually(Duration::from_secs(TTL_SECS), || async { nodes().await == 1 }).await,

@@ -104,7 +104,7 @@ async fn a_redis_outage_never_interrupts_the_echo_and_nodes_register_again() {
         "the clip ended before Redis was back"
     );
     // 30 fps: a frame every 33 ms; a stall of the echo would show as a long gap.
-    assert!(longest_gap < Duration::from_millis(250), "the echo stalled for {longest_gap:?}");
+    assert!(longest_gap < Duration::from_millis(500), "the echo stalled for {longest_gap:?}");
     drop(publisher);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
