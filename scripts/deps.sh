@@ -3,13 +3,14 @@
 #   scripts/deps.sh build   libvpx and pkg-config, to build and run the server, and
 #                           ONNX Runtime (target/onnxruntime/) for --detect
 #   scripts/deps.sh test    the above, plus Chromium and the npm packages of the browser
-#                           test and of the WHIP/WHEP interop client
+#                           test and of the WHIP/WHEP interop client (and redis-server,
+#                           which the --cluster tests start)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want=(pkg-config libvpx-dev)
 if [ "${1:-build}" = test ]; then
-  want+=(chromium vpx-tools)
+  want+=(chromium vpx-tools redis-server)
 fi
 # Debian's own python3 comes without pip (used to fetch the ONNX Runtime wheel) and
 # takes Pillow from apt; another python3 (pyenv, a venv) brings its pip.

@@ -174,6 +174,25 @@ pub struct Config {
     /// if missing; a directory that cannot be written is a start-up error.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
+
+    /// Join a cluster of face-echo nodes sharing a session directory in this Redis
+    /// (redis://HOST:PORT[/DB]): a watch link, WHEP URL or `watch` that reaches a node
+    /// other than the publisher's is sent there, a full node names a less loaded one,
+    /// and /api/cluster lists the fleet. Without it nothing is shared and no Redis
+    /// is needed. Redis unreachable: this node keeps serving its own sessions.
+    #[arg(long, value_name = "redis://HOST:PORT")]
+    pub cluster: Option<String>,
+
+    /// With --cluster: the URL clients reach this node at, http(s)://HOST[:PORT], as
+    /// other nodes name it in redirects. Default: http(s)://<the --listen address>
+    /// (then --listen must not be 0.0.0.0 or [::]).
+    #[arg(long, value_name = "URL", requires = "cluster")]
+    pub node_url: Option<url::Url>,
+
+    /// With --cluster: seconds this node's entries stay in Redis without a heartbeat
+    /// (renewed every third of it). A node that dies drops out within this time.
+    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    pub cluster_ttl: u64,
 }
 
 /// An inclusive UDP port range from `--udp-port`.
@@ -269,6 +288,12 @@ impl Config {
         if let Some(dir) = &self.record {
             crate::record::check_dir(dir)?;
         }
+        if let Some(redis) = &self.cluster {
+            crate::cluster::check_flags(redis, self.node_url.as_ref())?;
+        }
+        if self.cluster_ttl == 0 {
+            anyhow::bail!("--cluster-ttl must be at least 1 second");
+        }
         if let Some(dir) = &self.web_dir
             && !dir.join("index.html").is_file()
         {
@@ -303,6 +328,10 @@ impl Config {
 
     pub fn first_message_timeout(&self) -> Duration {
         Duration::from_secs(self.first_message_timeout)
+    }
+
+    pub fn cluster_ttl(&self) -> Duration {
+        Duration::from_secs(self.cluster_ttl)
     }
 
     pub fn disconnect_timeout(&self) -> Duration {

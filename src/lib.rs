@@ -41,6 +41,8 @@
 //!   picture), [`framecode`] (the page's frame number in the pixels), [`detect`]
 //!   (BlazeFace), `agreement` (page vs server, per frame), `loop_messages` (the
 //!   data channel's wire types), `stats` (percentiles), `token_bucket` (rate limits).
+//! - Several nodes: [`cluster`] (`--cluster`: the session directory in Redis,
+//!   heartbeat, redirects to the node that holds a session).
 //! - On disk: [`record`] (`--record`: IVF and JSONL per publisher; `face-echo
 //!   replay` and `record-stats` read them back).
 //! - Apart from the server: [`loadgen`] (`face-echo loadgen`, and the webrtc-rs client
@@ -48,6 +50,7 @@
 
 pub(crate) mod agreement;
 pub(crate) mod auth;
+pub mod cluster;
 pub mod config;
 pub mod detect;
 pub mod frame;

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::detect::Detector;
 use crate::http::{self, AppInner, AppState, Assets};
@@ -61,8 +62,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let connections =
         PerIp::new(limits.connections, limits.connections_per_ip, metrics.connections_open.clone());
     let listener = CountingListener::new(listener, connections, Arc::clone(&metrics), tls.is_none());
+    let sessions = Sessions::new(limits.sessions, limits.sessions_per_ip, Arc::clone(&metrics));
+    let cluster = match &config.cluster {
+        Some(redis) => Some(Cluster::join(
+            redis,
+            cluster::node_url(&config, addr)?,
+            config.cluster_ttl(),
+            Arc::clone(&sessions),
+            Arc::clone(&metrics),
+            limits.sessions,
+        )?),
+        None => None,
+    };
     let state = AppState::new(AppInner {
-        sessions: Sessions::new(limits.sessions, limits.sessions_per_ip, Arc::clone(&metrics)),
+        sessions,
+        cluster,
         pending: PerIp::new(limits.pending, limits.pending_per_ip, metrics.signaling_pending.clone()),
         limits,
         network: MediaNetwork::from_config(&config),
@@ -134,6 +148,10 @@ impl RunningServer {
     /// Stops accepting, tells every connection to close its session, and waits
     /// (at most [`SHUTDOWN_GRACE`]) until none is left.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        // Other nodes stop sending viewers here at once, not when the entries expire.
+        if let Some(cluster) = &self.state.cluster {
+            cluster.leave().await;
+        }
         let _ = self.stop.send(true);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while self.state.sessions.slots_taken() > 0 && tokio::time::Instant::now() < deadline {

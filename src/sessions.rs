@@ -85,6 +85,12 @@ impl Sessions {
         self.table().by_id.values().find(|info| info.watch_token == token).cloned()
     }
 
+    /// Every live session's watch token (for the cluster directory, which stores
+    /// only their hashes).
+    pub(crate) fn watch_tokens(&self) -> Vec<String> {
+        self.table().by_id.values().map(|info| info.watch_token.clone()).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.table().by_id.len()
     }

@@ -63,12 +63,15 @@ pub enum ServerMessage {
     Error {
         code: ErrorCode,
         message: String,
+        /// (`elsewhere`, `server_full` in a cluster) the node to go to instead.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
 }
 
 impl ServerMessage {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMessage::Error { code, message: message.into() }
+        ServerMessage::Error { code, message: message.into(), node: None }
     }
 
     pub fn to_json(&self) -> String {
@@ -116,6 +119,8 @@ pub enum ErrorCode {
     ServerShutdown,
     /// `watch` named a session that does not exist (or has ended).
     NoSuchSession,
+    /// (`--cluster`) `watch` named a session held by another node: `node` says which.
+    Elsewhere,
     /// `--max-viewers` reached for that session.
     ViewersFull,
     /// The session a viewer watched has ended (then the socket closes).
@@ -129,17 +134,24 @@ pub enum ErrorCode {
 pub struct SignalError {
     pub code: ErrorCode,
     pub message: String,
+    /// A node to try instead (`--cluster`).
+    pub node: Option<String>,
 }
 
 impl SignalError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        SignalError { code, message: message.into() }
+        SignalError { code, message: message.into(), node: None }
+    }
+
+    /// The same error, naming another node to go to.
+    pub fn at_node(self, node: &url::Url) -> Self {
+        SignalError { node: Some(node.as_str().trim_end_matches('/').to_owned()), ..self }
     }
 }
 
 impl From<SignalError> for ServerMessage {
     fn from(err: SignalError) -> Self {
-        ServerMessage::Error { code: err.code, message: err.message }
+        ServerMessage::Error { code: err.code, message: err.message, node: err.node }
     }
 }
 
@@ -301,5 +313,12 @@ mod tests {
     fn errors_serialize_as_the_protocol_says() {
         let json = ServerMessage::error(ErrorCode::ServerFull, "full").to_json();
         assert_eq!(json, r#"{"type":"error","code":"server_full","message":"full"}"#);
+        let node = url::Url::parse("http://10.0.0.2:8080").unwrap();
+        let json =
+            ServerMessage::from(SignalError::new(ErrorCode::Elsewhere, "there").at_node(&node)).to_json();
+        assert_eq!(
+            json,
+            r#"{"type":"error","code":"elsewhere","message":"there","node":"http://10.0.0.2:8080"}"#
+        );
     }
 }

@@ -275,7 +275,11 @@ function connect(stream) {
     },
     onMessage: (message) => {
       if (message.type === 'error' && message.code === 'unauthorized') askForToken(message.message);
-      else if (message.type === 'error') showError(`server: ${message.code}: ${message.message}`);
+      else if (message.type === 'error' && message.code === 'server_full' && message.node && !fragment.has('retried')) {
+        // --cluster: this node is full and names one with room; start there, once.
+        fragment.set('retried', '1');
+        location.assign(`${message.node}/#${fragment}`);
+      } else if (message.type === 'error') showError(`server: ${message.code}: ${message.message}`);
     },
     onError: () => showError('signaling connection failed: is the server running?'),
     onClose: () => { if (running) lost('the server closed the connection'); },
@@ -439,6 +443,7 @@ function configureDetector() {
 }
 
 $('start').onclick = start;
+if (fragment.has('retried')) start();   // sent here by a full node (--cluster)
 $('stop').onclick = () => stop();
 $('reconnect').onclick = () => { $('reconnect').hidden = true; start(); };
 for (const id of ['detector', 'input-size', 'score']) $(id).oninput = configureDetector;

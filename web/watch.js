@@ -111,6 +111,10 @@ function watch() {
         const given = prompt(`${message.message}\n\nToken:`, '');
         stop('refused', given ? null : `server: ${message.code}: ${message.message}`);
         if (given) { token = given; watch(); }
+      } else if (message.type === 'error' && message.code === 'elsewhere' && message.node) {
+        // --cluster: the session lives on another node; watch it there.
+        stop('redirected', null);
+        location.replace(`${message.node}/watch/${encodeURIComponent(session)}${location.hash}`);
       } else if (message.type === 'error') {
         const final = { publisher_left: 'ended', no_such_session: 'ended', viewers_full: 'refused', server_full: 'refused' };
         if (final[message.code]) stop(final[message.code], `server: ${message.code}: ${message.message}`);

@@ -21,6 +21,7 @@ pub use assets::Assets;
 pub use whip::WHEP_LINK_REL;
 
 use crate::auth;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::limits::{Limits, PerIp, Place, Refusal};
 use crate::metrics::Metrics;
@@ -44,6 +45,8 @@ pub struct AppInner {
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub sessions: Arc<Sessions>,
+    /// This node's place in a `--cluster`, if it has one.
+    pub cluster: Option<Arc<Cluster>>,
     pub network: MediaNetwork,
     pub assets: Assets,
     /// Each session's decode tap settings (with the detector), when the tap is on.
@@ -77,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{id}/snapshot.jpg", get(snapshot))
         .route("/api/process", get(process))
+        .route("/api/cluster", get(cluster))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     // WHIP and WHEP (HTTP signaling for encoders and players), with CORS.
@@ -97,7 +101,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/watch/{session}", get(watch_page))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/ws", get(signaling))
         .merge(operator)
         .merge(whip)
@@ -110,9 +114,50 @@ async fn index(State(app): State<AppState>) -> Response {
     app.assets.web("index.html").await
 }
 
-/// The viewer page; it reads the session id from its own URL.
-async fn watch_page(State(app): State<AppState>) -> Response {
+/// The viewer page; it reads the session id from its own URL. In a cluster, a
+/// session held by another node is watched there: `307` to that node.
+async fn watch_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+    if let Some(elsewhere) = elsewhere(&app, &token, &format!("/watch/{token}")).await {
+        return elsewhere;
+    }
     app.assets.web("watch.html").await
+}
+
+/// With --cluster, for a session that another node holds: `307` to `path` on that
+/// node (for `/watch/<token>`, and `POST /whep/<token>`). `None`: answer here (the
+/// session is local, unknown, or Redis does not answer in time).
+pub(crate) async fn elsewhere(app: &AppState, watch_token: &str, path: &str) -> Option<Response> {
+    if app.sessions.by_watch_token(watch_token).is_some() {
+        return None;
+    }
+    let node = app.cluster.as_ref()?.owner_of(watch_token).await?;
+    Some(redirect(&Cluster::at(&node, path)))
+}
+
+/// `307 Temporary Redirect` to `location` (the method and body are kept, so a
+/// `POST` stays a `POST`).
+fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(location) => (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "bad redirect").into_response(),
+    }
+}
+
+/// `ok`; with --cluster a second line says whether the cluster's Redis is reachable
+/// (the node serves its own sessions either way, so the status stays 200).
+async fn healthz(State(app): State<AppState>) -> String {
+    match &app.cluster {
+        Some(cluster) => format!("ok\n{}\n", cluster.health()),
+        None => "ok".to_owned(),
+    }
+}
+
+/// The fleet: every live node's load and session counts (never a watch token).
+async fn cluster(State(app): State<AppState>) -> Json<serde_json::Value> {
+    Json(match &app.cluster {
+        Some(cluster) => cluster.to_json(),
+        None => json!({"enabled": false}),
+    })
 }
 
 async fn web_file(State(app): State<AppState>, Path(path): Path<String>) -> Response {
@@ -206,7 +251,17 @@ fn take_slot(app: &AppState, ip: std::net::IpAddr) -> Result<Slot, SignalError> 
     Err(match refusal {
         Refusal::Total => {
             app.metrics.refused("sessions");
-            SignalError::new(ErrorCode::ServerFull, format!("the server has its maximum of {max} sessions"))
+            let error = SignalError::new(
+                ErrorCode::ServerFull,
+                format!("the server has its maximum of {max} sessions"),
+            );
+            // In a cluster, a node with room (from the last heartbeat: no wait).
+            match app.cluster.as_ref().and_then(|cluster| cluster.less_loaded()) {
+                Some(node) => {
+                    SignalError { message: format!("{}; try {node}", error.message), ..error }.at_node(&node)
+                }
+                None => error,
+            }
         }
         Refusal::PerIp => {
             app.metrics.refused("sessions_per_ip");
@@ -293,6 +348,9 @@ async fn process() -> Json<crate::process::ProcessStats> {
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        app.metrics.render(),
+        match &app.cluster {
+            Some(cluster) => cluster.append_metrics(app.metrics.render()),
+            None => app.metrics.render(),
+        },
     )
 }

@@ -194,7 +194,11 @@ pub(super) async fn watch(
     if let Some(refused) = wrong_content_type(&headers, SDP) {
         return refused;
     }
-    // Before the body is read: the one place that decides where this token lives.
+    // Before the body is read: the one place that decides where this token lives
+    // (with --cluster, another node: 307 there, the body follows).
+    if let Some(redirect) = super::elsewhere(&app, &watch_token, &format!("/whep/{watch_token}")).await {
+        return redirect;
+    }
     let Some(publisher) = watched_session(&app, &watch_token) else {
         return error_response(
             &app,
@@ -608,7 +612,8 @@ fn error_response(app: &AppState, error: SignalError) -> Response {
         | ErrorCode::TooManyCandidates => StatusCode::BAD_REQUEST,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::NoSuchSession | ErrorCode::PublisherLeft => StatusCode::NOT_FOUND,
+        // (`elsewhere` is answered with a 307 before it could come to this.)
+        ErrorCode::NoSuchSession | ErrorCode::PublisherLeft | ErrorCode::Elsewhere => StatusCode::NOT_FOUND,
         ErrorCode::AlreadyNegotiated => StatusCode::CONFLICT,
         ErrorCode::ServerFull
         | ErrorCode::IpFull

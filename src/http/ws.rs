@@ -160,6 +160,10 @@ pub async fn serve(
 
     if let Some(session) = conn.session.take() {
         session.close().await;
+        drop(conn.slot.take());
+        if let Some(cluster) = &conn.app.cluster {
+            cluster.sessions_changed();
+        }
     }
     if let Some(viewer) = conn.viewer.take() {
         viewer.close().await;
@@ -330,6 +334,18 @@ impl Connection {
             return Flow::Continue;
         }
         let Some(publisher) = self.app.sessions.by_watch_token(&watch_token) else {
+            if let Some(cluster) = &self.app.cluster
+                && let Some(node) = cluster.owner_of(&watch_token).await
+            {
+                self.send_error(
+                    SignalError::new(
+                        ErrorCode::Elsewhere,
+                        format!("this session is on another node: {node}"),
+                    )
+                    .at_node(&node),
+                );
+                return Flow::Continue;
+            }
             self.send_error(SignalError::new(
                 ErrorCode::NoSuchSession,
                 "no such session (it may have ended)",
@@ -380,6 +396,9 @@ impl Connection {
         {
             Ok((session, answer, events)) => {
                 slot.register(session.info.clone());
+                if let Some(cluster) = &self.app.cluster {
+                    cluster.sessions_changed();
+                }
                 tracing::info!(session = %session.info.id, client = %self.client, "session opened");
                 self.send(ServerMessage::Answer {
                     sdp: answer,
