@@ -122,6 +122,31 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     console.log(`echo latency: ${JSON.stringify(latency)} backend ${fe.backend} probe ${JSON.stringify(fe.backendProbeMs)}`);
     assert.ok(latency.p50 > 0 && latency.p50 < 1000, `p50 ${latency.p50}`);
     assert.match(await page.textContent('#latency'), /^p50 \d+ ms · p95 \d+ ms$/);
+
+    // The floor: the same stream through an in-page loopback, timed the same way,
+    // beside the echo; echo − floor frame by frame. Off until the checkbox asks.
+    assert.equal(fe.floor.enabled, false);
+    assert.equal(await page.isHidden('#floor-view'), true);
+    await page.check('#floor-on');
+    const floored = await waitFor('the floor and 120 frames of echo − floor', async () => {
+      const s = JSON.parse(await snapshot());
+      return s.floor.latencyMs.samples >= 120 && s.echoMinusFloorMs.frames >= 110 && s.paths.floor ? s : null;
+    }, 60_000, describe);
+    console.log(`floor (${WIDTH}x${HEIGHT}): floor ${JSON.stringify(floored.floor.latencyMs)}, echo ${JSON.stringify(floored.latencyMs)}, `
+      + `echo − floor ${JSON.stringify(floored.echoMinusFloorMs)}; echo latency before the floor ${JSON.stringify(latency)}`);
+    console.log(`paths: echo ${JSON.stringify(floored.paths.echo)} floor ${JSON.stringify(floored.paths.floor)}`);
+    assert.equal(floored.floor.enabled, true);
+    assert.equal(floored.floor.state, 'connected');
+    assert.ok(floored.floor.framesRendered >= 120);
+    const { p50: floorP50, p95: floorP95 } = floored.floor.latencyMs;
+    assert.ok(floorP50 > 0 && floorP50 <= floorP95 && floorP95 < 1000, `floor ${floorP50} / ${floorP95}`);
+    // Echo − floor is the same frame's two latencies: finite, and ordered.
+    const over = floored.echoMinusFloorMs;
+    assert.ok(Number.isFinite(over.p50) && over.p50 <= over.p95, `echo − floor ${JSON.stringify(over)}`);
+    assert.ok(Math.abs(over.p50) < 1000);
+    assert.match(await page.textContent('#floor'), /^p50 \d+ ms · p95 \d+ ms$/);
+    assert.match(await page.textContent('#over-floor'), /^p50 -?\d+ ms · p95 -?\d+ ms$/);
+    assert.equal(await page.isVisible('#floor-view'), true);
     assert.equal(fe.facesByDetector.tiny >= 1, true);
     await page.selectOption('#detector', 'ssd');
     await waitFor('SSD MobileNet to find the face', async () => {
@@ -130,11 +155,11 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     }, 60_000, describe);
     const plotted = await waitFor('every plot to have data', async () => {
       const s = JSON.parse(await snapshot());
-      const want = ['send fps', 'echo fps', 'detection', 'echo latency p50', 'outbound bitrate', 'ICE RTT'];
+      const want = ['send fps', 'echo fps', 'detection', 'echo latency p50', 'echo − floor p50', 'outbound bitrate', 'ICE RTT'];
       return want.every((name) => s.plots[name] !== null) ? s.plots : null;
     }, 20_000, describe);
     console.log(`plots: ${JSON.stringify(plotted)}`);
-    assert.equal(await page.locator('#plots canvas').count(), 8);
+    assert.equal(await page.locator('#plots canvas').count(), 9);
 
     // The server's boxes over the echo, aligned by RTP timestamp. No server sends
     // detections yet: hand the page one as its data channel would, for the RTP
@@ -241,6 +266,17 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     const shot = join(outDir, `browser-echo${detect ? '-detect' : tapOn ? '-tap' : ''}.png`);
     await page.screenshot({ path: shot, fullPage: true });
     console.log(`screenshot: ${shot}`);
+
+    // The floor switched off: its loopback closes, the echo goes on.
+    await page.uncheck('#floor-on');
+    const off = JSON.parse(await snapshot());
+    assert.deepEqual([off.floor.enabled, off.floor.state], [false, 'off']);
+    assert.equal(await page.isHidden('#floor-view'), true);
+    const echoed = off.echoFramesRendered;
+    await waitFor('the echo to go on without the floor', async () => {
+      const s = JSON.parse(await snapshot());
+      return s.echoFramesRendered > echoed + 10 && s.state === 'connected';
+    }, 10_000, describe);
   } finally {
     await context?.close().catch(() => {});
     server.kill('SIGTERM');
