@@ -69,8 +69,10 @@ export function overFloor(echo, floor) {
 /**
  * Where one path's time goes, from getStats() of its PeerConnections, per frame
  * over the last interval (ms): encode, the sender's pacer (mean packet send
- * delay), jitter buffer, decode; and the bitrate sent (kbit/s). Comparing the
- * echo's with the floor's shows which stage the echo's extra latency is in.
+ * delay), jitter buffer (and the delay it aimed for), decode; with the bitrate
+ * sent (kbit/s), the NACKs the receiver sent and packets it lost in the interval,
+ * and the RTT the sender measured (RTCP). Comparing the echo's with the floor's
+ * shows which stage the echo's extra latency is in.
  */
 export class PathStats {
   constructor(pcs) {
@@ -80,12 +82,13 @@ export class PathStats {
 
   /** The numbers since the previous call (null on the first). */
   async sample() {
-    const now = { at: performance.now(), out: {}, in: {} };
+    const now = { at: performance.now(), out: {}, in: {}, remote: {} };
     for (const pc of this.pcs) {
       (await pc.getStats()).forEach((s) => {
         if (s.kind !== 'video') return;
         if (s.type === 'outbound-rtp') now.out = s;
         if (s.type === 'inbound-rtp') now.in = s;
+        if (s.type === 'remote-inbound-rtp') now.remote = s;
       });
     }
     const last = this.last;
@@ -98,7 +101,11 @@ export class PathStats {
       encodeMs: perFrame(d('out', 'totalEncodeTime') * 1000, d('out', 'framesEncoded')),
       pacerMs: perFrame(d('out', 'totalPacketSendDelay') * 1000, d('out', 'packetsSent')),
       jitterBufferMs: perFrame(d('in', 'jitterBufferDelay') * 1000, d('in', 'jitterBufferEmittedCount')),
+      jitterTargetMs: perFrame(d('in', 'jitterBufferTargetDelay') * 1000, d('in', 'jitterBufferEmittedCount')),
       decodeMs: perFrame(d('in', 'totalDecodeTime') * 1000, d('in', 'framesDecoded')),
+      nacks: d('in', 'nackCount'),
+      lost: d('in', 'packetsLost'),
+      rttMs: now.remote.roundTripTime === undefined ? null : now.remote.roundTripTime * 1000,
       width: now.out.frameWidth ?? now.in.frameWidth ?? null,
     };
   }
