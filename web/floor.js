@@ -70,7 +70,8 @@ export function overFloor(echo, floor) {
  * Where one path's time goes, from getStats() of its PeerConnections, per frame
  * over the last interval (ms): encode, the sender's pacer (mean packet send
  * delay), jitter buffer (and the delay it aimed for), decode; with the bitrate
- * sent (kbit/s), the NACKs the receiver sent and packets it lost in the interval,
+ * sent (kbit/s), the frames decoded per second and dropped, the NACKs the
+ * receiver sent and packets it lost in the interval,
  * and the RTT the sender measured (RTCP). Comparing the echo's with the floor's
  * shows which stage the echo's extra latency is in.
  */
@@ -103,6 +104,8 @@ export class PathStats {
       jitterBufferMs: perFrame(d('in', 'jitterBufferDelay') * 1000, d('in', 'jitterBufferEmittedCount')),
       jitterTargetMs: perFrame(d('in', 'jitterBufferTargetDelay') * 1000, d('in', 'jitterBufferEmittedCount')),
       decodeMs: perFrame(d('in', 'totalDecodeTime') * 1000, d('in', 'framesDecoded')),
+      decodedFps: (d('in', 'framesDecoded') * 1000) / (now.at - last.at),
+      dropped: d('in', 'framesDropped'),
       nacks: d('in', 'nackCount'),
       lost: d('in', 'packetsLost'),
       rttMs: now.remote.roundTripTime === undefined ? null : now.remote.roundTripTime * 1000,

@@ -54,7 +54,7 @@ async function phase(page, name) {
     summary[key] = round(median(windows.map((w) => w[key])));
   }
   for (const path of ['echo', 'floor']) {
-    for (const key of ['kbps', 'encodeMs', 'pacerMs', 'jitterBufferMs', 'jitterTargetMs', 'decodeMs', 'rttMs', 'nacks', 'lost']) {
+    for (const key of ['kbps', 'encodeMs', 'pacerMs', 'jitterBufferMs', 'jitterTargetMs', 'decodeMs', 'decodedFps', 'dropped', 'rttMs', 'nacks', 'lost']) {
       summary[`${path}.${key}`] = round(median(windows.map((w) => w[path]?.[key])), 2);
     }
   }
@@ -90,7 +90,7 @@ try {
   await sleep(WINDOW_MS);          // past the start-up (first keyframes, jitter buffer settling)
   const alone = await phase(page, 'echo alone');
   await page.check('#floor-on');
-  await page.waitForFunction(() => window.faceEcho.echoMinusFloorMs.frames >= 110, null, { timeout: 60_000 })
+  await page.waitForFunction(() => window.faceEcho.echoMinusFloorMs.frames >= 30, null, { timeout: 60_000 })
     .catch(async (err) => { throw new Error(`${err.message}: ${JSON.stringify(await page.evaluate(() => window.faceEcho))}`); });
   const both = await phase(page, 'echo + floor');
   const result = {
