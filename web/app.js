@@ -44,7 +44,7 @@ const state = window.faceEcho = {
   // The floor (floor.js): the same stream through an in-page loopback, timed the
   // same way; echo − floor per frame; and each path's stages (PathStats).
   floor: { enabled: false, state: 'off', latencyMs: { p50: null, p95: null, samples: 0 }, framesRendered: 0 },
-  echoMinusFloorMs: { p50: null, p95: null, frames: 0 },
+  echoMinusFloorMs: { p50: null, p95: null, mean: null, frames: 0 },
   paths: { echo: null, floor: null },
 };
 
@@ -235,7 +235,8 @@ function showFloor() {
   state.floor.latencyMs = floor.latency.summary();
   state.echoMinusFloorMs = overFloor(echoLatency.byFrame, floor.latency.byFrame);
   if (state.floor.latencyMs.p50 !== null) $('floor').textContent = p50p95(state.floor.latencyMs);
-  if (state.echoMinusFloorMs.frames) $('over-floor').textContent = p50p95(state.echoMinusFloorMs);
+  const over = state.echoMinusFloorMs;
+  if (over.frames) $('over-floor').textContent = `${p50p95(over)} · mean ${Math.round(over.mean)} ms`;
 }
 
 async function start() {

@@ -55,7 +55,10 @@ export class Floor {
 /**
  * Echo minus floor, frame by frame: for each frame number both paths showed, the
  * echo's latency less the loopback's (the same frame, drawn once). p50/p95 of the
- * frames both remember (`VideoLatency.byFrame` maps).
+ * frames both remember (`VideoLatency.byFrame` maps), and the mean: both paths
+ * are timed at the page's rendering steps (requestVideoFrameCallback), so each
+ * difference is a whole number of display frames (~16.7 ms at 60 Hz) and the p50
+ * snaps to one of them; the mean over many frames resolves less than that.
  */
 export function overFloor(echo, floor) {
   const diffs = [];
@@ -63,7 +66,8 @@ export function overFloor(echo, floor) {
     const base = floor.get(n);
     if (base !== undefined) diffs.push(ms - base);
   }
-  return { p50: percentile(diffs, 0.5), p95: percentile(diffs, 0.95), frames: diffs.length };
+  const mean = diffs.length ? diffs.reduce((a, b) => a + b, 0) / diffs.length : null;
+  return { p50: percentile(diffs, 0.5), p95: percentile(diffs, 0.95), mean, frames: diffs.length };
 }
 
 /**

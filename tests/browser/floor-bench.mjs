@@ -43,19 +43,23 @@ async function phase(page, name) {
     const w = {
       echoP50: s.latencyMs.p50, echoP95: s.latencyMs.p95,
       floorP50: s.floor.latencyMs.p50, floorP95: s.floor.latencyMs.p95,
-      overP50: s.echoMinusFloorMs.p50, overP95: s.echoMinusFloorMs.p95, paired: s.echoMinusFloorMs.frames,
+      overP50: s.echoMinusFloorMs.p50, overP95: s.echoMinusFloorMs.p95, overMean: s.echoMinusFloorMs.mean, paired: s.echoMinusFloorMs.frames,
       echo: s.paths.echo, floor: s.paths.floor,
     };
     windows.push(w);
     if (!asJson) console.log(`${name} ${JSON.stringify(w, (k, v) => (typeof v === 'number' ? round(v) : v))}`);
   }
   const summary = {};
-  for (const key of ['echoP50', 'echoP95', 'floorP50', 'floorP95', 'overP50', 'overP95']) {
-    summary[key] = round(median(windows.map((w) => w[key])));
+  const add = (key, values) => {
+    const value = round(median(values), 2);
+    if (value !== null) summary[key] = value;
+  };
+  for (const key of ['echoP50', 'echoP95', 'floorP50', 'floorP95', 'overP50', 'overP95', 'overMean']) {
+    add(key, windows.map((w) => w[key]));
   }
   for (const path of ['echo', 'floor']) {
     for (const key of ['kbps', 'encodeMs', 'pacerMs', 'jitterBufferMs', 'jitterTargetMs', 'decodeMs', 'decodedFps', 'dropped', 'rttMs', 'nacks', 'lost']) {
-      summary[`${path}.${key}`] = round(median(windows.map((w) => w[path]?.[key])), 2);
+      add(`${path}.${key}`, windows.map((w) => w[path]?.[key]));
     }
   }
   return summary;
@@ -97,7 +101,7 @@ try {
     size: `${WIDTH}x${HEIGHT}`, serverArgs: extraArgs.join(' '), seconds: SECONDS, alone, both,
     echoP50WithFloorOverAlone: round(both.echoP50 / alone.echoP50, 2),
   };
-  console.log(asJson ? JSON.stringify(result) : `summary (medians of ${WINDOW_MS / 1000} s windows): ${JSON.stringify(result, null, 1)}`);
+  console.log(asJson ? JSON.stringify(result) : `summary (medians of ${WINDOW_MS / 1000} s windows): ${JSON.stringify(result)}`);
 } finally {
   await context?.close().catch(() => {});
   server.kill('SIGTERM');

@@ -10,10 +10,10 @@ test('echo − floor is per frame, over the frames both paths showed', () => {
   // reached the floor and frame 9 not the echo.
   const echo = new Map([[1, 41], [2, 42], [3, 43], [4, 44], [5, 45], [6, 0]]);
   const floor = new Map([[5, 30], [4, 30], [3, 30], [2, 30], [1, 30], [9, 1000]]);
-  assert.deepEqual(overFloor(echo, floor), { p50: 13, p95: 15, frames: 5 });
+  assert.deepEqual(overFloor(echo, floor), { p50: 13, p95: 15, mean: 13, frames: 5 });
 });
 
 test('a loopback slower than the echo gives a negative difference; no common frame gives nulls', () => {
-  assert.deepEqual(overFloor(new Map([[7, 20]]), new Map([[7, 25]])), { p50: -5, p95: -5, frames: 1 });
-  assert.deepEqual(overFloor(new Map([[1, 20]]), new Map()), { p50: null, p95: null, frames: 0 });
+  assert.deepEqual(overFloor(new Map([[7, 20]]), new Map([[7, 25]])), { p50: -5, p95: -5, mean: -5, frames: 1 });
+  assert.deepEqual(overFloor(new Map([[1, 20]]), new Map()), { p50: null, p95: null, mean: null, frames: 0 });
 });
