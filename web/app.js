@@ -45,6 +45,7 @@ const state = window.faceEcho = {
   // same way; echo − floor per frame; and each path's stages (PathStats).
   floor: { enabled: false, state: 'off', latencyMs: { p50: null, p95: null, samples: 0 }, framesRendered: 0 },
   echoMinusFloorMs: { p50: null, p95: null, mean: null, frames: 0 },
+  echoMinusFloorArrivalMs: { p50: null, p95: null, mean: null, frames: 0 }, // the same, at the last packet's arrival
   paths: { echo: null, floor: null },
 };
 
@@ -234,9 +235,14 @@ function showFloor() {
   state.floor.state = floor.state;
   state.floor.latencyMs = floor.latency.summary();
   state.echoMinusFloorMs = overFloor(echoLatency.byFrame, floor.latency.byFrame);
+  state.echoMinusFloorArrivalMs = overFloor(echoLatency.arrivedByFrame, floor.latency.arrivedByFrame);
   if (state.floor.latencyMs.p50 !== null) $('floor').textContent = p50p95(state.floor.latencyMs);
   const over = state.echoMinusFloorMs;
-  if (over.frames) $('over-floor').textContent = `${p50p95(over)} · mean ${Math.round(over.mean)} ms`;
+  const arrival = state.echoMinusFloorArrivalMs;
+  if (over.frames) {
+    $('over-floor').textContent = `${p50p95(over)} · mean ${Math.round(over.mean)} ms` +
+      (arrival.frames ? ` (at arrival: mean ${arrival.mean.toFixed(1)} ms)` : '');
+  }
 }
 
 async function start() {

@@ -112,6 +112,9 @@ export class VideoLatency {
     this.kept = kept;
     this.reader = new FrameReader();
     this.byFrame = new Map();  // frame number → latency in ms, the last `kept`, oldest first
+    // frame number → ms from drawing to the arrival of the frame's last packet (the
+    // browser's receiveTime, WebRTC only): the path before jitter buffer, decoder, display
+    this.arrivedByFrame = new Map();
     this.samples = 0;
     this.handle = null;
   }
@@ -119,12 +122,12 @@ export class VideoLatency {
   /** Starts watching; `onFrame()` after each rendered frame, timed or not. */
   start(onFrame = () => {}) {
     if (!this.video.requestVideoFrameCallback) return;
-    const tick = (now) => {
+    const tick = (now, metadata) => {
       const n = this.reader.read(this.video, this.sentWidth());
       const drawnAt = n === null ? null : this.stamper.drawnTime(n);
       if (drawnAt !== null && now >= drawnAt && !this.byFrame.has(n)) {
-        this.byFrame.set(n, now - drawnAt);
-        if (this.byFrame.size > this.kept) this.byFrame.delete(this.byFrame.keys().next().value);
+        remember(this.byFrame, n, now - drawnAt, this.kept);
+        if (metadata?.receiveTime > 0) remember(this.arrivedByFrame, n, metadata.receiveTime - drawnAt, this.kept);
         this.samples++;
       }
       onFrame();
@@ -143,6 +146,11 @@ export class VideoLatency {
     const values = [...this.byFrame.values()];
     return { p50: percentile(values, 0.5), p95: percentile(values, 0.95), samples: this.samples };
   }
+}
+
+function remember(map, n, ms, kept) {
+  map.set(n, ms);
+  if (map.size > kept) map.delete(map.keys().next().value);
 }
 
 /** p-th percentile (0..1) of numbers, or null when empty. */

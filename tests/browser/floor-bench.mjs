@@ -43,7 +43,8 @@ async function phase(page, name) {
     const w = {
       echoP50: s.latencyMs.p50, echoP95: s.latencyMs.p95,
       floorP50: s.floor.latencyMs.p50, floorP95: s.floor.latencyMs.p95,
-      overP50: s.echoMinusFloorMs.p50, overP95: s.echoMinusFloorMs.p95, overMean: s.echoMinusFloorMs.mean, paired: s.echoMinusFloorMs.frames,
+      overP50: s.echoMinusFloorMs.p50, overP95: s.echoMinusFloorMs.p95, overMean: s.echoMinusFloorMs.mean,
+      arrivalP50: s.echoMinusFloorArrivalMs.p50, arrivalMean: s.echoMinusFloorArrivalMs.mean, paired: s.echoMinusFloorMs.frames,
       echo: s.paths.echo, floor: s.paths.floor,
     };
     windows.push(w);
@@ -54,7 +55,7 @@ async function phase(page, name) {
     const value = round(median(values), 2);
     if (value !== null) summary[key] = value;
   };
-  for (const key of ['echoP50', 'echoP95', 'floorP50', 'floorP95', 'overP50', 'overP95', 'overMean']) {
+  for (const key of ['echoP50', 'echoP95', 'floorP50', 'floorP95', 'overP50', 'overP95', 'overMean', 'arrivalP50', 'arrivalMean']) {
     add(key, windows.map((w) => w[key]));
   }
   for (const path of ['echo', 'floor']) {
