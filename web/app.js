@@ -226,6 +226,8 @@ function stopFloor() {
   floor.stop();
   state.floor = { ...state.floor, enabled: false, state: 'off' };
   state.paths.floor = null;
+  state.echoMinusFloorMs = state.echoMinusFloorArrivalMs = { p50: null, p95: null, mean: null, frames: 0 };
+  $('floor').textContent = $('over-floor').textContent = '–';
   $('floor-view').hidden = true;
 }
 

@@ -124,13 +124,17 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     assert.match(await page.textContent('#latency'), /^p50 \d+ ms · p95 \d+ ms$/);
 
     // The floor: the same stream through an in-page loopback, timed the same way,
-    // beside the echo; echo − floor frame by frame. Off until the checkbox asks.
+    // beside the echo; echo − floor frame by frame. Off until the checkbox asks, and
+    // off again before the rest: it is one more encode and decode per frame, which
+    // a loaded 2-core machine feels (BENCHMARKS.md). Its numbers here are only checked
+    // to be there: a timed test would measure the machine.
     assert.equal(fe.floor.enabled, false);
     assert.equal(await page.isHidden('#floor-view'), true);
     await page.check('#floor-on');
     const floored = await waitFor('the floor and 30 frames of echo − floor', async () => {
       const s = JSON.parse(await snapshot());
-      return s.floor.latencyMs.samples >= 60 && s.echoMinusFloorMs.frames >= 30 && s.paths.floor ? s : null;
+      return s.floor.latencyMs.samples >= 60 && s.echoMinusFloorMs.frames >= 30 && s.paths.floor
+        && s.plots['echo − floor p50'] !== null ? s : null;
     }, 60_000, describe);
     console.log(`floor (${WIDTH}x${HEIGHT}): floor ${JSON.stringify(floored.floor.latencyMs)}, echo ${JSON.stringify(floored.latencyMs)}, `
       + `echo − floor ${JSON.stringify(floored.echoMinusFloorMs)}; echo latency before the floor ${JSON.stringify(latency)}`);
@@ -139,15 +143,26 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     assert.equal(floored.floor.state, 'connected');
     assert.ok(floored.floor.framesRendered >= 60);
     const { p50: floorP50, p95: floorP95 } = floored.floor.latencyMs;
-    assert.ok(floorP50 > 0 && floorP50 <= floorP95 && floorP95 < 1000, `floor ${floorP50} / ${floorP95}`);
+    assert.ok(floorP50 > 0 && floorP50 <= floorP95, `floor ${floorP50} / ${floorP95}`);
     // Echo − floor is the same frame's two latencies: finite, and ordered.
     const over = floored.echoMinusFloorMs;
-    assert.ok(Number.isFinite(over.p50) && over.p50 <= over.p95, `echo − floor ${JSON.stringify(over)}`);
-    assert.ok(Math.abs(over.p50) < 1000);
+    assert.ok(Number.isFinite(over.p50) && Number.isFinite(over.mean) && over.p50 <= over.p95, `echo − floor ${JSON.stringify(over)}`);
     assert.match(await page.textContent('#floor'), /^p50 \d+ ms · p95 \d+ ms$/);
     assert.match(await page.textContent('#over-floor'), /^p50 -?\d+ ms · p95 -?\d+ ms · mean -?\d+ ms/);
     console.log(`echo − floor at arrival: ${JSON.stringify(floored.echoMinusFloorArrivalMs)}`);
     assert.equal(await page.isVisible('#floor-view'), true);
+
+    // The floor switched off: its loopback closes, the echo goes on.
+    await page.uncheck('#floor-on');
+    const off = JSON.parse(await snapshot());
+    assert.deepEqual([off.floor.enabled, off.floor.state], [false, 'off']);
+    assert.equal(await page.isHidden('#floor-view'), true);
+    assert.equal(await page.textContent('#over-floor'), '–');
+    const echoed = off.echoFramesRendered;
+    await waitFor('the echo to go on without the floor', async () => {
+      const s = JSON.parse(await snapshot());
+      return s.echoFramesRendered > echoed + 10 && s.state === 'connected';
+    }, 30_000, describe);
     assert.equal(fe.facesByDetector.tiny >= 1, true);
     await page.selectOption('#detector', 'ssd');
     await waitFor('SSD MobileNet to find the face', async () => {
@@ -156,7 +171,7 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     }, 60_000, describe);
     const plotted = await waitFor('every plot to have data', async () => {
       const s = JSON.parse(await snapshot());
-      const want = ['send fps', 'echo fps', 'detection', 'echo latency p50', 'echo − floor p50', 'outbound bitrate', 'ICE RTT'];
+      const want = ['send fps', 'echo fps', 'detection', 'echo latency p50', 'outbound bitrate', 'ICE RTT'];
       return want.every((name) => s.plots[name] !== null) ? s.plots : null;
     }, 20_000, describe);
     console.log(`plots: ${JSON.stringify(plotted)}`);
@@ -267,17 +282,6 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     const shot = join(outDir, `browser-echo${detect ? '-detect' : tapOn ? '-tap' : ''}.png`);
     await page.screenshot({ path: shot, fullPage: true });
     console.log(`screenshot: ${shot}`);
-
-    // The floor switched off: its loopback closes, the echo goes on.
-    await page.uncheck('#floor-on');
-    const off = JSON.parse(await snapshot());
-    assert.deepEqual([off.floor.enabled, off.floor.state], [false, 'off']);
-    assert.equal(await page.isHidden('#floor-view'), true);
-    const echoed = off.echoFramesRendered;
-    await waitFor('the echo to go on without the floor', async () => {
-      const s = JSON.parse(await snapshot());
-      return s.echoFramesRendered > echoed + 10 && s.state === 'connected';
-    }, 10_000, describe);
   } finally {
     await context?.close().catch(() => {});
     server.kill('SIGTERM');
