@@ -442,6 +442,7 @@ function stopMedia() {
   if (drawHandle !== null && camera.cancelVideoFrameCallback) camera.cancelVideoFrameCallback(drawHandle);
   echoLatency?.stop();
   stopFloor();
+  sent = null;
   overlay.stop();
   loop?.close();
   loop = null;
@@ -480,7 +481,7 @@ $('start').onclick = start;
 // The floor: asked for by ?floor in the URL, switched on and off while running.
 $('floor-on').checked = new URLSearchParams(location.search).has('floor');
 $('floor-on').onchange = () => {
-  if (!running) return;
+  if (!running || !sent) return;   // not sending yet: start() looks at the box
   if ($('floor-on').checked) startFloor();
   else stopFloor();
 };
