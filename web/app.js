@@ -7,10 +7,11 @@
 // are drawn (magenta) over the echo frame they belong to.
 import { PageDetector } from '/detector.js';
 import { pageDetections } from '/detections.js';
-import { FrameReader, FrameStamper, percentile } from '/framecode.js';
+import { Floor, PathStats, overFloor } from '/floor.js';
+import { FrameStamper, VideoLatency } from '/framecode.js';
 import { LoopChannel, ServerOverlay } from '/loop.js';
 import { Plot } from '/plots.js';
-import { Signaling } from '/signaling.js';
+import { Signaling, preferVp8 } from '/signaling.js';
 
 const $ = (id) => document.getElementById(id);
 const camera = $('camera');
@@ -40,6 +41,12 @@ const state = window.faceEcho = {
   serverBoxesAgeMs: null,
   serverBoxesAligned: null,   // true: by RTP timestamp; false: newest (no timestamp)
   agreement: { frames: 0, matched: 0, meanIou: null, pageOnly: 0, serverOnly: 0 },
+  // The floor (floor.js): the same stream through an in-page loopback, timed the
+  // same way; echo − floor per frame; and each path's stages (PathStats).
+  floor: { enabled: false, state: 'off', latencyMs: { p50: null, p95: null, samples: 0 }, framesRendered: 0 },
+  echoMinusFloorMs: { p50: null, p95: null, mean: null, frames: 0 },
+  echoMinusFloorArrivalMs: { p50: null, p95: null, mean: null, frames: 0 }, // the same, at the last packet's arrival
+  paths: { echo: null, floor: null },
 };
 
 // Tokens, when the server wants them: the publish token (--publish-token) from the
@@ -67,8 +74,8 @@ function askForToken(message) {
 
 const detector = new PageDetector();
 const stamper = new FrameStamper();
-const reader = new FrameReader();
-const LATENCIES_KEPT = 120;   // the last ~4 s of echoed frames
+const sentWidth = () => canvas.width;
+const floor = new Floor($('floor-video'), stamper, sentWidth);
 
 let boxes = [];               // latest detection, in video pixels
 let detecting = false;
@@ -79,10 +86,10 @@ let loop = null;              // the current connection's LoopChannel
 let drawHandle = null;
 let detectTimes = [];         // completion times of recent detections, for detections/s
 let lastDetectMs = null;
-let latencies = [];
+let echoLatency = null;      // the current echo's VideoLatency (the last ~4 s of frames)
+let sent = null;              // the canvas stream being sent, which the floor sends too
 let tapTimer = null;
 let statsTimer = null;
-let echoHandle = null;        // the echo video's pending frame callback
 
 const plotArea = $('plots');
 const plots = {
@@ -90,6 +97,7 @@ const plots = {
   echoFps: new Plot(plotArea, 'echo fps', 'fps', '#4af'),
   detectMs: new Plot(plotArea, 'detection', 'ms', '#fc4'),
   latency: new Plot(plotArea, 'echo latency p50', 'ms', '#f6a'),
+  overFloor: new Plot(plotArea, 'echo − floor p50', 'ms', '#fa6'),
   bitrate: new Plot(plotArea, 'outbound bitrate', 'kbit/s', '#c8f'),
   rtt: new Plot(plotArea, 'ICE RTT', 'ms', '#8cc'),
   tapFps: new Plot(plotArea, 'server tap decoded', 'fps', '#f84'),
@@ -187,27 +195,56 @@ function showBackend() {
   $('backend').textContent = `${detector.backend}${probe ? ` (probe: ${probe})` : ''}`;
 }
 
+const p50p95 = ({ p50, p95 }) => `p50 ${Math.round(p50)} ms · p95 ${Math.round(p95)} ms`;
+
 // Each echoed frame: count it, read its frame code, and time the round trip.
 function watchEcho() {
-  if (!echo.requestVideoFrameCallback) return;
-  const onFrame = (now) => {
+  echoLatency = new VideoLatency(echo, stamper, sentWidth);
+  echoLatency.start(() => {
     state.echoFramesRendered++;
     $('echo-frames').textContent = state.echoFramesRendered;
-    const n = reader.read(echo, canvas.width);
-    const drawnAt = n === null ? null : stamper.drawnTime(n);
-    if (drawnAt !== null && now >= drawnAt) {
-      latencies.push(now - drawnAt);
-      if (latencies.length > LATENCIES_KEPT) latencies.shift();
-      state.latencyMs = {
-        p50: percentile(latencies, 0.5),
-        p95: percentile(latencies, 0.95),
-        samples: state.latencyMs.samples + 1,
-      };
-      $('latency').textContent = `p50 ${Math.round(state.latencyMs.p50)} ms · p95 ${Math.round(state.latencyMs.p95)} ms`;
-    }
-    if (running) echoHandle = echo.requestVideoFrameCallback(onFrame);
-  };
-  echoHandle = echo.requestVideoFrameCallback(onFrame);
+    state.latencyMs = echoLatency.summary();
+    if (state.latencyMs.samples === 0) return;
+    $('latency').textContent = p50p95(state.latencyMs);
+    showFloor();
+  });
+}
+
+// The floor on (checkbox or ?floor): the sent stream through the in-page loopback.
+function startFloor() {
+  floor.stop();
+  state.floor = { ...state.floor, enabled: true, state: 'connecting' };
+  $('floor-view').hidden = false;
+  floor.start(sent, () => {
+    state.floor.framesRendered++;
+    $('floor-frames').textContent = state.floor.framesRendered;
+    showFloor();
+  }).catch((err) => { if (floor.sender) showError(`in-page loopback failed: ${err.message ?? err}`); });
+}
+
+function stopFloor() {
+  floor.stop();
+  state.floor = { ...state.floor, enabled: false, state: 'off' };
+  state.paths.floor = null;
+  state.echoMinusFloorMs = state.echoMinusFloorArrivalMs = { p50: null, p95: null, mean: null, frames: 0 };
+  $('floor').textContent = $('over-floor').textContent = '–';
+  $('floor-view').hidden = true;
+}
+
+// The floor's latency and echo − floor, frame by frame, after a frame on either path.
+function showFloor() {
+  if (!floor.sender || !echoLatency) return;
+  state.floor.state = floor.state;
+  state.floor.latencyMs = floor.latency.summary();
+  state.echoMinusFloorMs = overFloor(echoLatency.byFrame, floor.latency.byFrame);
+  state.echoMinusFloorArrivalMs = overFloor(echoLatency.arrivedByFrame, floor.latency.arrivedByFrame);
+  if (state.floor.latencyMs.p50 !== null) $('floor').textContent = p50p95(state.floor.latencyMs);
+  const over = state.echoMinusFloorMs;
+  const arrival = state.echoMinusFloorArrivalMs;
+  if (over.frames) {
+    $('over-floor').textContent = `${p50p95(over)} · mean ${Math.round(over.mean)} ms` +
+      (arrival.frames ? ` (at arrival: mean ${arrival.mean.toFixed(1)} ms)` : '');
+  }
 }
 
 async function start() {
@@ -232,7 +269,9 @@ async function start() {
   }
   await camera.play().catch(() => {});
   draw();
-  connect(canvas.captureStream(30));
+  sent = canvas.captureStream(30);
+  connect(sent);
+  if ($('floor-on').checked) startFloor();
 }
 
 function connect(stream) {
@@ -241,12 +280,7 @@ function connect(stream) {
   // made by Reconnect: `peer !== pc` means this one is over.
   const peer = pc = new RTCPeerConnection({ iceServers: [] }); // no STUN: works offline
   const track = stream.getVideoTracks()[0];
-  const transceiver = peer.addTransceiver(track, { direction: 'sendrecv', streams: [stream] });
-  const codecs = RTCRtpSender.getCapabilities?.('video')?.codecs ?? [];
-  const vp8 = codecs.filter((c) => c.mimeType.toLowerCase() === 'video/vp8');
-  if (vp8.length && transceiver.setCodecPreferences) {
-    transceiver.setCodecPreferences([...vp8, ...codecs.filter((c) => !vp8.includes(c))]);
-  }
+  preferVp8(peer.addTransceiver(track, { direction: 'sendrecv', streams: [stream] }));
   // The data channel before the offer, so the offer negotiates it.
   loop = openLoop(peer);
   peer.ontrack = (event) => {
@@ -374,6 +408,7 @@ function pollServer() {
 function pollStats() {
   clearInterval(statsTimer);
   let last = null;
+  const echoStats = new PathStats([pc]);
   statsTimer = setInterval(async () => {
     if (!pc) return;
     const report = await pc.getStats();
@@ -396,6 +431,9 @@ function pollStats() {
     plots.rtt.push(rtt);
     plots.detectMs.push(lastDetectMs);
     plots.latency.push(state.latencyMs.p50);
+    plots.overFloor.push(floor.sender ? state.echoMinusFloorMs.p50 : null);
+    state.paths.echo = await echoStats.sample().catch(() => null);
+    state.paths.floor = await floor.stats?.sample().catch(() => null) ?? null;
     plots.agreement.push(state.agreement.frames ? state.agreement.meanIou : null);
     for (const plot of Object.values(plots)) state.plots[plot.name] = plot.latest();
   }, 1000);
@@ -406,8 +444,9 @@ function stopMedia() {
   clearInterval(tapTimer);
   clearInterval(statsTimer);
   if (drawHandle !== null && camera.cancelVideoFrameCallback) camera.cancelVideoFrameCallback(drawHandle);
-  if (echoHandle !== null && echo.cancelVideoFrameCallback) echo.cancelVideoFrameCallback(echoHandle);
-  echoHandle = null;
+  echoLatency?.stop();
+  stopFloor();
+  sent = null;
   overlay.stop();
   loop?.close();
   loop = null;
@@ -443,6 +482,13 @@ function configureDetector() {
 }
 
 $('start').onclick = start;
+// The floor: asked for by ?floor in the URL, switched on and off while running.
+$('floor-on').checked = new URLSearchParams(location.search).has('floor');
+$('floor-on').onchange = () => {
+  if (!running || !sent) return;   // not sending yet: start() looks at the box
+  if ($('floor-on').checked) startFloor();
+  else stopFloor();
+};
 if (fragment.has('retried')) start();   // sent here by a full node (--cluster)
 $('stop').onclick = () => stop();
 $('reconnect').onclick = () => { $('reconnect').hidden = true; start(); };

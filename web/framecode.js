@@ -97,6 +97,62 @@ export class FrameReader {
   }
 }
 
+/**
+ * The glass-to-glass latency of the frames `video` shows: at each rendered frame
+ * (requestVideoFrameCallback) its code is read back and matched to when `stamper`
+ * drew it. The echo and the in-page loopback (floor.js) are timed by this one
+ * method, so their difference is what the server's path adds.
+ */
+export class VideoLatency {
+  /** `sentWidth()`: the width frames are stamped at now; `kept`: frames remembered. */
+  constructor(video, stamper, sentWidth, kept = 120) {
+    this.video = video;
+    this.stamper = stamper;
+    this.sentWidth = sentWidth;
+    this.kept = kept;
+    this.reader = new FrameReader();
+    this.byFrame = new Map();  // frame number → latency in ms, the last `kept`, oldest first
+    // frame number → ms from drawing to the arrival of the frame's last packet (the
+    // browser's receiveTime, WebRTC only): the path before jitter buffer, decoder, display
+    this.arrivedByFrame = new Map();
+    this.samples = 0;
+    this.handle = null;
+  }
+
+  /** Starts watching; `onFrame()` after each rendered frame, timed or not. */
+  start(onFrame = () => {}) {
+    if (!this.video.requestVideoFrameCallback) return;
+    const tick = (now, metadata) => {
+      const n = this.reader.read(this.video, this.sentWidth());
+      const drawnAt = n === null ? null : this.stamper.drawnTime(n);
+      if (drawnAt !== null && now >= drawnAt && !this.byFrame.has(n)) {
+        remember(this.byFrame, n, now - drawnAt, this.kept);
+        if (metadata?.receiveTime > 0) remember(this.arrivedByFrame, n, metadata.receiveTime - drawnAt, this.kept);
+        this.samples++;
+      }
+      onFrame();
+      if (this.handle !== null) this.handle = this.video.requestVideoFrameCallback(tick);
+    };
+    this.handle = this.video.requestVideoFrameCallback(tick);
+  }
+
+  stop() {
+    if (this.handle !== null) this.video.cancelVideoFrameCallback?.(this.handle);
+    this.handle = null;
+  }
+
+  /** p50 and p95 of the frames remembered, and how many frames were ever timed. */
+  summary() {
+    const values = [...this.byFrame.values()];
+    return { p50: percentile(values, 0.5), p95: percentile(values, 0.95), samples: this.samples };
+  }
+}
+
+function remember(map, n, ms, kept) {
+  map.set(n, ms);
+  if (map.size > kept) map.delete(map.keys().next().value);
+}
+
 /** p-th percentile (0..1) of numbers, or null when empty. */
 export function percentile(values, p) {
   if (!values.length) return null;

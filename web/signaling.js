@@ -14,6 +14,15 @@ export function signalingUrl(token, loc = location) {
   return `${proto}://${loc.host}/ws${query}`;
 }
 
+/** Puts VP8 first in `transceiver`'s codec list (the server echoes VP8 only). */
+export function preferVp8(transceiver) {
+  const codecs = RTCRtpSender.getCapabilities?.('video')?.codecs ?? [];
+  const vp8 = codecs.filter((c) => c.mimeType.toLowerCase() === 'video/vp8');
+  if (vp8.length && transceiver.setCodecPreferences) {
+    transceiver.setCodecPreferences([...vp8, ...codecs.filter((c) => !vp8.includes(c))]);
+  }
+}
+
 export class Signaling {
   /**
    * Opens the socket for `pc` and negotiates.

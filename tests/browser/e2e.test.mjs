@@ -122,6 +122,47 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     console.log(`echo latency: ${JSON.stringify(latency)} backend ${fe.backend} probe ${JSON.stringify(fe.backendProbeMs)}`);
     assert.ok(latency.p50 > 0 && latency.p50 < 1000, `p50 ${latency.p50}`);
     assert.match(await page.textContent('#latency'), /^p50 \d+ ms · p95 \d+ ms$/);
+
+    // The floor: the same stream through an in-page loopback, timed the same way,
+    // beside the echo; echo − floor frame by frame. Off until the checkbox asks, and
+    // off again before the rest: it is one more encode and decode per frame, which
+    // a loaded 2-core machine feels (BENCHMARKS.md). Its numbers here are only checked
+    // to be there: a timed test would measure the machine.
+    assert.equal(fe.floor.enabled, false);
+    assert.equal(await page.isHidden('#floor-view'), true);
+    await page.check('#floor-on');
+    const floored = await waitFor('the floor and 30 frames of echo − floor', async () => {
+      const s = JSON.parse(await snapshot());
+      return s.floor.latencyMs.samples >= 60 && s.echoMinusFloorMs.frames >= 30 && s.paths.floor
+        && s.plots['echo − floor p50'] !== null ? s : null;
+    }, 60_000, describe);
+    console.log(`floor (${WIDTH}x${HEIGHT}): floor ${JSON.stringify(floored.floor.latencyMs)}, echo ${JSON.stringify(floored.latencyMs)}, `
+      + `echo − floor ${JSON.stringify(floored.echoMinusFloorMs)}; echo latency before the floor ${JSON.stringify(latency)}`);
+    console.log(`paths: echo ${JSON.stringify(floored.paths.echo)} floor ${JSON.stringify(floored.paths.floor)}`);
+    assert.equal(floored.floor.enabled, true);
+    assert.equal(floored.floor.state, 'connected');
+    assert.ok(floored.floor.framesRendered >= 60);
+    const { p50: floorP50, p95: floorP95 } = floored.floor.latencyMs;
+    assert.ok(floorP50 > 0 && floorP50 <= floorP95, `floor ${floorP50} / ${floorP95}`);
+    // Echo − floor is the same frame's two latencies: finite, and ordered.
+    const over = floored.echoMinusFloorMs;
+    assert.ok(Number.isFinite(over.p50) && Number.isFinite(over.mean) && over.p50 <= over.p95, `echo − floor ${JSON.stringify(over)}`);
+    assert.match(await page.textContent('#floor'), /^p50 \d+ ms · p95 \d+ ms$/);
+    assert.match(await page.textContent('#over-floor'), /^p50 -?\d+ ms · p95 -?\d+ ms · mean -?\d+ ms/);
+    console.log(`echo − floor at arrival: ${JSON.stringify(floored.echoMinusFloorArrivalMs)}`);
+    assert.equal(await page.isVisible('#floor-view'), true);
+
+    // The floor switched off: its loopback closes, the echo goes on.
+    await page.uncheck('#floor-on');
+    const off = JSON.parse(await snapshot());
+    assert.deepEqual([off.floor.enabled, off.floor.state], [false, 'off']);
+    assert.equal(await page.isHidden('#floor-view'), true);
+    assert.equal(await page.textContent('#over-floor'), '–');
+    const echoed = off.echoFramesRendered;
+    await waitFor('the echo to go on without the floor', async () => {
+      const s = JSON.parse(await snapshot());
+      return s.echoFramesRendered > echoed + 10 && s.state === 'connected';
+    }, 30_000, describe);
     assert.equal(fe.facesByDetector.tiny >= 1, true);
     await page.selectOption('#detector', 'ssd');
     await waitFor('SSD MobileNet to find the face', async () => {
@@ -134,7 +175,7 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
       return want.every((name) => s.plots[name] !== null) ? s.plots : null;
     }, 20_000, describe);
     console.log(`plots: ${JSON.stringify(plotted)}`);
-    assert.equal(await page.locator('#plots canvas').count(), 8);
+    assert.equal(await page.locator('#plots canvas').count(), 9);
 
     // The server's boxes over the echo, aligned by RTP timestamp. No server sends
     // detections yet: hand the page one as its data channel would, for the RTP
