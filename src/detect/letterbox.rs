@@ -85,16 +85,16 @@ pub fn from_i420(frame: &I420Frame, size: u32) -> (Vec<f32>, Letterbox) {
     (input, fit.letterbox)
 }
 
-/// One 8-bit plane, tightly packed.
-struct Plane<'a> {
-    data: &'a [u8],
+/// One plane, tightly packed: the decoder's bytes, or floats after a box average.
+struct Plane<'a, T> {
+    data: &'a [T],
     width: u32,
     height: u32,
 }
 
-impl Plane<'_> {
+impl<T: Copy + Into<f32>> Plane<'_, T> {
     /// Scaled to `width×height`, as floats: a box average by most of the factor
-    /// (cheap, integer), then the triangle filter for the rest. The box stays small
+    /// (cheap: adds only), then the triangle filter for the rest. The box stays small
     /// enough (k ≤ ratio·√⅔) for the tent after it to keep a radius of a pixel.
     fn resample(&self, width: u32, height: u32) -> Vec<f32> {
         let ratio = (self.width as f32 / width.max(1) as f32).min(self.height as f32 / height.max(1) as f32);
@@ -109,26 +109,25 @@ impl Plane<'_> {
     }
 
     /// Each `factor×factor` block averaged to one pixel (the last row and column
-    /// of blocks average what is there). Column sums fit `u16`: VP8's 14-bit sizes
-    /// keep `factor` under 257.
-    fn box_average(&self, factor: u32) -> (Vec<u8>, u32, u32) {
+    /// of blocks average what is there), kept as floats: no rounding, no division.
+    fn box_average(&self, factor: u32) -> (Vec<f32>, u32, u32) {
         let (src_w, src_h, k) = (self.width as usize, self.height as usize, factor as usize);
         let (width, height) = (src_w.div_ceil(k), src_h.div_ceil(k));
-        let mut sums = vec![0u16; src_w];
+        let mut sums = vec![0.0f32; src_w];
         let mut out = Vec::with_capacity(width * height);
         for y in 0..height {
-            sums.fill(0);
+            sums.fill(0.0);
             let rows = (y * k..(y * k + k).min(src_h)).map(|r| &self.data[r * src_w..][..src_w]);
             let row_count = rows.len();
             for row in rows {
                 for (sum, &pixel) in sums.iter_mut().zip(row) {
-                    *sum += u16::from(pixel);
+                    *sum += pixel.into();
                 }
             }
+            let full_block = 1.0 / (k * row_count) as f32;
             out.extend(sums.chunks(k).map(|block| {
-                let count = (block.len() * row_count) as u32;
-                let total: u32 = block.iter().map(|&s| u32::from(s)).sum();
-                ((total + count / 2) / count) as u8
+                let scale = if block.len() == k { full_block } else { 1.0 / (block.len() * row_count) as f32 };
+                block.iter().sum::<f32>() * scale
             }));
         }
         (out, width as u32, height as u32)
@@ -149,7 +148,7 @@ impl Plane<'_> {
             for (k, &weight) in rows.weights(y).iter().enumerate() {
                 let source = &self.data[(rows.start[y] + k) * src_w..][..src_w];
                 for (acc, &pixel) in row.iter_mut().zip(source) {
-                    *acc += weight * f32::from(pixel);
+                    *acc += weight * pixel.into();
                 }
             }
             // Tap by tap across the row: each output's sum is one chain of adds,
@@ -158,8 +157,9 @@ impl Plane<'_> {
             out.resize(begin + dst_w, 0.0);
             let out_row = &mut out[begin..];
             for k in 0..columns.per {
-                for (x, acc) in out_row.iter_mut().enumerate() {
-                    *acc += columns.weights[x * columns.per + k] * row[columns.start[x] + k];
+                let weights = columns.weights[k..].iter().step_by(columns.per);
+                for ((acc, &start), weight) in out_row.iter_mut().zip(&columns.start).zip(weights) {
+                    *acc += weight * row[start + k];
                 }
             }
         }
@@ -248,14 +248,14 @@ mod tests {
     #[test]
     fn box_average_covers_partial_blocks_at_the_edges() {
         #[rustfmt::skip]
-        let data = [
+        let data: [u8; 15] = [
             0, 2, 4, 6, 8,
             2, 4, 6, 8, 10,
             9, 9, 9, 9, 9,
         ];
         let (out, width, height) = Plane { data: &data, width: 5, height: 3 }.box_average(2);
         assert_eq!((width, height), (3, 2));
-        assert_eq!(out, vec![2, 6, 9, 9, 9, 9]);
+        assert_eq!(out, vec![2.0, 6.0, 9.0, 9.0, 9.0, 9.0]);
     }
 
     #[test]
