@@ -35,7 +35,8 @@
 //!   (wire types), [`sessions`] (the table and its slots), [`metrics`], [`process`].
 //! - One PeerConnection: [`peer`] (the recipe every PeerConnection is built from),
 //!   [`session`] (negotiate, echo, fan-out, viewers, keyframes, results),
-//!   [`network`] (which addresses media binds), [`nack_budget`] and
+//!   [`network`] (which addresses media binds), [`udp_mux`] (`--udp-port PORT`:
+//!   every session on one socket per address), [`nack_budget`] and
 //!   `keyframe_feedback` (interceptors).
 //! - Seeing: [`tap`] (assemble, admit, decode, snapshot), [`frame`] (the decoded
 //!   picture), [`framecode`] (the page's frame number in the pixels), [`detect`]
@@ -72,3 +73,4 @@ pub(crate) mod stats;
 pub mod tap;
 pub(crate) mod tls;
 pub(crate) mod token_bucket;
+pub mod udp_mux;

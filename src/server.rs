@@ -65,7 +65,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         sessions: Sessions::new(limits.sessions, limits.sessions_per_ip, Arc::clone(&metrics)),
         pending: PerIp::new(limits.pending, limits.pending_per_ip, metrics.signaling_pending.clone()),
         limits,
-        network: MediaNetwork::from_config(&config),
+        network: MediaNetwork::from_config(&config)?,
         assets: Assets::new(config.web_dir.clone()),
         tap,
         metrics,

@@ -71,6 +71,8 @@ pub struct SessionInfo {
     pub results: Arc<results::Results>,
     /// The recording, with `--record` (unless its files could not be created).
     pub record: Option<Arc<RecordState>>,
+    /// Our ICE candidates (`typ address:port`): with `--udp-port PORT`, the shared port.
+    candidates: Mutex<Vec<String>>,
 }
 
 impl SessionInfo {
@@ -95,7 +97,18 @@ impl SessionInfo {
             record,
             tap,
             fanout,
+            candidates: Mutex::default(),
         }
+    }
+
+    /// Notes a local candidate for `/api/sessions`.
+    pub(crate) fn add_candidate(&self, candidate: &rtc::peer_connection::transport::RTCIceCandidate) {
+        let address = match candidate.address.contains(':') {
+            true => format!("[{}]:{}", candidate.address, candidate.port),
+            false => format!("{}:{}", candidate.address, candidate.port),
+        };
+        let text = format!("{} {address}", candidate.typ);
+        self.candidates.lock().unwrap_or_else(|e| e.into_inner()).push(text);
     }
 
     pub fn state(&self) -> RTCPeerConnectionState {
@@ -138,6 +151,7 @@ impl SessionInfo {
             "viewers": self.fanout.to_json(),
             "agreement": agreement,
             "loop": channels,
+            "candidates": self.candidates.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         })
     }
 }
@@ -180,6 +194,7 @@ struct Handler(Arc<Shared>);
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        self.0.info.add_candidate(&event.candidate);
         negotiate::trickle(&self.0.events, event);
     }
 
