@@ -752,8 +752,11 @@ mod tests {
         assert_eq!(socket_a.local_addr().unwrap(), socket_b.local_addr().unwrap(), "one shared socket");
         let shared = Arc::clone(&socket_a.shared);
         let stats = mux.stats();
-        let (x, y, z): (SocketAddr, SocketAddr, SocketAddr) =
-            ("192.0.2.1:1000".parse().unwrap(), "192.0.2.2:2000".parse().unwrap(), "192.0.2.3:3000".parse().unwrap());
+        let (x, y, z): (SocketAddr, SocketAddr, SocketAddr) = (
+            "192.0.2.1:1000".parse().unwrap(),
+            "192.0.2.2:2000".parse().unwrap(),
+            "192.0.2.3:3000".parse().unwrap(),
+        );
 
         // Not STUN, from nobody we know: dropped.
         shared.dispatch(b"\x80\x60 some rtp", x);
@@ -793,7 +796,8 @@ mod tests {
         let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let (a, b) = (credentials("eeee"), credentials("ffff"));
-        let (socket_a, socket_b) = (mux.attach(ip, &a).unwrap().unwrap(), mux.attach(ip, &b).unwrap().unwrap());
+        let (socket_a, socket_b) =
+            (mux.attach(ip, &a).unwrap().unwrap(), mux.attach(ip, &b).unwrap().unwrap());
         // B asks a STUN server (the discard port: nothing answers for real).
         let stun_server: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let request = binding_request("server", "server-password-of-22-chars");

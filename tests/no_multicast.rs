@@ -51,7 +51,10 @@ exit $status
         String::from_utf8_lossy(&output.stderr)
     );
     let summary = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!("loadgen printed no summary ({e}): {}\nserver log:\n{log}", String::from_utf8_lossy(&output.stdout))
+        panic!(
+            "loadgen printed no summary ({e}): {}\nserver log:\n{log}",
+            String::from_utf8_lossy(&output.stdout)
+        )
     });
     let _ = std::fs::remove_dir_all(&dir);
     (summary, log)

@@ -149,7 +149,8 @@ async fn a_port_range_still_gives_each_session_its_own_port() {
     let server = spawn_server(&["--udp-port", &range]).await;
     let mut publishers = Vec::new();
     for _ in 0..2 {
-        let mut publisher = ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
+        let mut publisher =
+            ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
         assert!(echoes(&mut publisher).await >= 0.95);
         publishers.push(publisher);
     }
