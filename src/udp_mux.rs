@@ -284,7 +284,7 @@ struct Shared {
     /// STUN requests our PeerConnections sent (transaction id → sender): the answer
     /// goes back to whoever asked, even from an address no session owns (a STUN
     /// server every session asks, a client whose own check has not arrived yet).
-    asked: Mutex<HashMap<[u8; 12], (Arc<Inbox>, Instant)>>,
+    asked: Mutex<HashMap<TransactionId, (Arc<Inbox>, Instant)>>,
     stats: Arc<MuxStats>,
     crypto: Arc<dyn rtc::crypto::RTCCryptoProvider>,
 }
@@ -402,6 +402,9 @@ impl Shared {
     }
 }
 
+/// A STUN transaction id (RFC 8489 §5).
+type TransactionId = [u8; 12];
+
 /// STUN requests remembered at once per shared socket, and for how long: ICE
 /// retransmits for ~40 s at most; far more than live sessions ever have open.
 const MAX_OPEN_REQUESTS: usize = 16 * 1024;
@@ -416,7 +419,7 @@ enum StunClass {
 
 /// The class and transaction id of a STUN message (RFC 8489 §5), without parsing
 /// it: first two bits zero, the magic cookie, then the class bits of the type.
-fn stun_class_and_id(datagram: &[u8]) -> Option<(StunClass, [u8; 12])> {
+fn stun_class_and_id(datagram: &[u8]) -> Option<(StunClass, TransactionId)> {
     if datagram.len() < 20 || datagram[0] & 0xc0 != 0 || datagram[4..8] != MAGIC_COOKIE.to_be_bytes() {
         return None;
     }
