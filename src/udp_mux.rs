@@ -50,6 +50,9 @@ const INBOX_DEPTH: usize = 256;
 /// Largest datagram the mux passes on (the driver's receive buffer); WebRTC stays
 /// under the path MTU (~1500).
 const MAX_DATAGRAM: usize = 2000;
+/// Remote addresses one PeerConnection may be reached from (a browser has a few:
+/// host, reflexive, relayed, per interface).
+const MAX_ADDRESSES: usize = 16;
 /// Bytes asked of the kernel for the shared socket's buffers: it carries every session.
 const SOCKET_BUFFER: usize = 4 << 20;
 
@@ -68,6 +71,9 @@ pub struct MuxStats {
     pub send_dropped: AtomicU64,
     /// Remote addresses learned from authenticated binding requests.
     pub addresses_learned: AtomicU64,
+    /// Authenticated, but the session already has [`MAX_ADDRESSES`] addresses (a
+    /// client claiming address after address, spoofed or not, cannot fill the table).
+    pub dropped_address_limit: AtomicU64,
 }
 
 impl MuxStats {
@@ -80,6 +86,7 @@ impl MuxStats {
             "dropped_full": get(&self.dropped_full),
             "send_dropped": get(&self.send_dropped),
             "addresses_learned": get(&self.addresses_learned),
+            "dropped_address_limit": get(&self.dropped_address_limit),
         })
     }
 }
@@ -209,7 +216,9 @@ impl UdpMux {
         };
         let inbox = Arc::new(Inbox {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            ufrag: credentials.ufrag.clone(),
             password: credentials.password.clone(),
+            addresses: Default::default(),
             queue: Mutex::new(Queue::default()),
             waker: AtomicWaker::new(),
         });
@@ -220,7 +229,7 @@ impl UdpMux {
             }
             table.by_ufrag.insert(credentials.ufrag.clone(), Arc::clone(&inbox));
         }
-        Ok(Some(MuxSocket { shared, inbox, ufrag: credentials.ufrag.clone() }))
+        Ok(Some(MuxSocket { shared, inbox }))
     }
 }
 
@@ -228,25 +237,26 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Binds the shared socket with large buffers: it carries every session's traffic.
+/// Binds the shared socket with large buffers: it carries every session's traffic
+/// (one socket's default ~200 KB would be shared by all of them).
 fn bind_shared(addr: SocketAddr) -> io::Result<StdUdpSocket> {
     let socket = StdUdpSocket::bind(addr)?;
     socket.set_nonblocking(true)?;
-    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        let size = SOCKET_BUFFER as libc::c_int;
-        // Best effort: the kernel caps it at net.core.[rw]mem_max.
-        // SAFETY: a valid fd we own, and a c_int option value of the right size.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&socket),
-                libc::SOL_SOCKET,
-                option,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+    // Past net.core.[rw]mem_max with CAP_NET_ADMIN (the FORCE options), else up to it.
+    for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+        if !set_socket_option(fd, force, SOCKET_BUFFER as libc::c_int) {
+            set_socket_option(fd, plain, SOCKET_BUFFER as libc::c_int);
         }
     }
     Ok(socket)
+}
+
+/// `setsockopt(fd, SOL_SOCKET, name, value)`; false when refused.
+fn set_socket_option(fd: std::os::fd::RawFd, name: libc::c_int, value: libc::c_int) -> bool {
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid fd the caller owns, and a c_int option value of the size given.
+    unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, name, (&value as *const libc::c_int).cast(), len) == 0 }
 }
 
 /// The local ICE username fragment and password of one PeerConnection: chosen here
@@ -304,15 +314,24 @@ impl Shared {
             None => match self.authenticate(data) {
                 Ok(inbox) => {
                     let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
-                    // Still registered (not closed meanwhile), and the address still free.
-                    if !table.by_ufrag.values().any(|i| Arc::ptr_eq(i, &inbox)) {
+                    // Still registered (not closed meanwhile)?
+                    if !table.by_ufrag.get(&inbox.ufrag).is_some_and(|i| Arc::ptr_eq(i, &inbox)) {
                         return;
                     }
-                    let owner = table.by_addr.entry(from).or_insert_with(|| {
-                        self.stats.addresses_learned.fetch_add(1, Ordering::Relaxed);
-                        Arc::clone(&inbox)
-                    });
-                    Arc::clone(owner)
+                    match table.by_addr.get(&from) {
+                        // Taken meanwhile: it stays with its owner.
+                        Some(owner) => Arc::clone(owner),
+                        None if inbox.addresses.load(Ordering::Relaxed) >= MAX_ADDRESSES => {
+                            self.stats.dropped_address_limit.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        None => {
+                            inbox.addresses.fetch_add(1, Ordering::Relaxed);
+                            self.stats.addresses_learned.fetch_add(1, Ordering::Relaxed);
+                            table.by_addr.insert(from, Arc::clone(&inbox));
+                            inbox
+                        }
+                    }
                 }
                 Err(Refused::Unknown) => {
                     self.stats.dropped_unknown.fetch_add(1, Ordering::Relaxed);
@@ -391,10 +410,10 @@ impl Shared {
     }
 
     /// Forgets a closed PeerConnection: its ufrag and every address it learned.
-    fn detach(&self, ufrag: &str, inbox: &Arc<Inbox>) {
+    fn detach(&self, inbox: &Arc<Inbox>) {
         let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
-        if table.by_ufrag.get(ufrag).is_some_and(|i| Arc::ptr_eq(i, inbox)) {
-            table.by_ufrag.remove(ufrag);
+        if table.by_ufrag.get(&inbox.ufrag).is_some_and(|i| Arc::ptr_eq(i, inbox)) {
+            table.by_ufrag.remove(&inbox.ufrag);
         }
         table.by_addr.retain(|_, i| !Arc::ptr_eq(i, inbox));
         drop(table);
@@ -487,7 +506,10 @@ fn transient(err: &io::Error) -> bool {
 /// Datagrams waiting for one PeerConnection's driver.
 struct Inbox {
     id: u64,
+    ufrag: String,
     password: String,
+    /// Remote addresses learned for it (at most [`MAX_ADDRESSES`]).
+    addresses: std::sync::atomic::AtomicUsize,
     queue: Mutex<Queue>,
     waker: AtomicWaker,
 }
@@ -568,7 +590,6 @@ impl Inbox {
 struct MuxSocket {
     shared: Arc<Shared>,
     inbox: Arc<Inbox>,
-    ufrag: String,
 }
 
 impl fmt::Debug for MuxSocket {
@@ -579,7 +600,7 @@ impl fmt::Debug for MuxSocket {
 
 impl Drop for MuxSocket {
     fn drop(&mut self) {
-        self.shared.detach(&self.ufrag, &self.inbox);
+        self.shared.detach(&self.inbox);
     }
 }
 
@@ -816,6 +837,19 @@ mod tests {
         assert!(received(&socket_b).is_empty());
         assert_eq!(count(&mux.stats().dropped_unknown), 1);
         assert_eq!(count(&mux.stats().addresses_learned), 0, "answers teach no address");
+    }
+
+    #[tokio::test]
+    async fn one_session_learns_at_most_max_addresses() {
+        let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
+        let creds = credentials("gggg");
+        let socket = mux.attach("127.0.0.1".parse().unwrap(), &creds).unwrap().expect("attached");
+        for port in 0..MAX_ADDRESSES as u16 + 5 {
+            socket.shared.dispatch(&binding_request("gggg", &creds.password), ([192, 0, 2, 1], port).into());
+        }
+        assert_eq!(count(&mux.stats().addresses_learned), MAX_ADDRESSES as u64);
+        assert_eq!(count(&mux.stats().dropped_address_limit), 5);
+        assert_eq!(received(&socket).len(), MAX_ADDRESSES);
     }
 
     #[tokio::test]
