@@ -56,7 +56,7 @@ const MAX_ADDRESSES: usize = 16;
 /// Bytes asked of the kernel for the shared socket's buffers: it carries every session.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-/// What the mux counted, for `/metrics` and `/api/sessions`.
+/// What the mux counted, for `/api/sessions` (`media.mux`).
 #[derive(Debug, Default)]
 pub struct MuxStats {
     /// Datagrams handed to a PeerConnection.
