@@ -1,5 +1,5 @@
 //! `--udp-port PORT`: every session on one UDP port. The real binary serves several
-//! webrtc-rs publishers through a single UDP socket, names that port in every
+//! webrtc-rs publishers and a viewer through a single UDP socket, names that port in every
 //! session's candidates, drops what strangers send to it, and a range
 //! (`--udp-port MIN-MAX`) still gives each session a port of its own.
 
@@ -75,13 +75,23 @@ fn candidate_ports(sessions: &[serde_json::Value]) -> Vec<u16> {
 }
 
 async fn echoes(publisher: &mut ClientPeer) -> f64 {
+    echoes_to(publisher, None).await.0
+}
+
+/// Publishes 30 frames: the fraction echoed identical, and that `viewer` got.
+async fn echoes_to(publisher: &mut ClientPeer, viewer: Option<&mut ClientPeer>) -> (f64, f64) {
     let sent = publish(publisher, 30).await;
     let echoed = collect_echo(publisher, Duration::from_millis(1000)).await;
-    identical_payloads(&sent, &echoed) as f64 / sent.len() as f64
+    let watched = match viewer {
+        Some(viewer) => collect_echo(viewer, Duration::from_millis(500)).await,
+        None => Vec::new(),
+    };
+    let ratio = |got: &[rtc::rtp::Packet]| identical_payloads(&sent, got) as f64 / sent.len() as f64;
+    (ratio(&echoed), ratio(&watched))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_session_echoes_through_one_udp_socket() {
+async fn every_session_and_viewer_echoes_through_one_udp_socket() {
     let port = free_udp_port();
     let server = spawn_server(&["--udp-port", &port.to_string()]).await;
     let shared: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -91,12 +101,17 @@ async fn every_session_echoes_through_one_udp_socket() {
     for _ in 0..4 {
         publishers.push(ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects"));
     }
-    for publisher in &mut publishers {
+    let mut viewer = ClientPeer::watch(&ws_url(server.addr), &publishers[0].watch_token, CONNECT_TIMEOUT)
+        .await
+        .expect("the viewer connects");
+    let (ratio, watched) = echoes_to(&mut publishers[0], Some(&mut viewer)).await;
+    assert!(ratio >= 0.95 && watched >= 0.95, "echo {ratio:.2}, viewer {watched:.2} identical");
+    for publisher in &mut publishers[1..] {
         let ratio = echoes(publisher).await;
         assert!(ratio >= 0.95, "only {:.1}% echoed identical", ratio * 100.0);
     }
 
-    assert_eq!(udp_sockets(server.child.id()), vec![shared], "4 sessions, still one UDP socket");
+    assert_eq!(udp_sockets(server.child.id()), vec![shared], "4 sessions and a viewer, still one UDP socket");
     let listed = sessions(server.addr).await;
     assert_eq!(listed.len(), 4);
     let ports = candidate_ports(&listed);
@@ -106,8 +121,9 @@ async fn every_session_echoes_through_one_udp_socket() {
     assert_eq!(media["port"], port);
     assert_eq!(media["addrs"], serde_json::json!([shared.to_string()]));
     assert!(media["mux"]["delivered"].as_u64().unwrap() > 4 * 30, "{media}");
-    assert_eq!(media["mux"]["addresses_learned"], 4, "one client address each: {media}");
+    assert_eq!(media["mux"]["addresses_learned"], 5, "one client address each: {media}");
 
+    viewer.close().await.expect("closes");
     for publisher in publishers {
         publisher.close().await.expect("closes");
     }
