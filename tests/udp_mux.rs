@@ -1,7 +1,8 @@
 //! `--udp-port PORT`: every session on one UDP port. The real binary serves several
 //! webrtc-rs publishers and a viewer through a single UDP socket, names that port in every
 //! session's candidates, drops what strangers send to it, and a range
-//! (`--udp-port MIN-MAX`) still gives each session a port of its own.
+//! (`--udp-port MIN-MAX`) still gives each session a port of its own. A taken port
+//! stops the server at start.
 
 mod common;
 
@@ -176,4 +177,28 @@ async fn a_port_range_still_gives_each_session_its_own_port() {
     assert!(ports.iter().all(|p| (first..=first + 20).contains(p)), "{ports:?} outside {range}");
     assert_eq!(listed[0]["media"]["udp"], "range");
     assert_eq!(udp_sockets(server.child.id()).len(), 2);
+}
+
+#[test]
+fn a_taken_shared_port_stops_the_server_at_start_naming_the_flag() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut child = std::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--udp-port", &port])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("waits").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running on a taken UDP port");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "exited 0 on a taken port: {stderr}");
+    assert!(stderr.contains("--udp-port") && stderr.contains(&port), "{stderr}");
 }
