@@ -24,6 +24,10 @@
 //!                    page's own detections (agreement); `stats` each second
 //! ```
 //!
+//! With `--udp-port PORT` the first hop is shared: UDP → udp_mux reader (one task per
+//! shared socket: by remote address, learned from authenticated STUN) → the session's
+//! inbox → its driver, which then reads memory, not a socket.
+//!
 //! RTCP flows the other way: PLI/FIR from the echo's receiver, the viewers and the
 //! tap become wishes for one scheduler per publisher (session::keyframes).
 //!
