@@ -203,7 +203,8 @@ impl UdpMux {
     fn attach(&self, ip: IpAddr, credentials: &IceCredentials) -> io::Result<Option<MuxSocket>> {
         // A wildcard means the driver found no interface to name: its candidate is
         // unusable either way, and a wildcard socket on the port would block the rest.
-        if ip.is_unspecified() || lock(&self.inner.unbindable).contains(&ip) {
+        // A multicast address is the driver's mDNS socket (224.0.0.251:5353): its own.
+        if ip.is_unspecified() || ip.is_multicast() || lock(&self.inner.unbindable).contains(&ip) {
             return Ok(None);
         }
         let shared = match self.socket_for(ip) {
@@ -837,6 +838,15 @@ mod tests {
         assert!(received(&socket_b).is_empty());
         assert_eq!(count(&mux.stats().dropped_unknown), 1);
         assert_eq!(count(&mux.stats().addresses_learned), 0, "answers teach no address");
+    }
+
+    #[tokio::test]
+    async fn the_mdns_socket_and_a_wildcard_keep_their_own_sockets() {
+        let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
+        let creds = credentials("hhhh");
+        assert!(mux.attach("224.0.0.251".parse().unwrap(), &creds).unwrap().is_none());
+        assert!(mux.attach("0.0.0.0".parse().unwrap(), &creds).unwrap().is_none());
+        assert_eq!(mux.local_addrs().len(), 1, "nothing bound for them");
     }
 
     #[tokio::test]
