@@ -31,10 +31,13 @@ pub struct Config {
     #[arg(long = "stun", value_name = "URL")]
     pub stun: Vec<String>,
 
-    /// UDP port range for media, MIN-MAX (one port per session and address).
-    /// By default each session takes an ephemeral port. Open this range in firewalls.
-    #[arg(long, value_name = "MIN-MAX", value_parser = parse_port_range)]
-    pub udp_port: Option<PortRange>,
+    /// UDP port for media. One number (PORT): every session and viewer shares that
+    /// one port (one socket per local address, demultiplexed by ICE username and
+    /// remote address); a firewall opens just it. A range (MIN-MAX): one port per
+    /// session and address, from the range. By default each session takes an
+    /// ephemeral port.
+    #[arg(long, value_name = "PORT|MIN-MAX", value_parser = parse_udp_ports)]
+    pub udp_port: Option<UdpPorts>,
 
     /// Public IP to advertise in ICE candidates instead of the host's own (1:1 NAT,
     /// e.g. a cloud VM with an elastic IP). Repeatable.
@@ -195,6 +198,15 @@ pub struct Config {
     pub cluster_ttl: u64,
 }
 
+/// What `--udp-port` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpPorts {
+    /// `PORT`: one port shared by every session (the UDP mux).
+    Shared(u16),
+    /// `MIN-MAX`: a port per session, from the range.
+    Range(PortRange),
+}
+
 /// An inclusive UDP port range from `--udp-port`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortRange {
@@ -214,6 +226,13 @@ pub(crate) fn default_ort_lib() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     let build_dir = exe.parent().and_then(Path::parent).unwrap_or(Path::new("."));
     build_dir.join("onnxruntime").join("libonnxruntime.so")
+}
+
+fn parse_udp_ports(text: &str) -> Result<UdpPorts, String> {
+    match text.contains('-') {
+        true => parse_port_range(text).map(UdpPorts::Range),
+        false => parse_port_range(text).map(|range| UdpPorts::Shared(range.min)),
+    }
 }
 
 fn parse_port_range(text: &str) -> Result<PortRange, String> {
@@ -361,5 +380,8 @@ mod tests {
         assert!(parse_port_range("0-5").is_err());
         assert!(parse_port_range("a-b").is_err());
         assert!(parse_port_range("1-70000").is_err());
+        assert_eq!(parse_udp_ports("5000"), Ok(UdpPorts::Shared(5000)));
+        assert_eq!(parse_udp_ports("5000-5000"), Ok(UdpPorts::Range(PortRange { min: 5000, max: 5000 })));
+        assert!(parse_udp_ports("0").is_err());
     }
 }

@@ -24,6 +24,10 @@
 //!                    page's own detections (agreement); `stats` each second
 //! ```
 //!
+//! With `--udp-port PORT` the first hop is shared: UDP → udp_mux reader (one task per
+//! shared socket: by remote address, learned from authenticated STUN) → the session's
+//! inbox → its driver, which then reads memory, not a socket.
+//!
 //! RTCP flows the other way: PLI/FIR from the echo's receiver, the viewers and the
 //! tap become wishes for one scheduler per publisher (session::keyframes).
 //!
@@ -35,7 +39,8 @@
 //!   (wire types), [`sessions`] (the table and its slots), [`metrics`], [`process`].
 //! - One PeerConnection: [`peer`] (the recipe every PeerConnection is built from),
 //!   [`session`] (negotiate, echo, fan-out, viewers, keyframes, results),
-//!   [`network`] (which addresses media binds), [`nack_budget`] and
+//!   [`network`] (which addresses media binds), [`udp_mux`] (`--udp-port PORT`:
+//!   every session on one socket per address), [`nack_budget`] and
 //!   `keyframe_feedback` (interceptors).
 //! - Seeing: [`tap`] (assemble, admit, decode, snapshot), [`frame`] (the decoded
 //!   picture), [`framecode`] (the page's frame number in the pixels), [`detect`]
@@ -75,3 +80,4 @@ pub(crate) mod stats;
 pub mod tap;
 pub(crate) mod tls;
 pub(crate) mod token_bucket;
+pub mod udp_mux;

@@ -7,10 +7,14 @@
 //! out of wildcard binds).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::config::{Config, PortRange};
+use anyhow::Context;
+
+use crate::config::{Config, PortRange, UdpPorts};
 use crate::peer::PeerNetwork;
+use crate::udp_mux::UdpMux;
 
 #[derive(Debug)]
 pub struct MediaNetwork {
@@ -18,19 +22,38 @@ pub struct MediaNetwork {
     ports: Option<PortRange>,
     /// Rotates through the port range so consecutive sessions try different ports.
     next_port: AtomicUsize,
+    /// `--udp-port PORT`: every session on this one port.
+    mux: Option<UdpMux>,
+    /// Whether sessions resolve `.local` candidates (see [`multicast_available`]).
+    multicast_dns: bool,
     stun_urls: Vec<String>,
     nat_ips: Vec<IpAddr>,
 }
 
 impl MediaNetwork {
-    pub fn from_config(config: &Config) -> Self {
-        MediaNetwork {
-            listen_ip: config.listen.ip(),
-            ports: config.udp_port,
+    /// Reads the media flags; with `--udp-port PORT` binds the shared port now (so a
+    /// taken port fails start-up), which needs a tokio runtime.
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let listen_ip = config.listen.ip();
+        let (ports, mux) = match config.udp_port {
+            None => (None, None),
+            Some(UdpPorts::Range(range)) => (Some(range), None),
+            Some(UdpPorts::Shared(port)) => {
+                let mux = UdpMux::bind(listen_ip, port)
+                    .with_context(|| format!("cannot bind UDP {listen_ip} port {port} (--udp-port)"))?;
+                (None, Some(mux))
+            }
+        };
+        Ok(MediaNetwork {
+            listen_ip,
+            ports,
             next_port: AtomicUsize::new(0),
+            mux,
+            // A loopback-only server never meets a `.local` name it could use.
+            multicast_dns: !listen_ip.is_loopback() && multicast_available(),
             stun_urls: config.stun.clone(),
             nat_ips: config.nat_ip.clone(),
-        }
+        })
     }
 
     /// True when media is bound to loopback only.
@@ -38,17 +61,23 @@ impl MediaNetwork {
         self.listen_ip.is_loopback()
     }
 
+    /// The shared port's mux, with `--udp-port PORT`.
+    pub fn mux(&self) -> Option<&UdpMux> {
+        self.mux.as_ref()
+    }
+
     /// Whether a remote candidate at `address` (an IP or an mDNS name) can be used.
     pub fn accepts_remote(&self, address: &str) -> bool {
         match address.parse::<IpAddr>() {
             Ok(ip) => !self.loopback_only() || ip.is_loopback(),
             // mDNS names (`<uuid>.local`) never resolve to loopback.
-            Err(_) => !self.loopback_only(),
+            Err(_) => self.multicast_dns,
         }
     }
 
     /// The networks to try, in order, for a client connecting from `client`: one
-    /// per port of `--udp-port` (starting at a rotating offset), or one ephemeral.
+    /// per port of `--udp-port` (starting at a rotating offset), or one ephemeral
+    /// (which the mux, if any, replaces by its shared port).
     pub fn attempts_for(&self, client: IpAddr) -> Vec<PeerNetwork> {
         let ips = self.bind_ips(client);
         let ports: Vec<u16> = match self.ports {
@@ -64,8 +93,27 @@ impl MediaNetwork {
                 udp_addrs: ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
                 stun_urls: self.stun_urls.clone(),
                 nat_ips: self.nat_ips.clone(),
+                mux: self.mux.clone(),
+                multicast_dns: self.multicast_dns,
             })
             .collect()
+    }
+
+    /// What `/api/sessions` says about media: the mode, and the shared sockets.
+    pub fn to_json(&self) -> serde_json::Value {
+        match (&self.mux, self.ports) {
+            (Some(mux), _) => serde_json::json!({
+                "udp": "shared",
+                "port": mux.port(),
+                "addrs": mux.local_addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "mux": mux.stats().to_json(),
+                "mdns": self.multicast_dns,
+            }),
+            (None, Some(range)) => serde_json::json!({
+                "udp": "range", "min": range.min, "max": range.max, "mdns": self.multicast_dns,
+            }),
+            (None, None) => serde_json::json!({ "udp": "ephemeral", "mdns": self.multicast_dns }),
+        }
     }
 
     fn bind_ips(&self, client: IpAddr) -> Vec<IpAddr> {
@@ -83,6 +131,20 @@ impl MediaNetwork {
     }
 }
 
+/// Whether this host can open the multicast socket mDNS needs (probed once per
+/// process: a host or namespace without a multicast route cannot, and webrtc-rs
+/// would then fail every PeerConnection that asked for one).
+pub fn multicast_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| match rtc::mdns::MulticastSocket::new().into_std() {
+        Ok(_) => true,
+        Err(err) => {
+            tracing::warn!(%err, "no multicast here: browsers' .local candidates will not be resolved");
+            false
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,8 +155,8 @@ mod tests {
 
     fn network(listen: &str, ports: Option<PortRange>) -> MediaNetwork {
         let mut config = Config::new(listen.parse().unwrap());
-        config.udp_port = ports;
-        MediaNetwork::from_config(&config)
+        config.udp_port = ports.map(UdpPorts::Range);
+        MediaNetwork::from_config(&config).expect("no mux, nothing to bind")
     }
 
     #[test]

@@ -15,6 +15,8 @@ use webrtc::media_stream::MediaStreamTrack;
 
 use crate::keyframe_feedback::{self, KeyframeRequestMarker};
 use crate::nack_budget::{self, NackBudget, RetransmitStats};
+use crate::udp_mux::{IceCredentials, UdpMux};
+use rtc::ice::mdns::MulticastDnsMode;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
@@ -74,6 +76,12 @@ pub struct PeerNetwork {
     pub stun_urls: Vec<String>,
     /// Public addresses to advertise instead of the host's (1:1 NAT).
     pub nat_ips: Vec<IpAddr>,
+    /// The shared port (`--udp-port PORT`): the PeerConnection's sockets become views
+    /// of the mux's (the ephemeral ports bound for `udp_addrs` are dropped).
+    pub mux: Option<UdpMux>,
+    /// Resolve the remote's `.local` (mDNS) candidates. Off, no multicast socket is
+    /// opened at all (webrtc-rs opens one per PeerConnection otherwise).
+    pub multicast_dns: bool,
 }
 
 /// The DTLS role an answerer must take for an offer, from its `a=setup:` lines
@@ -153,10 +161,17 @@ pub async fn build_with(
     };
     let config = RTCConfigurationBuilder::new().with_ice_servers(ice_servers).build();
 
+    let mdns = if network.multicast_dns { MulticastDnsMode::QueryOnly } else { MulticastDnsMode::Disabled };
     let mut settings = SettingEngineBuilder::new()
         // A wildcard bind never yields loopback candidates; a concrete loopback bind
         // does only with this set. Peers on this machine need them.
-        .with_include_loopback_candidate(true);
+        .with_include_loopback_candidate(true)
+        .with_multicast_dns_mode(mdns);
+    // On the mux, our ICE credentials: the mux checks binding requests with them.
+    let credentials = network.mux.as_ref().map(|_| IceCredentials::random());
+    if let Some(credentials) = &credentials {
+        settings = settings.with_ice_credentials(credentials.ufrag.clone(), credentials.password.clone());
+    }
     if let Some(role) = answer_role {
         settings = settings.with_answering_dtls_role(role);
     }
@@ -167,7 +182,11 @@ pub async fn build_with(
         );
     }
 
-    let pc = PeerConnectionBuilder::new()
+    let mut builder = PeerConnectionBuilder::new();
+    if let (Some(mux), Some(credentials)) = (&network.mux, &credentials) {
+        builder = builder.with_runtime(mux.runtime_for(credentials));
+    }
+    let pc = builder
         .with_configuration(config)
         .with_media_engine(media_engine)
         .with_setting_engine(settings.build())

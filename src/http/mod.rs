@@ -302,7 +302,13 @@ fn check_origin<'h>(headers: &'h HeaderMap, allowed: &[String]) -> Result<(), &'
 }
 
 async fn sessions(State(app): State<AppState>) -> Json<serde_json::Value> {
-    Json(app.sessions.to_json())
+    let mut sessions = app.sessions.to_json();
+    // The media network (UDP mode, shared port and its counters) with each session.
+    let media = app.network.to_json();
+    for session in sessions.as_array_mut().into_iter().flatten() {
+        session["media"] = media.clone();
+    }
+    Json(sessions)
 }
 
 /// The latest frame the session's decode tap decoded, as a JPEG.

@@ -73,6 +73,8 @@ pub struct SessionInfo {
     pub record: Option<Arc<RecordState>>,
     /// How the session was negotiated, when not over /ws (`whip`).
     signaling: std::sync::OnceLock<&'static str>,
+    /// Our ICE candidates (`typ address:port`): with `--udp-port PORT`, the shared port.
+    candidates: Mutex<Vec<String>>,
 }
 
 impl SessionInfo {
@@ -98,12 +100,23 @@ impl SessionInfo {
             tap,
             fanout,
             signaling: std::sync::OnceLock::new(),
+            candidates: Mutex::default(),
         }
     }
 
     /// Marks how the session was negotiated (`/api/sessions` shows `"signaling"`).
     pub(crate) fn mark_signaling(&self, how: &'static str) {
         let _ = self.signaling.set(how);
+    }
+
+    /// Notes a local candidate for `/api/sessions`.
+    pub(crate) fn add_candidate(&self, candidate: &rtc::peer_connection::transport::RTCIceCandidate) {
+        let address = match candidate.address.contains(':') {
+            true => format!("[{}]:{}", candidate.address, candidate.port),
+            false => format!("{}:{}", candidate.address, candidate.port),
+        };
+        let text = format!("{} {address}", candidate.typ);
+        self.candidates.lock().unwrap_or_else(|e| e.into_inner()).push(text);
     }
 
     pub fn state(&self) -> RTCPeerConnectionState {
@@ -147,6 +160,7 @@ impl SessionInfo {
             "viewers": self.fanout.to_json(),
             "agreement": agreement,
             "loop": channels,
+            "candidates": self.candidates.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         })
     }
 }
@@ -189,6 +203,7 @@ struct Handler(Arc<Shared>);
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        self.0.info.add_candidate(&event.candidate);
         negotiate::trickle(&self.0.events, event);
     }
 

@@ -660,9 +660,11 @@ where
                 }
             };
             socket.set_nonblocking(true)?;
-            let local_addr = socket.local_addr()?;
-            self.udp_sockets
-                .insert(local_addr, runtime.wrap_udp_socket(socket)?);
+            // Keyed by the *wrapped* socket's address, which names the host candidate: a
+            // runtime may hand back a socket of its own (e.g. one port shared by every
+            // connection) in place of the one bound here.
+            let socket = runtime.wrap_udp_socket(socket)?;
+            self.udp_sockets.insert(socket.local_addr()?, socket);
         }
 
         let mut tcp_listeners = HashMap::new();

@@ -1,0 +1,879 @@
+//! One UDP port for every session (`--udp-port PORT`): the server binds one socket
+//! per local address and demultiplexes what arrives to the PeerConnections.
+//!
+//! How it plugs into webrtc-rs: every server PeerConnection runs on its own
+//! [`MuxRuntime`], which is webrtc's `TokioRuntime` except for `wrap_udp_socket`.
+//! The driver binds an ephemeral socket per local address and asks the runtime to
+//! wrap it; we drop that socket and hand back a [`MuxSocket`] whose `local_addr()`
+//! is the shared socket's address, so the host candidate names the mux port (that
+//! takes the one-line change to the driver listed in vendor/PATCHES.md).
+//!
+//! Demultiplexing, as Pion's UDPMux does: a datagram from a remote address we know
+//! goes to the PeerConnection that address belongs to. A remote address is learned
+//! only from a STUN binding request whose USERNAME names one of our ICE ufrags and
+//! whose MESSAGE-INTEGRITY verifies with that PeerConnection's ICE password (we set
+//! both per PeerConnection, so the mux knows them before the first packet). A known
+//! address is never moved to another PeerConnection: spoofed STUN cannot steal a
+//! session. An answer to a STUN request one of our PeerConnections sent (its
+//! transaction id is remembered) goes back to the sender, from wherever it comes:
+//! so `--stun` gathering and our own connectivity checks work too. Everything else
+//! is counted and dropped.
+//!
+//! Cost per packet: one reader task per shared socket (batched `recvmmsg`), one
+//! hash lookup, one copy into the PeerConnection's inbox (buffers are recycled, so
+//! nothing is allocated once an inbox has warmed up) and one wake of its driver.
+//! Sends go straight to the shared socket from the driver.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::task::AtomicWaker;
+use rtc::stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_USERNAME};
+use rtc::stun::integrity::MessageIntegrity;
+use rtc::stun::message::{BINDING_REQUEST, MAGIC_COOKIE, Message};
+use webrtc::runtime::{
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, BATCH_SIZE, JoinHandle, RecvMeta,
+    Runtime, TokioRuntime, Transmit,
+};
+
+/// Datagrams an inbox holds for a PeerConnection whose driver has not read them yet
+/// (as the echo's event channel: a stalled session loses its own packets, nobody else's).
+const INBOX_DEPTH: usize = 256;
+/// Largest datagram the mux passes on (the driver's receive buffer); WebRTC stays
+/// under the path MTU (~1500).
+const MAX_DATAGRAM: usize = 2000;
+/// Remote addresses one PeerConnection may be reached from (a browser has a few:
+/// host, reflexive, relayed, per interface).
+const MAX_ADDRESSES: usize = 16;
+/// Bytes asked of the kernel for the shared socket's buffers: it carries every session.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// What the mux counted, for `/api/sessions` (`media.mux`).
+#[derive(Debug, Default)]
+pub struct MuxStats {
+    /// Datagrams handed to a PeerConnection.
+    pub delivered: AtomicU64,
+    /// From an unknown address and not a STUN binding request naming a known ufrag.
+    pub dropped_unknown: AtomicU64,
+    /// STUN binding requests naming a known ufrag whose MESSAGE-INTEGRITY did not verify.
+    pub dropped_unauthenticated: AtomicU64,
+    /// Dropped because the PeerConnection's inbox was full (its driver is stalled).
+    pub dropped_full: AtomicU64,
+    /// Sends dropped because the shared socket's send buffer was full.
+    pub send_dropped: AtomicU64,
+    /// Remote addresses learned from authenticated binding requests.
+    pub addresses_learned: AtomicU64,
+    /// Authenticated, but the session already has [`MAX_ADDRESSES`] addresses (a
+    /// client claiming address after address, spoofed or not, cannot fill the table).
+    pub dropped_address_limit: AtomicU64,
+}
+
+impl MuxStats {
+    pub fn to_json(&self) -> serde_json::Value {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        serde_json::json!({
+            "delivered": get(&self.delivered),
+            "dropped_unknown": get(&self.dropped_unknown),
+            "dropped_unauthenticated": get(&self.dropped_unauthenticated),
+            "dropped_full": get(&self.dropped_full),
+            "send_dropped": get(&self.send_dropped),
+            "addresses_learned": get(&self.addresses_learned),
+            "dropped_address_limit": get(&self.dropped_address_limit),
+        })
+    }
+}
+
+/// The shared sockets of one `--udp-port`, one per local address, bound on first use
+/// (a wildcard listener learns its interface addresses from the driver).
+#[derive(Clone)]
+pub struct UdpMux {
+    inner: Arc<MuxInner>,
+}
+
+struct MuxInner {
+    port: u16,
+    /// The runtime the reader tasks and the shared sockets belong to (the server's):
+    /// PeerConnection drivers run on webrtc's reactor threads, not here.
+    runtime: tokio::runtime::Handle,
+    sockets: Mutex<HashMap<IpAddr, Arc<Shared>>>,
+    /// Addresses whose bind failed: sessions fall back to an ephemeral port there.
+    unbindable: Mutex<HashSet<IpAddr>>,
+    readers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    stats: Arc<MuxStats>,
+    next_id: AtomicU64,
+}
+
+impl Drop for MuxInner {
+    fn drop(&mut self) {
+        for reader in self.readers.get_mut().map(std::mem::take).unwrap_or_default() {
+            reader.abort();
+        }
+    }
+}
+
+impl fmt::Debug for UdpMux {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdpMux").field("port", &self.inner.port).field("addrs", &self.local_addrs()).finish()
+    }
+}
+
+impl UdpMux {
+    /// Binds `port` on `ip` now (so a taken port fails start-up, not the first
+    /// session). A wildcard `ip` is probed (bound and released): the driver names
+    /// the interfaces, and each gets its socket on first use.
+    pub fn bind(ip: IpAddr, port: u16) -> io::Result<UdpMux> {
+        let mux = UdpMux {
+            inner: Arc::new(MuxInner {
+                port,
+                runtime: tokio::runtime::Handle::current(),
+                sockets: Mutex::default(),
+                unbindable: Mutex::default(),
+                readers: Mutex::default(),
+                stats: Arc::default(),
+                next_id: AtomicU64::new(1),
+            }),
+        };
+        if ip.is_unspecified() {
+            drop(StdUdpSocket::bind(SocketAddr::new(ip, port))?);
+        } else {
+            mux.socket_for(ip)?;
+        }
+        Ok(mux)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.inner.port
+    }
+
+    pub fn stats(&self) -> &MuxStats {
+        &self.inner.stats
+    }
+
+    /// The addresses of the shared sockets bound so far.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = lock(&self.inner.sockets).values().map(|s| s.local).collect();
+        addrs.sort();
+        addrs
+    }
+
+    /// The runtime one PeerConnection runs on, with the ICE credentials it is built
+    /// with (see [`IceCredentials`]).
+    pub fn runtime_for(&self, credentials: &IceCredentials) -> Arc<dyn Runtime> {
+        Arc::new(MuxRuntime { mux: self.clone(), credentials: credentials.clone() })
+    }
+
+    /// The shared socket on `ip`, bound (and its reader started) on first use.
+    fn socket_for(&self, ip: IpAddr) -> io::Result<Arc<Shared>> {
+        let mut sockets = lock(&self.inner.sockets);
+        if let Some(shared) = sockets.get(&ip) {
+            return Ok(Arc::clone(shared));
+        }
+        let std_socket = bind_shared(SocketAddr::new(ip, self.inner.port))?;
+        let local = std_socket.local_addr()?;
+        let socket = {
+            // Registered with the server's reactor, whichever thread asks.
+            let _runtime = self.inner.runtime.enter();
+            TokioRuntime.wrap_udp_socket(std_socket)?
+        };
+        let shared = Arc::new(Shared {
+            socket,
+            local,
+            table: RwLock::default(),
+            asked: Mutex::default(),
+            stats: Arc::clone(&self.inner.stats),
+            crypto: rtc::crypto::default_provider().map_err(io::Error::other)?,
+        });
+        let reader = self.inner.runtime.spawn(read_loop(Arc::clone(&shared)));
+        lock(&self.inner.readers).push(reader);
+        tracing::info!(addr = %local, "UDP mux socket bound");
+        sockets.insert(ip, Arc::clone(&shared));
+        Ok(shared)
+    }
+
+    /// A PeerConnection's socket on the shared socket at `ip`, or `None` when that
+    /// address cannot be bound (logged once; the session keeps its own port there).
+    fn attach(&self, ip: IpAddr, credentials: &IceCredentials) -> io::Result<Option<MuxSocket>> {
+        // A wildcard means the driver found no interface to name: its candidate is
+        // unusable either way, and a wildcard socket on the port would block the rest.
+        // A multicast address is the driver's mDNS socket (224.0.0.251:5353): its own.
+        if ip.is_unspecified() || ip.is_multicast() || lock(&self.inner.unbindable).contains(&ip) {
+            return Ok(None);
+        }
+        let shared = match self.socket_for(ip) {
+            Ok(shared) => shared,
+            Err(err) => {
+                tracing::warn!(%ip, port = self.inner.port, %err, "cannot bind the UDP mux port here; sessions use an ephemeral port on this address");
+                lock(&self.inner.unbindable).insert(ip);
+                return Ok(None);
+            }
+        };
+        let inbox = Arc::new(Inbox {
+            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            ufrag: credentials.ufrag.clone(),
+            password: credentials.password.clone(),
+            addresses: Default::default(),
+            queue: Mutex::new(Queue::default()),
+            waker: AtomicWaker::new(),
+        });
+        {
+            let mut table = shared.table.write().unwrap_or_else(|e| e.into_inner());
+            if table.by_ufrag.contains_key(&credentials.ufrag) {
+                return Err(io::Error::new(io::ErrorKind::AddrInUse, "ICE ufrag already on this mux"));
+            }
+            table.by_ufrag.insert(credentials.ufrag.clone(), Arc::clone(&inbox));
+        }
+        Ok(Some(MuxSocket { shared, inbox }))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Binds the shared socket with large buffers: it carries every session's traffic
+/// (one socket's default ~200 KB would be shared by all of them).
+fn bind_shared(addr: SocketAddr) -> io::Result<StdUdpSocket> {
+    let socket = StdUdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+    // Past net.core.[rw]mem_max with CAP_NET_ADMIN (the FORCE options), else up to it.
+    for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+        if !set_socket_option(fd, force, SOCKET_BUFFER as libc::c_int) {
+            set_socket_option(fd, plain, SOCKET_BUFFER as libc::c_int);
+        }
+    }
+    Ok(socket)
+}
+
+/// `setsockopt(fd, SOL_SOCKET, name, value)`; false when refused.
+fn set_socket_option(fd: std::os::fd::RawFd, name: libc::c_int, value: libc::c_int) -> bool {
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid fd the caller owns, and a c_int option value of the size given.
+    unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, name, (&value as *const libc::c_int).cast(), len) == 0 }
+}
+
+/// The local ICE username fragment and password of one PeerConnection: chosen here
+/// (and given to webrtc via `with_ice_credentials`) so the mux can check a binding
+/// request before the PeerConnection has seen a packet.
+#[derive(Clone)]
+pub struct IceCredentials {
+    pub ufrag: String,
+    pub password: String,
+}
+
+impl fmt::Debug for IceCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IceCredentials").field("ufrag", &self.ufrag).finish_non_exhaustive()
+    }
+}
+
+impl IceCredentials {
+    /// Random ICE credentials: 16 and 32 characters (RFC 8839 asks at least 4 and 22).
+    pub fn random() -> IceCredentials {
+        use rand::distr::{Alphanumeric, SampleString};
+        let mut rng = rand::rng();
+        IceCredentials {
+            ufrag: Alphanumeric.sample_string(&mut rng, 16),
+            password: Alphanumeric.sample_string(&mut rng, 32),
+        }
+    }
+}
+
+/// One shared socket and who is behind it.
+struct Shared {
+    socket: Arc<dyn AsyncUdpSocket>,
+    local: SocketAddr,
+    table: RwLock<Table>,
+    /// STUN requests our PeerConnections sent (transaction id → sender): the answer
+    /// goes back to whoever asked, even from an address no session owns (a STUN
+    /// server every session asks, a client whose own check has not arrived yet).
+    asked: Mutex<HashMap<TransactionId, (Arc<Inbox>, Instant)>>,
+    stats: Arc<MuxStats>,
+    crypto: Arc<dyn rtc::crypto::RTCCryptoProvider>,
+}
+
+#[derive(Default)]
+struct Table {
+    by_ufrag: HashMap<String, Arc<Inbox>>,
+    by_addr: HashMap<SocketAddr, Arc<Inbox>>,
+}
+
+impl Shared {
+    /// Routes one datagram from `from`: see the module docs for the rules.
+    fn dispatch(&self, data: &[u8], from: SocketAddr) {
+        let known = self.table.read().unwrap_or_else(|e| e.into_inner()).by_addr.get(&from).cloned();
+        let inbox = match known.or_else(|| self.answer_to(data)) {
+            Some(inbox) => inbox,
+            None => match self.authenticate(data) {
+                Ok(inbox) => {
+                    let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+                    // Still registered (not closed meanwhile)?
+                    if !table.by_ufrag.get(&inbox.ufrag).is_some_and(|i| Arc::ptr_eq(i, &inbox)) {
+                        return;
+                    }
+                    match table.by_addr.get(&from) {
+                        // Taken meanwhile: it stays with its owner.
+                        Some(owner) => Arc::clone(owner),
+                        None if inbox.addresses.load(Ordering::Relaxed) >= MAX_ADDRESSES => {
+                            self.stats.dropped_address_limit.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        None => {
+                            inbox.addresses.fetch_add(1, Ordering::Relaxed);
+                            self.stats.addresses_learned.fetch_add(1, Ordering::Relaxed);
+                            table.by_addr.insert(from, Arc::clone(&inbox));
+                            inbox
+                        }
+                    }
+                }
+                Err(Refused::Unknown) => {
+                    self.stats.dropped_unknown.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(Refused::Unauthenticated) => {
+                    self.stats.dropped_unauthenticated.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            },
+        };
+        if inbox.push(data, from) {
+            self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The inbox a datagram from an unknown address may open: a STUN binding request
+    /// whose USERNAME (`ours:theirs`) names one of our ufrags and whose
+    /// MESSAGE-INTEGRITY verifies with that ufrag's password.
+    fn authenticate(&self, data: &[u8]) -> Result<Arc<Inbox>, Refused> {
+        // Cheap test first: a STUN header (RFC 8489 §5) of a binding request.
+        if !matches!(stun_class_and_id(data), Some((StunClass::Request, _))) || data[0..2] != [0x00, 0x01] {
+            return Err(Refused::Unknown);
+        }
+        let mut message = Message::new();
+        message.unmarshal_binary(data).map_err(|_| Refused::Unknown)?;
+        if message.typ != BINDING_REQUEST {
+            return Err(Refused::Unknown);
+        }
+        let username = message.get(ATTR_USERNAME).map_err(|_| Refused::Unknown)?;
+        let ours = username.split(|b| *b == b':').next().unwrap_or_default();
+        let ours = std::str::from_utf8(ours).map_err(|_| Refused::Unknown)?;
+        let inbox = self
+            .table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_ufrag
+            .get(ours)
+            .cloned()
+            .ok_or(Refused::Unknown)?;
+        if message.get(ATTR_MESSAGE_INTEGRITY).is_err() {
+            return Err(Refused::Unauthenticated);
+        }
+        MessageIntegrity::check(&mut message, inbox.password.as_bytes(), self.crypto.crypto())
+            .map_err(|_| Refused::Unauthenticated)?;
+        Ok(inbox)
+    }
+
+    /// Notes the transaction id of a STUN request `sender` sends (see `asked`).
+    fn note_request(&self, datagram: &[u8], sender: &Arc<Inbox>) {
+        let Some((class, id)) = stun_class_and_id(datagram) else { return };
+        if class != StunClass::Request {
+            return;
+        }
+        let now = Instant::now();
+        let mut asked = lock(&self.asked);
+        if asked.len() >= MAX_OPEN_REQUESTS {
+            asked.retain(|_, (_, at)| now.duration_since(*at) < REQUEST_LIFETIME);
+            if asked.len() >= MAX_OPEN_REQUESTS {
+                return;
+            }
+        }
+        asked.insert(id, (Arc::clone(sender), now));
+    }
+
+    /// Who asked the STUN request `datagram` answers, if it is such an answer.
+    fn answer_to(&self, datagram: &[u8]) -> Option<Arc<Inbox>> {
+        let (class, id) = stun_class_and_id(datagram)?;
+        if class != StunClass::Response {
+            return None;
+        }
+        let (inbox, at) = lock(&self.asked).remove(&id)?;
+        (at.elapsed() < REQUEST_LIFETIME).then_some(inbox)
+    }
+
+    /// Forgets a closed PeerConnection: its ufrag and every address it learned.
+    fn detach(&self, inbox: &Arc<Inbox>) {
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        if table.by_ufrag.get(&inbox.ufrag).is_some_and(|i| Arc::ptr_eq(i, inbox)) {
+            table.by_ufrag.remove(&inbox.ufrag);
+        }
+        table.by_addr.retain(|_, i| !Arc::ptr_eq(i, inbox));
+        drop(table);
+        lock(&self.asked).retain(|_, (i, _)| !Arc::ptr_eq(i, inbox));
+    }
+}
+
+/// A STUN transaction id (RFC 8489 §5).
+type TransactionId = [u8; 12];
+
+/// STUN requests remembered at once per shared socket, and for how long: ICE
+/// retransmits for ~40 s at most; far more than live sessions ever have open.
+const MAX_OPEN_REQUESTS: usize = 16 * 1024;
+const REQUEST_LIFETIME: Duration = Duration::from_secs(40);
+
+#[derive(PartialEq)]
+enum StunClass {
+    Request,
+    Response,
+    Other,
+}
+
+/// The class and transaction id of a STUN message (RFC 8489 §5), without parsing
+/// it: first two bits zero, the magic cookie, then the class bits of the type.
+fn stun_class_and_id(datagram: &[u8]) -> Option<(StunClass, TransactionId)> {
+    if datagram.len() < 20 || datagram[0] & 0xc0 != 0 || datagram[4..8] != MAGIC_COOKIE.to_be_bytes() {
+        return None;
+    }
+    let class = match (datagram[0] & 0x01, datagram[1] & 0x10) {
+        (0, 0) => StunClass::Request,
+        (1, _) => StunClass::Response,
+        _ => StunClass::Other,
+    };
+    let mut id = [0u8; 12];
+    id.copy_from_slice(&datagram[8..20]);
+    Some((class, id))
+}
+
+enum Refused {
+    Unknown,
+    Unauthenticated,
+}
+
+/// Reads the shared socket in batches and routes each datagram; one task per socket.
+async fn read_loop(shared: Arc<Shared>) {
+    let gro = shared.socket.max_gro_segments().max(1);
+    let buf_len = (gro * 1500).max(MAX_DATAGRAM);
+    let mut storage = vec![0u8; buf_len * BATCH_SIZE];
+    let mut meta = [RecvMeta::default(); BATCH_SIZE];
+    loop {
+        let received = std::future::poll_fn(|cx| {
+            let mut chunks = storage.chunks_mut(buf_len);
+            let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+            shared.socket.poll_recv(cx, &mut bufs, &mut meta)
+        })
+        .await;
+        let count = match received {
+            Ok(count) => count,
+            Err(err) if transient(&err) => continue,
+            Err(err) => {
+                // Not expected on a bound UDP socket; keep serving rather than spin.
+                tracing::error!(addr = %shared.local, %err, "UDP mux receive failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        for (index, meta) in meta.iter().take(count).enumerate() {
+            let message = &storage[index * buf_len..index * buf_len + meta.len.min(buf_len)];
+            // GRO may have coalesced several datagrams of one flow: `stride` apart.
+            for datagram in message.chunks(meta.stride.max(1)) {
+                shared.dispatch(datagram, meta.addr);
+            }
+        }
+    }
+}
+
+/// Errors a socket serving many peers reports for one of them (as the driver's rule).
+fn transient(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+    )
+}
+
+/// Datagrams waiting for one PeerConnection's driver.
+struct Inbox {
+    id: u64,
+    ufrag: String,
+    password: String,
+    /// Remote addresses learned for it (at most [`MAX_ADDRESSES`]).
+    addresses: std::sync::atomic::AtomicUsize,
+    queue: Mutex<Queue>,
+    waker: AtomicWaker,
+}
+
+#[derive(Default)]
+struct Queue {
+    ready: VecDeque<Datagram>,
+    /// Buffers of datagrams already read, reused so steady state allocates nothing.
+    spare: Vec<Vec<u8>>,
+}
+
+struct Datagram {
+    bytes: Vec<u8>,
+    from: SocketAddr,
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Inbox {
+    /// Queues a copy of `data`; false when the inbox is full.
+    fn push(&self, data: &[u8], from: SocketAddr) -> bool {
+        {
+            let mut queue = lock(&self.queue);
+            if queue.ready.len() >= INBOX_DEPTH {
+                return false;
+            }
+            let mut bytes = queue.spare.pop().unwrap_or_else(|| Vec::with_capacity(MAX_DATAGRAM));
+            bytes.clear();
+            bytes.extend_from_slice(data);
+            queue.ready.push_back(Datagram { bytes, from });
+        }
+        self.waker.wake();
+        true
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let filled = self.drain(bufs, meta);
+        if filled > 0 {
+            return Poll::Ready(Ok(filled));
+        }
+        self.waker.register(cx.waker());
+        // A push between the drain and the register woke nobody: look again.
+        match self.drain(bufs, meta) {
+            0 => Poll::Pending,
+            filled => Poll::Ready(Ok(filled)),
+        }
+    }
+
+    fn drain(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
+        let mut queue = lock(&self.queue);
+        let mut filled = 0;
+        for (buf, meta) in bufs.iter_mut().zip(meta.iter_mut()) {
+            let Some(datagram) = queue.ready.pop_front() else { break };
+            let len = datagram.bytes.len().min(buf.len());
+            buf[..len].copy_from_slice(&datagram.bytes[..len]);
+            let mut m = RecvMeta::default();
+            m.len = len;
+            m.stride = len.max(1);
+            m.addr = datagram.from;
+            *meta = m;
+            queue.spare.push(datagram.bytes);
+            filled += 1;
+        }
+        filled
+    }
+}
+
+/// One PeerConnection's view of a shared socket.
+struct MuxSocket {
+    shared: Arc<Shared>,
+    inbox: Arc<Inbox>,
+}
+
+impl fmt::Debug for MuxSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MuxSocket").field("local", &self.shared.local).field("inbox", &self.inbox).finish()
+    }
+}
+
+impl Drop for MuxSocket {
+    fn drop(&mut self) {
+        self.shared.detach(&self.inbox);
+    }
+}
+
+impl AsyncUdpSocket for MuxSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.shared.local)
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        // (Media fails this at its first byte: 0x80 for RTP, 20..63 for DTLS.)
+        if transmit.segment_size.is_none() {
+            self.shared.note_request(transmit.contents, &self.inbox);
+        }
+        match self.shared.socket.poll_send(cx, transmit) {
+            // Many drivers share this socket and only the last one to wait would be
+            // woken: a full send buffer drops the datagram (as a full queue on the
+            // path would) instead of parking a driver that nobody may wake.
+            Poll::Pending => {
+                self.shared.stats.send_dropped.fetch_add(1, Ordering::Relaxed);
+                Poll::Ready(Ok(transmit.contents.len()))
+            }
+            ready => ready,
+        }
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.inbox.poll_recv(cx, bufs, meta)
+    }
+
+    fn max_gso_segments(&self) -> usize {
+        self.shared.socket.max_gso_segments()
+    }
+}
+
+/// What [`MuxRuntime`] delegates to (a static: some methods return futures borrowing it).
+static TOKIO: TokioRuntime = TokioRuntime;
+
+/// webrtc's `TokioRuntime` for one PeerConnection, except that its UDP sockets are
+/// views of the mux.
+struct MuxRuntime {
+    mux: UdpMux,
+    credentials: IceCredentials,
+}
+
+impl fmt::Debug for MuxRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MuxRuntime").field("port", &self.mux.port()).field("ice", &self.credentials).finish()
+    }
+}
+
+impl Runtime for MuxRuntime {
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
+        TOKIO.spawn(future)
+    }
+
+    fn spawn_reactor(
+        &self,
+        reactor_pool_size: usize,
+        future: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Box<dyn JoinHandle> {
+        TOKIO.spawn_reactor(reactor_pool_size, future)
+    }
+
+    /// Drops the driver's ephemeral socket and returns a view of the shared one on
+    /// the same address (or keeps the ephemeral one where the mux cannot bind).
+    fn wrap_udp_socket(&self, socket: StdUdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        let ip = socket.local_addr()?.ip();
+        match self.mux.attach(ip, &self.credentials)? {
+            Some(view) => Ok(Arc::new(view)),
+            None => TOKIO.wrap_udp_socket(socket),
+        }
+    }
+
+    fn wrap_tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        TOKIO.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(
+        &'a self,
+        remote_addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
+        TOKIO.connect_tcp(remote_addr)
+    }
+
+    fn resolve_host<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        TOKIO.resolve_host(host)
+    }
+
+    fn now(&self) -> Instant {
+        TOKIO.now()
+    }
+
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        TOKIO.sleep(duration)
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
+        TOKIO.interval(period)
+    }
+
+    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
+        TOKIO.block_on(future)
+    }
+
+    fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        TOKIO.yield_now()
+    }
+
+    fn name(&self) -> &'static str {
+        "tokio+udp-mux"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::stun::fingerprint::FINGERPRINT;
+    use rtc::stun::message::TransactionId;
+    use rtc::stun::textattrs::Username;
+
+    fn credentials(ufrag: &str) -> IceCredentials {
+        IceCredentials { ufrag: ufrag.to_owned(), password: format!("{ufrag}-password-of-22-chars") }
+    }
+
+    /// A binding request to `ufrag`, signed with `password`, as a browser sends it.
+    fn binding_request(ufrag: &str, password: &str) -> Vec<u8> {
+        let crypto = rtc::crypto::default_provider().expect("crypto");
+        let mut message = Message::new();
+        message
+            .build(&[
+                Box::new(BINDING_REQUEST),
+                Box::new(TransactionId::new()),
+                Box::new(Username::new(ATTR_USERNAME, format!("{ufrag}:remote"))),
+                Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                    password.to_owned(),
+                    crypto.crypto(),
+                )),
+                Box::new(FINGERPRINT),
+            ])
+            .expect("a binding request");
+        message.raw
+    }
+
+    fn received(socket: &MuxSocket) -> Vec<SocketAddr> {
+        let mut from = Vec::new();
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut meta = [RecvMeta::default()];
+        while socket.inbox.drain(&mut [IoSliceMut::new(&mut buf)], &mut meta) == 1 {
+            from.push(meta[0].addr);
+        }
+        from
+    }
+
+    fn count(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn addresses_are_learned_only_from_authenticated_binding_requests_and_never_moved() {
+        let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (a, b) = (credentials("aaaa"), credentials("bbbb"));
+        let socket_a = mux.attach(ip, &a).unwrap().expect("attached");
+        let socket_b = mux.attach(ip, &b).unwrap().expect("attached");
+        assert_eq!(socket_a.local_addr().unwrap(), socket_b.local_addr().unwrap(), "one shared socket");
+        let shared = Arc::clone(&socket_a.shared);
+        let stats = mux.stats();
+        let (x, y, z): (SocketAddr, SocketAddr, SocketAddr) = (
+            "192.0.2.1:1000".parse().unwrap(),
+            "192.0.2.2:2000".parse().unwrap(),
+            "192.0.2.3:3000".parse().unwrap(),
+        );
+
+        // Not STUN, from nobody we know: dropped.
+        shared.dispatch(b"\x80\x60 some rtp", x);
+        assert_eq!(count(&stats.dropped_unknown), 1);
+        // A's ufrag, but signed with the wrong password: dropped, and x stays unknown.
+        shared.dispatch(&binding_request("aaaa", "not-the-password-at-all"), x);
+        assert_eq!(count(&stats.dropped_unauthenticated), 1);
+        // A ufrag nobody has: dropped.
+        shared.dispatch(&binding_request("cccc", &a.password), x);
+        assert_eq!(count(&stats.dropped_unknown), 2);
+        assert!(received(&socket_a).is_empty() && received(&socket_b).is_empty());
+
+        // Authenticated for A: x is A's from now on, and its media follows.
+        shared.dispatch(&binding_request("aaaa", &a.password), x);
+        shared.dispatch(b"\x80\x60 rtp from x", x);
+        assert_eq!(received(&socket_a), vec![x, x]);
+        // Even a request B's password signs does not move x to B.
+        shared.dispatch(&binding_request("bbbb", &b.password), x);
+        assert_eq!(received(&socket_a), vec![x]);
+        assert!(received(&socket_b).is_empty());
+        // B learns its own address.
+        shared.dispatch(&binding_request("bbbb", &b.password), y);
+        assert_eq!(received(&socket_b), vec![y]);
+        assert_eq!(count(&stats.addresses_learned), 2);
+
+        // A closes: its ufrag and addresses are forgotten, B is untouched.
+        drop(socket_a);
+        shared.dispatch(b"\x80\x60 rtp from x", x);
+        shared.dispatch(&binding_request("aaaa", &a.password), z);
+        assert_eq!(count(&stats.dropped_unknown), 4);
+        shared.dispatch(b"\x80\x60 rtp from y", y);
+        assert_eq!(received(&socket_b), vec![y]);
+    }
+
+    #[tokio::test]
+    async fn answers_go_to_whoever_asked_once() {
+        let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (a, b) = (credentials("eeee"), credentials("ffff"));
+        let (socket_a, socket_b) =
+            (mux.attach(ip, &a).unwrap().unwrap(), mux.attach(ip, &b).unwrap().unwrap());
+        // B asks a STUN server (the discard port: nothing answers for real).
+        let stun_server: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let request = binding_request("server", "server-password-of-22-chars");
+        socket_b.send_to(&request, stun_server).await.expect("sent");
+        let mut answer = request.clone();
+        answer[0..2].copy_from_slice(&[0x01, 0x01]); // binding success, same transaction
+        let shared = Arc::clone(&socket_a.shared);
+        shared.dispatch(&answer, stun_server);
+        assert_eq!(received(&socket_b), vec![stun_server]);
+        assert!(received(&socket_a).is_empty());
+        // Once: a replay (or a guess) of the answer is a stranger's datagram.
+        shared.dispatch(&answer, stun_server);
+        assert!(received(&socket_b).is_empty());
+        assert_eq!(count(&mux.stats().dropped_unknown), 1);
+        assert_eq!(count(&mux.stats().addresses_learned), 0, "answers teach no address");
+    }
+
+    #[tokio::test]
+    async fn the_mdns_socket_and_a_wildcard_keep_their_own_sockets() {
+        let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
+        let creds = credentials("hhhh");
+        assert!(mux.attach("224.0.0.251".parse().unwrap(), &creds).unwrap().is_none());
+        assert!(mux.attach("0.0.0.0".parse().unwrap(), &creds).unwrap().is_none());
+        assert_eq!(mux.local_addrs().len(), 1, "nothing bound for them");
+    }
+
+    #[tokio::test]
+    async fn one_session_learns_at_most_max_addresses() {
+        let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
+        let creds = credentials("gggg");
+        let socket = mux.attach("127.0.0.1".parse().unwrap(), &creds).unwrap().expect("attached");
+        for port in 0..MAX_ADDRESSES as u16 + 5 {
+            socket.shared.dispatch(&binding_request("gggg", &creds.password), ([192, 0, 2, 1], port).into());
+        }
+        assert_eq!(count(&mux.stats().addresses_learned), MAX_ADDRESSES as u64);
+        assert_eq!(count(&mux.stats().dropped_address_limit), 5);
+        assert_eq!(received(&socket).len(), MAX_ADDRESSES);
+    }
+
+    #[tokio::test]
+    async fn a_full_inbox_drops_and_counts_and_reuses_its_buffers() {
+        let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
+        let creds = credentials("dddd");
+        let socket = mux.attach("127.0.0.1".parse().unwrap(), &creds).unwrap().expect("attached");
+        let from: SocketAddr = "192.0.2.9:9".parse().unwrap();
+        socket.shared.dispatch(&binding_request("dddd", &creds.password), from);
+        for _ in 0..INBOX_DEPTH + 10 {
+            socket.shared.dispatch(b"\x80\x60 rtp", from);
+        }
+        assert_eq!(count(&mux.stats().dropped_full), 11);
+        assert_eq!(received(&socket).len(), INBOX_DEPTH);
+        assert_eq!(lock(&socket.inbox.queue).spare.len(), INBOX_DEPTH, "buffers kept for reuse");
+    }
+}
