@@ -363,11 +363,6 @@ async fn send_datagrams(
         .map_err(Error::from)
 }
 
-fn experiment_min_gso_run() -> usize {
-    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *V.get_or_init(|| std::env::var("XP_MIN_GSO_RUN").ok().and_then(|v| v.parse().ok()).unwrap_or(MIN_GSO_RUN))
-}
-
 /// One address to bind, as produced by [`resolve_bind_addrs`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BindAddr {
@@ -2099,7 +2094,7 @@ where
             // GSO only when the run is both worth it and physically batchable. Clamp the
             // threshold to `max_seg` so a socket with a small GSO limit (< MIN_GSO_RUN)
             // still batches rather than degrading to all-singleton sends.
-            if max_seg > 1 && end - i >= experiment_min_gso_run().min(max_seg) {
+            if max_seg > 1 && end - i >= MIN_GSO_RUN.min(max_seg) {
                 // Large run: one GSO sendmsg beats end-i individual send_to syscalls.
                 scratch.clear();
                 for w in &writes[i..end] {
