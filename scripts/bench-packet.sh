@@ -39,6 +39,8 @@ new="$bin"
 out=target/bench/packet.jsonl
 : > "$out"
 builds=(new)
+# forwarded: RTP packets the server on $port has echoed so far.
+forwarded() { curl -s "http://127.0.0.1:$port/metrics" | awk '/^face_echo_rtp_packets_forwarded_total/ { print $2 }'; }
 [ -n "$base" ] && builds=(base new)
 
 for r in $(seq "$repeats"); do
@@ -50,9 +52,10 @@ for r in $(seq "$repeats"); do
       echo "bench: repeat $r, $build server, $n peers, ${seconds}s" >&2
       perf_pid=""
       if [ "$profile" = 1 ] && [ "$r" = 1 ]; then
-        # Only the load window: connecting (DTLS handshakes) is not the per-packet cost.
-        (sleep $((n / 8 + 3)); exec perf record -q -F 499 -g -p "$server" -o "target/bench/perf-$build-$n.data" \
-          -- sleep "$((seconds - 2))") 2>/dev/null &
+        # Only the load window, not connecting (DTLS handshakes): from the first echoes on.
+        (until [ "$(forwarded)" -gt 100 ] 2>/dev/null; do sleep 0.2; done
+         exec perf record -q -F 1999 -p "$server" -o "target/bench/perf-$build-$n.data" -- sleep "$((seconds / 2))") \
+          >/dev/null 2>&1 &
         perf_pid=$!
       fi
       "$new" loadgen --url "ws://127.0.0.1:$port/ws" --json --peers "$n" --seconds "$seconds" 2>/dev/null \
@@ -67,8 +70,8 @@ done
 if [ "$profile" = 1 ]; then
   for f in target/bench/perf-*.data; do
     echo "## top symbols (self), $(basename "$f" .data)"
-    perf report -i "$f" --no-children --sort symbol --percent-limit 1.5 --stdio 2>/dev/null \
-      | grep -E '^ +[0-9]' | head -25
+    perf report -i "$f" --no-children --sort dso,symbol --percent-limit 1 --stdio 2>/dev/null \
+      | grep -E '^ +[0-9]' | cut -c1-160 | head -25 || true
   done
 fi
 
