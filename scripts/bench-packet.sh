@@ -7,7 +7,8 @@
 #       without it only the current build is measured
 #   -r  repeats (default 3): runs are interleaved base, new, base, new, … and medians quoted
 #   -s  seconds of load per run (default 10)
-#   -p  also record a perf profile of each server once (first repeat) and print its top symbols
+#   -p  also profile each server once (first repeat): top symbols (perf record), and syscalls and
+#       context switches per echoed packet (perf stat), over the same window of the load
 #   PEERS  load-generator publishers, 320x240@30 (default: 16 32)
 #
 # Per-packet CPU = the server's utime+stime (/proc/PID/stat) over the load window ÷ echoed
@@ -39,6 +40,8 @@ new="$bin"
 out=target/bench/packet.jsonl
 : > "$out"
 builds=(new)
+syscall_events=syscalls:sys_enter_sendmsg,syscalls:sys_enter_recvmmsg,syscalls:sys_enter_epoll_wait
+syscall_events+=,syscalls:sys_enter_futex,context-switches
 # forwarded: RTP packets the server on $port has echoed so far.
 forwarded() { curl -s "http://127.0.0.1:$port/metrics" | awk '/^face_echo_rtp_packets_forwarded_total/ { print $2 }'; }
 [ -n "$base" ] && builds=(base new)
@@ -53,9 +56,13 @@ for r in $(seq "$repeats"); do
       perf_pid=""
       if [ "$profile" = 1 ] && [ "$r" = 1 ]; then
         # Only the load window, not connecting (DTLS handshakes): from the first echoes on.
+        # Also syscalls and context switches per echoed packet over the same window.
         (until [ "$(forwarded)" -gt 100 ] 2>/dev/null; do sleep 0.2; done
-         exec perf record -q -F 1999 -p "$server" -o "target/bench/perf-$build-$n.data" -- sleep "$((seconds / 2))") \
-          >/dev/null 2>&1 &
+         before=$(forwarded)
+         perf record -q -F 1999 -p "$server" -o "target/bench/perf-$build-$n.data" -- sleep "$((seconds / 2))" &
+         perf stat -x, -o "target/bench/syscalls-$build-$n.csv" -p "$server" -e "$syscall_events" -- sleep "$((seconds / 2))"
+         wait
+         echo "packets,$(($(forwarded) - before))" >> "target/bench/syscalls-$build-$n.csv") >/dev/null 2>&1 &
         perf_pid=$!
       fi
       "$new" loadgen --url "ws://127.0.0.1:$port/ws" --json --peers "$n" --seconds "$seconds" 2>/dev/null \
@@ -72,6 +79,16 @@ if [ "$profile" = 1 ]; then
     echo "## top symbols (self), $(basename "$f" .data)"
     perf report -i "$f" --no-children --sort dso,symbol --percent-limit 1 --stdio 2>/dev/null \
       | grep -E '^ +[0-9]' | cut -c1-160 | head -25 || true
+  done
+  echo "## per echoed packet, over the profiled window"
+  for f in target/bench/syscalls-*.csv; do
+    python3 - "$f" <<'PY'
+import csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 2 and r[0].replace(".", "").isdigit()]
+packets = float(next(l.split(",")[1] for l in open(sys.argv[1]) if l.startswith("packets,")))
+counts = " ".join(f"{r[2].split(':')[-1].replace('sys_enter_', '')} {float(r[0]) / packets:.2f}" for r in rows)
+print(f"{sys.argv[1].split('/')[-1][9:-4]}: {counts} ({packets:.0f} packets)")
+PY
   done
 fi
 
