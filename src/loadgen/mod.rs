@@ -90,10 +90,15 @@ pub struct Summary {
     /// Server CPU over the run, percent of one core (from /api/process).
     pub server_cpu_percent: Option<f64>,
     pub server_cpu_percent_per_peer: Option<f64>,
+    /// Server CPU (utime + stime from its /proc/PID/stat, via /api/process) over the run
+    /// ÷ packets echoed: the per-packet cost issue #13 tracks.
+    pub server_cpu_us_per_packet: Option<f64>,
     pub server_rss_mb_start: Option<f64>,
     pub server_rss_mb_max: Option<f64>,
     /// The load generator's own CPU over the run (it shares the machine).
     pub client_cpu_percent: f64,
+    /// The same per publisher: the load generator must cost less than the server it measures.
+    pub client_cpu_percent_per_peer: f64,
     pub connect_failures: usize,
     /// Viewers connected in all (`--viewers-per-peer` × peers, less failures).
     pub viewers: usize,
@@ -426,9 +431,14 @@ fn summarize(m: Measured) -> Summary {
         rtt_ms_p99: rtt_ms(0.99),
         server_cpu_percent: cpu_percent,
         server_cpu_percent_per_peer: cpu_percent.map(|c| c / peers as f64),
+        server_cpu_us_per_packet: m
+            .server_cpu
+            .filter(|_| packets_echoed > 0)
+            .map(|cpu| cpu * 1e6 / packets_echoed as f64),
         server_rss_mb_start: m.server_rss_start.map(|rss| rss as f64 / 1e6),
         server_rss_mb_max: (m.server_rss_max > 0).then(|| m.server_rss_max as f64 / 1e6),
         client_cpu_percent: m.client_cpu / seconds * 100.0,
+        client_cpu_percent_per_peer: m.client_cpu / seconds * 100.0 / peers as f64,
         connect_failures: m.connect_failures,
         viewers: m.counters.iter().map(|c| c.viewers.load(Ordering::Relaxed) as usize).sum(),
         viewer_packets,
@@ -494,8 +504,8 @@ pub fn print_human(summary: &Summary) {
          frames  sent {}  echoed {}  ({:.1} echoed fps)\n\
          packets sent {}  echoed {}  loss {:.3}%\n\
          echo RTT ms  p50 {}  p95 {}  p99 {}\n\
-         server  cpu {} of a core ({} per peer)  rss {} → {} MB\n\
-         loadgen cpu {:.1}% of a core\n\
+         server  cpu {} of a core ({} per peer, {} µs per echoed packet)  rss {} → {} MB\n\
+         loadgen cpu {:.1}% of a core ({:.2}% per peer)\n\
          viewers {}  packets received {}  loss {:.3}%\n\
          connect failures {}",
         summary.peers,
@@ -514,9 +524,11 @@ pub fn print_human(summary: &Summary) {
         ms(summary.rtt_ms_p99),
         pct(summary.server_cpu_percent),
         pct(summary.server_cpu_percent_per_peer),
+        ms(summary.server_cpu_us_per_packet),
         summary.server_rss_mb_start.map_or("–".into(), |v| format!("{v:.1}")),
         summary.server_rss_mb_max.map_or("–".into(), |v| format!("{v:.1}")),
         summary.client_cpu_percent,
+        summary.client_cpu_percent_per_peer,
         summary.viewers,
         summary.viewer_packets,
         summary.viewer_loss * 100.0,

@@ -825,6 +825,9 @@ where
         // amortizes the per-iteration cost (poll_writes/events/reads core locks,
         // timeout recompute, select setup).
         const MAX_UDP_RECV_BURST: usize = 64;
+        // The same bound for driver events (mostly RTP the application wrote) drained
+        // in one pass, so sockets and timers still get their turn under a flood.
+        const MAX_DRIVER_EVENT_BURST: usize = 64;
         // The burst buffer is shared across sockets, so size it for the largest GRO
         // capacity among them (falls back to the plain size when none support GRO).
         let burst_buf_len = udp_socket_list
@@ -833,6 +836,8 @@ where
             .max()
             .unwrap_or(UDP_RECV_BUF_LEN);
         let mut burst_buf = vec![0u8; burst_buf_len];
+        // The loop's sleep and the deadline it was armed for (see the select below).
+        let mut armed_timer: Option<(Instant, Pin<Box<dyn Future<Output = ()> + Send>>)> = None;
 
         loop {
             // Shutdown safety-net. `close()`/`Drop` set this flag and best-effort
@@ -927,8 +932,14 @@ where
             };
             futures::pin_mut!(consumed);
 
-            let timer = self.inner.runtime.sleep(delay_from_now);
-            futures::pin_mut!(timer);
+            // Re-armed only when the deadline moves: most passes of a busy loop end
+            // with the same deadline as the last, and a fresh sleep each pass costs an
+            // allocation and a timer-wheel insert and removal per packet.
+            let deadline = now + delay_from_now;
+            let timer = match &mut armed_timer {
+                Some((armed_at, sleep)) if *armed_at == deadline => sleep,
+                slot => &mut slot.insert((deadline, self.inner.runtime.sleep(delay_from_now))).1,
+            };
 
             let udp_recv_future: OptionFuture<_> = if !udp_recv_futures.is_empty() {
                 Some(udp_recv_futures.next())
@@ -961,13 +972,20 @@ where
                 _ = consumed.fuse() => {}
 
                 // Timer expired
-                _ = timer.fuse() => {
+                _ = timer.as_mut().fuse() => {
+                    armed_timer = None;
                     self.handle_timeout(self.inner.runtime.now()).await?;
                 }
 
                 // Driver events (RTP, RTCP, or ICE candidate)
                 evt = driver_event_rx.recv().fuse() => {
-                    if let Some(evt) = evt {
+                    // Drain what else is already queued (up to MAX_DRIVER_EVENT_BURST) before
+                    // looping: one pass of the loop (poll_writes, timers, select set-up) per
+                    // burst instead of per packet, and the RTP of a whole frame reaches
+                    // `flush_writes` together, where it can leave in one GSO send.
+                    let mut next = evt;
+                    let mut burst = 0;
+                    while let Some(evt) = next {
                         // Rebind before the gathering it must precede. `IceGathering` is the
                         // message that starts a generation gathering, so an ICE restart that
                         // replaces the sockets has to swap them here — gathering over the old
@@ -1040,6 +1058,12 @@ where
                             trace!("Driver event channel closed, exiting event loop");
                             return Ok(());
                         }
+                        burst += 1;
+                        next = if burst < MAX_DRIVER_EVENT_BURST {
+                            driver_event_rx.try_recv().ok()
+                        } else {
+                            None
+                        };
                     }
                 }
 

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Server CPU per echoed RTP packet (issue #13), A/B against a baseline binary in the same run.
+#
+#   scripts/bench-packet.sh [-b BASELINE_BIN] [-r REPEATS] [-s SECONDS] [-p] [PEERS...]
+#
+#   -b  a copy of an earlier release binary (e.g. `cp target/release/face-echo /tmp/face-echo-base`);
+#       without it only the current build is measured
+#   -r  repeats (default 3): runs are interleaved base, new, base, new, … and medians quoted
+#   -s  seconds of load per run (default 10)
+#   -p  also profile each server once (first repeat): top symbols (perf record), and syscalls and
+#       context switches per echoed packet (perf stat), over the same window of the load
+#   PEERS  load-generator publishers, 320x240@30 (default: 16 32)
+#
+# Per-packet CPU = the server's utime+stime (/proc/PID/stat) over the load window ÷ echoed
+# packets; the load generator (always the current build, so the client is the same for both
+# servers) reports its own CPU too. Results: target/bench/packet.jsonl, tables on stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+base=""
+repeats=3
+seconds=10
+profile=0
+while getopts "b:r:s:p" opt; do
+  case "$opt" in
+    b) base="$OPTARG" ;;
+    r) repeats="$OPTARG" ;;
+    s) seconds="$OPTARG" ;;
+    p) profile=1 ;;
+    *) sed -n 2,15p "$0" >&2; exit 2 ;;
+  esac
+done
+shift $((OPTIND - 1))
+peers=("$@")
+[ ${#peers[@]} -gt 0 ] || peers=(16 32)
+
+. scripts/bench-lib.sh
+[ -z "${BENCH_BIN:-}" ] || bin="$BENCH_BIN"
+new="$bin"
+out=target/bench/packet.jsonl
+: > "$out"
+builds=(new)
+syscall_events=syscalls:sys_enter_sendmsg,syscalls:sys_enter_recvmmsg,syscalls:sys_enter_epoll_wait
+syscall_events+=,syscalls:sys_enter_futex,context-switches
+# forwarded: RTP packets the server on $port has echoed so far.
+forwarded() { curl -s "http://127.0.0.1:$port/metrics" | awk '/^face_echo_rtp_packets_forwarded_total/ { print $2 }'; }
+[ -n "$base" ] && builds=(base new)
+
+for r in $(seq "$repeats"); do
+  for n in "${peers[@]}"; do
+    for build in "${builds[@]}"; do
+      server_bin="$new"
+      [ "$build" = base ] && server_bin="$base"
+      bin="$server_bin" start_server "target/bench/packet-$build-$n.log" --max-sessions 512
+      echo "bench: repeat $r, $build server, $n peers, ${seconds}s" >&2
+      perf_pid=""
+      if [ "$profile" = 1 ] && [ "$r" = 1 ]; then
+        # Only the load window, not connecting (DTLS handshakes): from the first echoes on.
+        # Also syscalls and context switches per echoed packet over the same window.
+        (until [ "$(forwarded)" -gt 100 ] 2>/dev/null; do sleep 0.2; done
+         before=$(forwarded)
+         perf record -q -F 1999 -p "$server" -o "target/bench/perf-$build-$n.data" -- sleep "$((seconds / 2))" &
+         perf stat -x, -o "target/bench/syscalls-$build-$n.csv" -p "$server" -e "$syscall_events" -- sleep "$((seconds / 2))"
+         wait
+         echo "packets,$(($(forwarded) - before))" >> "target/bench/syscalls-$build-$n.csv") >/dev/null 2>&1 &
+        perf_pid=$!
+      fi
+      "$new" loadgen --url "ws://127.0.0.1:$port/ws" --json --peers "$n" --seconds "$seconds" 2>/dev/null \
+        | python3 -c "import json,sys; d=json.load(sys.stdin); d['build']='$build'; d['repeat']=$r; print(json.dumps(d))" \
+        >> "$out"
+      [ -z "$perf_pid" ] || wait "$perf_pid" || true
+      stop_server
+    done
+  done
+done
+
+if [ "$profile" = 1 ]; then
+  for f in target/bench/perf-*.data; do
+    echo "## top symbols (self), $(basename "$f" .data)"
+    perf report -i "$f" --no-children --sort dso,symbol --percent-limit 1 --stdio 2>/dev/null \
+      | grep -E '^ +[0-9]' | cut -c1-160 | head -25 || true
+  done
+  echo "## per echoed packet, over the profiled window"
+  for f in target/bench/syscalls-*.csv; do
+    python3 - "$f" <<'PY'
+import csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 2 and r[0].replace(".", "").isdigit()]
+packets = float(next(l.split(",")[1] for l in open(sys.argv[1]) if l.startswith("packets,")))
+counts = " ".join(f"{r[2].split(':')[-1].replace('sys_enter_', '')} {float(r[0]) / packets:.2f}" for r in rows)
+print(f"{sys.argv[1].split('/')[-1][9:-4]}: {counts} ({packets:.0f} packets)")
+PY
+  done
+fi
+
+python3 - "$out" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+med = lambda xs: statistics.median(xs) if xs else None
+print("| peers | server | µs CPU / echoed packet (median; runs) | echoed packets / s | loss | RTT p50 / p99 ms | loadgen CPU % / peer |")
+print("|---|---|---|---|---|---|---|")
+by = {}
+for r in rows:
+    by.setdefault((r["peers"], r["build"]), []).append(r)
+for (peers, build), rs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] != "base")):
+    us = [r["server_cpu_us_per_packet"] for r in rs if r.get("server_cpu_us_per_packet")]
+    pps = med([r["packets_echoed"] / r["seconds"] for r in rs])
+    loss = max(r["loss"] for r in rs)
+    p50, p99 = med([r["rtt_ms_p50"] for r in rs]), med([r["rtt_ms_p99"] for r in rs])
+    client = med([r["client_cpu_percent"] / r["peers"] for r in rs])
+    runs = ", ".join(f"{u:.1f}" for u in us)
+    print(f"| {peers} | {build} | **{med(us):.1f}** ({runs}) | {pps:.0f} | {loss*100:.3f}% | {p50:.1f} / {p99:.1f} | {client:.2f} |")
+peers = sorted({p for p, _ in by})
+if any(b == "base" for _, b in by):
+    print()
+    print("| peers | new ÷ base, µs per packet (median of per-repeat ratios) |")
+    print("|---|---|")
+    for p in peers:
+        base = {r["repeat"]: r["server_cpu_us_per_packet"] for r in by.get((p, "base"), [])}
+        new = {r["repeat"]: r["server_cpu_us_per_packet"] for r in by.get((p, "new"), [])}
+        ratios = [new[k] / base[k] for k in base if k in new and base[k]]
+        if ratios:
+            print(f"| {p} | {med(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)}) |")
+PY
