@@ -32,6 +32,7 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 
 use super::{AppState, ws};
 use crate::auth;
+use crate::limits::Place;
 use crate::session::viewer::Viewer;
 use crate::session::{Session, SessionEvent, SessionInfo};
 use crate::sessions::Slot;
@@ -139,20 +140,26 @@ pub(super) async fn publish(
     }
 }
 
-async fn open_publisher(app: AppState, client: SocketAddr, offer: String) -> Response {
+/// What every POST needs before it negotiates, as `/ws` does: a server not shutting
+/// down, a `--max-pending` place for the negotiation, and a slot under
+/// `--max-sessions` (a viewer is a PeerConnection too: it counts, unlisted).
+fn admit(app: &AppState, client: SocketAddr) -> Result<(Place, Slot), Box<Response>> {
     if *app.shutdown.borrow() {
-        return error_response(
-            &app,
+        return Err(Box::new(error_response(
+            app,
             SignalError::new(ErrorCode::ServerShutdown, "the server is shutting down"),
-        );
+        )));
     }
-    let _negotiating = match super::take_pending(&app, client) {
-        Ok(place) => place,
-        Err(message) => return busy(&format!("too_many_pending: {message}")),
-    };
-    let mut slot = match super::take_slot(&app, client.ip()) {
-        Ok(slot) => slot,
-        Err(error) => return error_response(&app, error),
+    let negotiating = super::take_pending(app, client)
+        .map_err(|message| Box::new(busy(&format!("too_many_pending: {message}"))))?;
+    let slot = super::take_slot(app, client.ip()).map_err(|error| Box::new(error_response(app, error)))?;
+    Ok((negotiating, slot))
+}
+
+async fn open_publisher(app: AppState, client: SocketAddr, offer: String) -> Response {
+    let (_negotiating, mut slot) = match admit(&app, client) {
+        Ok(admitted) => admitted,
+        Err(refused) => return *refused,
     };
     let ufrag = ice_ufrag(&offer);
     let networks = app.network.attempts_for(client.ip());
@@ -225,20 +232,9 @@ async fn open_viewer(
     watch_token: String,
     offer: String,
 ) -> Response {
-    if *app.shutdown.borrow() {
-        return error_response(
-            &app,
-            SignalError::new(ErrorCode::ServerShutdown, "the server is shutting down"),
-        );
-    }
-    let _negotiating = match super::take_pending(&app, client) {
-        Ok(place) => place,
-        Err(message) => return busy(&format!("too_many_pending: {message}")),
-    };
-    // A viewer is a PeerConnection too: it counts toward --max-sessions (unlisted).
-    let slot = match super::take_slot(&app, client.ip()) {
-        Ok(slot) => slot,
-        Err(error) => return error_response(&app, error),
+    let (_negotiating, slot) = match admit(&app, client) {
+        Ok(admitted) => admitted,
+        Err(refused) => return *refused,
     };
     let ufrag = ice_ufrag(&offer);
     let networks = app.network.attempts_for(client.ip());

@@ -6,12 +6,11 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { CHROMIUM_FLAGS, freePort } from './harness.mjs';
+import { freePort, launchWithFakeCamera } from './harness.mjs';
 import { mkdirSync, mkdtempSync, rmSync, createWriteStream, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../..');
@@ -73,15 +72,7 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
       try { return (await fetch(`${base}/healthz`)).ok; } catch { return false; }
     }, 20_000, () => tail(serverLog));
 
-    context = await chromium.launchPersistentContext(join(work, 'profile'), {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      args: [
-        ...CHROMIUM_FLAGS,
-        '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-        `--use-file-for-fake-video-capture=${y4m}`, '--allow-loopback-in-peer-connection',
-      ],
-    });
+    context = await launchWithFakeCamera(work, y4m);
     const page = context.pages()[0] ?? await context.newPage();
     page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
     page.on('pageerror', (e) => consoleLines.push(`[pageerror] ${e.message}`));

@@ -12,12 +12,11 @@
 // each path's stages (PathStats). It prints each window and the median of each
 // number over the phase's windows.
 import { spawn, execFileSync } from 'node:child_process';
-import { CHROMIUM_FLAGS, freePort } from './harness.mjs';
+import { freePort, launchWithFakeCamera } from './harness.mjs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../..');
@@ -79,15 +78,7 @@ try {
     if (i > 80) throw new Error('the server did not start');
     await sleep(250);
   }
-  context = await chromium.launchPersistentContext(join(work, 'profile'), {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: [
-      ...CHROMIUM_FLAGS,
-      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-      `--use-file-for-fake-video-capture=${y4m}`, '--allow-loopback-in-peer-connection',
-    ],
-  });
+  context = await launchWithFakeCamera(work, y4m);
   const page = context.pages()[0] ?? await context.newPage();
   await page.goto(base);
   await page.click('#start');

@@ -1,12 +1,28 @@
-// What the browser test and the backend probe share: a free loopback port, and
-// the flags headless Chromium needs on this kind of machine.
+// What the browser test, the floor bench and the backend probe share: a free
+// loopback port, the flags headless Chromium needs on this kind of machine, and
+// Chromium with a fake camera playing a Y4M file.
 import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
 
 /** Chromium flags for a headless run with no GPU, no network chatter, no first-run UI. */
 export const CHROMIUM_FLAGS = [
   '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run',
 ];
+
+/** Debian's Chromium, headless, profile in `work`, its camera playing `y4m`. */
+export function launchWithFakeCamera(work, y4m) {
+  return chromium.launchPersistentContext(join(work, 'profile'), {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: [
+      ...CHROMIUM_FLAGS,
+      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+      `--use-file-for-fake-video-capture=${y4m}`, '--allow-loopback-in-peer-connection',
+    ],
+  });
+}
 
 /** A TCP port free on 127.0.0.1 right now. */
 export function freePort() {
