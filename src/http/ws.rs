@@ -458,6 +458,12 @@ impl Connection {
                 self.send(ServerMessage::Ice { candidate });
                 Flow::Continue
             }
+            // In a shutdown the publisher may close before this viewer hears of the
+            // shutdown itself: the viewer is told the real reason either way.
+            SessionEvent::PublisherLeft if *self.app.shutdown.borrow() => {
+                self.send_error(SignalError::new(ErrorCode::ServerShutdown, "the server is shutting down"));
+                Flow::Close
+            }
             SessionEvent::PublisherLeft => {
                 self.send_error(SignalError::new(
                     ErrorCode::PublisherLeft,
