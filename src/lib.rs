@@ -18,7 +18,7 @@
 //!     └─ tap: tap::TapInput::offer, a bounded queue                  (try_send)
 //!          tap thread: assemble → admission (VP8 header, pixel budget) → libvpx
 //!            ├─ metrics, snapshot; the page's frame code (framecode)
-//!            └─ detect: newest frame wins → BlazeFace (ort) → detect::Detection
+//!            └─ detect: newest frame wins → letterbox from I420 → BlazeFace (ort) → Detection
 //!                 └─ session::results: `detections` on every `face-echo` data
 //!                    channel of the publisher and its viewers; agreement with the
 //!                    page's own detections (agreement); `stats` each second
@@ -37,14 +37,15 @@
 //!   [`http`] (router, signaling WebSocket, WHIP/WHEP, assets), `listener` and `limits`
 //!   (file-descriptor budget, per-IP caps), `auth` (tokens), `tls`, [`signaling`]
 //!   (wire types), [`sessions`] (the table and its slots), [`metrics`], [`process`].
-//! - One PeerConnection: [`peer`] (the recipe every PeerConnection is built from),
+//! - One PeerConnection: [`peer`] (the recipe every PeerConnection is built from;
+//!   webrtc-rs itself is vendored, with the few changes listed in vendor/PATCHES.md),
 //!   [`session`] (negotiate, echo, fan-out, viewers, keyframes, results),
 //!   [`network`] (which addresses media binds), [`udp_mux`] (`--udp-port PORT`:
 //!   every session on one socket per address), [`nack_budget`] and
 //!   `keyframe_feedback` (interceptors).
 //! - Seeing: [`tap`] (assemble, admit, decode, snapshot), [`frame`] (the decoded
 //!   picture), [`framecode`] (the page's frame number in the pixels), [`detect`]
-//!   (BlazeFace), `agreement` (page vs server, per frame), `loop_messages` (the
+//!   (BlazeFace; `detect::letterbox` samples its input from I420), `agreement` (page vs server, per frame), `loop_messages` (the
 //!   data channel's wire types), `stats` (percentiles), `token_bucket` (rate limits).
 //! - Several nodes: [`cluster`] (`--cluster`: the session directory in Redis,
 //!   heartbeat, redirects to the node that holds a session).
