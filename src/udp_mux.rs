@@ -2,9 +2,9 @@
 //! per local address and demultiplexes what arrives to the PeerConnections.
 //!
 //! How it plugs into webrtc-rs: every server PeerConnection runs on its own
-//! [`MuxRuntime`], which is webrtc's `TokioRuntime` except for `wrap_udp_socket`.
+//! `MuxRuntime`, which is webrtc's `TokioRuntime` except for `wrap_udp_socket`.
 //! The driver binds an ephemeral socket per local address and asks the runtime to
-//! wrap it; we drop that socket and hand back a [`MuxSocket`] whose `local_addr()`
+//! wrap it; we drop that socket and hand back a `MuxSocket` whose `local_addr()`
 //! is the shared socket's address, so the host candidate names the mux port (that
 //! takes the one-line change to the driver listed in vendor/PATCHES.md).
 //!
@@ -71,7 +71,7 @@ pub struct MuxStats {
     pub send_dropped: AtomicU64,
     /// Remote addresses learned from authenticated binding requests.
     pub addresses_learned: AtomicU64,
-    /// Authenticated, but the session already has [`MAX_ADDRESSES`] addresses (a
+    /// Authenticated, but the session already has `MAX_ADDRESSES` addresses (a
     /// client claiming address after address, spoofed or not, cannot fill the table).
     pub dropped_address_limit: AtomicU64,
 }

@@ -214,7 +214,7 @@ impl Cluster {
     }
 
     /// A clean shutdown: stop the heartbeat and remove this node's entries now,
-    /// rather than letting them expire (at most [`LEAVE_TIMEOUT`]).
+    /// rather than letting them expire (at most `LEAVE_TIMEOUT`).
     pub async fn leave(&self) {
         if let Some(task) = self.heartbeat.lock().unwrap_or_else(|e| e.into_inner()).take() {
             task.abort();
