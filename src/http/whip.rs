@@ -106,12 +106,6 @@ impl Resources {
     }
 }
 
-/// The publisher a WHEP URL's watch token names. One function, so that a cluster can
-/// look the token up elsewhere (or redirect) in one place.
-pub(crate) fn watched_session(app: &AppState, watch_token: &str) -> Option<Arc<SessionInfo>> {
-    app.sessions.by_watch_token(watch_token)
-}
-
 /// `POST /whip`: publish (and, for an offer that can receive, get the echo).
 pub(super) async fn publish(
     State(app): State<AppState>,
@@ -201,12 +195,12 @@ pub(super) async fn watch(
     if let Some(refused) = wrong_content_type(&headers, SDP) {
         return refused;
     }
-    // Before the body is read: the one place that decides where this token lives
-    // (with --cluster, another node: 307 there, the body follows).
+    // Before the body is read: where this token lives (with --cluster, another node
+    // may hold it: 307 there, the body follows).
     if let Some(redirect) = super::elsewhere(&app, &watch_token, &format!("/whep/{watch_token}")).await {
         return redirect;
     }
-    let Some(publisher) = watched_session(&app, &watch_token) else {
+    let Some(publisher) = app.sessions.by_watch_token(&watch_token) else {
         return error_response(
             &app,
             SignalError::new(ErrorCode::NoSuchSession, "no such session (it may have ended)"),
