@@ -50,16 +50,13 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// GET `path` with an optional `Authorization` header value: status and body.
 pub async fn http_get_with(addr: SocketAddr, path: &str, authorization: Option<&str>) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("read");
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("status line");
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    (status, body)
+    let headers: Vec<(&str, &str)> =
+        authorization.map(|value| ("Authorization", value)).into_iter().collect();
+    let response =
+        face_echo::loadgen::client::http_request("GET", &format!("http://{addr}{path}"), &headers, b"")
+            .await
+            .expect("GET");
+    (response.status, response.body)
 }
 
 /// `/api/sessions` as JSON.
