@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Server CPU per echoed RTP packet (issue #13), A/B against a baseline binary in the same run.
 #
-#   scripts/bench-packet.sh [-b BASELINE_BIN] [-r REPEATS] [-s SECONDS] [-p] [PEERS...]
+#   scripts/bench-packet.sh [-b BASELINE_BIN] [-l] [-r REPEATS] [-s SECONDS] [-p] [PEERS...]
 #
 #   -b  a copy of an earlier release binary (e.g. `cp target/release/face-echo /tmp/face-echo-base`);
 #       without it only the current build is measured
+#   -l  A/B the load generator instead: BASELINE_BIN runs the load in the base runs, and the
+#       server is the current build in every run (loadgen CPU per peer is the figure to read)
 #   -r  repeats (default 3): runs are interleaved base, new, base, new, … and medians quoted
 #   -s  seconds of load per run (default 10)
 #   -p  also profile each server once (first repeat): top symbols (perf record), and syscalls and
@@ -13,7 +15,7 @@
 #
 # Per-packet CPU = the server's utime+stime (/proc/PID/stat) over the load window ÷ echoed
 # packets; the load generator (always the current build, so the client is the same for both
-# servers) reports its own CPU too. Results: target/bench/packet.jsonl, tables on stdout.
+# servers; with -l the server is the same and the client differs) reports its own CPU too. Results: target/bench/packet.jsonl, tables on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,13 +23,15 @@ base=""
 repeats=3
 seconds=10
 profile=0
-while getopts "b:r:s:p" opt; do
+ab_loadgen=0
+while getopts "b:lr:s:p" opt; do
   case "$opt" in
     b) base="$OPTARG" ;;
+    l) ab_loadgen=1 ;;
     r) repeats="$OPTARG" ;;
     s) seconds="$OPTARG" ;;
     p) profile=1 ;;
-    *) sed -n 2,15p "$0" >&2; exit 2 ;;
+    *) sed -n 2,17p "$0" >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -50,7 +54,12 @@ for r in $(seq "$repeats"); do
   for n in "${peers[@]}"; do
     for build in "${builds[@]}"; do
       server_bin="$new"
-      [ "$build" = base ] && server_bin="$base"
+      loadgen_bin="$new"
+      if [ "$build" = base ] && [ "$ab_loadgen" = 1 ]; then
+        loadgen_bin="$base"
+      elif [ "$build" = base ]; then
+        server_bin="$base"
+      fi
       bin="$server_bin" start_server "target/bench/packet-$build-$n.log" --max-sessions 512
       echo "bench: repeat $r, $build server, $n peers, ${seconds}s" >&2
       perf_pid=""
@@ -65,7 +74,7 @@ for r in $(seq "$repeats"); do
          echo "packets,$(($(forwarded) - before))" >> "target/bench/syscalls-$build-$n.csv") >/dev/null 2>&1 &
         perf_pid=$!
       fi
-      "$new" loadgen --url "ws://127.0.0.1:$port/ws" --json --peers "$n" --seconds "$seconds" 2>/dev/null \
+      "$loadgen_bin" loadgen --url "ws://127.0.0.1:$port/ws" --json --peers "$n" --seconds "$seconds" 2>/dev/null \
         | python3 -c "import json,sys; d=json.load(sys.stdin); d['build']='$build'; d['repeat']=$r; print(json.dumps(d))" \
         >> "$out"
       [ -z "$perf_pid" ] || wait "$perf_pid" || true
@@ -92,12 +101,12 @@ PY
   done
 fi
 
-python3 - "$out" <<'PY'
+python3 - "$out" "$ab_loadgen" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 med = lambda xs: statistics.median(xs) if xs else None
-print("| peers | server | µs CPU / echoed packet (median; runs) | echoed packets / s | loss | RTT p50 / p99 ms | loadgen CPU % / peer |")
-print("|---|---|---|---|---|---|---|")
+print("| peers | build | µs CPU / echoed packet (median; runs) | echoed packets / s | loss | RTT p50 / p99 ms | server CPU % / peer | loadgen CPU % / peer | loadgen ÷ server |")
+print("|---|---|---|---|---|---|---|---|---|")
 by = {}
 for r in rows:
     by.setdefault((r["peers"], r["build"]), []).append(r)
@@ -107,16 +116,23 @@ for (peers, build), rs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] 
     loss = max(r["loss"] for r in rs)
     p50, p99 = med([r["rtt_ms_p50"] for r in rs]), med([r["rtt_ms_p99"] for r in rs])
     client = med([r["client_cpu_percent"] / r["peers"] for r in rs])
+    server = med([r["server_cpu_percent"] / r["peers"] for r in rs if r.get("server_cpu_percent")])
+    client_ratio = med([r["client_cpu_percent"] / r["server_cpu_percent"] for r in rs if r.get("server_cpu_percent")])
     runs = ", ".join(f"{u:.1f}" for u in us)
-    print(f"| {peers} | {build} | **{med(us):.1f}** ({runs}) | {pps:.0f} | {loss*100:.3f}% | {p50:.1f} / {p99:.1f} | {client:.2f} |")
+    print(f"| {peers} | {build} | **{med(us):.1f}** ({runs}) | {pps:.0f} | {loss*100:.3f}% | {p50:.1f} / {p99:.1f} | {server:.2f} | {client:.2f} | {client_ratio:.2f} |")
 peers = sorted({p for p, _ in by})
 if any(b == "base" for _, b in by):
     print()
-    print("| peers | new ÷ base, µs per packet (median of per-repeat ratios) |")
+    # Without -l the servers differ: compare server CPU per packet; with -l the load
+    # generators do: compare their CPU per peer.
+    loadgen_ab = sys.argv[2] == "1"
+    what = "loadgen CPU per peer" if loadgen_ab else "µs per packet"
+    pick = (lambda r: r["client_cpu_percent"] / r["peers"]) if loadgen_ab else (lambda r: r["server_cpu_us_per_packet"])
+    print(f"| peers | new ÷ base, {what} (median of per-repeat ratios) |")
     print("|---|---|")
     for p in peers:
-        base = {r["repeat"]: r["server_cpu_us_per_packet"] for r in by.get((p, "base"), [])}
-        new = {r["repeat"]: r["server_cpu_us_per_packet"] for r in by.get((p, "new"), [])}
+        base = {r["repeat"]: pick(r) for r in by.get((p, "base"), [])}
+        new = {r["repeat"]: pick(r) for r in by.get((p, "new"), [])}
         ratios = [new[k] / base[k] for k in base if k in new and base[k]]
         if ratios:
             print(f"| {p} | {med(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)}) |")

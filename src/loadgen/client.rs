@@ -33,7 +33,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription,
+    RTCPeerConnectionState, RTCSessionDescription, Registry,
 };
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpSender};
 
@@ -41,6 +41,10 @@ use crate::peer::{self, PeerNetwork};
 
 /// Changes the offer before it is sent (tests use it to pin the DTLS role).
 pub type OfferEdit = Box<dyn FnOnce(String) -> String + Send>;
+
+/// Called with each echoed packet in the task that reads the track (see
+/// [`ClientOptions::on_echo`]).
+pub type EchoCallback = Arc<dyn Fn(rtp::Packet) + Send + Sync>;
 
 /// The label of the data channel face-echo's server talks JSON on.
 pub const DATA_CHANNEL_LABEL: &str = "face-echo";
@@ -62,6 +66,16 @@ pub struct ClientOptions {
     /// (a WHIP encoder's) or `Recvonly` (a WHEP player's: no local track at all, so
     /// nothing to send and no [`ClientPeer::ssrc`]).
     pub direction: RTCRtpTransceiverDirection,
+    /// Hand each echoed packet to this callback where the track is read, instead of
+    /// queueing it for [`ClientPeer::echoed`]: one task wake-up per packet fewer (the
+    /// load generator, whose cost must stay below the server's it measures).
+    pub on_echo: Option<EchoCallback>,
+    /// Run no interceptor but the one numbering sent packets: no NACKs, no reports,
+    /// no transport-cc feedback of our own. The offer still advertises the same
+    /// feedback, so the server does for this peer the work a browser gives it. For the
+    /// load generator, which measures loss and delay itself: on loopback nothing is
+    /// lost, so nothing would be retransmitted either way.
+    pub lean: bool,
 }
 
 impl Default for ClientOptions {
@@ -73,6 +87,8 @@ impl Default for ClientOptions {
             edit_offer: None,
             echo_by_mid: false,
             direction: RTCRtpTransceiverDirection::Sendrecv,
+            on_echo: None,
+            lean: false,
         }
     }
 }
@@ -130,6 +146,7 @@ pub struct ClientPeer {
 enum EchoSink {
     Plain(mpsc::UnboundedSender<rtp::Packet>),
     ByMid(mpsc::UnboundedSender<(String, rtp::Packet)>),
+    Callback(EchoCallback),
 }
 
 struct Handler {
@@ -173,14 +190,18 @@ impl PeerConnectionEventHandler for Handler {
         // Called from the PeerConnection's driver loop: look the m-line up in a task.
         let task = tokio::spawn(async move {
             let mid = match &echoed {
-                EchoSink::Plain(_) => String::new(),
                 EchoSink::ByMid(_) => mid_receiving(&pc, &track).await.unwrap_or_default(),
+                EchoSink::Plain(_) | EchoSink::Callback(_) => String::new(),
             };
             while let Some(event) = track.poll().await {
                 let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
                 let sent = match &echoed {
                     EchoSink::Plain(tx) => tx.send(packet).is_ok(),
                     EchoSink::ByMid(tx) => tx.send((mid.clone(), packet)).is_ok(),
+                    EchoSink::Callback(on_echo) => {
+                        on_echo(packet);
+                        true
+                    }
                 };
                 if !sent {
                     return;
@@ -569,8 +590,11 @@ impl ClientPeer {
         let (echo_track_tx, echo_track) = watch::channel(None);
         let (echoed_tx, echoed) = mpsc::unbounded_channel();
         let (echoed_by_mid_tx, echoed_by_mid) = mpsc::unbounded_channel();
-        let echo_sink =
-            if options.echo_by_mid { EchoSink::ByMid(echoed_by_mid_tx) } else { EchoSink::Plain(echoed_tx) };
+        let echo_sink = match (&options.on_echo, options.echo_by_mid) {
+            (Some(on_echo), _) => EchoSink::Callback(Arc::clone(on_echo)),
+            (None, true) => EchoSink::ByMid(echoed_by_mid_tx),
+            (None, false) => EchoSink::Plain(echoed_tx),
+        };
         let handler_tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
         let pc_slot = Arc::new(OnceLock::new());
         let handler = Handler {
@@ -581,14 +605,14 @@ impl ClientPeer {
             pc: Arc::clone(&pc_slot),
             tasks: Arc::clone(&handler_tasks),
         };
-        let pc = peer::build_with(
-            &PeerNetwork::loopback(),
-            None,
-            Arc::new(handler),
-            Arc::default(),
-            peer::number_sent_packets,
-        )
-        .await?;
+        let interceptors: fn(Registry) -> Registry = if options.lean {
+            |_| peer::number_sent_packets(Registry::new())
+        } else {
+            peer::number_sent_packets
+        };
+        let pc =
+            peer::build_with(&PeerNetwork::loopback(), None, Arc::new(handler), Arc::default(), interceptors)
+                .await?;
         let _ = pc_slot.set(Arc::downgrade(&pc));
         let mut tracks = Vec::with_capacity(options.tracks);
         let mut senders = Vec::with_capacity(options.tracks);

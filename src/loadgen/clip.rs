@@ -1,5 +1,6 @@
-//! A synthetic VP8 clip, encoded once with libvpx (through `vpx-encode`), that test
-//! peers and the load generator loop, so sending stays cheap on the client side.
+//! A synthetic VP8 clip, encoded once with libvpx (the same bytes on every run, see
+//! [`super::encode`]), that test peers and the load generator loop, so sending stays
+//! cheap on the client side.
 
 use std::time::Instant;
 
@@ -8,11 +9,11 @@ use rtc::rtp;
 use rtc::rtp::codec::vp8::Vp8Payloader;
 use rtc::rtp::packetizer::{Packetizer, new_packetizer};
 use rtc::rtp::sequence::new_random_sequencer;
-use vpx_encode::{Config, Encoder, VideoCodecId};
 use yuvutils_rs::{
     YuvChromaSubsampling, YuvConversionMode, YuvPlanarImageMut, YuvRange, YuvStandardMatrix, rgb_to_yuv420,
 };
 
+use super::encode::{Encoded, Vp8Encoder};
 use crate::peer::{RTP_MTU, VP8_CLOCK_RATE, VP8_PAYLOAD_TYPE};
 
 /// One encoded VP8 frame.
@@ -46,27 +47,17 @@ pub fn encode_clip(
     bitrate_kbps: u32,
     mut picture: impl FnMut(usize) -> Vec<u8>,
 ) -> anyhow::Result<Vec<EncodedFrame>> {
-    let mut encoder = Encoder::new(Config {
-        width,
-        height,
-        timebase: [1, fps as i32],
-        bitrate: bitrate_kbps,
-        codec: VideoCodecId::VP8,
-    })
-    .map_err(|e| anyhow::anyhow!("libvpx encoder: {e:?}"))?;
+    let mut encoder = Vp8Encoder::new(width, height, fps, bitrate_kbps)?;
     let mut out = Vec::with_capacity(frames);
+    let mut keep = |encoded: Vec<Encoded>| {
+        out.extend(
+            encoded.into_iter().map(|frame| EncodedFrame { data: Bytes::from(frame.data), key: frame.key }),
+        )
+    };
     for index in 0..frames {
-        let image = picture(index);
-        let packets =
-            encoder.encode(index as i64, &image).map_err(|e| anyhow::anyhow!("libvpx encode: {e:?}"))?;
-        for frame in packets {
-            out.push(EncodedFrame { data: Bytes::copy_from_slice(frame.data), key: frame.key });
-        }
+        keep(encoder.encode(index as i64, Some(&picture(index)))?);
     }
-    let mut finish = encoder.finish().map_err(|e| anyhow::anyhow!("libvpx flush: {e:?}"))?;
-    while let Some(frame) = finish.next().map_err(|e| anyhow::anyhow!("libvpx flush: {e:?}"))? {
-        out.push(EncodedFrame { data: Bytes::copy_from_slice(frame.data), key: frame.key });
-    }
+    keep(encoder.encode(frames as i64, None)?);
     Ok(out)
 }
 
@@ -141,5 +132,25 @@ mod tests {
         assert_eq!(clip.len(), 10);
         assert!(clip[0].key);
         assert!(clip.iter().all(|f| !f.data.is_empty()));
+    }
+
+    /// Every run of the load generator encodes its own clip: if the bytes differed
+    /// from run to run, so would the packets per frame, and A/B runs would compare
+    /// different loads.
+    #[test]
+    fn the_clip_is_the_same_every_time() {
+        let sizes = || -> Vec<usize> {
+            encode_test_pattern(320, 240, 60, 30, 500).unwrap().iter().map(|f| f.data.len()).collect()
+        };
+        let first = sizes();
+        for _ in 0..4 {
+            // Load the machine a little differently each time (a realtime encoder adapts to it).
+            let busy = std::thread::spawn(|| {
+                let t = Instant::now();
+                while t.elapsed().as_millis() < 50 {}
+            });
+            assert_eq!(sizes(), first);
+            busy.join().unwrap();
+        }
     }
 }

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 pub mod client;
 pub mod clip;
+mod encode;
 
 use crate::peer::VP8_CLOCK_RATE;
 use crate::process::ProcessStats;
@@ -153,10 +154,33 @@ struct Load {
     clip: Arc<Vec<EncodedFrame>>,
     fps: u32,
     deadline: Instant,
-    /// Echo round-trip times, µs.
-    rtts: Arc<Mutex<Vec<u32>>>,
     /// With `--results`: (age_ms, infer_ms) of each detection received.
     results: Arc<Mutex<Vec<(f64, f64)>>>,
+}
+
+/// One publisher's echo bookkeeping, fed by its peer's track reader directly
+/// ([`client::ClientOptions::on_echo`]): no task or queue of its own per packet.
+#[derive(Default)]
+struct Echoes {
+    counters: Arc<PeerCounters>,
+    times: std::sync::Mutex<SendTimes>,
+    /// Echo round-trip times, µs.
+    rtts: std::sync::Mutex<Vec<u32>>,
+}
+
+impl Echoes {
+    /// Matches an echoed packet to its send time (a retransmission matches nothing).
+    fn echoed(&self, packet: &rtc::rtp::Packet) {
+        let sent_at =
+            self.times.lock().unwrap_or_else(|e| e.into_inner()).echoed(packet.header.sequence_number);
+        let Some(sent_at) = sent_at else { return };
+        let rtt = sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+        self.rtts.lock().unwrap_or_else(|e| e.into_inner()).push(rtt);
+        self.counters.packets_echoed.fetch_add(1, Ordering::Relaxed);
+        if packet.header.marker {
+            self.counters.frames_echoed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
@@ -172,9 +196,10 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
     eprintln!("loadgen: clip of {} frames at {width}x{height}, connecting {} peers", clip.len(), args.peers);
 
     let (publishers, mut connect_failures) = connect_publishers(&args).await?;
-    let counters: Vec<Arc<PeerCounters>> = publishers.iter().map(|_| Arc::default()).collect();
+    let counters: Vec<Arc<PeerCounters>> = publishers.iter().map(|(_, e)| Arc::clone(&e.counters)).collect();
+    let echoes: Vec<Arc<Echoes>> = publishers.iter().map(|(_, e)| Arc::clone(e)).collect();
     // Viewers (if any) join before the clock starts.
-    let (viewers, viewer_failures) = join_viewers(&args, &publishers, &counters).await;
+    let (viewers, viewer_failures) = join_viewers(&args, &publishers).await;
     connect_failures += viewer_failures;
 
     let before = fetch_process(&http_base).await;
@@ -185,21 +210,18 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
         clip,
         fps: args.fps,
         deadline: started + Duration::from_secs(args.seconds),
-        rtts: Arc::default(),
         results: Arc::default(),
     });
-    let tasks: Vec<_> = publishers
+    let senders: Vec<_> = publishers
         .into_iter()
-        .zip(counters.iter().cloned())
-        .map(|(publisher, peer)| run_publisher(publisher, peer, Arc::clone(&load)))
+        .map(|(publisher, echoes)| run_publisher(publisher, echoes, Arc::clone(&load)))
         .collect();
     let reporter =
         tokio::spawn(report_progress(counters.clone(), http_base.clone(), Arc::clone(&rss_max), started));
 
     let mut finished = Vec::new();
-    for (sender, receiver) in tasks {
-        let publisher = sender.await.context("a sender task failed")?;
-        finished.push((publisher, receiver));
+    for sender in senders {
+        finished.push(sender.await.context("a sender task failed")?);
     }
     let sending = started.elapsed();
     // Let the last echoes arrive, then stop.
@@ -211,11 +233,13 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
         let _ = viewer.close().await;
         task.abort();
     }
-    for (publisher, receiver) in finished {
+    for publisher in finished {
         let _ = publisher.close().await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), receiver).await;
     }
-    let mut rtts = std::mem::take(&mut *load.rtts.lock().await);
+    let mut rtts: Vec<u32> = echoes
+        .iter()
+        .flat_map(|e| std::mem::take(&mut *e.rtts.lock().unwrap_or_else(|e| e.into_inner())))
+        .collect();
     rtts.sort_unstable();
     let results = std::mem::take(&mut *load.results.lock().await);
     let rss_max = rss_max.load(Ordering::Relaxed).max(after.as_ref().map(|p| p.rss_bytes).unwrap_or(0));
@@ -237,14 +261,24 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
     }))
 }
 
-/// Connects `--peers` publishers, 8 at a time; fails only if none connects.
-async fn connect_publishers(args: &LoadgenArgs) -> anyhow::Result<(Vec<ClientPeer>, usize)> {
+/// Connects `--peers` publishers, 8 at a time, each with its echo bookkeeping;
+/// fails only if none connects.
+async fn connect_publishers(args: &LoadgenArgs) -> anyhow::Result<(Vec<(ClientPeer, Arc<Echoes>)>, usize)> {
     let mut publishers = Vec::new();
     let mut failures = 0;
     for batch in (0..args.peers).collect::<Vec<_>>().chunks(8) {
-        let options = || client::ClientOptions { data_channel: args.results, ..Default::default() };
-        let attempts =
-            batch.iter().map(|_| ClientPeer::connect_options(&args.url, options(), Duration::from_secs(20)));
+        let attempts = batch.iter().map(|_| async {
+            let echoes = Arc::new(Echoes::default());
+            let on_echo = Arc::clone(&echoes);
+            let options = client::ClientOptions {
+                data_channel: args.results,
+                on_echo: Some(Arc::new(move |packet| on_echo.echoed(&packet))),
+                lean: true,
+                ..Default::default()
+            };
+            let publisher = ClientPeer::connect_options(&args.url, options, Duration::from_secs(20)).await;
+            publisher.map(|publisher| (publisher, echoes))
+        });
         for result in futures_util::future::join_all(attempts).await {
             match result {
                 Ok(publisher) => publishers.push(publisher),
@@ -264,12 +298,12 @@ async fn connect_publishers(args: &LoadgenArgs) -> anyhow::Result<(Vec<ClientPee
 /// `--viewers-per-peer` viewers for each publisher, each counting what it receives.
 async fn join_viewers(
     args: &LoadgenArgs,
-    publishers: &[ClientPeer],
-    counters: &[Arc<PeerCounters>],
+    publishers: &[(ClientPeer, Arc<Echoes>)],
 ) -> (Vec<(ClientPeer, JoinHandle<()>)>, usize) {
     let mut viewers = Vec::new();
     let mut failures = 0;
-    for (publisher, peer) in publishers.iter().zip(counters) {
+    for (publisher, echoes) in publishers {
+        let peer = &echoes.counters;
         for _ in 0..args.viewers_per_peer {
             match ClientPeer::watch(&args.url, &publisher.watch_token, Duration::from_secs(20)).await {
                 Ok(mut viewer) => {
@@ -295,15 +329,9 @@ async fn join_viewers(
     (viewers, failures)
 }
 
-/// One publisher's sender (loops the clip until the deadline, then hands the
-/// publisher back) and receiver (matches echoes to send times).
-fn run_publisher(
-    mut publisher: ClientPeer,
-    peer: Arc<PeerCounters>,
-    load: Arc<Load>,
-) -> (JoinHandle<ClientPeer>, JoinHandle<()>) {
-    let times = Arc::new(std::sync::Mutex::new(SendTimes::default()));
-    let mut echoed = publisher.take_echoed();
+/// One publisher's sender: loops the clip until the deadline, then hands the
+/// publisher back (its echoes are matched as they arrive, see [`Echoes`]).
+fn run_publisher(mut publisher: ClientPeer, echoes: Arc<Echoes>, load: Arc<Load>) -> JoinHandle<ClientPeer> {
     if let Some(mut messages) = publisher.channel_messages() {
         let results = Arc::clone(&load.results);
         tokio::spawn(async move {
@@ -315,27 +343,7 @@ fn run_publisher(
             }
         });
     }
-    let (recv_peer, recv_times, rtts) = (Arc::clone(&peer), Arc::clone(&times), Arc::clone(&load.rtts));
-    let receiver = tokio::spawn(async move {
-        let mut local = Vec::new();
-        while let Some(packet) = echoed.recv().await {
-            let sent_at =
-                recv_times.lock().unwrap_or_else(|e| e.into_inner()).echoed(packet.header.sequence_number);
-            let Some(sent_at) = sent_at else {
-                continue; // a retransmission
-            };
-            local.push(sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-            recv_peer.packets_echoed.fetch_add(1, Ordering::Relaxed);
-            if packet.header.marker {
-                recv_peer.frames_echoed.fetch_add(1, Ordering::Relaxed);
-            }
-            if local.len() >= 256 {
-                rtts.lock().await.append(&mut local);
-            }
-        }
-        rtts.lock().await.append(&mut local);
-    });
-    let sender = tokio::spawn(async move {
+    tokio::spawn(async move {
         let mut ticker = tokio::time::interval(Duration::from_secs(1) / load.fps);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         for frame in load.clip.iter().cycle() {
@@ -343,13 +351,12 @@ fn run_publisher(
             if Instant::now() >= load.deadline {
                 break;
             }
-            if send(&mut publisher, frame, load.fps, &times, &peer).await.is_err() {
+            if send(&mut publisher, frame, load.fps, &echoes).await.is_err() {
                 break;
             }
         }
         publisher
-    });
-    (sender, receiver)
+    })
 }
 
 /// A progress line a second while the load runs; tracks the server's peak RSS.
@@ -458,12 +465,12 @@ async fn send(
     publisher: &mut ClientPeer,
     frame: &EncodedFrame,
     fps: u32,
-    times: &std::sync::Mutex<SendTimes>,
-    counters: &PeerCounters,
+    echoes: &Echoes,
 ) -> anyhow::Result<()> {
     let now = Instant::now();
     let packets = publisher.send_frame(&frame.data, VP8_CLOCK_RATE / fps).await?;
-    let mut times = times.lock().unwrap_or_else(|e| e.into_inner());
+    let counters = &echoes.counters;
+    let mut times = echoes.times.lock().unwrap_or_else(|e| e.into_inner());
     for packet in &packets {
         times.sent(packet.header.sequence_number, now);
     }

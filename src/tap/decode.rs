@@ -1,4 +1,4 @@
-//! VP8 decoding with libvpx, through the same `vpx_sys` binding `vpx-encode` uses.
+//! VP8 decoding with libvpx, through the `vpx_sys` binding (`env-libvpx-sys`).
 //!
 //! The decoder is not `Send` (libvpx context with raw pointers); it lives on the
 //! tap's own thread, never on the async runtime.
