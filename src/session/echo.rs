@@ -1,18 +1,21 @@
 //! The echo: every RTP packet of an incoming video track goes straight back out on
 //! the session's own track, payload untouched.
 //!
-//! This loop polls the track's event channel, which webrtc-rs bounds at 256 events
-//! and drops on overflow, so it does nothing slow: rewrite two header fields, hand
-//! the packet to the driver, bump atomics. Keyframe requests flow the other way in a
+//! Each packet is handled on the PeerConnection's driver ([`EchoPath`], an
+//! `RtpForwarder`: vendored webrtc patch 5), so it does nothing slow: rewrite two
+//! header fields, write the packet into the core, `try_send` to the side consumers,
+//! bump atomics. Keyframe requests flow the other way in a
 //! task of their own ([`relay_keyframe_requests`], then [`super::keyframes`]).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
+use rtc::rtp_transceiver::RTCRtpSenderId;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::track_remote::{RtpForwarder, TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::fanout::FanOut;
@@ -26,6 +29,10 @@ use crate::tap::assemble::TapPacket;
 #[derive(Debug, Default)]
 pub struct EchoStats {
     pub packets_in: AtomicU64,
+    /// Of those, the packets the PeerConnection's driver handed to the echo itself
+    /// ([`EchoPath`] as an `RtpForwarder`), not through the track's queue: all but the
+    /// first few, queued before the forwarder was registered.
+    pub packets_on_driver: AtomicU64,
     pub packets_out: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
@@ -65,9 +72,21 @@ pub fn readdress(packet: &mut rtc::rtp::Packet, ssrc: u32, payload_type: Option<
 /// One incoming track and where it is echoed to: the packet path of a session.
 pub struct EchoLeg {
     pub incoming: Arc<dyn TrackRemote>,
+    /// The PeerConnection the track arrived on, to run [`EchoPath`] on its driver
+    /// (weakly: the session owns it, and closing it ends the track and this leg).
+    pub pc: Weak<dyn PeerConnection>,
     /// `None` for an m-line the client only sends on (a WHIP encoder's `sendonly`):
     /// nothing goes back, the rest (viewers, recorder, tap) is the same.
-    pub output: Option<Arc<TrackLocalStaticRTP>>,
+    pub output: Option<(Arc<TrackLocalStaticRTP>, RTCRtpSenderId)>,
+    pub path: EchoPath,
+}
+
+/// What happens to each packet of an incoming track: the echo first, then the
+/// viewers, the recorder and the decode tap, each through a bounded `try_send`.
+/// Nothing in it waits, so it runs on the PeerConnection's driver as an
+/// [`RtpForwarder`] (vendor/PATCHES.md, patch 5): the packet is echoed in the pass
+/// of the driver's loop that read it, with no task hand-off.
+pub struct EchoPath {
     pub out_ssrc: u32,
     pub out_payload_type: Option<u8>,
     /// The decode tap's input (first video track, `--decode-tap`).
@@ -80,62 +99,110 @@ pub struct EchoLeg {
     pub metrics: Arc<Metrics>,
 }
 
+/// What a packet leaves for the side consumers once its echo is written.
+struct Sides {
+    payload_len: u64,
+    for_tap: Option<TapPacket>,
+    for_viewers: Option<rtc::rtp::Packet>,
+}
+
+impl EchoPath {
+    /// Counts `packet` in and readdresses it for the echo (`echoes`: there is an
+    /// echo track); returns it with what the side consumers need of it.
+    fn take(&self, mut packet: rtc::rtp::Packet, echoes: bool) -> (Option<rtc::rtp::Packet>, Sides) {
+        let payload_len = packet.payload.len() as u64;
+        // Taken before the packet moves into the echo; cloning `Bytes` shares the payload.
+        let for_tap = (self.tap.is_some() || self.recorder.is_some()).then(|| TapPacket::from(&packet));
+        let for_viewers = self.viewers.as_ref().filter(|v| v.count() > 0).map(|_| packet.clone());
+        self.stats.packets_in.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_in.fetch_add(payload_len, Ordering::Relaxed);
+        self.metrics.rtp_packets_received.inc();
+        let echo = echoes.then(|| {
+            readdress(&mut packet, self.out_ssrc, self.out_payload_type);
+            packet
+        });
+        (echo, Sides { payload_len, for_tap, for_viewers })
+    }
+
+    /// After the echo (`None`: nothing to echo to): the viewers, each on its own
+    /// bounded queue, the recorder, the counters, and the tap.
+    fn finish<E: std::fmt::Display>(&self, sides: Sides, echoed: Option<Result<(), E>>) {
+        let Sides { payload_len, for_tap, for_viewers } = sides;
+        if let (Some(viewers), Some(packet)) = (&self.viewers, for_viewers) {
+            viewers.send(&packet);
+        }
+        // The recording takes what came in, echoed or not.
+        if let (Some(recorder), Some(packet)) = (&self.recorder, &for_tap) {
+            recorder.offer(packet.clone());
+        }
+        match echoed {
+            Some(Ok(())) | None => {
+                if echoed.is_some() {
+                    self.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                    self.stats.bytes_out.fetch_add(payload_len, Ordering::Relaxed);
+                    self.metrics.rtp_packets_forwarded.inc();
+                    self.metrics.rtp_bytes_forwarded.inc_by(payload_len);
+                }
+                if let (Some(tap), Some(packet)) = (&self.tap, for_tap) {
+                    tap.offer(packet);
+                }
+            }
+            Some(Err(err)) => {
+                self.stats.forward_errors.fetch_add(1, Ordering::Relaxed);
+                self.metrics.rtp_forward_errors.inc();
+                tracing::debug!(%err, "echo track refused a packet");
+            }
+        }
+    }
+}
+
+/// The echo as an [`RtpForwarder`]: `write` sends on the echo track's sender, in the
+/// driver's core (an error when there is none: then it is not called).
+struct OnDriver {
+    path: Arc<EchoPath>,
+    echoes: bool,
+}
+
+impl RtpForwarder for OnDriver {
+    fn on_rtp(
+        &self,
+        packet: rtc::rtp::Packet,
+        write: &mut dyn FnMut(rtc::rtp::Packet) -> webrtc::error::Result<()>,
+    ) {
+        self.path.stats.packets_on_driver.fetch_add(1, Ordering::Relaxed);
+        let (echo, sides) = self.path.take(packet, self.echoes);
+        let echoed = echo.map(write);
+        self.path.finish(sides, echoed);
+    }
+}
+
 impl EchoLeg {
-    /// Forwards `incoming` to `output` until the track ends; each forwarded packet
-    /// is then handed to the viewers and offered to the recorder and the decode tap, if any.
+    /// Echoes `incoming` to `output` until the track ends: on the driver once the
+    /// forwarder is registered, here for what was queued before that.
     pub async fn run(self) {
-        let EchoLeg { incoming, output, out_ssrc, out_payload_type, tap, recorder, viewers, stats, metrics } =
-            self;
+        let EchoLeg { incoming, pc, output, path } = self;
+        let path = Arc::new(path);
+        let track_id = incoming.track_id().await;
+        let forwarder = OnDriver { path: Arc::clone(&path), echoes: output.is_some() };
+        if let Some(pc) = pc.upgrade() {
+            let sender = output.as_ref().map(|(_, sender)| *sender);
+            pc.forward_rtp(track_id.clone(), sender, Some(Arc::new(forwarder)));
+        }
         while let Some(event) = incoming.poll().await {
-            let mut packet = match event {
+            let packet = match event {
                 TrackRemoteEvent::OnRtpPacket(packet) => packet,
                 TrackRemoteEvent::OnEnded => break,
                 _ => continue,
             };
-            let payload_len = packet.payload.len() as u64;
-            // Taken before the packet moves into the echo; cloning `Bytes` shares the payload.
-            let for_tap = (tap.is_some() || recorder.is_some()).then(|| TapPacket::from(&packet));
-            let for_viewers = viewers.as_ref().filter(|v| v.count() > 0).map(|_| packet.clone());
-            stats.packets_in.fetch_add(1, Ordering::Relaxed);
-            stats.bytes_in.fetch_add(payload_len, Ordering::Relaxed);
-            metrics.rtp_packets_received.inc();
-
-            let echoed = match &output {
-                Some(output) => {
-                    readdress(&mut packet, out_ssrc, out_payload_type);
-                    Some(output.write_rtp(packet).await)
-                }
-                None => None,
+            let (echo, sides) = path.take(packet, output.is_some());
+            let echoed = match (echo, &output) {
+                (Some(packet), Some((track, _))) => Some(track.write_rtp(packet).await),
+                _ => None,
             };
-            // The echo first; then the viewers, each on its own bounded queue.
-            if let (Some(viewers), Some(packet)) = (&viewers, for_viewers) {
-                viewers.send(&packet);
-            }
-            // The recording takes what came in, echoed or not.
-            if let (Some(recorder), Some(packet)) = (&recorder, &for_tap) {
-                recorder.offer(packet.clone());
-            }
-            match echoed {
-                Some(Ok(())) => {
-                    stats.packets_out.fetch_add(1, Ordering::Relaxed);
-                    stats.bytes_out.fetch_add(payload_len, Ordering::Relaxed);
-                    metrics.rtp_packets_forwarded.inc();
-                    metrics.rtp_bytes_forwarded.inc_by(payload_len);
-                    if let (Some(tap), Some(packet)) = (&tap, for_tap) {
-                        tap.offer(packet);
-                    }
-                }
-                Some(Err(err)) => {
-                    stats.forward_errors.fetch_add(1, Ordering::Relaxed);
-                    metrics.rtp_forward_errors.inc();
-                    tracing::debug!(%err, "echo track refused a packet");
-                }
-                None => {
-                    if let (Some(tap), Some(packet)) = (&tap, for_tap) {
-                        tap.offer(packet);
-                    }
-                }
-            }
+            path.finish(sides, echoed);
+        }
+        if let Some(pc) = pc.upgrade() {
+            pc.forward_rtp(track_id, None, None);
         }
     }
 }

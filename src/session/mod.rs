@@ -34,7 +34,7 @@ use crate::peer::{self, PeerNetwork};
 use crate::record::{self, RecordState, RecorderInput};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
 use crate::tap::{self, TapConfig, TapInput, TapState};
-use echo::{EchoLeg, EchoOutput, EchoStats};
+use echo::{EchoLeg, EchoOutput, EchoPath, EchoStats};
 use fanout::FanOut;
 pub use negotiate::MAX_VIDEO_TRACKS;
 use negotiate::{
@@ -138,6 +138,7 @@ impl SessionInfo {
             "created_at": self.created_at_ms,
             "echo": {
                 "packets_in": n(&echo.packets_in),
+                "packets_on_driver": n(&echo.packets_on_driver),
                 "packets_out": n(&echo.packets_out),
                 "bytes_in": n(&echo.bytes_in),
                 "bytes_out": n(&echo.bytes_out),
@@ -244,7 +245,7 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
                 return;
             };
             let payload_type = negotiated_vp8_payload_type(&sender).await;
-            (Some(track), ssrc, payload_type, mid, first)
+            (Some((track, sender.id())), ssrc, payload_type, mid, first)
         }
         // A sendonly m-line: webrtc-rs receives it on a transceiver of its own, with
         // no echo track. It still publishes (viewers, recorder, tap), as the first
@@ -254,10 +255,11 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
             (None, 0, None, String::new(), true)
         }
     };
+    let Some(pc) = shared.pc.get().cloned() else { return };
 
     // One keyframe budget for everyone who asks this publisher for keyframes.
     let mut wishers = keyframes::Wishers::default();
-    if let Some(out_track) = &out_track {
+    if let Some((out_track, _)) = &out_track {
         let (echo_wishes, wishes) = mpsc::channel(1);
         wishers.add(wishes, Arc::clone(&shared.info.echo.plis_relayed));
         shared.spawn(echo::relay_keyframe_requests(Arc::clone(out_track), echo_wishes));
@@ -281,14 +283,17 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     shared.spawn(keyframes::schedule(wishers, Arc::clone(&track), Arc::clone(&shared.metrics)));
     let leg = EchoLeg {
         incoming: track,
+        pc,
         output: out_track,
-        out_ssrc,
-        out_payload_type,
-        tap,
-        recorder,
-        viewers,
-        stats: Arc::clone(&shared.info.echo),
-        metrics: Arc::clone(&shared.metrics),
+        path: EchoPath {
+            out_ssrc,
+            out_payload_type,
+            tap,
+            recorder,
+            viewers,
+            stats: Arc::clone(&shared.info.echo),
+            metrics: Arc::clone(&shared.metrics),
+        },
     };
     leg.run().await;
     tracing::debug!(session = %shared.info.id, mid, "incoming track ended");

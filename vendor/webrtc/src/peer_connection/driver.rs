@@ -505,6 +505,10 @@ pub(crate) struct PeerConnectionDriver<A = SocketAddr> {
     /// Reused scratch buffer for concatenating a run of same-destination datagrams
     /// into one UDP GSO send (see [`flush_writes`](Self::flush_writes)).
     gso_scratch: Vec<u8>,
+    /// Set when an [`RtpForwarder`](crate::media_stream::track_remote::RtpForwarder) wrote
+    /// into the core while reads were delivered: `poll_reads` then flushes at once, so a
+    /// forwarded packet leaves in the pass it arrived in (patch 5).
+    rtp_forwarded: bool,
     ice_gathering_active: bool,
     stun_gathering_complete: bool,
     turn_gathering_complete: bool,
@@ -584,6 +588,7 @@ where
             mdns_socket: None,
             udp_sockets: HashMap::new(),
             gso_scratch: Vec::new(),
+            rtp_forwarded: false,
             tcp_transport: RTCTcpTransport::new(HashMap::new()),
             ice_gathering_active: false,
             stun_gathering_complete: false,
@@ -1600,6 +1605,35 @@ where
                 .await;
             }
             RTCMessage::RtpPacket(track_id, packet) => {
+                // A forwarder takes the packet here, on the driver (patch 5); what it writes
+                // goes to its sender in the core now and leaves at the end of `poll_reads`.
+                // Only once the track's queue is drained: packets keep their order.
+                let forwarding = {
+                    let forwarders =
+                        self.inner.rtp_forwarders.lock().unwrap_or_else(|e| e.into_inner());
+                    forwarders.get(&track_id).cloned()
+                };
+                let forwarding = match forwarding {
+                    Some(forwarding) => {
+                        let track_remotes = self.inner.track_remote_events_tx.lock().await;
+                        let drained = track_remotes.get(&track_id).is_none_or(|(tx, _)| tx.is_empty());
+                        drained.then_some(forwarding)
+                    }
+                    None => None,
+                };
+                if let Some(forwarding) = forwarding {
+                    let now = self.inner.runtime.now();
+                    let mut core = self.inner.core.lock().await;
+                    let mut write = |packet: rtp::Packet| -> Result<()> {
+                        let sender_id = forwarding.sender.ok_or_else(|| Error::Other("no sender to forward to".into()))?;
+                        let mut sender =
+                            core.rtp_sender(sender_id).ok_or_else(|| Error::Other("unknown sender".into()))?;
+                        sender.write_rtp(now, packet)
+                    };
+                    forwarding.forwarder.on_rtp(packet, &mut write);
+                    self.rtp_forwarded = true;
+                    return;
+                }
                 let track_remotes = self.inner.track_remote_events_tx.lock().await;
                 if let Some(evt_tx) = track_remotes.get(&track_id) {
                     // overflow: DROPS — inherent, not a bug. UDP has no flow control, so
@@ -2169,6 +2203,9 @@ where
         // same connection for as long as it stalled.
         for message in Self::drain_core_media(self.inner.clone()).await {
             self.handle_rtc_message(message).await;
+        }
+        if std::mem::take(&mut self.rtp_forwarded) {
+            self.poll_writes().await?;
         }
 
         // 3.c Retry anything the application was too slow to take last iteration. While a
