@@ -30,7 +30,7 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::media_stream::Track;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::track_remote::{RtpForwarder, TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription, Registry,
@@ -66,9 +66,10 @@ pub struct ClientOptions {
     /// (a WHIP encoder's) or `Recvonly` (a WHEP player's: no local track at all, so
     /// nothing to send and no [`ClientPeer::ssrc`]).
     pub direction: RTCRtpTransceiverDirection,
-    /// Hand each echoed packet to this callback where the track is read, instead of
-    /// queueing it for [`ClientPeer::echoed`]: one task wake-up per packet fewer (the
-    /// load generator, whose cost must stay below the server's it measures).
+    /// Hand each echoed packet to this callback on the PeerConnection's driver (an
+    /// `RtpForwarder`, vendored webrtc patch 5), instead of queueing it for
+    /// [`ClientPeer::echoed`]: no task hand-off per packet (the load generator, whose
+    /// cost must stay below the server's it measures). It must not block.
     pub on_echo: Option<EchoCallback>,
     /// Run no interceptor but the one numbering sent packets: no NACKs, no reports,
     /// no transport-cc feedback of our own. The offer still advertises the same
@@ -191,7 +192,16 @@ impl PeerConnectionEventHandler for Handler {
         let task = tokio::spawn(async move {
             let mid = match &echoed {
                 EchoSink::ByMid(_) => mid_receiving(&pc, &track).await.unwrap_or_default(),
-                EchoSink::Plain(_) | EchoSink::Callback(_) => String::new(),
+                EchoSink::Plain(_) => String::new(),
+                // Echoes go to the callback on the driver itself (vendored webrtc patch 5);
+                // what was queued before that still comes through here.
+                EchoSink::Callback(on_echo) => {
+                    if let Some(pc) = pc.get().and_then(Weak::upgrade) {
+                        let forwarder = Arc::new(CallbackOnDriver(Arc::clone(on_echo)));
+                        pc.forward_rtp(track.track_id().await, None, Some(forwarder));
+                    }
+                    String::new()
+                }
             };
             while let Some(event) = track.poll().await {
                 let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
@@ -209,6 +219,15 @@ impl PeerConnectionEventHandler for Handler {
             }
         });
         self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+    }
+}
+
+/// Hands each packet of a track to an [`EchoCallback`] on the driver (nothing to write).
+struct CallbackOnDriver(EchoCallback);
+
+impl RtpForwarder for CallbackOnDriver {
+    fn on_rtp(&self, packet: rtp::Packet, _write: &mut dyn FnMut(rtp::Packet) -> webrtc::error::Result<()>) {
+        (self.0)(packet);
     }
 }
 

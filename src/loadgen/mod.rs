@@ -212,9 +212,18 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
         deadline: started + Duration::from_secs(args.seconds),
         results: Arc::default(),
     });
+    // Each publisher's frames at its own phase of the frame interval, as independent
+    // clients would send: in step, every frame interval would start with a burst of
+    // one frame per peer, and the server's queue, not its cost, would set the RTT.
+    let period = Duration::from_secs(1) / args.fps;
+    let count = publishers.len() as u32;
     let senders: Vec<_> = publishers
         .into_iter()
-        .map(|(publisher, echoes)| run_publisher(publisher, echoes, Arc::clone(&load)))
+        .enumerate()
+        .map(|(index, (publisher, echoes))| {
+            let phase = period * index as u32 / count;
+            run_publisher(publisher, echoes, Arc::clone(&load), started + phase)
+        })
         .collect();
     let reporter =
         tokio::spawn(report_progress(counters.clone(), http_base.clone(), Arc::clone(&rss_max), started));
@@ -329,9 +338,14 @@ async fn join_viewers(
     (viewers, failures)
 }
 
-/// One publisher's sender: loops the clip until the deadline, then hands the
-/// publisher back (its echoes are matched as they arrive, see [`Echoes`]).
-fn run_publisher(mut publisher: ClientPeer, echoes: Arc<Echoes>, load: Arc<Load>) -> JoinHandle<ClientPeer> {
+/// One publisher's sender: loops the clip from `first_frame` on until the deadline,
+/// then hands the publisher back (its echoes are matched as they arrive, see [`Echoes`]).
+fn run_publisher(
+    mut publisher: ClientPeer,
+    echoes: Arc<Echoes>,
+    load: Arc<Load>,
+    first_frame: Instant,
+) -> JoinHandle<ClientPeer> {
     if let Some(mut messages) = publisher.channel_messages() {
         let results = Arc::clone(&load.results);
         tokio::spawn(async move {
@@ -344,7 +358,7 @@ fn run_publisher(mut publisher: ClientPeer, echoes: Arc<Echoes>, load: Arc<Load>
         });
     }
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(Duration::from_secs(1) / load.fps);
+        let mut ticker = tokio::time::interval_at(first_frame.into(), Duration::from_secs(1) / load.fps);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         for frame in load.clip.iter().cycle() {
             ticker.tick().await;
