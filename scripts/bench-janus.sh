@@ -175,7 +175,7 @@ for (peers, server), rs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1]
     us = [r["server_cpu_us_per_packet"] for r in rs]
     print(f"| {peers} | {server} | **{med(us):.1f}** ({', '.join(f'{u:.1f}' for u in us)}) "
           f"| {med([r['server_cpu_percent'] for r in rs]):.1f} | {med([r['echoed_pps'] for r in rs]):.0f} "
-          f"| {med([r["echoed_fps"] for r in rs]):.1f} ({min(r['min_peer_echoed_fps'] for r in rs):.1f}) "
+          f"| {med([r['echoed_fps'] for r in rs]):.1f} ({min(r['min_peer_echoed_fps'] for r in rs):.1f}) "
           f"| {max(r['loss'] for r in rs) * 100:.3f}% | {sum(r['rtx_received'] for r in rs)} "
           f"| {med([r['client_cpu_percent'] for r in rs]):.0f} |")
 print()
