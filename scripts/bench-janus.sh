@@ -153,7 +153,7 @@ for r in $(seq "$repeats"); do
       timeout -k 5 $((seconds + 150)) "$py" scripts/janus_peers.py --server "$srv" --url "$url" \
         --peers "$n" --seconds "$seconds" --server-pid "$server" --client-address "$client_addr" \
         --answer-out "target/bench/janus-answer-$srv.sdp" \
-        | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(repeat=$r, loadavg=$load); print(json.dumps(d))" \
+        | python3 -c "import json,sys; [print(json.dumps({**json.loads(l), 'repeat': $r, 'loadavg': $load})) for l in sys.stdin]" \
         >> "$out" || echo "bench: the run failed (see $out, $log)" >&2
       if [ "$srv" = janus ]; then stop_janus; else stop_server; fi
     done

@@ -20,7 +20,9 @@ frames aiortc decoded from the echo.
 
 Once every peer has received --min-echo echoed packets, it waits --settle seconds, then measures
 a load window of --seconds: the server's utime+stime (/proc/PID/stat) and this process's, and
-the packet counters, at both ends. Prints one JSON line; exits 0 iff every peer echoed.
+the packet counters, at both ends. Then it stops sending, waits 1 s for the last echoes, and
+reports loss over the whole session (sent - echoed, totals). Prints one JSON line; exits 0
+iff every peer echoed.
 """
 
 import argparse
@@ -241,6 +243,7 @@ class JanusSignaling:
     async def close(self) -> None:
         if self.poller is not None:
             self.poller.cancel()
+            await asyncio.gather(self.poller, return_exceptions=True)
         if self.session is not None:
             try:
                 await http_json(f"{self.base}/{self.session}", {"janus": "destroy", "transaction": _tx()}, 5)
@@ -398,7 +401,15 @@ async def run(args) -> dict:
     peers = [Peer(args, clip) for _ in range(args.peers)]
     try:
         started = time.monotonic()
-        results = await asyncio.gather(*(p.connect(args.connect_timeout) for p in peers), return_exceptions=True)
+        # A few at a time: face-echo refuses a 9th signaling socket from one address that has no
+        # session yet (--max-pending-per-ip 8).
+        gate = asyncio.Semaphore(4)
+
+        async def connect(peer: Peer) -> None:
+            async with gate:
+                await peer.connect(args.connect_timeout)
+
+        results = await asyncio.gather(*(connect(p) for p in peers), return_exceptions=True)
         errors = [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)]
         if errors:
             summary["error"] = f"{len(errors)} of {args.peers} peers failed to connect: {errors[0]}"
@@ -419,6 +430,11 @@ async def run(args) -> dict:
         a = snapshot(peers, args.server_pid)
         await asyncio.sleep(args.seconds)
         b = snapshot(peers, args.server_pid)
+        # Loss over the whole session: stop sending, let the last echoes arrive, compare totals.
+        for p in peers:
+            p.transceiver.sender.replaceTrack(None)
+        await asyncio.sleep(1.0)
+        sent_total, echoed_total = sum(p.sent() for p in peers), sum(p.counts.media for p in peers)
     finally:
         await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
 
@@ -436,7 +452,9 @@ async def run(args) -> dict:
         echoed_pps=round(echoed / window, 1),
         echoed_fps=round(sum(diff["frames"]) / window, 1),
         min_peer_echoed_fps=round(min(diff["frames"]) / window, 1),
-        loss=max(0.0, 1 - echoed / sent) if sent else None,
+        session_packets_sent=sent_total,
+        session_packets_lost=sent_total - echoed_total,
+        loss=(sent_total - echoed_total) / sent_total if sent_total else None,
         feedback_from_server=feedback,
         client_cpu_percent=round(100 * (b["client_cpu"] - a["client_cpu"]) / window, 1),
     )
