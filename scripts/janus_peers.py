@@ -162,7 +162,8 @@ async def http_json(url: str, body=None, timeout: float = 45.0):
     """One HTTP/1.1 request (POST with a JSON body, or GET), the JSON reply. Its own connection,
     so N peers' long polls don't queue behind a thread pool."""
     parts = urllib.parse.urlsplit(url)
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port), 5)
+    async with asyncio.timeout(5):
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     try:
         data = b"" if body is None else json.dumps(body).encode()
         target = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -171,7 +172,8 @@ async def http_json(url: str, body=None, timeout: float = 45.0):
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
         writer.write(head.encode() + b"\r\n" + data)
-        raw = await asyncio.wait_for(reader.read(), timeout)
+        async with asyncio.timeout(timeout):
+            raw = await reader.read()
     finally:
         writer.close()
     header, _, payload = raw.partition(b"\r\n\r\n")
@@ -202,6 +204,7 @@ class JanusSignaling:
         self.session = None
         self.poller = None
         self.events = asyncio.Queue()
+        self.closing = False
 
     async def call(self, path: str, body: dict) -> dict:
         reply = await http_json(self.base + path, {**body, "transaction": _tx()})
@@ -228,7 +231,7 @@ class JanusSignaling:
 
     async def _poll(self) -> None:
         # A long poll returns an event, or a keepalive after 30 s; every GET refreshes the session.
-        while True:
+        while not self.closing:
             try:
                 event = await http_json(f"{self.base}/{self.session}?maxev=1&rid={_tx()}")
             except asyncio.CancelledError:
@@ -241,9 +244,16 @@ class JanusSignaling:
                 await self.events.put(event)
 
     async def close(self) -> None:
+        self.closing = True
         if self.poller is not None:
             self.poller.cancel()
-            await asyncio.gather(self.poller, return_exceptions=True)
+            # Not unbounded: a poll that ends as it is cancelled can swallow the cancellation (and
+            # `closing` then stops the loop after at most one more 30 s poll).
+            try:
+                async with asyncio.timeout(2):
+                    await asyncio.gather(self.poller, return_exceptions=True)
+            except TimeoutError:
+                pass
         if self.session is not None:
             try:
                 await http_json(f"{self.base}/{self.session}", {"janus": "destroy", "transaction": _tx()}, 5)
@@ -394,13 +404,13 @@ def snapshot(peers: list, server_pid) -> dict:
     }
 
 
-async def run(args) -> dict:
-    summary = {"server": args.server, "peers": args.peers, "ok": False}
+async def run(args, summary: dict) -> dict:
     clip = await encode_clip(2 * FPS, args.bitrate * 1000)
     summary["clip_bytes_per_s"] = round(sum(map(len, clip)) * FPS / len(clip))
     peers = [Peer(args, clip) for _ in range(args.peers)]
     try:
         started = time.monotonic()
+        summary["phase"] = "connect"
         # A few at a time: face-echo refuses a 9th signaling socket from one address that has no
         # session yet (--max-pending-per-ip 8).
         gate = asyncio.Semaphore(4)
@@ -417,6 +427,7 @@ async def run(args) -> dict:
         summary["negotiated"] = negotiated(peers[0].answer_sdp)
         if args.answer_out:
             Path(args.answer_out).write_text(peers[0].answer_sdp)
+        summary["phase"] = "wait for echoes"
         deadline = time.monotonic() + args.connect_timeout
         while min(p.counts.media for p in peers) < args.min_echo:
             if time.monotonic() > deadline:
@@ -426,16 +437,19 @@ async def run(args) -> dict:
                 return summary
             await asyncio.sleep(0.1)
         summary["all_echoing_after_s"] = round(time.monotonic() - started, 2)
+        summary["phase"] = "window"
         await asyncio.sleep(args.settle)
         a = snapshot(peers, args.server_pid)
         await asyncio.sleep(args.seconds)
         b = snapshot(peers, args.server_pid)
+        summary["phase"] = "drain"
         # Loss over the whole session: stop sending, let the last echoes arrive, compare totals.
         for p in peers:
             p.transceiver.sender.replaceTrack(None)
         await asyncio.sleep(1.0)
         sent_total, echoed_total = sum(p.sent() for p in peers), sum(p.counts.media for p in peers)
     finally:
+        summary["phase"] = "close"
         await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
 
     window = b["t"] - a["t"]
@@ -488,7 +502,13 @@ def main() -> int:
     # aiortc_echo's patch gathers 127.0.0.1 only; Janus never gathers on loopback, and its
     # libnice does not pair its host address with our 127.0.0.1, so meet it on its address.
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [args.client_address] if use_ipv4 else []
-    summary = asyncio.run(run(args))
+    summary = {"server": args.server, "peers": args.peers, "ok": False, "phase": "encode"}
+    limit = 2 * args.connect_timeout + args.settle + args.seconds + 30
+    try:
+        asyncio.run(asyncio.wait_for(run(args, summary), limit))
+        summary.pop("phase")
+    except asyncio.TimeoutError:
+        summary.update(ok=False, error=f"timed out after {limit:.0f} s in phase {summary.get('phase')}")
     print(json.dumps(summary))
     if not summary["ok"]:
         print(f"janus_peers: FAIL: {summary.get('error')}", file=sys.stderr)
