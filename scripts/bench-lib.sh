@@ -1,7 +1,11 @@
 # Shared by the bench-*.sh scripts (sourced): the release binary, and a server on a
-# free loopback port for one run.
-cargo build --release -q
-bin=target/release/face-echo
+# free loopback port for one run. BENCH_BIN=path: use that binary, skip the build.
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin="$BENCH_BIN"
+else
+  cargo build --release -q
+  bin=target/release/face-echo
+fi
 mkdir -p target/bench
 
 # start_server LOG ARGS...: starts the release server with ARGS on a free port, waits
