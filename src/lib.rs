@@ -9,9 +9,9 @@
 //!
 //! ```text
 //! UDP → webrtc-rs driver (ICE, DTLS-SRTP, NACK generator, RTCP; nack_budget in front
-//!       of the NACK responder) → the incoming TrackRemote's event channel (256 deep)
-//!   session::echo::EchoLeg::run        ← does nothing slow: this channel drops on overflow
-//!     ├─ echo: readdress, write_rtp on the session's echo track      (first, always)
+//!       of the NACK responder) → the incoming track's RtpForwarder, on the driver
+//!   session::echo::EchoPath            ← does nothing slow: it runs in the driver's loop
+//!     ├─ echo: readdress, write into the core, out in the same pass  (first, always)
 //!     ├─ viewers: session::fanout, each viewer's bounded queue       (try_send)
 //!     ├─ recorder (--record): record::RecorderInput::offer, bounded  (try_send)
 //!     │    recorder thread: assemble → DIR/<session>.ivf and .jsonl (+ detections)

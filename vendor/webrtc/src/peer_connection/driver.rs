@@ -1616,7 +1616,8 @@ where
                 let forwarding = match forwarding {
                     Some(forwarding) => {
                         let track_remotes = self.inner.track_remote_events_tx.lock().await;
-                        let drained = track_remotes.get(&track_id).is_none_or(|(tx, _)| tx.is_empty());
+                        let drained =
+                            track_remotes.get(&track_id).is_none_or(|(tx, _)| tx.is_empty());
                         drained.then_some(forwarding)
                     }
                     None => None,
@@ -1625,9 +1626,9 @@ where
                     let now = self.inner.runtime.now();
                     let mut core = self.inner.core.lock().await;
                     let mut write = |packet: rtp::Packet| -> Result<()> {
-                        let sender_id = forwarding.sender.ok_or_else(|| Error::Other("no sender to forward to".into()))?;
-                        let mut sender =
-                            core.rtp_sender(sender_id).ok_or_else(|| Error::Other("unknown sender".into()))?;
+                        let no_sender = || Error::Other("no sender to forward to".into());
+                        let sender_id = forwarding.sender.ok_or_else(no_sender)?;
+                        let mut sender = core.rtp_sender(sender_id).ok_or_else(no_sender)?;
                         sender.write_rtp(now, packet)
                     };
                     forwarding.forwarder.on_rtp(packet, &mut write);
