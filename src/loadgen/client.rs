@@ -42,8 +42,8 @@ use crate::peer::{self, PeerNetwork};
 /// Changes the offer before it is sent (tests use it to pin the DTLS role).
 pub type OfferEdit = Box<dyn FnOnce(String) -> String + Send>;
 
-/// Called with each echoed packet in the task that reads the track (see
-/// [`ClientOptions::on_echo`]).
+/// Called with each echoed packet on the PeerConnection's driver (see
+/// [`ClientOptions::on_echo`]); must not block.
 pub type EchoCallback = Arc<dyn Fn(rtp::Packet) + Send + Sync>;
 
 /// The label of the data channel face-echo's server talks JSON on.

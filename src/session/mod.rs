@@ -255,7 +255,10 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
             (None, 0, None, String::new(), true)
         }
     };
-    let Some(pc) = shared.pc.get().cloned() else { return };
+    let Some(pc) = shared.pc.get().cloned() else {
+        tracing::error!(session = %shared.info.id, "a track arrived before its PeerConnection was stored");
+        return;
+    };
 
     // One keyframe budget for everyone who asks this publisher for keyframes.
     let mut wishers = keyframes::Wishers::default();
