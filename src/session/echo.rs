@@ -136,22 +136,23 @@ impl EchoPath {
             recorder.offer(packet.clone());
         }
         match echoed {
-            Some(Ok(())) | None => {
-                if echoed.is_some() {
-                    self.stats.packets_out.fetch_add(1, Ordering::Relaxed);
-                    self.stats.bytes_out.fetch_add(payload_len, Ordering::Relaxed);
-                    self.metrics.rtp_packets_forwarded.inc();
-                    self.metrics.rtp_bytes_forwarded.inc_by(payload_len);
-                }
-                if let (Some(tap), Some(packet)) = (&self.tap, for_tap) {
-                    tap.offer(packet);
-                }
+            Some(Ok(())) => {
+                self.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                self.stats.bytes_out.fetch_add(payload_len, Ordering::Relaxed);
+                self.metrics.rtp_packets_forwarded.inc();
+                self.metrics.rtp_bytes_forwarded.inc_by(payload_len);
             }
             Some(Err(err)) => {
                 self.stats.forward_errors.fetch_add(1, Ordering::Relaxed);
                 self.metrics.rtp_forward_errors.inc();
                 tracing::debug!(%err, "echo track refused a packet");
+                return;
             }
+            None => {}
+        }
+        // The tap decodes what went out (or, with nothing to echo to, what came in).
+        if let (Some(tap), Some(packet)) = (&self.tap, for_tap) {
+            tap.offer(packet);
         }
     }
 }
