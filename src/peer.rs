@@ -113,9 +113,32 @@ pub fn number_sent_packets(registry: Registry) -> Registry {
     registry.with(Slot::TwccSender, TwccSenderBuilder::new().build())
 }
 
-/// Builds a PeerConnection that speaks VP8 with the default interceptors (NACK
-/// generator and responder, RTCP reports, TWCC receiver), a retransmission budget
-/// in front of the NACK responder (counted in `retransmit`), and no data channels.
+/// Where a PeerConnection's incoming media is unprotected and answered with RTP
+/// feedback (NACK, reports, transport-cc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaPath {
+    /// In the PeerConnection: webrtc-rs's interceptors (viewers, clients, no mux).
+    Driver,
+    /// In the session's media plane on the UDP mux (`session::plane`): the
+    /// PeerConnection negotiates the same feedback but runs only the keyframe
+    /// marker, so nothing reports twice on one stream.
+    Plane,
+}
+
+/// The RTP feedback interceptors (NACK generator and responder, RTCP reports,
+/// TWCC receiver) with the retransmission budget in front of the responder;
+/// registers on `media_engine` the feedback and header extension they negotiate.
+pub fn feedback_interceptors(
+    media_engine: &mut MediaEngine,
+    retransmit: Arc<RetransmitStats>,
+) -> webrtc::error::Result<Registry> {
+    Ok(register_default_interceptors(Registry::new(), media_engine)?
+        .with(Slot::from(nack_budget::SLOT), NackBudget::new(retransmit)))
+}
+
+/// Builds a PeerConnection that speaks VP8 with the [`feedback_interceptors`]
+/// (with [`MediaPath::Plane`]: negotiated, but run by the session's plane), the
+/// keyframe-request marker, and no data channels.
 ///
 /// The defaults advertise `transport-cc` and the transport-wide sequence extension,
 /// and their TWCC receiver sends `TransportLayerCC` (every 100 ms) about each arriving
@@ -126,13 +149,15 @@ pub fn number_sent_packets(registry: Registry) -> Registry {
 /// adapts the echo's rate, so reports about it would go unread.
 ///
 /// `answer_role` pins the DTLS role when this peer answers (see [`answering_dtls_role`]).
+/// `retransmit` counts what the retransmission budget let through.
 pub async fn build(
     network: &PeerNetwork,
     answer_role: Option<RTCDtlsRole>,
     handler: Arc<dyn PeerConnectionEventHandler>,
     retransmit: Arc<RetransmitStats>,
+    media_path: MediaPath,
 ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
-    build_with(network, answer_role, handler, retransmit, |registry| registry).await
+    build_with(network, answer_role, handler, retransmit, media_path, |registry| registry).await
 }
 
 /// [`build`], with `extend` adding interceptors to the recipe's chain (clients add
@@ -142,6 +167,7 @@ pub async fn build_with(
     answer_role: Option<RTCDtlsRole>,
     handler: Arc<dyn PeerConnectionEventHandler>,
     retransmit: Arc<RetransmitStats>,
+    media_path: MediaPath,
     extend: impl FnOnce(Registry) -> Registry,
 ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
     let mut media_engine = MediaEngine::default();
@@ -149,10 +175,14 @@ pub async fn build_with(
         RTCRtpCodecParameters { rtp_codec: vp8_codec(), payload_type: VP8_PAYLOAD_TYPE },
         RtpCodecKind::Video,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
-        .with(Slot::from(keyframe_feedback::SLOT), KeyframeRequestMarker::default())
-        .with(Slot::from(nack_budget::SLOT), NackBudget::new(retransmit));
-    let registry = extend(registry);
+    let feedback = feedback_interceptors(&mut media_engine, retransmit)?;
+    let registry = match media_path {
+        MediaPath::Driver => feedback,
+        // Negotiated all the same (`media_engine`); run by the session's plane.
+        MediaPath::Plane => Registry::new(),
+    };
+    let registry =
+        extend(registry.with(Slot::from(keyframe_feedback::SLOT), KeyframeRequestMarker::default()));
 
     let ice_servers = if network.stun_urls.is_empty() {
         Vec::new()

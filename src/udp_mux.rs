@@ -31,7 +31,7 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -56,11 +56,22 @@ const MAX_ADDRESSES: usize = 16;
 /// Bytes asked of the kernel for the shared socket's buffers: it carries every session.
 const SOCKET_BUFFER: usize = 4 << 20;
 
+/// Media a PeerConnection's owner handles itself, on the mux's reader, before the
+/// PeerConnection's driver sees it (the echo's media plane: `session::plane`).
+pub trait MediaHook: Send + Sync {
+    /// Called for each datagram from an address of the PeerConnection. True: it was
+    /// handled here, the driver never gets it. `send` sends on the shared socket.
+    fn on_datagram(&self, datagram: &[u8], from: SocketAddr, send: &mut dyn FnMut(&[u8], SocketAddr))
+    -> bool;
+}
+
 /// What the mux counted, for `/api/sessions` (`media.mux`).
 #[derive(Debug, Default)]
 pub struct MuxStats {
     /// Datagrams handed to a PeerConnection.
     pub delivered: AtomicU64,
+    /// Datagrams a media hook handled (the driver never saw them).
+    pub hooked: AtomicU64,
     /// From an unknown address and not a STUN binding request naming a known ufrag.
     pub dropped_unknown: AtomicU64,
     /// STUN binding requests naming a known ufrag whose MESSAGE-INTEGRITY did not verify.
@@ -81,6 +92,7 @@ impl MuxStats {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         serde_json::json!({
             "delivered": get(&self.delivered),
+            "hooked": get(&self.hooked),
             "dropped_unknown": get(&self.dropped_unknown),
             "dropped_unauthenticated": get(&self.dropped_unauthenticated),
             "dropped_full": get(&self.dropped_full),
@@ -170,6 +182,20 @@ impl UdpMux {
         Arc::new(MuxRuntime { mux: self.clone(), credentials: credentials.clone() })
     }
 
+    /// Hands the datagrams of the PeerConnection with ICE ufrag `ufrag` to `hook`
+    /// first (once per PeerConnection). False when no shared socket carries it.
+    pub fn attach_hook(&self, ufrag: &str, hook: Arc<dyn MediaHook>) -> bool {
+        let sockets: Vec<Arc<Shared>> = lock(&self.inner.sockets).values().cloned().collect();
+        let mut attached = false;
+        for shared in sockets {
+            let inbox = shared.table.read().unwrap_or_else(|e| e.into_inner()).by_ufrag.get(ufrag).cloned();
+            if let Some(inbox) = inbox {
+                attached |= inbox.hook.set(Arc::clone(&hook)).is_ok();
+            }
+        }
+        attached
+    }
+
     /// The shared socket on `ip`, bound (and its reader started) on first use.
     fn socket_for(&self, ip: IpAddr) -> io::Result<Arc<Shared>> {
         let mut sockets = lock(&self.inner.sockets);
@@ -222,6 +248,7 @@ impl UdpMux {
             addresses: Default::default(),
             queue: Mutex::new(Queue::default()),
             waker: AtomicWaker::new(),
+            hook: OnceLock::new(),
         });
         {
             let mut table = shared.table.write().unwrap_or_else(|e| e.into_inner());
@@ -344,10 +371,31 @@ impl Shared {
                 }
             },
         };
+        if let Some(hook) = inbox.hook.get()
+            && hook.on_datagram(data, from, &mut |bytes, to| self.send_now(bytes, to))
+        {
+            self.stats.hooked.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if inbox.push(data, from) {
             self.stats.delivered.fetch_add(1, Ordering::Relaxed);
         } else {
             self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends `datagram` to `to` now, from the reader: a full send buffer drops it
+    /// (counted), as for the drivers' sends.
+    fn send_now(&self, datagram: &[u8], to: SocketAddr) {
+        let transmit =
+            Transmit { destination: to, ecn: None, contents: datagram, segment_size: None, src_ip: None };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.socket.poll_send(&mut cx, &transmit) {
+            Poll::Ready(Ok(_)) => {}
+            Poll::Pending => {
+                self.stats.send_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Poll::Ready(Err(err)) => tracing::debug!(%to, %err, "send on the UDP mux failed"),
         }
     }
 
@@ -513,6 +561,8 @@ struct Inbox {
     addresses: std::sync::atomic::AtomicUsize,
     queue: Mutex<Queue>,
     waker: AtomicWaker,
+    /// Sees each datagram before the queue does ([`UdpMux::attach_hook`]).
+    hook: OnceLock<Arc<dyn MediaHook>>,
 }
 
 #[derive(Default)]

@@ -40,6 +40,7 @@ async fn real_offer() -> String {
         None,
         std::sync::Arc::new(Quiet),
         Default::default(),
+        face_echo::peer::MediaPath::Driver,
     )
     .await
     .expect("peer");

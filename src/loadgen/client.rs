@@ -37,7 +37,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpSender};
 
-use crate::peer::{self, PeerNetwork};
+use crate::peer::{self, MediaPath, PeerNetwork};
 
 /// Changes the offer before it is sent (tests use it to pin the DTLS role).
 pub type OfferEdit = Box<dyn FnOnce(String) -> String + Send>;
@@ -629,9 +629,15 @@ impl ClientPeer {
         } else {
             peer::number_sent_packets
         };
-        let pc =
-            peer::build_with(&PeerNetwork::loopback(), None, Arc::new(handler), Arc::default(), interceptors)
-                .await?;
+        let pc = peer::build_with(
+            &PeerNetwork::loopback(),
+            None,
+            Arc::new(handler),
+            Arc::default(),
+            MediaPath::Driver,
+            interceptors,
+        )
+        .await?;
         let _ = pc_slot.set(Arc::downgrade(&pc));
         let mut tracks = Vec::with_capacity(options.tracks);
         let mut senders = Vec::with_capacity(options.tracks);

@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
+use rtc::interceptor::StreamInfo;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -19,6 +20,7 @@ use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::fanout::FanOut;
+use super::plane::MediaPlane;
 use crate::keyframe_feedback::asks_for_keyframe;
 use crate::metrics::Metrics;
 use crate::record::RecorderInput;
@@ -33,6 +35,9 @@ pub struct EchoStats {
     /// ([`EchoPath`] as an `RtpForwarder`), not through the track's queue: all but the
     /// first few, queued before the forwarder was registered.
     pub packets_on_driver: AtomicU64,
+    /// Of those, the packets the session's media plane handled on the UDP mux's
+    /// reader ([`super::plane`]): all but a track's first few, with `--udp-port`.
+    pub packets_on_plane: AtomicU64,
     pub packets_out: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
@@ -79,6 +84,10 @@ pub struct EchoLeg {
     /// nothing goes back, the rest (viewers, recorder, tap) is the same.
     pub output: Option<(Arc<TrackLocalStaticRTP>, RTCRtpSenderId)>,
     pub path: EchoPath,
+    /// The session's media plane with the incoming stream and the echo's (`None`
+    /// when the PeerConnection is not on the UDP mux): it takes the packets from
+    /// webrtc-rs once attached.
+    pub plane: Option<(Arc<MediaPlane>, StreamInfo, Option<StreamInfo>)>,
 }
 
 /// What happens to each packet of an incoming track: the echo first, then the
@@ -100,7 +109,7 @@ pub struct EchoPath {
 }
 
 /// What a packet leaves for the side consumers once its echo is written.
-struct Sides {
+pub(crate) struct Sides {
     payload_len: u64,
     for_tap: Option<TapPacket>,
     for_viewers: Option<rtc::rtp::Packet>,
@@ -109,7 +118,11 @@ struct Sides {
 impl EchoPath {
     /// Counts `packet` in and readdresses it for the echo (`echoes`: there is an
     /// echo track); returns it with what the side consumers need of it.
-    fn take(&self, mut packet: rtc::rtp::Packet, echoes: bool) -> (Option<rtc::rtp::Packet>, Sides) {
+    pub(crate) fn take(
+        &self,
+        mut packet: rtc::rtp::Packet,
+        echoes: bool,
+    ) -> (Option<rtc::rtp::Packet>, Sides) {
         let payload_len = packet.payload.len() as u64;
         // Taken before the packet moves into the echo; cloning `Bytes` shares the payload.
         let for_tap = (self.tap.is_some() || self.recorder.is_some()).then(|| TapPacket::from(&packet));
@@ -126,7 +139,7 @@ impl EchoPath {
 
     /// After the echo (`None`: nothing to echo to): the viewers, each on its own
     /// bounded queue, the recorder, the counters, and the tap.
-    fn finish<E: std::fmt::Display>(&self, sides: Sides, echoed: Option<Result<(), E>>) {
+    pub(crate) fn finish<E: std::fmt::Display>(&self, sides: Sides, echoed: Option<Result<(), E>>) {
         let Sides { payload_len, for_tap, for_viewers } = sides;
         if let (Some(viewers), Some(packet)) = (&self.viewers, for_viewers) {
             viewers.send(&packet);
@@ -181,13 +194,18 @@ impl EchoLeg {
     /// Echoes `incoming` to `output` until the track ends: on the driver once the
     /// forwarder is registered, here for what was queued before that.
     pub async fn run(self) {
-        let EchoLeg { incoming, pc, output, path } = self;
+        let EchoLeg { incoming, pc, output, path, plane } = self;
         let path = Arc::new(path);
         let track_id = incoming.track_id().await;
         let forwarder = OnDriver { path: Arc::clone(&path), echoes: output.is_some() };
         if let Some(pc) = pc.upgrade() {
             let sender = output.as_ref().map(|(_, sender)| *sender);
             pc.forward_rtp(track_id.clone(), sender, Some(Arc::new(forwarder)));
+        }
+        // What webrtc-rs still holds (queued before this) comes out below; the rest
+        // goes through the plane.
+        if let Some((plane, remote, local)) = &plane {
+            plane.attach(Arc::clone(&path), remote.clone(), local.clone());
         }
         while let Some(event) = incoming.poll().await {
             let packet = match event {
@@ -204,6 +222,9 @@ impl EchoLeg {
         }
         if let Some(pc) = pc.upgrade() {
             pc.forward_rtp(track_id, None, None);
+        }
+        if let Some((plane, remote, _)) = &plane {
+            plane.detach(remote.ssrc);
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod echo;
 pub mod fanout;
 pub mod keyframes;
 pub(crate) mod negotiate;
+pub mod plane;
 pub mod results;
 pub mod viewer;
 
@@ -16,7 +17,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rtc::rtp_transceiver::RTCRtpSenderId;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -27,6 +27,7 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
     RTCSessionDescription,
 };
+use webrtc::rtp_transceiver::RtpTransceiver;
 
 use crate::metrics::Metrics;
 use crate::nack_budget::RetransmitStats;
@@ -34,12 +35,14 @@ use crate::peer::{self, PeerNetwork};
 use crate::record::{self, RecordState, RecorderInput};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
 use crate::tap::{self, TapConfig, TapInput, TapState};
+use crate::udp_mux::UdpMux;
 use echo::{EchoLeg, EchoOutput, EchoPath, EchoStats};
 use fanout::FanOut;
 pub use negotiate::MAX_VIDEO_TRACKS;
 use negotiate::{
     ReadOffer, add_remote_candidate, answer_offer, build_peer, negotiated_vp8_payload_type, read_offer,
 };
+use plane::{MediaPlane, PlaneStats};
 
 /// What a session tells the connection that owns it.
 #[derive(Debug)]
@@ -61,6 +64,8 @@ pub struct SessionInfo {
     pub created_at_ms: u64,
     state: Mutex<RTCPeerConnectionState>,
     pub echo: Arc<EchoStats>,
+    /// The media plane's counters (all zero without `--udp-port`).
+    pub plane: Arc<PlaneStats>,
     /// NACKs from the echo's receiver and what the budget let through.
     pub retransmit: Arc<RetransmitStats>,
     /// The decode tap's state, when `--decode-tap` is on.
@@ -94,6 +99,7 @@ impl SessionInfo {
             created_at_ms,
             state: Mutex::new(RTCPeerConnectionState::New),
             echo: Arc::default(),
+            plane: Arc::default(),
             retransmit,
             results,
             record,
@@ -139,11 +145,13 @@ impl SessionInfo {
             "echo": {
                 "packets_in": n(&echo.packets_in),
                 "packets_on_driver": n(&echo.packets_on_driver),
+                "packets_on_plane": n(&echo.packets_on_plane),
                 "packets_out": n(&echo.packets_out),
                 "bytes_in": n(&echo.bytes_in),
                 "bytes_out": n(&echo.bytes_out),
                 "plis_relayed": n(&echo.plis_relayed),
                 "forward_errors": n(&echo.forward_errors),
+                "plane": self.plane.to_json(),
             },
             "retransmit": self.retransmit.to_json(),
             "tap": match &self.tap {
@@ -188,6 +196,12 @@ struct Shared {
     tap: Mutex<Option<(TapInput, mpsc::Receiver<()>)>>,
     /// The recorder's input, for the first video track.
     recorder: Mutex<Option<RecorderInput>>,
+    /// The UDP mux the PeerConnection is on, when its media takes the plane
+    /// ([`peer::MediaPath::Plane`]).
+    mux: std::sync::OnceLock<UdpMux>,
+    /// The media plane, made by the first track (it needs DTLS's keys); `None` if
+    /// it could not be.
+    plane: tokio::sync::OnceCell<Option<Arc<MediaPlane>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -232,7 +246,11 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
         tracing::debug!(session = %shared.info.id, "ignoring a non-video track");
         return;
     }
-    let sender = echo_sender_for(&shared, &track).await;
+    let transceiver = transceiver_of(&shared, &track).await;
+    let sender = match &transceiver {
+        Some(transceiver) => transceiver.sender().await.ok().flatten().map(|sender| sender.id()),
+        None => None,
+    };
     let output = sender.and_then(|sender| {
         let mut outputs = shared.free_outputs.lock().unwrap_or_else(|e| e.into_inner());
         let position = outputs.iter().position(|output| output.sender.id() == sender);
@@ -284,8 +302,23 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     }
     tracing::info!(session = %shared.info.id, mid, out_ssrc, ?out_payload_type, "echo started");
     shared.spawn(keyframes::schedule(wishers, Arc::clone(&track), Arc::clone(&shared.metrics)));
+    let plane = match (&transceiver, pc.upgrade()) {
+        (Some(transceiver), Some(pc)) => {
+            media_plane(&shared, &pc, &track).await.map(|plane| (transceiver, plane))
+        }
+        _ => None,
+    };
+    let plane = match plane {
+        Some((transceiver, plane)) => {
+            let echo_ssrc = out_track.as_ref().map(|_| out_ssrc);
+            let (remote, local) = plane::stream_infos(transceiver, &track, echo_ssrc).await;
+            remote.map(|remote| (plane, remote, local))
+        }
+        _ => None,
+    };
     let leg = EchoLeg {
         incoming: track,
+        plane,
         pc,
         output: out_track,
         path: EchoPath {
@@ -302,18 +335,44 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     tracing::debug!(session = %shared.info.id, mid, "incoming track ended");
 }
 
-/// The sender of the transceiver that receives `track`: one m-line, one mid, so
-/// the echo goes back on the m-line it came in on whatever order tracks start in.
-async fn echo_sender_for(shared: &Shared, track: &Arc<dyn TrackRemote>) -> Option<RTCRtpSenderId> {
+/// The transceiver that receives `track`: one m-line, one mid, so the echo goes
+/// back on the m-line it came in on (its sender) whatever order tracks start in.
+async fn transceiver_of(shared: &Shared, track: &Arc<dyn TrackRemote>) -> Option<Arc<dyn RtpTransceiver>> {
     let pc = shared.pc.get()?.upgrade()?;
     for transceiver in pc.get_transceivers().await {
         let Ok(Some(receiver)) = transceiver.receiver().await else { continue };
         // webrtc-rs hands `on_track` the receiver's own `Arc`.
         if std::ptr::addr_eq(Arc::as_ptr(receiver.track()), Arc::as_ptr(track)) {
-            return transceiver.sender().await.ok().flatten().map(|sender| sender.id());
+            return Some(transceiver);
         }
     }
     None
+}
+
+/// The session's media plane, made on first use from DTLS's keys and hooked on
+/// the mux (`None` off the mux, or if that fails: logged, webrtc-rs keeps the media).
+async fn media_plane(
+    shared: &Arc<Shared>,
+    pc: &Arc<dyn PeerConnection>,
+    track: &Arc<dyn TrackRemote>,
+) -> Option<Arc<MediaPlane>> {
+    let mux = shared.mux.get()?;
+    let made = shared
+        .plane
+        .get_or_init(|| async {
+            match plane::start(mux, pc, track, &shared.info).await {
+                Ok((plane, timers)) => {
+                    shared.spawn(timers);
+                    Some(plane)
+                }
+                Err(err) => {
+                    tracing::warn!(session = %shared.info.id, %err, "no media plane: webrtc-rs carries the media");
+                    None
+                }
+            }
+        })
+        .await;
+    made.clone()
 }
 
 impl Session {
@@ -376,11 +435,17 @@ impl Session {
             pc: std::sync::OnceLock::new(),
             tap: Mutex::new(tap_input),
             recorder: Mutex::new(recorder),
+            mux: std::sync::OnceLock::new(),
+            plane: tokio::sync::OnceCell::new(),
             tasks: Mutex::new(Vec::new()),
         });
-        let pc =
-            build_peer(networks, answer_role, Arc::new(Handler(Arc::clone(&shared))), &retransmit).await?;
+        let (pc, network) =
+            build_peer(networks, answer_role, Arc::new(Handler(Arc::clone(&shared))), &retransmit, true)
+                .await?;
         let _ = shared.pc.set(Arc::downgrade(&pc));
+        if let Some(mux) = &network.mux {
+            let _ = shared.mux.set(mux.clone());
+        }
         drop(detections_tx); // the tap's detector holds the only sender now
         shared.spawn(results::run(results, detections, Arc::clone(&info)));
         let session = Session { info, pc, shared };

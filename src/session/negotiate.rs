@@ -13,7 +13,7 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use super::SessionEvent;
 use crate::nack_budget::RetransmitStats;
-use crate::peer::{self, PeerNetwork};
+use crate::peer::{self, MediaPath, PeerNetwork};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
 
 /// How long closing a PeerConnection may take before we stop waiting for it.
@@ -141,17 +141,24 @@ pub(crate) async fn add_remote_candidate(
         .map_err(|e| SignalError::new(ErrorCode::BadCandidate, format!("candidate rejected: {e}")))
 }
 
-/// Builds a PeerConnection on the first of `networks` whose sockets bind.
-pub(crate) async fn build_peer(
-    networks: &[PeerNetwork],
+/// Builds a PeerConnection on the first of `networks` whose sockets bind, and
+/// says which one. `plane`: a publisher's, whose media a plane of its own handles
+/// on that network's mux ([`MediaPath::Plane`]; without a mux it cannot).
+pub(crate) async fn build_peer<'a>(
+    networks: &'a [PeerNetwork],
     answer_role: Option<rtc::peer_connection::transport::RTCDtlsRole>,
     handler: Arc<dyn PeerConnectionEventHandler>,
     retransmit: &Arc<RetransmitStats>,
-) -> Result<Arc<dyn PeerConnection>, SignalError> {
+    plane: bool,
+) -> Result<(Arc<dyn PeerConnection>, &'a PeerNetwork), SignalError> {
     let mut built = Err(SignalError::new(ErrorCode::Internal, "no media address to bind"));
     for network in networks {
-        match peer::build(network, answer_role, Arc::clone(&handler), Arc::clone(retransmit)).await {
-            Ok(pc) => return Ok(pc),
+        let path = match plane && network.mux.is_some() {
+            true => MediaPath::Plane,
+            false => MediaPath::Driver,
+        };
+        match peer::build(network, answer_role, Arc::clone(&handler), Arc::clone(retransmit), path).await {
+            Ok(pc) => return Ok((pc, network)),
             Err(e) => {
                 tracing::debug!(addrs = ?network.udp_addrs, %e, "PeerConnection did not start");
                 built = Err(SignalError::new(

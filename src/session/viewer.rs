@@ -91,7 +91,7 @@ impl Viewer {
             results: Arc::clone(&results),
         };
         let retransmit = Arc::new(RetransmitStats::new(fanout.metrics()));
-        let pc = build_peer(networks, answer_role, Arc::new(handler), &retransmit).await?;
+        let (pc, _) = build_peer(networks, answer_role, Arc::new(handler), &retransmit, false).await?;
         let track = peer::vp8_rtp_track("face-echo", &format!("watch-{}", publisher.id));
         let negotiated = async {
             let sender = pc

@@ -657,6 +657,17 @@ pub trait PeerConnection: crate::sealed::Sealed + Send + Sync + 'static {
         forwarder: Option<Arc<dyn RtpForwarder>>,
     );
 
+    /// The negotiated SRTP protection profile and master keys once DTLS has completed
+    /// (`None` before): for an application that protects media on SSRCs of its own
+    /// beside this connection (face-echo patch, vendor/PATCHES.md 6; see
+    /// `rtc::peer_connection::RTCPeerConnection::srtp_session_keys`).
+    async fn srtp_session_keys(
+        &self,
+    ) -> Option<(
+        rtc::srtp::protection_profile::ProtectionProfile,
+        rtc::srtp::config::SessionKeys,
+    )>;
+
     /// Adds a local track, re-using a compatible transceiver if one exists and creating one
     /// otherwise. Triggers renegotiation.
     ///
@@ -1447,6 +1458,15 @@ impl PeerConnection for PeerConnectionImpl {
                 forwarders.remove(&track_id);
             }
         }
+    }
+
+    async fn srtp_session_keys(
+        &self,
+    ) -> Option<(
+        rtc::srtp::protection_profile::ProtectionProfile,
+        rtc::srtp::config::SessionKeys,
+    )> {
+        self.inner.core.lock().await.srtp_session_keys()
     }
 
     /// Get the list of rtp transceiver
