@@ -192,9 +192,14 @@ async fn the_answer_advertises_exactly_the_congestion_feedback_the_server_sends(
         reads: VecDeque::new(),
         writes: VecDeque::new(),
     };
-    let pc = peer::build_with(&PeerNetwork::loopback(), None, handler, Arc::default(), |registry| {
-        peer::number_sent_packets(registry).with(Slot::from(WIRE_TAP_SLOT), tap)
-    })
+    let pc = peer::build_with(
+        &PeerNetwork::loopback(),
+        None,
+        handler,
+        Arc::default(),
+        peer::MediaPath::Driver,
+        |registry| peer::number_sent_packets(registry).with(Slot::from(WIRE_TAP_SLOT), tap),
+    )
     .await
     .expect("publisher PeerConnection");
     let track = peer::vp8_rtp_track("publisher", "camera");
