@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Server CPU per echoed RTP packet (issue #13), A/B against a baseline binary in the same run.
 #
-#   scripts/bench-packet.sh [-b BASELINE_BIN] [-l] [-r REPEATS] [-s SECONDS] [-p] [PEERS...]
+#   scripts/bench-packet.sh [-b BASELINE_BIN] [-l] [-u] [-r REPEATS] [-s SECONDS] [-p] [PEERS...]
 #
 #   -b  a copy of an earlier release binary (e.g. `cp target/release/face-echo /tmp/face-echo-base`);
 #       without it only the current build is measured
 #   -l  A/B the load generator instead: BASELINE_BIN runs the load in the base runs, and the
 #       server is the current build in every run (loadgen CPU per peer is the figure to read)
+#   -u  both servers on one shared UDP port (`--udp-port`, a free one per run): the media plane
+#       (`session::plane`) takes the echo there
 #   -r  repeats (default 3): runs are interleaved base, new, base, new, … and medians quoted
 #   -s  seconds of load per run (default 10)
 #   -p  also profile each server once (first repeat): top symbols (perf record), and syscalls and
@@ -24,14 +26,16 @@ repeats=3
 seconds=10
 profile=0
 ab_loadgen=0
-while getopts "b:lr:s:p" opt; do
+shared_port=0
+while getopts "b:lur:s:p" opt; do
   case "$opt" in
     b) base="$OPTARG" ;;
     l) ab_loadgen=1 ;;
+    u) shared_port=1 ;;
     r) repeats="$OPTARG" ;;
     s) seconds="$OPTARG" ;;
     p) profile=1 ;;
-    *) sed -n 2,17p "$0" >&2; exit 2 ;;
+    *) sed -n 2,19p "$0" >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -60,7 +64,9 @@ for r in $(seq "$repeats"); do
       elif [ "$build" = base ]; then
         server_bin="$base"
       fi
-      bin="$server_bin" start_server "target/bench/packet-$build-$n.log" --max-sessions 512
+      udp=()
+      [ "$shared_port" = 0 ] || udp=(--udp-port "$(python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
+      bin="$server_bin" start_server "target/bench/packet-$build-$n.log" --max-sessions 512 "${udp[@]}"
       echo "bench: repeat $r, $build server, $n peers, ${seconds}s" >&2
       perf_pid=""
       if [ "$profile" = 1 ] && [ "$r" = 1 ]; then

@@ -60,9 +60,22 @@ const SOCKET_BUFFER: usize = 4 << 20;
 /// PeerConnection's driver sees it (the echo's media plane: `session::plane`).
 pub trait MediaHook: Send + Sync {
     /// Called for each datagram from an address of the PeerConnection. True: it was
-    /// handled here, the driver never gets it. `send` sends on the shared socket.
-    fn on_datagram(&self, datagram: &[u8], from: SocketAddr, send: &mut dyn FnMut(&[u8], SocketAddr))
-    -> bool;
+    /// handled here, the driver never gets it.
+    fn on_datagram(&self, datagram: &[u8], from: SocketAddr) -> bool;
+}
+
+/// Sends on a shared socket, for a [`MediaHook`] (from the reader or elsewhere).
+#[derive(Clone)]
+pub struct MuxSender {
+    shared: Arc<Shared>,
+}
+
+impl MuxSender {
+    /// Sends `datagram` to `to` now; a full send buffer drops it (counted in
+    /// `send_dropped`, as for the drivers' sends).
+    pub fn send(&self, datagram: &[u8], to: SocketAddr) {
+        self.shared.send_now(datagram, to);
+    }
 }
 
 /// What the mux counted, for `/api/sessions` (`media.mux`).
@@ -183,17 +196,16 @@ impl UdpMux {
     }
 
     /// Hands the datagrams of the PeerConnection with ICE ufrag `ufrag` to `hook`
-    /// first (once per PeerConnection). False when no shared socket carries it.
-    pub fn attach_hook(&self, ufrag: &str, hook: Arc<dyn MediaHook>) -> bool {
+    /// first (once per PeerConnection), and returns how to answer on its socket.
+    /// `None` when no shared socket carries it (or it already has a hook).
+    pub fn attach_hook(&self, ufrag: &str, hook: Arc<dyn MediaHook>) -> Option<MuxSender> {
         let sockets: Vec<Arc<Shared>> = lock(&self.inner.sockets).values().cloned().collect();
-        let mut attached = false;
-        for shared in sockets {
-            let inbox = shared.table.read().unwrap_or_else(|e| e.into_inner()).by_ufrag.get(ufrag).cloned();
-            if let Some(inbox) = inbox {
-                attached |= inbox.hook.set(Arc::clone(&hook)).is_ok();
-            }
-        }
-        attached
+        sockets.into_iter().find_map(|shared| {
+            let inbox =
+                shared.table.read().unwrap_or_else(|e| e.into_inner()).by_ufrag.get(ufrag).cloned()?;
+            inbox.hook.set(Arc::clone(&hook)).ok()?;
+            Some(MuxSender { shared })
+        })
     }
 
     /// The shared socket on `ip`, bound (and its reader started) on first use.
@@ -372,7 +384,7 @@ impl Shared {
             },
         };
         if let Some(hook) = inbox.hook.get()
-            && hook.on_datagram(data, from, &mut |bytes, to| self.send_now(bytes, to))
+            && hook.on_datagram(data, from)
         {
             self.stats.hooked.fetch_add(1, Ordering::Relaxed);
             return;

@@ -303,9 +303,7 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     tracing::info!(session = %shared.info.id, mid, out_ssrc, ?out_payload_type, "echo started");
     shared.spawn(keyframes::schedule(wishers, Arc::clone(&track), Arc::clone(&shared.metrics)));
     let plane = match (&transceiver, pc.upgrade()) {
-        (Some(transceiver), Some(pc)) => {
-            media_plane(&shared, &pc, &track).await.map(|plane| (transceiver, plane))
-        }
+        (Some(transceiver), Some(pc)) => media_plane(&shared, &pc).await.map(|plane| (transceiver, plane)),
         _ => None,
     };
     let plane = match plane {
@@ -351,18 +349,14 @@ async fn transceiver_of(shared: &Shared, track: &Arc<dyn TrackRemote>) -> Option
 
 /// The session's media plane, made on first use from DTLS's keys and hooked on
 /// the mux (`None` off the mux, or if that fails: logged, webrtc-rs keeps the media).
-async fn media_plane(
-    shared: &Arc<Shared>,
-    pc: &Arc<dyn PeerConnection>,
-    track: &Arc<dyn TrackRemote>,
-) -> Option<Arc<MediaPlane>> {
+async fn media_plane(shared: &Arc<Shared>, pc: &Arc<dyn PeerConnection>) -> Option<Arc<MediaPlane>> {
     let mux = shared.mux.get()?;
     let made = shared
         .plane
         .get_or_init(|| async {
-            match plane::start(mux, pc, track, &shared.info).await {
-                Ok((plane, timers)) => {
-                    shared.spawn(timers);
+            match plane::start(mux, pc, &shared.info).await {
+                Ok((plane, tick)) => {
+                    shared.spawn(tick);
                     Some(plane)
                 }
                 Err(err) => {

@@ -3,9 +3,10 @@
 //! not on the PeerConnection's driver.
 //!
 //! Why: through webrtc-rs, one echoed packet crossed the mux's inbox, a wake of the
-//! driver and its whole pipeline twice (in and out), ~110 µs of server CPU at 32
-//! peers (BENCHMARKS.md). Here it is a hash lookup (the mux), an SRTP unprotect,
-//! the feedback interceptors, two header fields, an SRTP protect and a `sendmsg`.
+//! driver and its whole pipeline twice (in and out), and each feedback packet the
+//! driver's again (BENCHMARKS.md, issue #13). Here a packet costs a hash lookup
+//! (the mux), an SRTP unprotect, the feedback interceptors, two header fields, an
+//! SRTP protect and a `sendmsg`; feedback that falls due is sent in the same pass.
 //!
 //! Who does what:
 //! - The plane takes the RTP of the SSRCs whose echo legs it was given
@@ -13,21 +14,24 @@
 //!   itself (NACK both ways with the retransmission budget, receiver and sender
 //!   reports, transport-cc): webrtc-rs negotiates them but does not run them for
 //!   this PeerConnection ([`peer::MediaPath::Plane`]), so no stream is reported on
-//!   twice.
+//!   twice. It reads a copy of each RTCP datagram (NACKs for the echo, sender
+//!   reports for its receiver reports) and sends the RTCP its interceptors make.
 //! - webrtc-rs keeps ICE, DTLS, data channels, RTP of any other SSRC (a track's
-//!   first packets, before its leg is attached) and all RTCP. The plane reads a
-//!   copy of each RTCP datagram (NACKs for the echo, sender reports for its
-//!   receiver reports); what its interceptors generate leaves through the
-//!   PeerConnection (`write_rtcp`), so SRTCP has one sender.
-//! - SRTP: the plane's own contexts, from the keys DTLS exported
-//!   (vendor/PATCHES.md, 6). It protects only the echo's SSRCs, which webrtc-rs
-//!   stops sending on once the leg is attached (same sequence numbers, no reuse).
+//!   first packets, before its leg is attached) and all RTCP it reads (keyframe
+//!   requests go to [`super::keyframes`] as before, which sends its PLIs from SSRC 0).
+//! - SRTP: the plane's own contexts, from the keys DTLS exported (vendor/PATCHES.md,
+//!   6). Sharing keys is safe because no (SSRC, index) is protected twice: the plane
+//!   protects RTP only on the echo's SSRCs, which webrtc-rs stops sending on once a
+//!   leg is attached (same sequence numbers, so no index repeats), and RTCP only from
+//!   its interceptors' SSRCs (random, and the echo's for sender reports), never 0.
 //!
+//! Timers (reports every second, NACKs and transport-cc every 100 ms) run when a
+//! packet arrives and they are due; a tick every [`IDLE_TICK`] covers a quiet stream.
 //! Bad input costs one failed unprotect or parse, counted in [`PlaneStats`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
@@ -41,28 +45,20 @@ use rtc::srtp::config::SessionKeys;
 use rtc::srtp::context::Context as SrtpContext;
 use rtc::srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc::srtp::protection_profile::ProtectionProfile;
-use tokio::sync::mpsc;
 use webrtc::media_stream::track_remote::TrackRemote;
-use webrtc::peer_connection::PeerConnection;
+use webrtc::peer_connection::{MediaEngine, PeerConnection};
 use webrtc::rtp_transceiver::RtpTransceiver;
 
 use super::SessionInfo;
 use super::echo::EchoPath;
 use crate::nack_budget::RetransmitStats;
 use crate::peer;
-use crate::udp_mux::{MediaHook, UdpMux};
-use webrtc::peer_connection::MediaEngine;
+use crate::udp_mux::{MediaHook, MuxSender, UdpMux};
 
 /// Packets the SRTP replay windows remember (webrtc-rs's default for a session).
 const REPLAY_WINDOW: usize = 64;
-/// Compound RTCP packets waiting for the PeerConnection to send them; more are
-/// dropped (counted): reports are periodic, the next one says it again.
-const RTCP_QUEUE: usize = 64;
-/// The longest the timer task sleeps when the interceptors name no deadline.
-const MAX_TICK: Duration = Duration::from_millis(200);
-
-/// One compound RTCP packet.
-type Compound = Vec<Box<dyn rtc::rtcp::Packet>>;
+/// How often the plane looks at its timers when no packet has come to run them.
+pub const IDLE_TICK: Duration = Duration::from_millis(200);
 
 /// What the plane counted, for `/api/sessions` (`echo.plane`).
 #[derive(Debug, Default)]
@@ -71,17 +67,16 @@ pub struct PlaneStats {
     pub rtp_in: AtomicU64,
     /// RTCP datagrams read here (a copy: webrtc-rs reads them too).
     pub rtcp_in: AtomicU64,
-    /// Datagrams of our SSRCs that failed SRTP/SRTCP authentication or replay checks.
+    /// Datagrams of our SSRCs that failed SRTP authentication or the replay check.
     pub unprotect_failed: AtomicU64,
     /// Unprotected, but not a parsable RTP or RTCP packet.
     pub malformed: AtomicU64,
     /// RTP protected and sent here (echoes and retransmissions).
     pub rtp_out: AtomicU64,
-    /// Compound RTCP packets the interceptors generated, handed to the PeerConnection.
+    /// Compound RTCP packets the interceptors made, protected and sent here.
     pub rtcp_out: AtomicU64,
-    /// Of those, dropped because the PeerConnection's queue was full.
-    pub rtcp_dropped: AtomicU64,
-    /// Errors of the interceptors or of protecting a packet.
+    /// Errors of the interceptors, or packets that could not be protected or had
+    /// nowhere to go yet.
     pub errors: AtomicU64,
 }
 
@@ -95,7 +90,6 @@ impl PlaneStats {
             "malformed": get(&self.malformed),
             "rtp_out": get(&self.rtp_out),
             "rtcp_out": get(&self.rtcp_out),
-            "rtcp_dropped": get(&self.rtcp_dropped),
             "errors": get(&self.errors),
         })
     }
@@ -104,7 +98,8 @@ impl PlaneStats {
 /// One PeerConnection's media plane (a [`MediaHook`] on its mux inbox).
 pub struct MediaPlane {
     state: Mutex<PlaneState>,
-    rtcp: mpsc::Sender<Compound>,
+    /// The shared socket it answers on (set once hooked).
+    sender: OnceLock<MuxSender>,
     stats: Arc<PlaneStats>,
 }
 
@@ -115,6 +110,8 @@ struct PlaneState {
     outbound: SrtpContext,
     chain: Box<dyn Interceptor>,
     legs: Vec<PlaneLeg>,
+    /// Where the client's media last came from: where feedback goes.
+    peer: Option<SocketAddr>,
 }
 
 /// One incoming SSRC the plane echoes.
@@ -150,16 +147,18 @@ fn lock(state: &Mutex<PlaneState>) -> MutexGuard<'_, PlaneState> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Where the plane's packets go: the shared socket, or a test's list.
+type Out<'a> = &'a mut dyn FnMut(&[u8], SocketAddr);
+
 impl MediaPlane {
-    /// A plane with the session's SRTP keys; `rtcp_writer` sends what its
-    /// interceptors generate (any track of the PeerConnection will do). Spawns
-    /// nothing: run [`MediaPlane::run`] beside it.
+    /// A plane with the session's SRTP keys, counting NACK answers in `retransmit`.
+    /// It sends nothing until [`MediaPlane::start`] hooks it on the mux.
     pub fn new(
         profile: ProtectionProfile,
         keys: &SessionKeys,
         retransmit: Arc<RetransmitStats>,
         stats: Arc<PlaneStats>,
-    ) -> Result<(Arc<MediaPlane>, mpsc::Receiver<Compound>), String> {
+    ) -> Result<Arc<MediaPlane>, String> {
         let crypto = rtc::crypto::default_provider().map_err(|e| e.to_string())?;
         let outbound = SrtpContext::new(
             &keys.local_master_key,
@@ -182,9 +181,8 @@ impl MediaPlane {
         let chain = peer::feedback_interceptors(&mut MediaEngine::default(), retransmit)
             .map_err(|e| format!("interceptors: {e}"))?
             .build();
-        let (rtcp, rtcp_rx) = mpsc::channel(RTCP_QUEUE);
-        let state = PlaneState { inbound, outbound, chain: Box::new(chain), legs: Vec::new() };
-        Ok((Arc::new(MediaPlane { state: Mutex::new(state), rtcp, stats }), rtcp_rx))
+        let state = PlaneState { inbound, outbound, chain: Box::new(chain), legs: Vec::new(), peer: None };
+        Ok(Arc::new(MediaPlane { state: Mutex::new(state), sender: OnceLock::new(), stats }))
     }
 
     /// Takes the RTP of `remote`'s SSRC from now on: into `path`, echoed when
@@ -210,41 +208,27 @@ impl MediaPlane {
         }
     }
 
-    /// Runs the interceptors' timers (reports, NACKs, transport-cc) and sends the
-    /// RTCP they and the packet path generate through `rtcp_writer`, until the
+    /// Runs the timers a quiet stream leaves due, every [`IDLE_TICK`], until the
     /// plane is dropped.
-    pub async fn run(
-        plane: Weak<MediaPlane>,
-        mut generated: mpsc::Receiver<Compound>,
-        rtcp_writer: Arc<dyn TrackRemote>,
-    ) {
+    pub async fn tick(plane: Weak<MediaPlane>) {
         loop {
-            let deadline = {
-                let Some(plane) = plane.upgrade() else { return };
-                let now = Instant::now();
-                let mut state = lock(&plane.state);
-                if state.chain.poll_timeout().is_some_and(|at| at <= now) {
-                    if let Err(err) = state.chain.handle_timeout(now) {
-                        plane.stats.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(%err, "media plane timers");
-                    }
-                    // Timers generate RTCP only (no pacer in the chain): RTP here has
-                    // no address to go to, and is counted as an error.
-                    plane.drain_writes(&mut state, None, &mut |_, _| {});
-                }
-                let next = state.chain.poll_timeout().unwrap_or(now + MAX_TICK).min(now + MAX_TICK);
-                tokio::time::Instant::from_std(next.max(now))
-            };
-            tokio::select! {
-                packets = generated.recv() => {
-                    let Some(packets) = packets else { return };
-                    if let Err(err) = rtcp_writer.write_rtcp(packets).await {
-                        tracing::debug!(%err, "media plane RTCP not sent");
-                        return;
-                    }
-                }
-                () = tokio::time::sleep_until(deadline) => {}
+            tokio::time::sleep(IDLE_TICK).await;
+            let Some(plane) = plane.upgrade() else { return };
+            let Some(sender) = plane.sender.get() else { continue };
+            let mut state = lock(&plane.state);
+            plane.run_timers(&mut state, Instant::now(), &mut |bytes, to| sender.send(bytes, to));
+        }
+    }
+
+    /// Handles one datagram from `from`; false when it is not the plane's.
+    fn handle(&self, datagram: &[u8], from: SocketAddr, send: Out<'_>) -> bool {
+        match kind(datagram) {
+            Kind::Rtp { ssrc } => self.on_rtp(datagram, ssrc, from, send),
+            Kind::Rtcp => {
+                self.on_rtcp(datagram, from, send);
+                false
             }
+            Kind::Other => false,
         }
     }
 
@@ -258,13 +242,7 @@ impl MediaPlane {
 
     /// One RTP packet: false when its SSRC is not attached (webrtc-rs takes it);
     /// else unprotect, feedback, echo, side consumers.
-    fn on_rtp(
-        &self,
-        datagram: &[u8],
-        ssrc: u32,
-        from: SocketAddr,
-        send: &mut dyn FnMut(&[u8], SocketAddr),
-    ) -> bool {
+    fn on_rtp(&self, datagram: &[u8], ssrc: u32, from: SocketAddr, send: Out<'_>) -> bool {
         let now = Instant::now();
         let mut state = lock(&self.state);
         let Some(leg) = state.legs.iter().find(|leg| leg.ssrc == ssrc) else { return false };
@@ -285,6 +263,7 @@ impl MediaPlane {
             }
         };
         self.stats.rtp_in.fetch_add(1, Ordering::Relaxed);
+        state.peer = Some(from);
         if let Err(err) = state.chain.handle_read(Self::tagged(Packet::Rtp(packet.clone()), now, from)) {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%err, "media plane interceptors refused a packet");
@@ -293,7 +272,8 @@ impl MediaPlane {
         path.stats.packets_on_plane.fetch_add(1, Ordering::Relaxed);
         let (echo, sides) = path.take(packet, echoes);
         let echoed = echo.map(|echo| state.chain.handle_write(Self::tagged(Packet::Rtp(echo), now, from)));
-        self.drain_writes(&mut state, Some(from), send);
+        self.drain_writes(&mut state, send);
+        self.run_timers(&mut state, now, send);
         drop(state);
         path.finish(sides, echoed);
         true
@@ -301,7 +281,7 @@ impl MediaPlane {
 
     /// A copy of one RTCP datagram: NACKs for our echoes get their retransmissions
     /// here, sender reports feed our receiver reports.
-    fn on_rtcp(&self, datagram: &[u8], from: SocketAddr, send: &mut dyn FnMut(&[u8], SocketAddr)) {
+    fn on_rtcp(&self, datagram: &[u8], from: SocketAddr, send: Out<'_>) {
         let mut state = lock(&self.state);
         if state.legs.is_empty() {
             return;
@@ -315,59 +295,64 @@ impl MediaPlane {
             return;
         };
         self.stats.rtcp_in.fetch_add(1, Ordering::Relaxed);
-        if let Err(err) = state.chain.handle_read(Self::tagged(Packet::Rtcp(packets), Instant::now(), from)) {
+        let now = Instant::now();
+        if let Err(err) = state.chain.handle_read(Self::tagged(Packet::Rtcp(packets), now, from)) {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%err, "media plane interceptors refused RTCP");
         }
         while state.chain.poll_read().is_some() {}
-        self.drain_writes(&mut state, Some(from), send);
+        self.drain_writes(&mut state, send);
+        self.run_timers(&mut state, now, send);
     }
 
-    /// Sends what the interceptors let out: RTP protected to `to`, RTCP to the
-    /// PeerConnection.
-    fn drain_writes(
-        &self,
-        state: &mut PlaneState,
-        to: Option<SocketAddr>,
-        send: &mut dyn FnMut(&[u8], SocketAddr),
-    ) {
+    /// Runs the interceptors' timers if one is due, and sends what they make.
+    fn run_timers(&self, state: &mut PlaneState, now: Instant, send: Out<'_>) {
+        if !state.chain.poll_timeout().is_some_and(|at| at <= now) {
+            return;
+        }
+        if let Err(err) = state.chain.handle_timeout(now) {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%err, "media plane timers");
+        }
+        self.drain_writes(state, send);
+    }
+
+    /// Protects and sends to the client what the interceptors let out.
+    fn drain_writes(&self, state: &mut PlaneState, send: Out<'_>) {
         while let Some(out) = state.chain.poll_write() {
-            match out.message.packet {
-                Packet::Rtp(packet) => {
-                    let protected = packet.marshal().and_then(|plain| state.outbound.encrypt_rtp(&plain));
-                    match (protected, to) {
-                        (Ok(bytes), Some(to)) => {
-                            send(&bytes, to);
-                            self.stats.rtp_out.fetch_add(1, Ordering::Relaxed);
-                        }
-                        (Ok(_), None) => {
-                            self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                        (Err(err), _) => {
-                            self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(%err, "media plane could not protect a packet");
-                        }
-                    }
+            let (protected, counter) = match &out.message.packet {
+                Packet::Rtp(packet) => (
+                    packet.marshal().and_then(|plain| state.outbound.encrypt_rtp(&plain)),
+                    &self.stats.rtp_out,
+                ),
+                Packet::Rtcp(packets) if !packets.is_empty() => (
+                    rtc::rtcp::packet::marshal(packets).and_then(|plain| state.outbound.encrypt_rtcp(&plain)),
+                    &self.stats.rtcp_out,
+                ),
+                _ => continue,
+            };
+            match (protected, state.peer) {
+                (Ok(bytes), Some(to)) => {
+                    send(&bytes, to);
+                    counter.fetch_add(1, Ordering::Relaxed);
                 }
-                Packet::Rtcp(packets) if !packets.is_empty() => {
-                    self.stats.rtcp_out.fetch_add(1, Ordering::Relaxed);
-                    if self.rtcp.try_send(packets).is_err() {
-                        self.stats.rtcp_dropped.fetch_add(1, Ordering::Relaxed);
-                    }
+                (Ok(_), None) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                _ => {}
+                (Err(err), _) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%err, "media plane could not protect a packet");
+                }
             }
         }
     }
 }
 
 /// Makes a session's plane from DTLS's keys, hooks it on `mux` for the
-/// PeerConnection, and returns it with its timer task (to spawn with the session).
-/// `rtcp_writer` (a track of the PeerConnection) sends the RTCP it generates.
+/// PeerConnection, and returns it with its idle tick (to spawn with the session).
 pub(crate) async fn start(
     mux: &UdpMux,
     pc: &Arc<dyn PeerConnection>,
-    rtcp_writer: &Arc<dyn TrackRemote>,
     info: &SessionInfo,
 ) -> Result<(Arc<MediaPlane>, impl Future<Output = ()> + Send + 'static), String> {
     let (profile, keys) = pc.srtp_session_keys().await.ok_or("DTLS has exported no SRTP keys yet")?;
@@ -378,13 +363,12 @@ pub(crate) async fn start(
         .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
         .ok_or("the local description names no ICE ufrag")?
         .to_owned();
-    let (plane, generated) =
-        MediaPlane::new(profile, &keys, Arc::clone(&info.retransmit), Arc::clone(&info.plane))?;
-    if !mux.attach_hook(&ufrag, Arc::clone(&plane) as Arc<dyn MediaHook>) {
-        return Err("the PeerConnection is not on the UDP mux".to_owned());
-    }
-    let timers = MediaPlane::run(Arc::downgrade(&plane), generated, Arc::clone(rtcp_writer));
-    Ok((plane, timers))
+    let plane = MediaPlane::new(profile, &keys, Arc::clone(&info.retransmit), Arc::clone(&info.plane))?;
+    let sender = mux
+        .attach_hook(&ufrag, Arc::clone(&plane) as Arc<dyn MediaHook>)
+        .ok_or("the PeerConnection is not on the UDP mux")?;
+    let _ = plane.sender.set(sender);
+    Ok((Arc::clone(&plane), MediaPlane::tick(Arc::downgrade(&plane))))
 }
 
 /// What the interceptors need to know of `track`'s incoming stream and, with
@@ -436,19 +420,10 @@ fn vp8_stream_info(ssrc: u32, parameters: &RTCRtpParameters) -> Option<StreamInf
 }
 
 impl MediaHook for MediaPlane {
-    fn on_datagram(
-        &self,
-        datagram: &[u8],
-        from: SocketAddr,
-        send: &mut dyn FnMut(&[u8], SocketAddr),
-    ) -> bool {
-        match kind(datagram) {
-            Kind::Rtp { ssrc } => self.on_rtp(datagram, ssrc, from, send),
-            Kind::Rtcp => {
-                self.on_rtcp(datagram, from, send);
-                false
-            }
-            Kind::Other => false,
+    fn on_datagram(&self, datagram: &[u8], from: SocketAddr) -> bool {
+        match self.sender.get() {
+            Some(sender) => self.handle(datagram, from, &mut |bytes, to| sender.send(bytes, to)),
+            None => false,
         }
     }
 }
@@ -456,6 +431,11 @@ impl MediaHook for MediaPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
+
+    const IN_SSRC: u32 = 0x1111_2222;
+    const OUT_SSRC: u32 = 0x3333_4444;
+    const CLIENT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40_000);
 
     #[test]
     fn datagrams_are_told_apart_by_their_first_bytes() {
@@ -472,5 +452,142 @@ mod tests {
         assert!(matches!(kind(&[0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42]), Kind::Other));
         assert!(matches!(kind(&[22, 254, 253, 0, 0, 0, 0, 0, 0]), Kind::Other));
         assert!(matches!(kind(&[0x80, 96, 0, 1, 0, 0, 0, 1]), Kind::Other));
+    }
+
+    fn keys() -> SessionKeys {
+        SessionKeys {
+            local_master_key: vec![1; 16],
+            local_master_salt: vec![2; 14],
+            remote_master_key: vec![3; 16],
+            remote_master_salt: vec![4; 14],
+        }
+    }
+
+    /// The client's side of the same SRTP session: our remote keys are its local ones.
+    fn client_contexts() -> (SrtpContext, SrtpContext) {
+        let crypto = rtc::crypto::default_provider().expect("crypto");
+        let keys = keys();
+        let profile = ProtectionProfile::Aes128CmHmacSha1_80;
+        let sending = SrtpContext::new(
+            &keys.remote_master_key,
+            &keys.remote_master_salt,
+            profile,
+            None,
+            None,
+            crypto.crypto(),
+        )
+        .expect("context");
+        let receiving = SrtpContext::new(
+            &keys.local_master_key,
+            &keys.local_master_salt,
+            profile,
+            None,
+            None,
+            crypto.crypto(),
+        )
+        .expect("context");
+        (sending, receiving)
+    }
+
+    fn vp8(ssrc: u32) -> StreamInfo {
+        StreamInfo {
+            ssrc,
+            payload_type: 96,
+            mime_type: "video/VP8".into(),
+            clock_rate: 90_000,
+            ..Default::default()
+        }
+    }
+
+    fn plane() -> (Arc<MediaPlane>, Arc<EchoPath>) {
+        let metrics = Arc::new(Metrics::new());
+        let retransmit = Arc::new(RetransmitStats::new(Arc::clone(&metrics)));
+        let plane =
+            MediaPlane::new(ProtectionProfile::Aes128CmHmacSha1_80, &keys(), retransmit, Arc::default())
+                .expect("plane");
+        let path = Arc::new(EchoPath {
+            out_ssrc: OUT_SSRC,
+            out_payload_type: Some(100),
+            tap: None,
+            recorder: None,
+            viewers: None,
+            stats: Arc::default(),
+            metrics,
+        });
+        plane.attach(Arc::clone(&path), vp8(IN_SSRC), Some(vp8(OUT_SSRC)));
+        (plane, path)
+    }
+
+    fn rtp(ssrc: u32, sequence_number: u16, payload: &'static [u8]) -> Vec<u8> {
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                payload_type: 96,
+                sequence_number,
+                timestamp: 3000 * u32::from(sequence_number),
+                ssrc,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(payload),
+        };
+        packet.marshal().expect("marshal").to_vec()
+    }
+
+    /// Feeds one datagram from the client; returns whether the plane took it and
+    /// what it sent.
+    fn feed(plane: &MediaPlane, datagram: &[u8]) -> (bool, Vec<Vec<u8>>) {
+        let mut sent = Vec::new();
+        let taken = plane.handle(datagram, CLIENT, &mut |bytes, to| {
+            assert_eq!(to, CLIENT);
+            sent.push(bytes.to_vec());
+        });
+        (taken, sent)
+    }
+
+    #[test]
+    fn an_attached_ssrc_is_echoed_with_our_keys_ssrc_and_payload_type_and_the_rest_is_left() {
+        let (plane, path) = plane();
+        let (mut client_out, mut client_in) = client_contexts();
+        let protected = client_out.encrypt_rtp(&rtp(IN_SSRC, 7, b"vp8 frame")).expect("protect");
+        let (taken, sent) = feed(&plane, &protected);
+        assert!(taken);
+        assert_eq!(sent.len(), 1, "one echo");
+        let echo = client_in.decrypt_rtp(&sent[0]).expect("the client unprotects the echo");
+        let echo = rtc::rtp::Packet::unmarshal(&mut echo.freeze()).expect("RTP");
+        assert_eq!(echo.header.ssrc, OUT_SSRC);
+        assert_eq!(echo.header.payload_type, 100);
+        assert_eq!(echo.header.sequence_number, 7);
+        assert_eq!(&echo.payload[..], b"vp8 frame");
+        assert_eq!(path.stats.packets_on_plane.load(Ordering::Relaxed), 1);
+        assert_eq!(path.stats.packets_out.load(Ordering::Relaxed), 1);
+
+        // Another SSRC (a track not attached yet): webrtc-rs's.
+        let other = client_out.encrypt_rtp(&rtp(0x5555_6666, 1, b"x")).expect("protect");
+        assert_eq!(feed(&plane, &other), (false, vec![]));
+        // After detach, this one too.
+        plane.detach(IN_SSRC);
+        let later = client_out.encrypt_rtp(&rtp(IN_SSRC, 8, b"y")).expect("protect");
+        assert_eq!(feed(&plane, &later), (false, vec![]));
+    }
+
+    #[test]
+    fn forged_replayed_and_garbled_packets_are_counted_and_dropped() {
+        let (plane, path) = plane();
+        let (mut client_out, _) = client_contexts();
+        let protected = client_out.encrypt_rtp(&rtp(IN_SSRC, 7, b"vp8 frame")).expect("protect");
+        assert_eq!(feed(&plane, &protected).1.len(), 1);
+        // The same packet again: a replay.
+        assert_eq!(feed(&plane, &protected), (true, vec![]));
+        // A flipped payload bit: the tag fails.
+        let mut forged = client_out.encrypt_rtp(&rtp(IN_SSRC, 8, b"vp8 frame")).expect("protect");
+        forged[14] ^= 1;
+        assert_eq!(feed(&plane, &forged), (true, vec![]));
+        // Plain RTP with our SSRC, and a truncated one: no tag at all.
+        assert_eq!(feed(&plane, &rtp(IN_SSRC, 9, b"plain")), (true, vec![]));
+        assert_eq!(feed(&plane, &rtp(IN_SSRC, 10, b"")[..12]), (true, vec![]));
+        assert_eq!(plane.stats.unprotect_failed.load(Ordering::Relaxed), 4);
+        assert_eq!(path.stats.packets_in.load(Ordering::Relaxed), 1);
+        // RTCP that does not unprotect goes on to webrtc-rs untouched.
+        assert_eq!(feed(&plane, &[0x81, 201, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0]), (false, vec![]));
     }
 }
