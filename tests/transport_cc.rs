@@ -18,6 +18,8 @@ use face_echo::peer::{self, PeerNetwork};
 use futures_util::{SinkExt, StreamExt};
 use rtc::interceptor::{Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::shared::error::Error;
 use serde_json::{Value, json};
@@ -46,6 +48,9 @@ struct Wire {
     transport_cc_arrivals: AtomicU64,
     /// RTCP REMB (PT 206, FMT 15, "REMB") received.
     remb_received: AtomicU64,
+    /// Receiver reports with a report block about our stream, and sender reports.
+    receiver_reports: AtomicU64,
+    sender_reports: AtomicU64,
 }
 
 impl Wire {
@@ -88,6 +93,12 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for WireTap {
                 }
                 if any.is::<ReceiverEstimatedMaximumBitrate>() {
                     self.wire.remb_received.fetch_add(1, Ordering::Relaxed);
+                }
+                if any.downcast_ref::<ReceiverReport>().is_some_and(|rr| !rr.reports.is_empty()) {
+                    self.wire.receiver_reports.fetch_add(1, Ordering::Relaxed);
+                }
+                if any.is::<SenderReport>() {
+                    self.wire.sender_reports.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -169,7 +180,27 @@ fn advertises_remb(sdp: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_answer_advertises_exactly_the_congestion_feedback_the_server_sends() {
-    let server = start(test_config()).await;
+    congestion_feedback(test_config()).await;
+}
+
+/// The same on one shared UDP port, where the session's media plane (not
+/// webrtc-rs) runs the feedback interceptors and sends their RTCP itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_media_plane_sends_the_same_feedback() {
+    let mut config = test_config();
+    config.udp_port = Some(face_echo::config::UdpPorts::Shared(free_udp_port()));
+    let echo = congestion_feedback(config).await;
+    let (on_plane, packets_in) =
+        (echo["packets_on_plane"].as_u64().unwrap(), echo["packets_in"].as_u64().unwrap());
+    assert!(on_plane * 10 >= packets_in * 8, "{on_plane} of {packets_in} packets on the plane: {echo}");
+    assert_eq!(echo["plane"]["unprotect_failed"], 0, "{echo}");
+    assert_eq!(echo["plane"]["errors"], 0, "{echo}");
+}
+
+/// One publisher's three seconds against a server started with `config`; returns
+/// its session's `echo` counters.
+async fn congestion_feedback(config: face_echo::config::Config) -> Value {
+    let server = start(config).await;
 
     // Signaling, as the page does it: offer, answer, trickled candidates both ways.
     let ws = open_signaling(&ws_url(server.addr), None).await.expect("signaling opens");
@@ -287,11 +318,16 @@ async fn the_answer_advertises_exactly_the_congestion_feedback_the_server_sends(
     let arrivals = Wire::get(&wire.transport_cc_arrivals);
     let remb = Wire::get(&wire.remb_received);
     let echoed = Wire::get(&wire.rtp_received);
+    let (receiver_reports, sender_reports) =
+        (Wire::get(&wire.receiver_reports), Wire::get(&wire.sender_reports));
     println!(
         "publisher sent {rtp_sent} RTP packets, {stamped} with a transport-wide sequence number; \
          received {echoed} RTP back, {transport_cc} TransportLayerCC reporting {arrivals} arrivals, \
-         and {remb} REMB"
+         {remb} REMB, {receiver_reports} receiver and {sender_reports} sender reports"
     );
+    // Reports every second, on our stream and on the echo.
+    assert!(receiver_reports >= 2, "{receiver_reports} receiver reports in 3 s");
+    assert!(sender_reports >= 2, "{sender_reports} sender reports in 3 s");
 
     // The publisher asks for transport-cc and, having asked, numbers what it sends.
     assert!(advertises_transport_cc(&offer_sdp), "the offer asks for transport-cc: {offer_sdp}");
@@ -319,8 +355,12 @@ async fn the_answer_advertises_exactly_the_congestion_feedback_the_server_sends(
         if advertised_remb { "advertises" } else { "does not advertise" }
     );
 
+    let echo =
+        sessions(server.addr).await.first().map(|session| session["echo"].clone()).expect("the session");
+    println!("server's echo counters: {echo}");
     reader.abort();
     writer.abort();
     let _ = tokio::time::timeout(Duration::from_secs(3), pc.close()).await;
     server.shutdown().await.expect("shutdown");
+    echo
 }

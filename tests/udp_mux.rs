@@ -15,10 +15,6 @@ use face_echo::loadgen::client::ClientPeer;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The UDP sockets process `pid` holds, by local address (Linux: its socket inodes
 /// in /proc/PID/fd matched against /proc/net/udp{,6}).
 fn udp_sockets(pid: u32) -> Vec<SocketAddr> {

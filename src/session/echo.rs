@@ -10,7 +10,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use rtc::interceptor::StreamInfo;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -20,7 +19,7 @@ use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::fanout::FanOut;
-use super::plane::MediaPlane;
+use super::plane::PlaneLeg;
 use crate::keyframe_feedback::asks_for_keyframe;
 use crate::metrics::Metrics;
 use crate::record::RecorderInput;
@@ -87,7 +86,7 @@ pub struct EchoLeg {
     /// The session's media plane with the incoming stream and the echo's (`None`
     /// when the PeerConnection is not on the UDP mux): it takes the packets from
     /// webrtc-rs once attached.
-    pub plane: Option<(Arc<MediaPlane>, StreamInfo, Option<StreamInfo>)>,
+    pub plane: Option<PlaneLeg>,
 }
 
 /// What happens to each packet of an incoming track: the echo first, then the
@@ -204,8 +203,8 @@ impl EchoLeg {
         }
         // What webrtc-rs still holds (queued before this) comes out below; the rest
         // goes through the plane.
-        if let Some((plane, remote, local)) = &plane {
-            plane.attach(Arc::clone(&path), remote.clone(), local.clone());
+        if let Some(leg) = &plane {
+            leg.plane.attach(Arc::clone(&path), leg);
         }
         while let Some(event) = incoming.poll().await {
             let packet = match event {
@@ -223,8 +222,8 @@ impl EchoLeg {
         if let Some(pc) = pc.upgrade() {
             pc.forward_rtp(track_id, None, None);
         }
-        if let Some((plane, remote, _)) = &plane {
-            plane.detach(remote.ssrc);
+        if let Some(leg) = &plane {
+            leg.plane.detach(leg.remote.ssrc);
         }
     }
 }

@@ -42,7 +42,7 @@ pub use negotiate::MAX_VIDEO_TRACKS;
 use negotiate::{
     ReadOffer, add_remote_candidate, answer_offer, build_peer, negotiated_vp8_payload_type, read_offer,
 };
-use plane::{MediaPlane, PlaneStats};
+use plane::{MediaPlane, PlaneLeg, PlaneStats};
 
 /// What a session tells the connection that owns it.
 #[derive(Debug)]
@@ -280,10 +280,13 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
 
     // One keyframe budget for everyone who asks this publisher for keyframes.
     let mut wishers = keyframes::Wishers::default();
+    let mut echo_wishes = None;
     if let Some((out_track, _)) = &out_track {
-        let (echo_wishes, wishes) = mpsc::channel(1);
+        let (wish, wishes) = mpsc::channel(1);
         wishers.add(wishes, Arc::clone(&shared.info.echo.plis_relayed));
-        shared.spawn(echo::relay_keyframe_requests(Arc::clone(out_track), echo_wishes));
+        // From webrtc-rs (until the plane takes the echo's RTCP), and from the plane.
+        shared.spawn(echo::relay_keyframe_requests(Arc::clone(out_track), wish.clone()));
+        echo_wishes = Some(wish);
     }
     // The decode tap and the viewers take the first m-line's track.
     let (mut tap, mut viewers, mut recorder) = (None, None, None);
@@ -310,7 +313,7 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
         Some((transceiver, plane)) => {
             let echo_ssrc = out_track.as_ref().map(|_| out_ssrc);
             let (remote, local) = plane::stream_infos(transceiver, &track, echo_ssrc).await;
-            remote.map(|remote| (plane, remote, local))
+            remote.map(|remote| PlaneLeg { plane, remote, local, keyframe_wishes: echo_wishes })
         }
         _ => None,
     };

@@ -14,11 +14,13 @@
 //!   itself (NACK both ways with the retransmission budget, receiver and sender
 //!   reports, transport-cc): webrtc-rs negotiates them but does not run them for
 //!   this PeerConnection ([`peer::MediaPath::Plane`]), so no stream is reported on
-//!   twice. It reads a copy of each RTCP datagram (NACKs for the echo, sender
-//!   reports for its receiver reports) and sends the RTCP its interceptors make.
-//! - webrtc-rs keeps ICE, DTLS, data channels, RTP of any other SSRC (a track's
-//!   first packets, before its leg is attached) and all RTCP it reads (keyframe
-//!   requests go to [`super::keyframes`] as before, which sends its PLIs from SSRC 0).
+//!   twice. It reads the client's RTCP (NACKs for the echo, sender reports for its
+//!   receiver reports) and sends the RTCP its interceptors make.
+//!   Keyframe requests for an echo become that echo's wishes for
+//!   [`super::keyframes`], as webrtc-rs's would.
+//! - webrtc-rs keeps ICE, DTLS, data channels, and RTP and RTCP that arrive before
+//!   the first leg is attached (of any other SSRC, for RTP); it sends the keyframe
+//!   scheduler's PLIs, from SSRC 0.
 //! - SRTP: the plane's own contexts, from the keys DTLS exported (vendor/PATCHES.md,
 //!   6). Sharing keys is safe because no (SSRC, index) is protected twice: the plane
 //!   protects RTP only on the echo's SSRCs, which webrtc-rs stops sending on once a
@@ -45,12 +47,14 @@ use rtc::srtp::config::SessionKeys;
 use rtc::srtp::context::Context as SrtpContext;
 use rtc::srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc::srtp::protection_profile::ProtectionProfile;
+use tokio::sync::mpsc;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{MediaEngine, PeerConnection};
 use webrtc::rtp_transceiver::RtpTransceiver;
 
 use super::SessionInfo;
 use super::echo::EchoPath;
+use crate::keyframe_feedback::asks_for_keyframe;
 use crate::nack_budget::RetransmitStats;
 use crate::peer;
 use crate::udp_mux::{MediaHook, MuxSender, UdpMux};
@@ -65,7 +69,7 @@ pub const IDLE_TICK: Duration = Duration::from_millis(200);
 pub struct PlaneStats {
     /// RTP packets unprotected here.
     pub rtp_in: AtomicU64,
-    /// RTCP datagrams read here (a copy: webrtc-rs reads them too).
+    /// RTCP datagrams read here (those asking for a keyframe go on to webrtc-rs too).
     pub rtcp_in: AtomicU64,
     /// Datagrams of our SSRCs that failed SRTP authentication or the replay check.
     pub unprotect_failed: AtomicU64,
@@ -109,18 +113,29 @@ struct PlaneState {
     /// Protects what we send (ours).
     outbound: SrtpContext,
     chain: Box<dyn Interceptor>,
-    legs: Vec<PlaneLeg>,
+    legs: Vec<Leg>,
     /// Where the client's media last came from: where feedback goes.
     peer: Option<SocketAddr>,
 }
 
-/// One incoming SSRC the plane echoes.
-struct PlaneLeg {
+/// One incoming stream for a session's plane: what the interceptors need to know
+/// of it and of its echo, and where keyframe requests for the echo go.
+pub struct PlaneLeg {
+    pub plane: Arc<MediaPlane>,
+    pub remote: StreamInfo,
+    /// The echo's stream (`None`: nothing is echoed, e.g. a WHIP `sendonly`).
+    pub local: Option<StreamInfo>,
+    /// PLI/FIR from the echo's receiver become these wishes ([`super::keyframes`]).
+    pub keyframe_wishes: Option<mpsc::Sender<()>>,
+}
+
+/// An attached stream, as the plane keeps it.
+struct Leg {
     ssrc: u32,
-    echoes: bool,
     path: Arc<EchoPath>,
     remote: StreamInfo,
     local: Option<StreamInfo>,
+    keyframe_wishes: Option<mpsc::Sender<()>>,
 }
 
 /// Where a datagram goes, by its first two bytes (RFC 7983, RFC 5761 §4).
@@ -185,16 +200,23 @@ impl MediaPlane {
         Ok(Arc::new(MediaPlane { state: Mutex::new(state), sender: OnceLock::new(), stats }))
     }
 
-    /// Takes the RTP of `remote`'s SSRC from now on: into `path`, echoed when
-    /// `local` (the echo's stream) is given.
-    pub fn attach(&self, path: Arc<EchoPath>, remote: StreamInfo, local: Option<StreamInfo>) {
+    /// Takes the RTP of `leg`'s incoming SSRC from now on, into `path`; echoed when
+    /// the leg has an echo stream.
+    pub fn attach(&self, path: Arc<EchoPath>, leg: &PlaneLeg) {
         let mut state = lock(&self.state);
-        state.chain.bind_remote_stream(&remote);
-        if let Some(local) = &local {
+        state.chain.bind_remote_stream(&leg.remote);
+        if let Some(local) = &leg.local {
             state.chain.bind_local_stream(local);
         }
-        state.legs.retain(|leg| leg.ssrc != remote.ssrc);
-        state.legs.push(PlaneLeg { ssrc: remote.ssrc, echoes: local.is_some(), path, remote, local });
+        let ssrc = leg.remote.ssrc;
+        state.legs.retain(|leg| leg.ssrc != ssrc);
+        state.legs.push(Leg {
+            ssrc,
+            path,
+            remote: leg.remote.clone(),
+            local: leg.local.clone(),
+            keyframe_wishes: leg.keyframe_wishes.clone(),
+        });
     }
 
     /// Gives the SSRC back to webrtc-rs (its track ended).
@@ -224,10 +246,7 @@ impl MediaPlane {
     fn handle(&self, datagram: &[u8], from: SocketAddr, send: Out<'_>) -> bool {
         match kind(datagram) {
             Kind::Rtp { ssrc } => self.on_rtp(datagram, ssrc, from, send),
-            Kind::Rtcp => {
-                self.on_rtcp(datagram, from, send);
-                false
-            }
+            Kind::Rtcp => self.on_rtcp(datagram, from, send),
             Kind::Other => false,
         }
     }
@@ -246,7 +265,7 @@ impl MediaPlane {
         let now = Instant::now();
         let mut state = lock(&self.state);
         let Some(leg) = state.legs.iter().find(|leg| leg.ssrc == ssrc) else { return false };
-        let (path, echoes) = (Arc::clone(&leg.path), leg.echoes);
+        let (path, echoes) = (Arc::clone(&leg.path), leg.local.is_some());
         let plain = match state.inbound.decrypt_rtp(datagram) {
             Ok(plain) => plain,
             Err(err) => {
@@ -279,22 +298,30 @@ impl MediaPlane {
         true
     }
 
-    /// A copy of one RTCP datagram: NACKs for our echoes get their retransmissions
-    /// here, sender reports feed our receiver reports.
-    fn on_rtcp(&self, datagram: &[u8], from: SocketAddr, send: Out<'_>) {
+    /// One RTCP datagram: NACKs for our echoes get their retransmissions here,
+    /// sender reports feed our receiver reports, keyframe requests for an echo
+    /// become its wishes. False (webrtc-rs takes it) when no leg is attached yet or
+    /// it does not unprotect here (webrtc-rs judges it).
+    fn on_rtcp(&self, datagram: &[u8], from: SocketAddr, send: Out<'_>) -> bool {
         let mut state = lock(&self.state);
         if state.legs.is_empty() {
-            return;
+            return false;
         }
-        let Ok(plain) = state.inbound.decrypt_rtcp(datagram) else {
-            // webrtc-rs reads it too, and judges it.
-            return;
-        };
+        let Ok(plain) = state.inbound.decrypt_rtcp(datagram) else { return false };
         let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut plain.freeze()) else {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return true;
         };
         self.stats.rtcp_in.fetch_add(1, Ordering::Relaxed);
+        for packet in packets.iter().filter(|packet| asks_for_keyframe(std::slice::from_ref(packet))) {
+            let wanted = packet.destination_ssrc();
+            let leg =
+                state.legs.iter().find(|leg| leg.local.as_ref().is_some_and(|l| wanted.contains(&l.ssrc)));
+            if let Some(wishes) = leg.and_then(|leg| leg.keyframe_wishes.as_ref()) {
+                // Full: a wish is pending already, which is all one more would say.
+                let _ = wishes.try_send(());
+            }
+        }
         let now = Instant::now();
         if let Err(err) = state.chain.handle_read(Self::tagged(Packet::Rtcp(packets), now, from)) {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -303,11 +330,12 @@ impl MediaPlane {
         while state.chain.poll_read().is_some() {}
         self.drain_writes(&mut state, send);
         self.run_timers(&mut state, now, send);
+        true
     }
 
     /// Runs the interceptors' timers if one is due, and sends what they make.
     fn run_timers(&self, state: &mut PlaneState, now: Instant, send: Out<'_>) {
-        if !state.chain.poll_timeout().is_some_and(|at| at <= now) {
+        if state.chain.poll_timeout().is_none_or(|at| at > now) {
             return;
         }
         if let Err(err) = state.chain.handle_timeout(now) {
@@ -495,11 +523,12 @@ mod tests {
             payload_type: 96,
             mime_type: "video/VP8".into(),
             clock_rate: 90_000,
+            rtcp_feedback: vec![RTCPFeedback { typ: "nack".into(), parameter: String::new() }],
             ..Default::default()
         }
     }
 
-    fn plane() -> (Arc<MediaPlane>, Arc<EchoPath>) {
+    fn plane() -> (Arc<MediaPlane>, Arc<EchoPath>, mpsc::Receiver<()>) {
         let metrics = Arc::new(Metrics::new());
         let retransmit = Arc::new(RetransmitStats::new(Arc::clone(&metrics)));
         let plane =
@@ -514,8 +543,15 @@ mod tests {
             stats: Arc::default(),
             metrics,
         });
-        plane.attach(Arc::clone(&path), vp8(IN_SSRC), Some(vp8(OUT_SSRC)));
-        (plane, path)
+        let (wish, wishes) = mpsc::channel(1);
+        let leg = PlaneLeg {
+            plane: Arc::clone(&plane),
+            remote: vp8(IN_SSRC),
+            local: Some(vp8(OUT_SSRC)),
+            keyframe_wishes: Some(wish),
+        };
+        plane.attach(Arc::clone(&path), &leg);
+        (plane, path, wishes)
     }
 
     fn rtp(ssrc: u32, sequence_number: u16, payload: &'static [u8]) -> Vec<u8> {
@@ -546,7 +582,7 @@ mod tests {
 
     #[test]
     fn an_attached_ssrc_is_echoed_with_our_keys_ssrc_and_payload_type_and_the_rest_is_left() {
-        let (plane, path) = plane();
+        let (plane, path, _) = plane();
         let (mut client_out, mut client_in) = client_contexts();
         let protected = client_out.encrypt_rtp(&rtp(IN_SSRC, 7, b"vp8 frame")).expect("protect");
         let (taken, sent) = feed(&plane, &protected);
@@ -572,7 +608,7 @@ mod tests {
 
     #[test]
     fn forged_replayed_and_garbled_packets_are_counted_and_dropped() {
-        let (plane, path) = plane();
+        let (plane, path, _) = plane();
         let (mut client_out, _) = client_contexts();
         let protected = client_out.encrypt_rtp(&rtp(IN_SSRC, 7, b"vp8 frame")).expect("protect");
         assert_eq!(feed(&plane, &protected).1.len(), 1);
@@ -589,5 +625,44 @@ mod tests {
         assert_eq!(path.stats.packets_in.load(Ordering::Relaxed), 1);
         // RTCP that does not unprotect goes on to webrtc-rs untouched.
         assert_eq!(feed(&plane, &[0x81, 201, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0]), (false, vec![]));
+    }
+
+    #[test]
+    fn nacks_are_answered_here_and_keyframe_requests_become_wishes() {
+        use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+        use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
+        let (plane, _path, mut wishes) = plane();
+        let (mut client_out, mut client_in) = client_contexts();
+        let mut echoes = Vec::new();
+        for sequence_number in 1..=20 {
+            let protected =
+                client_out.encrypt_rtp(&rtp(IN_SSRC, sequence_number, b"vp8 frame")).expect("protect");
+            let (_, sent) = feed(&plane, &protected);
+            echoes.extend(sent);
+        }
+        let echo_of_5 =
+            echoes.iter().find(|bytes| bytes[2..4] == 5u16.to_be_bytes()).expect("echo 5").clone();
+        let rtcp = |packet: Box<dyn rtc::rtcp::Packet>, client_out: &mut SrtpContext| {
+            let plain = rtc::rtcp::packet::marshal(&[packet]).expect("marshal");
+            client_out.encrypt_rtcp(&plain).expect("protect").to_vec()
+        };
+        // The retransmission budget refills at the stream's rate: 20 packets a
+        // second (counted over a whole second) earn one packet in 50 ms.
+        std::thread::sleep(Duration::from_millis(100));
+        let nack = TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: OUT_SSRC,
+            nacks: vec![NackPair { packet_id: 5, lost_packets: 0 }],
+        };
+        let (taken, sent) = feed(&plane, &rtcp(Box::new(nack), &mut client_out));
+        assert!(taken, "a NACK is the plane's alone");
+        assert_eq!(sent, vec![echo_of_5.clone()], "the echo of 5, resent as it was");
+        client_in.decrypt_rtp(&sent[0]).expect("the client unprotects the retransmission");
+        let pli = PictureLossIndication { sender_ssrc: 1, media_ssrc: OUT_SSRC };
+        assert!(wishes.try_recv().is_err());
+        let (taken, _) = feed(&plane, &rtcp(Box::new(pli), &mut client_out));
+        assert!(taken, "a keyframe request is the plane's too");
+        assert!(wishes.try_recv().is_ok(), "and becomes the echo's keyframe wish");
+        assert_eq!(plane.stats.rtcp_in.load(Ordering::Relaxed), 2);
     }
 }

@@ -29,6 +29,11 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// A UDP port free on 127.0.0.1 a moment ago (for `--udp-port`).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// The default config on 127.0.0.1 with an ephemeral port.
 pub fn test_config() -> Config {
     Config::new("127.0.0.1:0".parse().unwrap())
