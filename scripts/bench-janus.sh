@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Server CPU per echoed RTP packet, face-echo vs Janus EchoTest, side by side in one run (issue #13).
 #
-#   scripts/bench-janus.sh [-r REPEATS] [-s SECONDS] [PEERS...]
+#   scripts/bench-janus.sh [-u] [-r REPEATS] [-s SECONDS] [PEERS...]
 #
+#   -u  face-echo on one shared UDP port (`--udp-port`, a free one per run), where its media
+#       plane (`session::plane`) takes the echo
 #   -r  repeats (default 3); runs are interleaved janus, face-echo, janus, face-echo, … at each
 #       peer count, and medians quoted
 #   -s  seconds of the load window (default 20; /proc CPU counters tick at 10 ms)
@@ -20,11 +22,13 @@ cd "$(dirname "$0")/.."
 
 repeats=3
 seconds=20
-while getopts "r:s:" opt; do
+shared_port=0
+while getopts "ur:s:" opt; do
   case "$opt" in
+    u) shared_port=1 ;;
     r) repeats="$OPTARG" ;;
     s) seconds="$OPTARG" ;;
-    *) sed -n 2,18p "$0" >&2; exit 2 ;;
+    *) sed -n 2,20p "$0" >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -144,7 +148,9 @@ for r in $(seq "$repeats"); do
         url="http://127.0.0.1:$port/janus"
         client_addr="$janus_addr"
       else
-        start_server "$log" --max-sessions 512
+        udp=()
+        [ "$shared_port" = 0 ] || udp=(--udp-port "$(free_udp_port)")
+        start_server "$log" --max-sessions 512 "${udp[@]}"
         url="ws://127.0.0.1:$port/ws"
         client_addr=127.0.0.1
       fi

@@ -8,6 +8,11 @@ else
 fi
 mkdir -p target/bench
 
+# free_udp_port: a UDP port free on 127.0.0.1 a moment ago (for --udp-port).
+free_udp_port() {
+  python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
 # start_server LOG ARGS...: starts the release server with ARGS on a free port, waits
 # until it answers; sets $port and $server (its pid).
 start_server() {

@@ -65,7 +65,7 @@ for r in $(seq "$repeats"); do
         server_bin="$base"
       fi
       udp=()
-      [ "$shared_port" = 0 ] || udp=(--udp-port "$(python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
+      [ "$shared_port" = 0 ] || udp=(--udp-port "$(free_udp_port)")
       bin="$server_bin" start_server "target/bench/packet-$build-$n.log" --max-sessions 512 "${udp[@]}"
       echo "bench: repeat $r, $build server, $n peers, ${seconds}s" >&2
       perf_pid=""
