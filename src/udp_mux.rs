@@ -19,10 +19,12 @@
 //! so `--stun` gathering and our own connectivity checks work too. Everything else
 //! is counted and dropped.
 //!
-//! Cost per packet: one reader task per shared socket (batched `recvmmsg`), one
-//! hash lookup, one copy into the PeerConnection's inbox (buffers are recycled, so
-//! nothing is allocated once an inbox has warmed up) and one wake of its driver.
-//! Sends go straight to the shared socket from the driver.
+//! Cost per packet: one reader thread per shared socket (it sleeps in `poll(2)` and
+//! reads in batches with `recvmmsg`), one hash lookup, then either the session's
+//! [`MediaHook`] (its media plane handles the packet right there, on this thread)
+//! or a copy into the PeerConnection's inbox (buffers are recycled, so nothing is
+//! allocated once an inbox has warmed up) and one wake of its driver. Sends go
+//! straight to the shared socket, from anyone, never waiting.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -30,7 +32,7 @@ use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -41,7 +43,7 @@ use rtc::stun::integrity::MessageIntegrity;
 use rtc::stun::message::{BINDING_REQUEST, MAGIC_COOKIE, Message};
 use webrtc::runtime::{
     AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, BATCH_SIZE, JoinHandle, RecvMeta,
-    Runtime, TokioRuntime, Transmit,
+    Runtime, TokioRuntime, Transmit, UdpSockRef, UdpSocketState,
 };
 
 /// Datagrams an inbox holds for a PeerConnection whose driver has not read them yet
@@ -125,21 +127,18 @@ pub struct UdpMux {
 
 struct MuxInner {
     port: u16,
-    /// The runtime the reader tasks and the shared sockets belong to (the server's):
-    /// PeerConnection drivers run on webrtc's reactor threads, not here.
-    runtime: tokio::runtime::Handle,
     sockets: Mutex<HashMap<IpAddr, Arc<Shared>>>,
     /// Addresses whose bind failed: sessions fall back to an ephemeral port there.
     unbindable: Mutex<HashSet<IpAddr>>,
-    readers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     stats: Arc<MuxStats>,
     next_id: AtomicU64,
 }
 
 impl Drop for MuxInner {
+    /// Stops the reader threads (each wakes at once: see [`Shared::stop`]).
     fn drop(&mut self) {
-        for reader in self.readers.get_mut().map(std::mem::take).unwrap_or_default() {
-            reader.abort();
+        for shared in self.sockets.get_mut().map(std::mem::take).unwrap_or_default().into_values() {
+            shared.stop();
         }
     }
 }
@@ -158,10 +157,8 @@ impl UdpMux {
         let mux = UdpMux {
             inner: Arc::new(MuxInner {
                 port,
-                runtime: tokio::runtime::Handle::current(),
                 sockets: Mutex::default(),
                 unbindable: Mutex::default(),
-                readers: Mutex::default(),
                 stats: Arc::default(),
                 next_id: AtomicU64::new(1),
             }),
@@ -214,23 +211,21 @@ impl UdpMux {
         if let Some(shared) = sockets.get(&ip) {
             return Ok(Arc::clone(shared));
         }
-        let std_socket = bind_shared(SocketAddr::new(ip, self.inner.port))?;
-        let local = std_socket.local_addr()?;
-        let socket = {
-            // Registered with the server's reactor, whichever thread asks.
-            let _runtime = self.inner.runtime.enter();
-            TokioRuntime.wrap_udp_socket(std_socket)?
-        };
+        let socket = bind_shared(SocketAddr::new(ip, self.inner.port))?;
+        let local = socket.local_addr()?;
+        let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         let shared = Arc::new(Shared {
             socket,
+            state,
             local,
             table: RwLock::default(),
             asked: Mutex::default(),
             stats: Arc::clone(&self.inner.stats),
             crypto: rtc::crypto::default_provider().map_err(io::Error::other)?,
+            stopping: AtomicBool::new(false),
         });
-        let reader = self.inner.runtime.spawn(read_loop(Arc::clone(&shared)));
-        lock(&self.inner.readers).push(reader);
+        let reader = Arc::clone(&shared);
+        std::thread::Builder::new().name(format!("udp-mux {local}")).spawn(move || read_loop(reader))?;
         tracing::info!(addr = %local, "UDP mux socket bound");
         sockets.insert(ip, Arc::clone(&shared));
         Ok(shared)
@@ -328,7 +323,10 @@ impl IceCredentials {
 
 /// One shared socket and who is behind it.
 struct Shared {
-    socket: Arc<dyn AsyncUdpSocket>,
+    /// Non-blocking; read by its own thread ([`read_loop`]), written by anyone
+    /// (drivers, media hooks) straight through `state`.
+    socket: StdUdpSocket,
+    state: UdpSocketState,
     local: SocketAddr,
     table: RwLock<Table>,
     /// STUN requests our PeerConnections sent (transaction id → sender): the answer
@@ -337,6 +335,8 @@ struct Shared {
     asked: Mutex<HashMap<TransactionId, (Arc<Inbox>, Instant)>>,
     stats: Arc<MuxStats>,
     crypto: Arc<dyn rtc::crypto::RTCCryptoProvider>,
+    /// Set when the mux is dropped: the reader thread ends.
+    stopping: AtomicBool,
 }
 
 #[derive(Default)]
@@ -396,19 +396,32 @@ impl Shared {
         }
     }
 
-    /// Sends `datagram` to `to` now, from the reader: a full send buffer drops it
-    /// (counted), as for the drivers' sends.
+    /// Sends `datagram` to `to` now (see [`Shared::send`]).
     fn send_now(&self, datagram: &[u8], to: SocketAddr) {
         let transmit =
             Transmit { destination: to, ecn: None, contents: datagram, segment_size: None, src_ip: None };
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.socket.poll_send(&mut cx, &transmit) {
-            Poll::Ready(Ok(_)) => {}
-            Poll::Pending => {
-                self.stats.send_dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            Poll::Ready(Err(err)) => tracing::debug!(%to, %err, "send on the UDP mux failed"),
+        if let Err(err) = self.send(&transmit) {
+            tracing::debug!(%to, %err, "send on the UDP mux failed");
         }
+    }
+
+    /// Sends now. Many threads share this socket and none may wait for it: a full
+    /// send buffer drops the datagram (counted), as a full queue on the path would.
+    fn send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        match self.state.try_send(UdpSockRef::from(&self.socket), transmit) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                self.stats.send_dropped.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            sent => sent,
+        }
+    }
+
+    /// Ends the reader thread: flags it, then wakes it with an empty datagram to
+    /// itself (it checks the flag before routing anything).
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        let _ = self.socket.send_to(&[], self.local);
     }
 
     /// The inbox a datagram from an unknown address may open: a STUN binding request
@@ -518,30 +531,45 @@ enum Refused {
     Unauthenticated,
 }
 
-/// Reads the shared socket in batches and routes each datagram; one task per socket.
-async fn read_loop(shared: Arc<Shared>) {
-    let gro = shared.socket.max_gro_segments().max(1);
+/// How long the reader waits in `poll` before looking at the stop flag again (it is
+/// woken at once when stopped; this only bounds a lost wake-up).
+const POLL_TIMEOUT_MS: libc::c_int = 1000;
+
+/// Reads the shared socket in batches and routes each datagram, on a thread of its
+/// own: it sleeps in `poll(2)` and is woken by the kernel, not by an async runtime,
+/// so a packet costs no task scheduling on its way to its hook or inbox.
+fn read_loop(shared: Arc<Shared>) {
+    let gro = shared.state.gro_segments().max(1);
     let buf_len = (gro * 1500).max(MAX_DATAGRAM);
     let mut storage = vec![0u8; buf_len * BATCH_SIZE];
     let mut meta = [RecvMeta::default(); BATCH_SIZE];
-    loop {
-        let received = std::future::poll_fn(|cx| {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&shared.socket);
+    while !shared.stopping.load(Ordering::Relaxed) {
+        let received = {
             let mut chunks = storage.chunks_mut(buf_len);
             let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
                 std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-            shared.socket.poll_recv(cx, &mut bufs, &mut meta)
-        })
-        .await;
+            shared.state.recv(UdpSockRef::from(&shared.socket), &mut bufs, &mut meta)
+        };
         let count = match received {
             Ok(count) => count,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                let mut pollfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd for a socket this thread keeps open.
+                unsafe { libc::poll(&mut pollfd, 1, POLL_TIMEOUT_MS) };
+                continue;
+            }
             Err(err) if transient(&err) => continue,
             Err(err) => {
                 // Not expected on a bound UDP socket; keep serving rather than spin.
                 tracing::error!(addr = %shared.local, %err, "UDP mux receive failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
         };
+        if shared.stopping.load(Ordering::Relaxed) {
+            break;
+        }
         for (index, meta) in meta.iter().take(count).enumerate() {
             let message = &storage[index * buf_len..index * buf_len + meta.len.min(buf_len)];
             // GRO may have coalesced several datagrams of one flow: `stride` apart.
@@ -677,16 +705,8 @@ impl AsyncUdpSocket for MuxSocket {
         if transmit.segment_size.is_none() {
             self.shared.note_request(transmit.contents, &self.inbox);
         }
-        match self.shared.socket.poll_send(cx, transmit) {
-            // Many drivers share this socket and only the last one to wait would be
-            // woken: a full send buffer drops the datagram (as a full queue on the
-            // path would) instead of parking a driver that nobody may wake.
-            Poll::Pending => {
-                self.shared.stats.send_dropped.fetch_add(1, Ordering::Relaxed);
-                Poll::Ready(Ok(transmit.contents.len()))
-            }
-            ready => ready,
-        }
+        let _ = cx;
+        Poll::Ready(self.shared.send(transmit).map(|()| transmit.contents.len()))
     }
 
     fn poll_recv(
@@ -699,7 +719,7 @@ impl AsyncUdpSocket for MuxSocket {
     }
 
     fn max_gso_segments(&self) -> usize {
-        self.shared.socket.max_gso_segments()
+        self.shared.state.max_gso_segments()
     }
 }
 
