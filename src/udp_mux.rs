@@ -554,9 +554,7 @@ fn read_loop(shared: Arc<Shared>) {
         let count = match received {
             Ok(count) => count,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                let mut pollfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-                // SAFETY: one valid pollfd for a socket this thread keeps open.
-                unsafe { libc::poll(&mut pollfd, 1, POLL_TIMEOUT_MS) };
+                wait_readable(fd);
                 continue;
             }
             Err(err) if transient(&err) => continue,
@@ -577,7 +575,19 @@ fn read_loop(shared: Arc<Shared>) {
                 shared.dispatch(datagram, meta.addr);
             }
         }
+        if count < BATCH_SIZE {
+            // The queue was emptied: wait for more rather than ask again (a `recvmmsg`
+            // answering "nothing" per wake-up).
+            wait_readable(fd);
+        }
     }
+}
+
+/// Sleeps until `fd` is readable (or [`POLL_TIMEOUT_MS`] passes).
+fn wait_readable(fd: std::os::fd::RawFd) {
+    let mut pollfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for a socket the caller keeps open.
+    unsafe { libc::poll(&mut pollfd, 1, POLL_TIMEOUT_MS) };
 }
 
 /// Errors a socket serving many peers reports for one of them (as the driver's rule).

@@ -64,6 +64,9 @@ const REPLAY_WINDOW: usize = 64;
 /// How often the plane looks at its timers when no packet has come to run them.
 pub const IDLE_TICK: Duration = Duration::from_millis(200);
 
+/// RTCP packets, sent as one compound packet.
+type Compound = Vec<Box<dyn rtc::rtcp::Packet>>;
+
 /// What the plane counted, for `/api/sessions` (`echo.plane`).
 #[derive(Debug, Default)]
 pub struct PlaneStats {
@@ -345,32 +348,52 @@ impl MediaPlane {
         self.drain_writes(state, send);
     }
 
-    /// Protects and sends to the client what the interceptors let out.
+    /// Protects and sends to the client what the interceptors let out: each RTP
+    /// packet on its own, all RTCP of one pass as one compound packet.
     fn drain_writes(&self, state: &mut PlaneState, send: Out<'_>) {
+        let mut rtcp: Compound = Vec::new();
         while let Some(out) = state.chain.poll_write() {
-            let (protected, counter) = match &out.message.packet {
-                Packet::Rtp(packet) => (
-                    packet.marshal().and_then(|plain| state.outbound.encrypt_rtp(&plain)),
-                    &self.stats.rtp_out,
-                ),
-                Packet::Rtcp(packets) if !packets.is_empty() => (
-                    rtc::rtcp::packet::marshal(packets).and_then(|plain| state.outbound.encrypt_rtcp(&plain)),
-                    &self.stats.rtcp_out,
-                ),
-                _ => continue,
-            };
-            match (protected, state.peer) {
-                (Ok(bytes), Some(to)) => {
-                    send(&bytes, to);
-                    counter.fetch_add(1, Ordering::Relaxed);
+            match out.message.packet {
+                Packet::Rtp(packet) => {
+                    let protected = packet.marshal().and_then(|plain| state.outbound.encrypt_rtp(&plain));
+                    self.send_protected(protected, state.peer, &self.stats.rtp_out, send);
                 }
-                (Ok(_), None) => {
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                }
-                (Err(err), _) => {
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%err, "media plane could not protect a packet");
-                }
+                Packet::Rtcp(packets) => rtcp.extend(packets),
+                _ => {}
+            }
+        }
+        if !rtcp.is_empty() {
+            // A compound packet starts with a report (RFC 3550 §6.1); with none it is a
+            // reduced-size one (RFC 5506), as each feedback packet alone was.
+            rtcp.sort_by_key(|packet| {
+                let any = packet.as_any();
+                !(any.is::<rtc::rtcp::sender_report::SenderReport>()
+                    || any.is::<rtc::rtcp::receiver_report::ReceiverReport>())
+            });
+            let protected =
+                rtc::rtcp::packet::marshal(&rtcp).and_then(|plain| state.outbound.encrypt_rtcp(&plain));
+            self.send_protected(protected, state.peer, &self.stats.rtcp_out, send);
+        }
+    }
+
+    fn send_protected(
+        &self,
+        protected: rtc::shared::error::Result<bytes::BytesMut>,
+        to: Option<SocketAddr>,
+        sent: &AtomicU64,
+        send: Out<'_>,
+    ) {
+        match (protected, to) {
+            (Ok(bytes), Some(to)) => {
+                send(&bytes, to);
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            (Ok(_), None) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            (Err(err), _) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%err, "media plane could not protect a packet");
             }
         }
     }
