@@ -32,11 +32,12 @@ test-rust:
 # echo at 320x240, then at 640x480 with the decode tap and the server's own detector.
 test-browser:
 	cd tests/browser && FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo FACE_ECHO_SIZE=320x240 node --test
-	cd tests/browser && FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo FACE_ECHO_ARGS="--decode-tap --detect" node --test
+	cd tests/browser && FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo FACE_ECHO_ARGS="--decode-tap --detect" FACE_ECHO_SHARED_UDP=1 node --test
 
 # Independent WebRTC stacks as clients: aiortc (PyPI) and GStreamer webrtcbin (Debian).
 test-interop:
 	FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo tests/interop/run.sh
+	FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo INTEROP_SHARED_UDP=1 tests/interop/run.sh
 
 # cargo-fuzz targets (tap pipeline, signaling parser), 20 s each; longer: scripts/fuzz.sh 3600
 test-fuzz:

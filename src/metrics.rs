@@ -16,6 +16,8 @@ pub struct Metrics {
     pub sessions_active: Gauge,
     pub sessions_total: Counter,
     pub rtp_packets_received: Counter,
+    /// Of those, handled by a session's media plane (`--udp-port`), not webrtc-rs.
+    pub rtp_packets_on_plane: Counter,
     pub rtp_packets_forwarded: Counter,
     pub rtp_bytes_forwarded: Counter,
     pub rtp_forward_errors: Counter,
@@ -71,6 +73,7 @@ impl Metrics {
         let sessions_active = Gauge::default();
         let sessions_total = Counter::default();
         let rtp_packets_received = Counter::default();
+        let rtp_packets_on_plane = Counter::default();
         let rtp_packets_forwarded = Counter::default();
         let rtp_bytes_forwarded = Counter::default();
         let rtp_forward_errors = Counter::default();
@@ -116,6 +119,11 @@ impl Metrics {
             "rtp_packets_received",
             "RTP packets received from publishers",
             rtp_packets_received.clone(),
+        );
+        registry.register(
+            "rtp_packets_on_plane",
+            "RTP packets received that a session's media plane handled (one shared UDP port)",
+            rtp_packets_on_plane.clone(),
         );
         registry.register("rtp_packets_forwarded", "RTP packets echoed back", rtp_packets_forwarded.clone());
         registry.register(
@@ -302,6 +310,7 @@ impl Metrics {
             sessions_active,
             sessions_total,
             rtp_packets_received,
+            rtp_packets_on_plane,
             rtp_packets_forwarded,
             rtp_bytes_forwarded,
             rtp_forward_errors,

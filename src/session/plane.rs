@@ -292,6 +292,7 @@ impl MediaPlane {
         }
         while state.chain.poll_read().is_some() {}
         path.stats.packets_on_plane.fetch_add(1, Ordering::Relaxed);
+        path.metrics.rtp_packets_on_plane.inc();
         let (echo, sides) = path.take(packet, echoes);
         let echoed = echo.map(|echo| state.chain.handle_write(Self::tagged(Packet::Rtp(echo), now, from)));
         self.drain_writes(&mut state, send);

@@ -2,6 +2,7 @@
 // loopback port, the flags headless Chromium needs on this kind of machine, and
 // Chromium with a fake camera playing a Y4M file.
 import { createServer } from 'node:net';
+import { createSocket } from 'node:dgram';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -30,6 +31,18 @@ export function freePort() {
     const probe = createServer();
     probe.once('error', fail);
     probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => ok(port));
+    });
+  });
+}
+
+/** A UDP port free on 127.0.0.1 right now (for `--udp-port`). */
+export function freeUdpPort() {
+  return new Promise((ok, fail) => {
+    const probe = createSocket('udp4');
+    probe.once('error', fail);
+    probe.bind(0, '127.0.0.1', () => {
       const { port } = probe.address();
       probe.close(() => ok(port));
     });

@@ -14,6 +14,8 @@
 #
 # Knobs: INTEROP_SECONDS (default 6) publish time per client, INTEROP_MIN_FRAMES
 # (default 30) echo frames needed, INTEROP_CLIENTS (default "aiortc gst whip") which to run,
+# INTEROP_SHARED_UDP=1 (the server on one shared UDP port, `--udp-port`, where the sessions'
+# media planes take the echo: each client's packets must then have taken it, per /metrics),
 # RUST_LOG (default face_echo=debug,rtc=info). All traffic stays on 127.0.0.1.
 set -euo pipefail
 
@@ -99,8 +101,13 @@ EOF
 port="$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
 log="$out/server.log"
+server_args=()
+shared_udp="${INTEROP_SHARED_UDP:-0}"
+if [[ "$shared_udp" == 1 ]]; then
+    server_args=(--udp-port "$("$py" -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
+fi
 RUST_LOG="${RUST_LOG:-face_echo=debug,rtc=info}" NO_COLOR=1 \
-    "$bin" --listen "127.0.0.1:$port" --allow-origin "http://127.0.0.1:$port" >"$log" 2>&1 &
+    "$bin" --listen "127.0.0.1:$port" --allow-origin "http://127.0.0.1:$port" "${server_args[@]}" >"$log" 2>&1 &
 server_pid=$!
 
 cleanup() {
@@ -109,6 +116,11 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+
+# counter NAME: the server's face_echo_NAME_total from /metrics (0 if absent).
+counter() {
+    http_get "$base/metrics" 2>/dev/null | awk -v name="face_echo_$1_total" '$1 == name { print $2; found = 1 } END { if (!found) print 0 }'
+}
 
 log_tail() {
     echo "---- last 60 lines of $log ----"
@@ -147,6 +159,8 @@ for client in $clients; do
         *) echo "interop: unknown client $client" >&2; failed=$((failed + 1)); continue ;;
     esac
     echo "interop: $client: publishing for ${seconds}s"
+    received_before="$(counter rtp_packets_received)"
+    on_plane_before="$(counter rtp_packets_on_plane)"
     rc=0
     timeout -k 5 60 "${command[@]}" --seconds "$seconds" \
         --min-frames "$min_frames" >"$out/$client.json" 2>"$out/$client.err" || rc=$?
@@ -172,6 +186,15 @@ for client in $clients; do
     if [[ "$sessions" != "[]" ]]; then
         ok=0
         echo "interop: $client: FAIL: /api/sessions 3 s after the client exited: $sessions"
+    fi
+    if [[ "$shared_udp" == 1 ]]; then
+        received=$(($(counter rtp_packets_received) - received_before))
+        on_plane=$(($(counter rtp_packets_on_plane) - on_plane_before))
+        echo "interop: $client: $on_plane of $received RTP packets on the media plane"
+        if ((on_plane * 10 < received * 8)); then
+            ok=0
+            echo "interop: $client: FAIL: the media plane took $on_plane of $received packets"
+        fi
     fi
     if ((ok)); then
         echo "interop: $client: PASS"
