@@ -24,9 +24,20 @@
 //!                    page's own detections (agreement); `stats` each second
 //! ```
 //!
-//! With `--udp-port PORT` the first hop is shared: UDP → udp_mux reader (one task per
-//! shared socket: by remote address, learned from authenticated STUN) → the session's
-//! inbox → its driver, which then reads memory, not a socket.
+//! With `--udp-port PORT` (one shared UDP port) the first hop is shared, and a
+//! publisher's media skips webrtc-rs:
+//!
+//! ```text
+//! UDP → udp_mux reader thread (poll + recvmmsg; by remote address, learned from
+//!       authenticated STUN)
+//!   ├─ RTP of an attached track, and the client's RTCP → the session's
+//!   │    session::plane::MediaPlane, on the same thread: SRTP (DTLS's keys, vendored
+//!   │    rtc patch), the feedback interceptors (NACK both ways with nack_budget,
+//!   │    reports, transport-cc), then session::echo::EchoPath as above, the echo
+//!   │    protected and sent from there
+//!   └─ everything else (STUN, DTLS, data channels, a track's first packets) → the
+//!        session's inbox → its webrtc-rs driver, which then reads memory, not a socket
+//! ```
 //!
 //! RTCP flows the other way: PLI/FIR from the echo's receiver, the viewers and the
 //! tap become wishes for one scheduler per publisher (session::keyframes).
@@ -39,7 +50,8 @@
 //!   (wire types), [`sessions`] (the table and its slots), [`metrics`], [`process`].
 //! - One PeerConnection: [`peer`] (the recipe every PeerConnection is built from;
 //!   webrtc-rs itself is vendored, with the few changes listed in vendor/PATCHES.md),
-//!   [`session`] (negotiate, echo, fan-out, viewers, keyframes, results),
+//!   [`session`] (negotiate, echo, the media plane, fan-out, viewers, keyframes,
+//!   results),
 //!   [`network`] (which addresses media binds), [`udp_mux`] (`--udp-port PORT`:
 //!   every session on one socket per address), [`nack_budget`] and
 //!   `keyframe_feedback` (interceptors).

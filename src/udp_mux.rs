@@ -396,10 +396,28 @@ impl Shared {
         }
     }
 
-    /// Sends `datagram` to `to` now (see [`Shared::send`]).
+    /// Sends `datagram` to `to`: now, or, on the reader thread while it routes one
+    /// received message, with what else that message's hooks send (see [`Batch`]).
     fn send_now(&self, datagram: &[u8], to: SocketAddr) {
-        let transmit =
-            Transmit { destination: to, ecn: None, contents: datagram, segment_size: None, src_ip: None };
+        let held = BATCH.with_borrow_mut(|batch| match batch {
+            Some(batch) => {
+                if !batch.takes(datagram, to, self.state.max_gso_segments()) {
+                    batch.flush(self);
+                    batch.start(datagram, to);
+                }
+                true
+            }
+            None => false,
+        });
+        if !held {
+            self.transmit(datagram, to, None);
+        }
+    }
+
+    /// Sends `contents` (datagrams of `segment_size` bytes, the last maybe shorter,
+    /// when given) to `to`, logging a failure.
+    fn transmit(&self, contents: &[u8], to: SocketAddr, segment_size: Option<usize>) {
+        let transmit = Transmit { destination: to, ecn: None, contents, segment_size, src_ip: None };
         if let Err(err) = self.send(&transmit) {
             tracing::debug!(%to, %err, "send on the UDP mux failed");
         }
@@ -531,6 +549,59 @@ enum Refused {
     Unauthenticated,
 }
 
+thread_local! {
+    /// The reader thread's sends while it routes one received message.
+    static BATCH: std::cell::RefCell<Option<Batch>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Datagrams to one address, sent in one `sendmsg` with UDP GSO: what a session's
+/// hook echoes of one GRO-coalesced message (a frame's packets, of one size but the
+/// last) leaves as it came in, and the peer's kernel hands it on as one.
+#[derive(Default)]
+struct Batch {
+    contents: Vec<u8>,
+    to: Option<SocketAddr>,
+    segment: usize,
+    count: usize,
+    /// A shorter datagram was added: it must be the last.
+    closed: bool,
+}
+
+impl Batch {
+    /// Adds `datagram` if it can go in the same send (same address, not larger
+    /// than the first, room left); false if not (nothing added).
+    fn takes(&mut self, datagram: &[u8], to: SocketAddr, max_segments: usize) -> bool {
+        if self.count == 0 {
+            self.start(datagram, to);
+            return true;
+        }
+        if self.closed || self.to != Some(to) || datagram.len() > self.segment || self.count >= max_segments {
+            return false;
+        }
+        self.closed = datagram.len() < self.segment;
+        self.contents.extend_from_slice(datagram);
+        self.count += 1;
+        true
+    }
+
+    fn start(&mut self, datagram: &[u8], to: SocketAddr) {
+        self.contents.clear();
+        self.contents.extend_from_slice(datagram);
+        self.to = Some(to);
+        self.segment = datagram.len();
+        self.count = 1;
+        self.closed = false;
+    }
+
+    fn flush(&mut self, shared: &Shared) {
+        if let (Some(to), 1..) = (self.to, self.count) {
+            let segment_size = (self.count > 1).then_some(self.segment);
+            shared.transmit(&self.contents, to, segment_size);
+        }
+        self.count = 0;
+    }
+}
+
 /// How long the reader waits in `poll` before looking at the stop flag again (it is
 /// woken at once when stopped; this only bounds a lost wake-up).
 const POLL_TIMEOUT_MS: libc::c_int = 1000;
@@ -571,8 +642,13 @@ fn read_loop(shared: Arc<Shared>) {
         for (index, meta) in meta.iter().take(count).enumerate() {
             let message = &storage[index * buf_len..index * buf_len + meta.len.min(buf_len)];
             // GRO may have coalesced several datagrams of one flow: `stride` apart.
+            // What their hooks send back goes out together too (one GSO send).
+            BATCH.set(Some(Batch::default()));
             for datagram in message.chunks(meta.stride.max(1)) {
                 shared.dispatch(datagram, meta.addr);
+            }
+            if let Some(mut batch) = BATCH.take() {
+                batch.flush(&shared);
             }
         }
         if count < BATCH_SIZE {
@@ -952,6 +1028,28 @@ mod tests {
         assert_eq!(count(&mux.stats().addresses_learned), MAX_ADDRESSES as u64);
         assert_eq!(count(&mux.stats().dropped_address_limit), 5);
         assert_eq!(received(&socket).len(), MAX_ADDRESSES);
+    }
+
+    #[test]
+    fn a_batch_takes_equal_datagrams_to_one_address_and_a_shorter_one_last() {
+        let a: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2000".parse().unwrap();
+        let mut batch = Batch::default();
+        assert!(batch.takes(&[1; 10], a, 4));
+        assert!(batch.takes(&[2; 10], a, 4));
+        assert!(!batch.takes(&[3; 10], b, 4), "another address");
+        assert!(!batch.takes(&[3; 11], a, 4), "larger than the segment");
+        assert!(batch.takes(&[3; 4], a, 4), "a shorter one, last");
+        assert!(!batch.takes(&[4; 4], a, 4), "nothing after the shorter one");
+        assert_eq!((batch.count, batch.segment, batch.contents.len()), (3, 10, 24));
+        batch.start(&[5; 10], a);
+        for _ in 1..4 {
+            assert!(batch.takes(&[5; 10], a, 4));
+        }
+        assert!(!batch.takes(&[5; 10], a, 4), "at most max_segments");
+        let mut single = Batch::default();
+        assert!(single.takes(&[1; 10], a, 1));
+        assert!(!single.takes(&[1; 10], a, 1), "no GSO: one per send");
     }
 
     #[tokio::test]
