@@ -513,6 +513,9 @@ impl Session {
             task.abort();
         }
         self.shared.free_outputs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        if let Some(Some(plane)) = self.shared.plane.get() {
+            plane.close();
+        }
         // Dropping the tap's input (here, or with the aborted echo task) ends its thread.
         self.shared.tap.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.finish_recording().await;

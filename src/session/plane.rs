@@ -72,7 +72,7 @@ type Compound = Vec<Box<dyn rtc::rtcp::Packet>>;
 pub struct PlaneStats {
     /// RTP packets unprotected here.
     pub rtp_in: AtomicU64,
-    /// RTCP datagrams read here (those asking for a keyframe go on to webrtc-rs too).
+    /// RTCP datagrams read here (all the client's, once a leg is attached).
     pub rtcp_in: AtomicU64,
     /// Datagrams of our SSRCs that failed SRTP authentication or the replay check.
     pub unprotect_failed: AtomicU64,
@@ -170,7 +170,7 @@ type Out<'a> = &'a mut dyn FnMut(&[u8], SocketAddr);
 
 impl MediaPlane {
     /// A plane with the session's SRTP keys, counting NACK answers in `retransmit`.
-    /// It sends nothing until [`MediaPlane::start`] hooks it on the mux.
+    /// It sends nothing until [`start`] hooks it on the mux.
     pub fn new(
         profile: ProtectionProfile,
         keys: &SessionKeys,
@@ -230,6 +230,15 @@ impl MediaPlane {
         state.chain.unbind_remote_stream(&leg.remote);
         if let Some(local) = &leg.local {
             state.chain.unbind_local_stream(local);
+        }
+    }
+
+    /// Lets go of every leg (the session is closing): their side consumers (tap,
+    /// recorder, viewers) must not wait for the PeerConnection's sockets to go.
+    pub fn close(&self) {
+        let ssrcs: Vec<u32> = lock(&self.state).legs.iter().map(|leg| leg.ssrc).collect();
+        for ssrc in ssrcs {
+            self.detach(ssrc);
         }
     }
 
