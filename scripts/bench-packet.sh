@@ -47,6 +47,8 @@ peers=("$@")
 new="$bin"
 out=target/bench/packet.jsonl
 : > "$out"
+# Profiles of earlier runs would be reported with these.
+[ "$profile" = 0 ] || rm -f target/bench/perf-*.data target/bench/syscalls-*.csv
 builds=(new)
 syscall_events=syscalls:sys_enter_sendmsg,syscalls:sys_enter_recvmmsg,syscalls:sys_enter_epoll_wait
 syscall_events+=,syscalls:sys_enter_futex,context-switches

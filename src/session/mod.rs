@@ -305,15 +305,10 @@ async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     }
     tracing::info!(session = %shared.info.id, mid, out_ssrc, ?out_payload_type, "echo started");
     shared.spawn(keyframes::schedule(wishers, Arc::clone(&track), Arc::clone(&shared.metrics)));
+    let echo_ssrc = out_track.as_ref().map(|_| out_ssrc);
     let plane = match (&transceiver, pc.upgrade()) {
-        (Some(transceiver), Some(pc)) => media_plane(&shared, &pc).await.map(|plane| (transceiver, plane)),
-        _ => None,
-    };
-    let plane = match plane {
-        Some((transceiver, plane)) => {
-            let echo_ssrc = out_track.as_ref().map(|_| out_ssrc);
-            let (remote, local) = plane::stream_infos(transceiver, &track, echo_ssrc).await;
-            remote.map(|remote| PlaneLeg { plane, remote, local, keyframe_wishes: echo_wishes })
+        (Some(transceiver), Some(pc)) => {
+            plane_leg(&shared, &pc, transceiver, &track, echo_ssrc, echo_wishes).await
         }
         _ => None,
     };
@@ -348,6 +343,26 @@ async fn transceiver_of(shared: &Shared, track: &Arc<dyn TrackRemote>) -> Option
         }
     }
     None
+}
+
+/// What the session's media plane needs to take `track` (`None` off the mux; if
+/// it cannot, logged: webrtc-rs carries the track, without feedback).
+async fn plane_leg(
+    shared: &Arc<Shared>,
+    pc: &Arc<dyn PeerConnection>,
+    transceiver: &Arc<dyn RtpTransceiver>,
+    track: &Arc<dyn TrackRemote>,
+    echo_ssrc: Option<u32>,
+    keyframe_wishes: Option<mpsc::Sender<()>>,
+) -> Option<PlaneLeg> {
+    let plane = media_plane(shared, pc).await?;
+    match plane::stream_infos(transceiver, track, echo_ssrc).await {
+        (Some(remote), local) => Some(PlaneLeg { plane, remote, local, keyframe_wishes }),
+        (None, _) => {
+            tracing::warn!(session = %shared.info.id, "a track without a known SSRC or VP8: not on the media plane");
+            None
+        }
+    }
 }
 
 /// The session's media plane, made on first use from DTLS's keys and hooked on
