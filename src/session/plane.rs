@@ -165,6 +165,21 @@ fn lock(state: &Mutex<PlaneState>) -> MutexGuard<'_, PlaneState> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// An SRTP and SRTCP context for one direction; `replay_window` for receiving.
+fn srtp_context(
+    key: &[u8],
+    salt: &[u8],
+    profile: ProtectionProfile,
+    replay_window: Option<usize>,
+) -> Result<SrtpContext, String> {
+    let crypto = rtc::crypto::default_provider().map_err(|e| e.to_string())?;
+    let (rtp, rtcp) = match replay_window {
+        Some(window) => (Some(srtp_replay_protection(window)), Some(srtcp_replay_protection(window))),
+        None => (None, None),
+    };
+    SrtpContext::new(key, salt, profile, rtp, rtcp, crypto.crypto()).map_err(|e| format!("SRTP context: {e}"))
+}
+
 /// Where the plane's packets go: the shared socket, or a test's list.
 type Out<'a> = &'a mut dyn FnMut(&[u8], SocketAddr);
 
@@ -177,25 +192,10 @@ impl MediaPlane {
         retransmit: Arc<RetransmitStats>,
         stats: Arc<PlaneStats>,
     ) -> Result<Arc<MediaPlane>, String> {
-        let crypto = rtc::crypto::default_provider().map_err(|e| e.to_string())?;
-        let outbound = SrtpContext::new(
-            &keys.local_master_key,
-            &keys.local_master_salt,
-            profile,
-            None,
-            None,
-            crypto.crypto(),
-        )
-        .map_err(|e| format!("SRTP context: {e}"))?;
-        let inbound = SrtpContext::new(
-            &keys.remote_master_key,
-            &keys.remote_master_salt,
-            profile,
-            Some(srtp_replay_protection(REPLAY_WINDOW)),
-            Some(srtcp_replay_protection(REPLAY_WINDOW)),
-            crypto.crypto(),
-        )
-        .map_err(|e| format!("SRTP context: {e}"))?;
+        let outbound = srtp_context(&keys.local_master_key, &keys.local_master_salt, profile, None)?;
+        // Replay protection on what we receive, as webrtc-rs has on its own.
+        let inbound =
+            srtp_context(&keys.remote_master_key, &keys.remote_master_salt, profile, Some(REPLAY_WINDOW))?;
         let chain = peer::feedback_interceptors(&mut MediaEngine::default(), retransmit)
             .map_err(|e| format!("interceptors: {e}"))?
             .build();
@@ -526,28 +526,11 @@ mod tests {
 
     /// The client's side of the same SRTP session: our remote keys are its local ones.
     fn client_contexts() -> (SrtpContext, SrtpContext) {
-        let crypto = rtc::crypto::default_provider().expect("crypto");
         let keys = keys();
         let profile = ProtectionProfile::Aes128CmHmacSha1_80;
-        let sending = SrtpContext::new(
-            &keys.remote_master_key,
-            &keys.remote_master_salt,
-            profile,
-            None,
-            None,
-            crypto.crypto(),
-        )
-        .expect("context");
-        let receiving = SrtpContext::new(
-            &keys.local_master_key,
-            &keys.local_master_salt,
-            profile,
-            None,
-            None,
-            crypto.crypto(),
-        )
-        .expect("context");
-        (sending, receiving)
+        let sending = srtp_context(&keys.remote_master_key, &keys.remote_master_salt, profile, None);
+        let receiving = srtp_context(&keys.local_master_key, &keys.local_master_salt, profile, None);
+        (sending.expect("context"), receiving.expect("context"))
     }
 
     fn vp8(ssrc: u32) -> StreamInfo {
