@@ -48,9 +48,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_udp_port() {
-  python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# For free_udp_port only: no face-echo binary is needed here, so none is built.
+BENCH_BIN="${BENCH_BIN:-/bin/true}" . scripts/bench-lib.sh
 
 # start_reflector: the reflector on a free port, once it is bound; sets $port and $reflector.
 start_reflector() {
