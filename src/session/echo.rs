@@ -1,10 +1,11 @@
 //! The echo: every RTP packet of an incoming video track goes straight back out on
 //! the session's own track, payload untouched.
 //!
-//! Each packet is handled on the PeerConnection's driver ([`EchoPath`], an
-//! `RtpForwarder`: vendored webrtc patch 5), so it does nothing slow: rewrite two
-//! header fields, write the packet into the core, `try_send` to the side consumers,
-//! bump atomics. Keyframe requests flow the other way in a
+//! Each packet is handled where it is read: on one shared UDP port by the session's
+//! media plane ([`super::plane`]), otherwise on the PeerConnection's driver
+//! ([`EchoPath`] as an `RtpForwarder`: vendored webrtc patch 5). So it does nothing
+//! slow: rewrite two header fields, hand the packet back for sending, `try_send` to
+//! the side consumers, bump atomics. Keyframe requests flow the other way in a
 //! task of their own ([`relay_keyframe_requests`], then [`super::keyframes`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,9 +92,9 @@ pub struct EchoLeg {
 
 /// What happens to each packet of an incoming track: the echo first, then the
 /// viewers, the recorder and the decode tap, each through a bounded `try_send`.
-/// Nothing in it waits, so it runs on the PeerConnection's driver as an
-/// [`RtpForwarder`] (vendor/PATCHES.md, patch 5): the packet is echoed in the pass
-/// of the driver's loop that read it, with no task hand-off.
+/// Nothing in it waits, so it runs where the packet is read, with no task hand-off:
+/// in the session's media plane on the UDP mux's reader ([`super::plane`]), or on
+/// the PeerConnection's driver as an [`RtpForwarder`] (vendor/PATCHES.md, patch 5).
 pub struct EchoPath {
     pub out_ssrc: u32,
     pub out_payload_type: Option<u8>,
