@@ -786,12 +786,11 @@ impl AsyncUdpSocket for MuxSocket {
         Ok(self.shared.local)
     }
 
-    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+    fn poll_send(&self, _cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
         // (Media fails this at its first byte: 0x80 for RTP, 20..63 for DTLS.)
         if transmit.segment_size.is_none() {
             self.shared.note_request(transmit.contents, &self.inbox);
         }
-        let _ = cx;
         Poll::Ready(self.shared.send(transmit).map(|()| transmit.contents.len()))
     }
 
