@@ -89,6 +89,7 @@ pub mod server;
 pub mod session;
 pub mod sessions;
 pub mod signaling;
+pub(crate) mod srtp;
 pub(crate) mod stats;
 pub mod tap;
 pub(crate) mod tls;

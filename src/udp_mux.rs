@@ -78,6 +78,17 @@ impl MuxSender {
     pub fn send(&self, datagram: &[u8], to: SocketAddr) {
         self.shared.send_now(datagram, to);
     }
+
+    /// Sends `datagrams` to `to` in as few `sendmsg`s as UDP GSO allows (a frame's
+    /// packets, of one size but the last, leave in one), as webrtc-rs's driver sends
+    /// what one write queued.
+    pub fn send_all<'a>(&self, datagrams: impl IntoIterator<Item = &'a [u8]>, to: SocketAddr) {
+        let mut batch = Batch::default();
+        for datagram in datagrams {
+            batch.add(datagram, to, &self.shared);
+        }
+        batch.flush(&self.shared);
+    }
 }
 
 /// What the mux counted, for `/api/sessions` (`media.mux`).
@@ -294,6 +305,12 @@ fn set_socket_option(fd: std::os::fd::RawFd, name: libc::c_int, value: libc::c_i
     unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, name, (&value as *const libc::c_int).cast(), len) == 0 }
 }
 
+/// The ICE ufrag an SDP names (`a=ice-ufrag:`): a PeerConnection's own, in its local
+/// description, is what [`UdpMux::attach_hook`] finds it by.
+pub fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines().find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
+}
+
 /// The local ICE username fragment and password of one PeerConnection: chosen here
 /// (and given to webrtc via `with_ice_credentials`) so the mux can check a binding
 /// request before the PeerConnection has seen a packet.
@@ -401,10 +418,7 @@ impl Shared {
     fn send_now(&self, datagram: &[u8], to: SocketAddr) {
         let held = BATCH.with_borrow_mut(|batch| match batch {
             Some(batch) => {
-                if !batch.takes(datagram, to, self.state.max_gso_segments()) {
-                    batch.flush(self);
-                    batch.start(datagram, to);
-                }
+                batch.add(datagram, to, self);
                 true
             }
             None => false,
@@ -582,6 +596,14 @@ impl Batch {
         self.contents.extend_from_slice(datagram);
         self.count += 1;
         true
+    }
+
+    /// Adds `datagram`, sending what was held first if it cannot join it.
+    fn add(&mut self, datagram: &[u8], to: SocketAddr, shared: &Shared) {
+        if !self.takes(datagram, to, shared.state.max_gso_segments()) {
+            self.flush(shared);
+            self.start(datagram, to);
+        }
     }
 
     fn start(&mut self, datagram: &[u8], to: SocketAddr) {

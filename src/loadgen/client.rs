@@ -37,7 +37,9 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpSender};
 
+use super::media::{OwnMedia, Pending};
 use crate::peer::{self, MediaPath, PeerNetwork};
+use crate::udp_mux::ice_ufrag;
 
 /// Changes the offer before it is sent (tests use it to pin the DTLS role).
 pub type OfferEdit = Box<dyn FnOnce(String) -> String + Send>;
@@ -77,6 +79,10 @@ pub struct ClientOptions {
     /// load generator, which measures loss and delay itself: on loopback nothing is
     /// lost, so nothing would be retransmitted either way.
     pub lean: bool,
+    /// Send RTP and receive the echo on a socket of the peer's own, with its own
+    /// SRTP, past webrtc-rs's driver (see [`super::media`]): the load generator's
+    /// path. Needs `on_echo` (the echo goes there); loopback only.
+    pub own_media: bool,
 }
 
 impl Default for ClientOptions {
@@ -90,6 +96,7 @@ impl Default for ClientOptions {
             direction: RTCRtpTransceiverDirection::Sendrecv,
             on_echo: None,
             lean: false,
+            own_media: false,
         }
     }
 }
@@ -140,6 +147,8 @@ pub struct ClientPeer {
     errors: Arc<std::sync::Mutex<Vec<String>>>,
     /// Every task of this peer, the handler's included: aborted on close.
     tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    /// With [`ClientOptions::own_media`]: where RTP goes instead of the tracks.
+    media: Option<OwnMedia>,
 }
 
 /// Where the handler puts echoed packets.
@@ -245,6 +254,17 @@ async fn mid_receiving(
         }
     }
     None
+}
+
+/// The id `sender` negotiated for the transport-wide sequence number extension.
+async fn transport_cc_id(sender: &Arc<dyn RtpSender>) -> Option<u8> {
+    let parameters = sender.get_parameters().await.ok()?;
+    let extension = parameters
+        .rtp_parameters
+        .header_extensions
+        .iter()
+        .find(|extension| extension.uri == rtc::sdp::extmap::TRANSPORT_CC_URI)?;
+    u8::try_from(extension.id).ok()
 }
 
 /// The mid of the transceiver `sender` belongs to.
@@ -599,6 +619,11 @@ impl ClientPeer {
         if options.tracks == 0 {
             bail!("a client peer offers at least one video track");
         }
+        let own_media = match (&options.on_echo, options.own_media) {
+            (Some(on_echo), true) => Some(Pending::bind(Arc::clone(on_echo))?),
+            (None, true) => bail!("own_media needs on_echo: the echo is handed there"),
+            (_, false) => None,
+        };
         let ws = match signal {
             Signal::WebSocket { url, .. } => Some(open_signaling(url, options.local).await?),
             Signal::Http { .. } => None,
@@ -629,8 +654,12 @@ impl ClientPeer {
         } else {
             peer::number_sent_packets
         };
+        let network = PeerNetwork {
+            mux: own_media.as_ref().map(|media| media.mux().clone()),
+            ..PeerNetwork::loopback()
+        };
         let pc = peer::build_with(
-            &PeerNetwork::loopback(),
+            &network,
             None,
             Arc::new(handler),
             Arc::default(),
@@ -682,6 +711,15 @@ impl ClientPeer {
         let (answer_tx, answer_rx) = oneshot::channel();
         let offer = pc.create_offer(None).await?;
         pc.set_local_description(offer).await?;
+        // The hook goes on before the server's first packet can arrive.
+        let media_sender = match &own_media {
+            Some(media) => {
+                let local = pc.local_description().await.ok_or_else(|| anyhow!("no local offer"))?;
+                let ufrag = ice_ufrag(&local.sdp).ok_or_else(|| anyhow!("the offer names no ICE ufrag"))?;
+                Some(media.hook(ufrag)?)
+            }
+            None => None,
+        };
         let mut resource = None;
         match (signal, ws) {
             (Signal::WebSocket { watch, .. }, Some(ws)) => {
@@ -741,9 +779,19 @@ impl ClientPeer {
             .await
             .context("not connected in time")?
             .context("peer connection dropped")?;
-            anyhow::Ok((session, watch_token))
+            let media = match (own_media, media_sender) {
+                (Some(media), Some(sender)) => {
+                    let twcc_id = match senders.first() {
+                        Some(sender) => transport_cc_id(sender).await,
+                        None => None,
+                    };
+                    Some(media.start(pc.as_ref(), sender, twcc_id).await?)
+                }
+                _ => None,
+            };
+            anyhow::Ok((session, watch_token, media))
         };
-        let (session, watch_token) = match answered.await {
+        let (session, watch_token, media) = match answered.await {
             Ok(answered) => answered,
             Err(err) => {
                 for task in handler_tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
@@ -767,6 +815,7 @@ impl ClientPeer {
             channel_messages,
             errors,
             tasks: handler_tasks,
+            media,
         })
     }
 
@@ -817,9 +866,14 @@ impl ClientPeer {
     ) -> anyhow::Result<Vec<rtp::Packet>> {
         let count = self.tracks.len();
         let local = self.tracks.get_mut(index).ok_or_else(|| anyhow!("no track {index} of {count}"))?;
-        let packets = local.packetizer.packetize(Instant::now(), frame, samples)?;
-        for packet in &packets {
-            local.track.write_rtp(packet.clone()).await?;
+        let mut packets = local.packetizer.packetize(Instant::now(), frame, samples)?;
+        match &mut self.media {
+            Some(media) => media.send(&mut packets)?,
+            None => {
+                for packet in &packets {
+                    local.track.write_rtp(packet.clone()).await?;
+                }
+            }
         }
         Ok(packets)
     }
@@ -877,6 +931,16 @@ impl ClientPeer {
         }
         track.write_rtcp(packets).await?;
         Ok(())
+    }
+
+    /// The server's answer, as applied.
+    pub async fn remote_sdp(&self) -> Option<String> {
+        self.pc.remote_description().await.map(|description| description.sdp)
+    }
+
+    /// What the peer's own media path counted (with [`ClientOptions::own_media`]).
+    pub fn own_media_stats(&self) -> Option<&super::media::MediaStats> {
+        self.media.as_ref().map(OwnMedia::stats)
     }
 
     /// PLIs for our SSRCs received so far (all tracks).

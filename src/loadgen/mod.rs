@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 pub mod client;
 pub mod clip;
 mod encode;
+pub mod media;
 
 use crate::peer::VP8_CLOCK_RATE;
 use crate::process::ProcessStats;
@@ -283,6 +284,7 @@ async fn connect_publishers(args: &LoadgenArgs) -> anyhow::Result<(Vec<(ClientPe
                 data_channel: args.results,
                 on_echo: Some(Arc::new(move |packet| on_echo.echoed(&packet))),
                 lean: true,
+                own_media: true,
                 ..Default::default()
             };
             let publisher = ClientPeer::connect_options(&args.url, options, Duration::from_secs(20)).await;

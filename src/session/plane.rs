@@ -45,7 +45,6 @@ use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::shared::{TransportContext, TransportMessage};
 use rtc::srtp::config::SessionKeys;
 use rtc::srtp::context::Context as SrtpContext;
-use rtc::srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc::srtp::protection_profile::ProtectionProfile;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_remote::TrackRemote;
@@ -57,10 +56,9 @@ use super::echo::EchoPath;
 use crate::keyframe_feedback::asks_for_keyframe;
 use crate::nack_budget::RetransmitStats;
 use crate::peer;
-use crate::udp_mux::{MediaHook, MuxSender, UdpMux};
+use crate::srtp::{self, Kind, kind};
+use crate::udp_mux::{MediaHook, MuxSender, UdpMux, ice_ufrag};
 
-/// Packets the SRTP replay windows remember (webrtc-rs's default for a session).
-const REPLAY_WINDOW: usize = 64;
 /// How often the plane looks at its timers when no packet has come to run them.
 pub const IDLE_TICK: Duration = Duration::from_millis(200);
 
@@ -141,43 +139,8 @@ struct Leg {
     keyframe_wishes: Option<mpsc::Sender<()>>,
 }
 
-/// Where a datagram goes, by its first two bytes (RFC 7983, RFC 5761 §4).
-enum Kind {
-    Rtp { ssrc: u32 },
-    Rtcp,
-    Other,
-}
-
-fn kind(datagram: &[u8]) -> Kind {
-    if datagram.len() < 8 || !(128..=191).contains(&datagram[0]) {
-        return Kind::Other;
-    }
-    if (192..=223).contains(&datagram[1]) {
-        return Kind::Rtcp;
-    }
-    match datagram.get(8..12) {
-        Some(ssrc) => Kind::Rtp { ssrc: u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]) },
-        None => Kind::Other,
-    }
-}
-
 fn lock(state: &Mutex<PlaneState>) -> MutexGuard<'_, PlaneState> {
     state.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// An SRTP and SRTCP context for one direction; `replay_window` for receiving.
-fn srtp_context(
-    key: &[u8],
-    salt: &[u8],
-    profile: ProtectionProfile,
-    replay_window: Option<usize>,
-) -> Result<SrtpContext, String> {
-    let crypto = rtc::crypto::default_provider().map_err(|e| e.to_string())?;
-    let (rtp, rtcp) = match replay_window {
-        Some(window) => (Some(srtp_replay_protection(window)), Some(srtcp_replay_protection(window))),
-        None => (None, None),
-    };
-    SrtpContext::new(key, salt, profile, rtp, rtcp, crypto.crypto()).map_err(|e| format!("SRTP context: {e}"))
 }
 
 /// Where the plane's packets go: the shared socket, or a test's list.
@@ -192,10 +155,14 @@ impl MediaPlane {
         retransmit: Arc<RetransmitStats>,
         stats: Arc<PlaneStats>,
     ) -> Result<Arc<MediaPlane>, String> {
-        let outbound = srtp_context(&keys.local_master_key, &keys.local_master_salt, profile, None)?;
+        let outbound = srtp::context(&keys.local_master_key, &keys.local_master_salt, profile, None)?;
         // Replay protection on what we receive, as webrtc-rs has on its own.
-        let inbound =
-            srtp_context(&keys.remote_master_key, &keys.remote_master_salt, profile, Some(REPLAY_WINDOW))?;
+        let inbound = srtp::context(
+            &keys.remote_master_key,
+            &keys.remote_master_salt,
+            profile,
+            Some(srtp::REPLAY_WINDOW),
+        )?;
         let chain = peer::feedback_interceptors(&mut MediaEngine::default(), retransmit)
             .map_err(|e| format!("interceptors: {e}"))?
             .build();
@@ -259,7 +226,7 @@ impl MediaPlane {
         match kind(datagram) {
             Kind::Rtp { ssrc } => self.on_rtp(datagram, ssrc, from, send),
             Kind::Rtcp => self.on_rtcp(datagram, from, send),
-            Kind::Other => false,
+            Kind::Dtls | Kind::Other => false,
         }
     }
 
@@ -418,15 +385,10 @@ pub(crate) async fn start(
 ) -> Result<(Arc<MediaPlane>, impl Future<Output = ()> + Send + 'static), String> {
     let (profile, keys) = pc.srtp_session_keys().await.ok_or("DTLS has exported no SRTP keys yet")?;
     let local = pc.local_description().await.ok_or("no local description")?;
-    let ufrag = local
-        .sdp
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
-        .ok_or("the local description names no ICE ufrag")?
-        .to_owned();
+    let ufrag = ice_ufrag(&local.sdp).ok_or("the local description names no ICE ufrag")?;
     let plane = MediaPlane::new(profile, &keys, Arc::clone(&info.retransmit), Arc::clone(&info.plane))?;
     let sender = mux
-        .attach_hook(&ufrag, Arc::clone(&plane) as Arc<dyn MediaHook>)
+        .attach_hook(ufrag, Arc::clone(&plane) as Arc<dyn MediaHook>)
         .ok_or("the PeerConnection is not on the UDP mux")?;
     let _ = plane.sender.set(sender);
     Ok((Arc::clone(&plane), MediaPlane::tick(Arc::downgrade(&plane))))
@@ -498,23 +460,6 @@ mod tests {
     const OUT_SSRC: u32 = 0x3333_4444;
     const CLIENT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40_000);
 
-    #[test]
-    fn datagrams_are_told_apart_by_their_first_bytes() {
-        let mut rtp = [0u8; 12];
-        rtp[0] = 0x80;
-        rtp[1] = 96;
-        rtp[8..12].copy_from_slice(&0xdead_beef_u32.to_be_bytes());
-        assert!(matches!(kind(&rtp), Kind::Rtp { ssrc: 0xdead_beef }));
-        rtp[1] = 96 | 0x80; // marker bit
-        assert!(matches!(kind(&rtp), Kind::Rtp { ssrc: 0xdead_beef }));
-        let rtcp = [0x81, 201, 0, 1, 0, 0, 0, 1];
-        assert!(matches!(kind(&rtcp), Kind::Rtcp));
-        // STUN, DTLS, short: not ours.
-        assert!(matches!(kind(&[0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42]), Kind::Other));
-        assert!(matches!(kind(&[22, 254, 253, 0, 0, 0, 0, 0, 0]), Kind::Other));
-        assert!(matches!(kind(&[0x80, 96, 0, 1, 0, 0, 0, 1]), Kind::Other));
-    }
-
     fn keys() -> SessionKeys {
         SessionKeys {
             local_master_key: vec![1; 16],
@@ -528,8 +473,8 @@ mod tests {
     fn client_contexts() -> (SrtpContext, SrtpContext) {
         let keys = keys();
         let profile = ProtectionProfile::Aes128CmHmacSha1_80;
-        let sending = srtp_context(&keys.remote_master_key, &keys.remote_master_salt, profile, None);
-        let receiving = srtp_context(&keys.local_master_key, &keys.local_master_salt, profile, None);
+        let sending = srtp::context(&keys.remote_master_key, &keys.remote_master_salt, profile, None);
+        let receiving = srtp::context(&keys.local_master_key, &keys.local_master_salt, profile, None);
         (sending.expect("context"), receiving.expect("context"))
     }
 
