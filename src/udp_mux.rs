@@ -64,7 +64,21 @@ pub trait MediaHook: Send + Sync {
     /// Called for each datagram from an address of the PeerConnection. True: it was
     /// handled here, the driver never gets it.
     fn on_datagram(&self, datagram: &[u8], from: SocketAddr) -> bool;
+
+    /// Called every [`HOOK_TICK`] or so on the same thread, for timers a quiet
+    /// stream leaves due: one wake of the reader serves every hook on the socket.
+    /// False: this hook has no timers (while no hook has any, the reader sleeps
+    /// up to [`IDLE_WAIT`]).
+    fn on_tick(&self, _now: Instant) -> bool {
+        false
+    }
 }
+
+/// How often [`MediaHook::on_tick`] runs.
+pub const HOOK_TICK: Duration = Duration::from_millis(200);
+/// How long the reader sleeps when no hook needs ticks (a stop wakes it at once;
+/// a hook attached meanwhile gets its first tick after at most this).
+const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Sends on a shared socket, for a [`MediaHook`] (from the reader or elsewhere).
 #[derive(Clone)]
@@ -413,6 +427,28 @@ impl Shared {
         }
     }
 
+    /// Runs every hook's timers ([`MediaHook::on_tick`]); what they send leaves
+    /// batched per destination as the echo does. True if any hook has timers.
+    fn tick_hooks(&self, now: Instant) -> bool {
+        let hooks: Vec<Arc<dyn MediaHook>> = self
+            .table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_ufrag
+            .values()
+            .filter_map(|inbox| inbox.hook.get().cloned())
+            .collect();
+        let mut ticking = false;
+        for hook in hooks {
+            BATCH.set(Some(Batch::default()));
+            ticking |= hook.on_tick(now);
+            if let Some(mut batch) = BATCH.take() {
+                batch.flush(self);
+            }
+        }
+        ticking
+    }
+
     /// Sends `datagram` to `to`: now, or, on the reader thread while it routes one
     /// received message, with what else that message's hooks send (see [`Batch`]).
     fn send_now(&self, datagram: &[u8], to: SocketAddr) {
@@ -624,10 +660,6 @@ impl Batch {
     }
 }
 
-/// How long the reader waits in `poll` before looking at the stop flag again (it is
-/// woken at once when stopped; this only bounds a lost wake-up).
-const POLL_TIMEOUT_MS: libc::c_int = 1000;
-
 /// Reads the shared socket in batches and routes each datagram, on a thread of its
 /// own: it sleeps in `poll(2)` and is woken by the kernel, not by an async runtime,
 /// so a packet costs no task scheduling on its way to its hook or inbox.
@@ -637,7 +669,12 @@ fn read_loop(shared: Arc<Shared>) {
     let mut storage = vec![0u8; buf_len * BATCH_SIZE];
     let mut meta = [RecvMeta::default(); BATCH_SIZE];
     let fd = std::os::fd::AsRawFd::as_raw_fd(&shared.socket);
+    let mut next_tick = Instant::now() + HOOK_TICK;
     while !shared.stopping.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= next_tick {
+            next_tick = now + if shared.tick_hooks(now) { HOOK_TICK } else { IDLE_WAIT };
+        }
         let received = {
             let mut chunks = storage.chunks_mut(buf_len);
             let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
@@ -647,7 +684,7 @@ fn read_loop(shared: Arc<Shared>) {
         let count = match received {
             Ok(count) => count,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                wait_readable(fd);
+                wait_readable(fd, next_tick);
                 continue;
             }
             Err(err) if transient(&err) => continue,
@@ -676,16 +713,18 @@ fn read_loop(shared: Arc<Shared>) {
         if count < BATCH_SIZE {
             // The queue was emptied: wait for more rather than ask again (a `recvmmsg`
             // answering "nothing" per wake-up).
-            wait_readable(fd);
+            wait_readable(fd, next_tick);
         }
     }
 }
 
-/// Sleeps until `fd` is readable (or [`POLL_TIMEOUT_MS`] passes).
-fn wait_readable(fd: std::os::fd::RawFd) {
+/// Sleeps until `fd` is readable or `until` (the next tick; a stop wakes it at once).
+fn wait_readable(fd: std::os::fd::RawFd, until: Instant) {
+    let timeout = until.saturating_duration_since(Instant::now()).as_millis().clamp(1, IDLE_WAIT.as_millis())
+        as libc::c_int;
     let mut pollfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd for a socket the caller keeps open.
-    unsafe { libc::poll(&mut pollfd, 1, POLL_TIMEOUT_MS) };
+    unsafe { libc::poll(&mut pollfd, 1, timeout) };
 }
 
 /// Errors a socket serving many peers reports for one of them (as the driver's rule).

@@ -864,18 +864,38 @@ impl ClientPeer {
         frame: &Bytes,
         samples: u32,
     ) -> anyhow::Result<Vec<rtp::Packet>> {
+        let mut packets = self.packetize_on(index, frame, samples)?;
+        self.send_packets_on(index, &mut packets).await?;
+        Ok(packets)
+    }
+
+    /// Packetizes one VP8 frame for local track `index`, to send with
+    /// [`ClientPeer::send_packets_on`] (the load generator notes send times between
+    /// the two: an echo can be back before a send returns).
+    pub fn packetize_on(
+        &mut self,
+        index: usize,
+        frame: &Bytes,
+        samples: u32,
+    ) -> anyhow::Result<Vec<rtp::Packet>> {
         let count = self.tracks.len();
         let local = self.tracks.get_mut(index).ok_or_else(|| anyhow!("no track {index} of {count}"))?;
-        let mut packets = local.packetizer.packetize(Instant::now(), frame, samples)?;
-        match &mut self.media {
-            Some(media) => media.send(&mut packets)?,
-            None => {
-                for packet in &packets {
-                    local.track.write_rtp(packet.clone()).await?;
-                }
-            }
+        Ok(local.packetizer.packetize(Instant::now(), frame, samples)?)
+    }
+
+    /// Sends packets [`ClientPeer::packetize_on`] made for local track `index`
+    /// (with [`ClientOptions::own_media`], numbered with the transport-wide sequence
+    /// number on the way).
+    pub async fn send_packets_on(&mut self, index: usize, packets: &mut [rtp::Packet]) -> anyhow::Result<()> {
+        if let Some(media) = &mut self.media {
+            return media.send(packets);
         }
-        Ok(packets)
+        let count = self.tracks.len();
+        let local = self.tracks.get(index).ok_or_else(|| anyhow!("no track {index} of {count}"))?;
+        for packet in packets.iter() {
+            local.track.write_rtp(packet.clone()).await?;
+        }
+        Ok(())
     }
 
     /// Takes the text messages received on the `face-echo` data channel (`None`

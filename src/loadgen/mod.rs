@@ -483,13 +483,17 @@ async fn send(
     fps: u32,
     echoes: &Echoes,
 ) -> anyhow::Result<()> {
+    let mut packets = publisher.packetize_on(0, &frame.data, VP8_CLOCK_RATE / fps)?;
+    // Noted before sending: the echo may be back before the send returns.
     let now = Instant::now();
-    let packets = publisher.send_frame(&frame.data, VP8_CLOCK_RATE / fps).await?;
-    let counters = &echoes.counters;
-    let mut times = echoes.times.lock().unwrap_or_else(|e| e.into_inner());
-    for packet in &packets {
-        times.sent(packet.header.sequence_number, now);
+    {
+        let mut times = echoes.times.lock().unwrap_or_else(|e| e.into_inner());
+        for packet in &packets {
+            times.sent(packet.header.sequence_number, now);
+        }
     }
+    publisher.send_packets_on(0, &mut packets).await?;
+    let counters = &echoes.counters;
     counters.frames_sent.fetch_add(1, Ordering::Relaxed);
     counters.packets_sent.fetch_add(packets.len() as u64, Ordering::Relaxed);
     Ok(())

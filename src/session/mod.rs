@@ -373,10 +373,7 @@ async fn media_plane(shared: &Arc<Shared>, pc: &Arc<dyn PeerConnection>) -> Opti
         .plane
         .get_or_init(|| async {
             match plane::start(mux, pc, &shared.info).await {
-                Ok((plane, tick)) => {
-                    shared.spawn(tick);
-                    Some(plane)
-                }
+                Ok(plane) => Some(plane),
                 Err(err) => {
                     tracing::warn!(session = %shared.info.id, %err, "no media plane: webrtc-rs carries the media");
                     None

@@ -28,13 +28,14 @@
 //!   its interceptors' SSRCs (random, and the echo's for sender reports), never 0.
 //!
 //! Timers (reports every second, NACKs and transport-cc every 100 ms) run when a
-//! packet arrives and they are due; a tick every [`IDLE_TICK`] covers a quiet stream.
+//! packet arrives and they are due; the mux's tick ([`crate::udp_mux::HOOK_TICK`], one
+//! wake of its reader for every session on the socket) covers a quiet stream.
 //! Bad input costs one failed unprotect or parse, counted in [`PlaneStats`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
 use rtc::interceptor::{
     AttributedPacket, Interceptor, Packet, RTCPFeedback, RTPHeaderExtension, StreamInfo, TaggedPacket,
@@ -58,9 +59,6 @@ use crate::nack_budget::RetransmitStats;
 use crate::peer;
 use crate::srtp::{self, Kind, kind};
 use crate::udp_mux::{MediaHook, MuxSender, UdpMux, ice_ufrag};
-
-/// How often the plane looks at its timers when no packet has come to run them.
-pub const IDLE_TICK: Duration = Duration::from_millis(200);
 
 /// RTCP packets, sent as one compound packet.
 type Compound = Vec<Box<dyn rtc::rtcp::Packet>>;
@@ -206,18 +204,6 @@ impl MediaPlane {
         let ssrcs: Vec<u32> = lock(&self.state).legs.iter().map(|leg| leg.ssrc).collect();
         for ssrc in ssrcs {
             self.detach(ssrc);
-        }
-    }
-
-    /// Runs the timers a quiet stream leaves due, every [`IDLE_TICK`], until the
-    /// plane is dropped.
-    pub async fn tick(plane: Weak<MediaPlane>) {
-        loop {
-            tokio::time::sleep(IDLE_TICK).await;
-            let Some(plane) = plane.upgrade() else { return };
-            let Some(sender) = plane.sender.get() else { continue };
-            let mut state = lock(&plane.state);
-            plane.run_timers(&mut state, Instant::now(), &mut |bytes, to| sender.send(bytes, to));
         }
     }
 
@@ -376,13 +362,13 @@ impl MediaPlane {
     }
 }
 
-/// Makes a session's plane from DTLS's keys, hooks it on `mux` for the
-/// PeerConnection, and returns it with its idle tick (to spawn with the session).
+/// Makes a session's plane from DTLS's keys and hooks it on `mux` for the
+/// PeerConnection.
 pub(crate) async fn start(
     mux: &UdpMux,
     pc: &Arc<dyn PeerConnection>,
     info: &SessionInfo,
-) -> Result<(Arc<MediaPlane>, impl Future<Output = ()> + Send + 'static), String> {
+) -> Result<Arc<MediaPlane>, String> {
     let (profile, keys) = pc.srtp_session_keys().await.ok_or("DTLS has exported no SRTP keys yet")?;
     let local = pc.local_description().await.ok_or("no local description")?;
     let ufrag = ice_ufrag(&local.sdp).ok_or("the local description names no ICE ufrag")?;
@@ -391,7 +377,7 @@ pub(crate) async fn start(
         .attach_hook(ufrag, Arc::clone(&plane) as Arc<dyn MediaHook>)
         .ok_or("the PeerConnection is not on the UDP mux")?;
     let _ = plane.sender.set(sender);
-    Ok((Arc::clone(&plane), MediaPlane::tick(Arc::downgrade(&plane))))
+    Ok(plane)
 }
 
 /// What the interceptors need to know of `track`'s incoming stream and, with
@@ -448,6 +434,14 @@ impl MediaHook for MediaPlane {
             Some(sender) => self.handle(datagram, from, &mut |bytes, to| sender.send(bytes, to)),
             None => false,
         }
+    }
+
+    fn on_tick(&self, now: Instant) -> bool {
+        if let Some(sender) = self.sender.get() {
+            let mut state = lock(&self.state);
+            self.run_timers(&mut state, now, &mut |bytes, to| sender.send(bytes, to));
+        }
+        true
     }
 }
 
@@ -609,7 +603,7 @@ mod tests {
         };
         // The retransmission budget refills at the stream's rate: 20 packets a
         // second (counted over a whole second) earn one packet in 50 ms.
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(100));
         let nack = TransportLayerNack {
             sender_ssrc: 1,
             media_ssrc: OUT_SSRC,
