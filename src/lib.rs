@@ -53,8 +53,10 @@
 //!   [`session`] (negotiate, echo, the media plane, fan-out, viewers, keyframes,
 //!   results),
 //!   [`network`] (which addresses media binds), [`udp_mux`] (`--udp-port PORT`:
-//!   every session on one socket per address), [`nack_budget`] and
-//!   `keyframe_feedback` (interceptors).
+//!   every session on one socket per address; its reader also runs the media
+//!   planes' timers, one tick for all), `srtp` (SRTP contexts from DTLS's keys, for
+//!   the plane and the load generator), [`nack_budget`] and `keyframe_feedback`
+//!   (interceptors).
 //! - Seeing: [`tap`] (assemble, admit, decode, snapshot), [`frame`] (the decoded
 //!   picture), [`framecode`] (the page's frame number in the pixels), [`detect`]
 //!   (BlazeFace; `detect::letterbox` samples its input from I420), `agreement` (page vs server, per frame), `loop_messages` (the
@@ -64,7 +66,9 @@
 //! - On disk: [`record`] (`--record`: IVF and JSONL per publisher; `face-echo
 //!   replay` and `record-stats` read them back).
 //! - Apart from the server: [`loadgen`] (`face-echo loadgen`, and the webrtc-rs client
-//!   peer tests use).
+//!   peer tests use; the load generator's publishers send and receive their media on
+//!   a socket and SRTP contexts of their own, `loadgen::media`, so that they cost
+//!   less than the server they measure).
 
 pub(crate) mod agreement;
 pub(crate) mod auth;

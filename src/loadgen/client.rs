@@ -39,7 +39,7 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
 
 use super::media::{OwnMedia, Pending};
 use crate::peer::{self, MediaPath, PeerNetwork};
-use crate::udp_mux::ice_ufrag;
+use crate::udp_mux::{ReaderGroup, ice_ufrag};
 
 /// Changes the offer before it is sent (tests use it to pin the DTLS role).
 pub type OfferEdit = Box<dyn FnOnce(String) -> String + Send>;
@@ -83,6 +83,9 @@ pub struct ClientOptions {
     /// SRTP, past webrtc-rs's driver (see [`super::media`]): the load generator's
     /// path. Needs `on_echo` (the echo goes there); loopback only.
     pub own_media: bool,
+    /// With `own_media`: the thread that reads the peer's socket, shared with other
+    /// peers (the load generator's publishers share one); `None`: a thread of its own.
+    pub reader: Option<ReaderGroup>,
 }
 
 impl Default for ClientOptions {
@@ -97,6 +100,7 @@ impl Default for ClientOptions {
             on_echo: None,
             lean: false,
             own_media: false,
+            reader: None,
         }
     }
 }
@@ -620,7 +624,7 @@ impl ClientPeer {
             bail!("a client peer offers at least one video track");
         }
         let own_media = match (&options.on_echo, options.own_media) {
-            (Some(on_echo), true) => Some(Pending::bind(Arc::clone(on_echo))?),
+            (Some(on_echo), true) => Some(Pending::bind(Arc::clone(on_echo), options.reader.as_ref())?),
             (None, true) => bail!("own_media needs on_echo: the echo is handed there"),
             (_, false) => None,
         };

@@ -8,8 +8,9 @@
 //! Through the driver each of its packets paid webrtc-rs's whole pipeline twice,
 //! once out and once back, the cost the server's media plane (`session::plane`)
 //! removed on the other side. Here a frame costs its SRTP and one GSO `sendmsg`,
-//! and an echo a wake of the socket's reader thread, an SRTP unprotect and the
-//! caller's callback.
+//! and an echo an SRTP unprotect and the caller's callback on the socket's reader
+//! (the load generator's publishers share one, [`crate::udp_mux::ReaderGroup`]: what
+//! arrives together is read in one wake-up).
 //!
 //! What the server sees does not change: the same SRTP, a frame's packets in one
 //! send, and each packet numbered with the transport-wide sequence number as
@@ -29,7 +30,7 @@ use webrtc::peer_connection::PeerConnection;
 
 use super::client::EchoCallback;
 use crate::srtp::{self, Kind, kind};
-use crate::udp_mux::{MediaHook, MuxSender, UdpMux};
+use crate::udp_mux::{MediaHook, MuxSender, ReaderGroup, UdpMux};
 
 /// What a client's own media path counted.
 #[derive(Debug, Default)]
@@ -76,9 +77,10 @@ struct EchoReceiver {
 
 impl Pending {
     /// A socket of its own on 127.0.0.1 (an ephemeral port), for
-    /// [`crate::peer::PeerNetwork::mux`].
-    pub(crate) fn bind(on_echo: EchoCallback) -> anyhow::Result<Pending> {
-        let mux = UdpMux::bind(IpAddr::V4(Ipv4Addr::LOCALHOST), 0).context("binding the client's socket")?;
+    /// [`crate::peer::PeerNetwork::mux`]; read by `group`'s thread if given.
+    pub(crate) fn bind(on_echo: EchoCallback, group: Option<&ReaderGroup>) -> anyhow::Result<Pending> {
+        let mux = UdpMux::bind_in(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, group)
+            .context("binding the client's socket")?;
         let receiver = Arc::new(EchoReceiver {
             inbound: OnceLock::new(),
             server: Mutex::new(None),

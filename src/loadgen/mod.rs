@@ -276,6 +276,8 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
 async fn connect_publishers(args: &LoadgenArgs) -> anyhow::Result<(Vec<(ClientPeer, Arc<Echoes>)>, usize)> {
     let mut publishers = Vec::new();
     let mut failures = 0;
+    // One thread reads every publisher's socket (see `udp_mux::ReaderGroup`).
+    let reader = crate::udp_mux::ReaderGroup::new().context("starting the socket reader")?;
     for batch in (0..args.peers).collect::<Vec<_>>().chunks(8) {
         let attempts = batch.iter().map(|_| async {
             let echoes = Arc::new(Echoes::default());
@@ -285,6 +287,7 @@ async fn connect_publishers(args: &LoadgenArgs) -> anyhow::Result<(Vec<(ClientPe
                 on_echo: Some(Arc::new(move |packet| on_echo.echoed(&packet))),
                 lean: true,
                 own_media: true,
+                reader: Some(reader.clone()),
                 ..Default::default()
             };
             let publisher = ClientPeer::connect_options(&args.url, options, Duration::from_secs(20)).await;

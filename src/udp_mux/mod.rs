@@ -42,9 +42,12 @@ use rtc::stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_USERNAME};
 use rtc::stun::integrity::MessageIntegrity;
 use rtc::stun::message::{BINDING_REQUEST, MAGIC_COOKIE, Message};
 use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, BATCH_SIZE, JoinHandle, RecvMeta,
-    Runtime, TokioRuntime, Transmit, UdpSockRef, UdpSocketState,
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
+    TokioRuntime, Transmit, UdpSockRef, UdpSocketState,
 };
+
+mod reader;
+pub use reader::ReaderGroup;
 
 /// Datagrams an inbox holds for a PeerConnection whose driver has not read them yet
 /// (as the echo's event channel: a stalled session loses its own packets, nobody else's).
@@ -157,13 +160,19 @@ struct MuxInner {
     unbindable: Mutex<HashSet<IpAddr>>,
     stats: Arc<MuxStats>,
     next_id: AtomicU64,
+    /// Reads the sockets, when not a thread of their own each.
+    group: Option<ReaderGroup>,
 }
 
 impl Drop for MuxInner {
-    /// Stops the reader threads (each wakes at once: see [`Shared::stop`]).
+    /// Stops the reader threads (each wakes at once: see [`Shared::stop`]), or
+    /// takes the sockets out of their group's.
     fn drop(&mut self) {
         for shared in self.sockets.get_mut().map(std::mem::take).unwrap_or_default().into_values() {
-            shared.stop();
+            match &self.group {
+                Some(group) => group.remove(&shared),
+                None => shared.stop(),
+            }
         }
     }
 }
@@ -179,6 +188,11 @@ impl UdpMux {
     /// session). A wildcard `ip` is probed (bound and released): the driver names
     /// the interfaces, and each gets its socket on first use.
     pub fn bind(ip: IpAddr, port: u16) -> io::Result<UdpMux> {
+        Self::bind_in(ip, port, None)
+    }
+
+    /// [`UdpMux::bind`], its sockets read by `group`'s thread rather than one each.
+    pub fn bind_in(ip: IpAddr, port: u16, group: Option<&ReaderGroup>) -> io::Result<UdpMux> {
         let mux = UdpMux {
             inner: Arc::new(MuxInner {
                 port,
@@ -186,6 +200,7 @@ impl UdpMux {
                 unbindable: Mutex::default(),
                 stats: Arc::default(),
                 next_id: AtomicU64::new(1),
+                group: group.cloned(),
             }),
         };
         if ip.is_unspecified() {
@@ -249,8 +264,15 @@ impl UdpMux {
             crypto: rtc::crypto::default_provider().map_err(io::Error::other)?,
             stopping: AtomicBool::new(false),
         });
-        let reader = Arc::clone(&shared);
-        std::thread::Builder::new().name(format!("udp-mux {local}")).spawn(move || read_loop(reader))?;
+        match &self.inner.group {
+            Some(group) => group.add(Arc::clone(&shared))?,
+            None => {
+                let reader = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("udp-mux {local}"))
+                    .spawn(move || reader::read_loop(reader))?;
+            }
+        }
         tracing::info!(addr = %local, "UDP mux socket bound");
         sockets.insert(ip, Arc::clone(&shared));
         Ok(shared)
@@ -354,7 +376,7 @@ impl IceCredentials {
 
 /// One shared socket and who is behind it.
 struct Shared {
-    /// Non-blocking; read by its own thread ([`read_loop`]), written by anyone
+    /// Non-blocking; read by its own thread (`reader`), written by anyone
     /// (drivers, media hooks) straight through `state`.
     socket: StdUdpSocket,
     state: UdpSocketState,
@@ -658,85 +680,6 @@ impl Batch {
         }
         self.count = 0;
     }
-}
-
-/// Reads the shared socket in batches and routes each datagram, on a thread of its
-/// own: it sleeps in `poll(2)` and is woken by the kernel, not by an async runtime,
-/// so a packet costs no task scheduling on its way to its hook or inbox.
-fn read_loop(shared: Arc<Shared>) {
-    let gro = shared.state.gro_segments().max(1);
-    let buf_len = (gro * 1500).max(MAX_DATAGRAM);
-    let mut storage = vec![0u8; buf_len * BATCH_SIZE];
-    let mut meta = [RecvMeta::default(); BATCH_SIZE];
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&shared.socket);
-    let mut next_tick = Instant::now() + HOOK_TICK;
-    while !shared.stopping.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now >= next_tick {
-            next_tick = now + if shared.tick_hooks(now) { HOOK_TICK } else { IDLE_WAIT };
-        }
-        let received = {
-            let mut chunks = storage.chunks_mut(buf_len);
-            let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
-                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-            shared.state.recv(UdpSockRef::from(&shared.socket), &mut bufs, &mut meta)
-        };
-        let count = match received {
-            Ok(count) => count,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                wait_readable(fd, next_tick);
-                continue;
-            }
-            Err(err) if transient(&err) => continue,
-            Err(err) => {
-                // Not expected on a bound UDP socket; keep serving rather than spin.
-                tracing::error!(addr = %shared.local, %err, "UDP mux receive failed");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        if shared.stopping.load(Ordering::Relaxed) {
-            break;
-        }
-        for (index, meta) in meta.iter().take(count).enumerate() {
-            let message = &storage[index * buf_len..index * buf_len + meta.len.min(buf_len)];
-            // GRO may have coalesced several datagrams of one flow: `stride` apart.
-            // What their hooks send back goes out together too (one GSO send).
-            BATCH.set(Some(Batch::default()));
-            for datagram in message.chunks(meta.stride.max(1)) {
-                shared.dispatch(datagram, meta.addr);
-            }
-            if let Some(mut batch) = BATCH.take() {
-                batch.flush(&shared);
-            }
-        }
-        if count < BATCH_SIZE {
-            // The queue was emptied: wait for more rather than ask again (a `recvmmsg`
-            // answering "nothing" per wake-up).
-            wait_readable(fd, next_tick);
-        }
-    }
-}
-
-/// Sleeps until `fd` is readable or `until` (the next tick; a stop wakes it at once).
-fn wait_readable(fd: std::os::fd::RawFd, until: Instant) {
-    let timeout = until.saturating_duration_since(Instant::now()).as_millis().clamp(1, IDLE_WAIT.as_millis())
-        as libc::c_int;
-    let mut pollfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd for a socket the caller keeps open.
-    unsafe { libc::poll(&mut pollfd, 1, timeout) };
-}
-
-/// Errors a socket serving many peers reports for one of them (as the driver's rule).
-fn transient(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-            | io::ErrorKind::TimedOut
-    )
 }
 
 /// Datagrams waiting for one PeerConnection's driver.
@@ -1066,6 +1009,58 @@ mod tests {
         assert!(received(&socket_b).is_empty());
         assert_eq!(count(&mux.stats().dropped_unknown), 1);
         assert_eq!(count(&mux.stats().addresses_learned), 0, "answers teach no address");
+    }
+
+    /// Waits (up to 2 s) until `count` threads are named as a group's.
+    async fn wait_group_threads(count: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while group_threads() != count && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        group_threads()
+    }
+
+    fn group_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                    .filter(|name| name.trim() == "udp-mux group")
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn one_group_thread_reads_the_sockets_of_several_muxes_and_ends_with_them() {
+        let before = group_threads();
+        let group = ReaderGroup::new().expect("a group");
+        assert_eq!(wait_group_threads(before + 1).await, before + 1);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let muxes: Vec<UdpMux> =
+            (0..3).map(|_| UdpMux::bind_in(ip, 0, Some(&group)).expect("binds")).collect();
+        assert_eq!(group_threads(), before + 1, "no thread per socket");
+        let client = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut sockets = Vec::new();
+        for (index, mux) in muxes.iter().enumerate() {
+            let credentials = credentials(&format!("grp{index}"));
+            let socket = mux.attach(ip, &credentials).unwrap().expect("attached");
+            let request = binding_request(&credentials.ufrag, &credentials.password);
+            client.send_to(&request, socket.local_addr().unwrap()).unwrap();
+            sockets.push(socket);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut heard = vec![0; sockets.len()];
+        while heard.contains(&0) && Instant::now() < deadline {
+            for (socket, heard) in sockets.iter().zip(&mut heard) {
+                *heard += received(socket).len();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(heard, vec![1; 3], "each mux's PeerConnection got its binding request");
+
+        drop((sockets, muxes, group));
+        assert_eq!(wait_group_threads(before).await, before, "the group's thread ended with it");
     }
 
     #[tokio::test]
