@@ -19,12 +19,14 @@
 //! so `--stun` gathering and our own connectivity checks work too. Everything else
 //! is counted and dropped.
 //!
-//! Cost per packet: one reader thread per shared socket (it sleeps in `poll(2)` and
-//! reads in batches with `recvmmsg`), one hash lookup, then either the session's
-//! [`MediaHook`] (its media plane handles the packet right there, on this thread)
-//! or a copy into the PeerConnection's inbox (buffers are recycled, so nothing is
-//! allocated once an inbox has warmed up) and one wake of its driver. Sends go
-//! straight to the shared socket, from anyone, never waiting.
+//! Cost per packet: one reader thread per shared socket (`reader`: it sleeps in
+//! `poll(2)` and reads in batches with `recvmmsg`; or one [`ReaderGroup`] thread for
+//! the sockets of many muxes, the load generator's), one hash lookup, then either the
+//! session's [`MediaHook`] (its media plane handles the packet right there, on this
+//! thread; the hooks' timers tick there too, one wake for all) or a copy into the
+//! PeerConnection's inbox (buffers are recycled, so nothing is allocated once an inbox
+//! has warmed up) and one wake of its driver. Sends go straight to the shared socket,
+//! from anyone, never waiting.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
