@@ -3,12 +3,24 @@
 //! plane (`session::plane`) and the load generator's clients (`loadgen::media`).
 //! Both tell datagrams apart on a socket they share with ICE and DTLS the same way.
 
+use rtc::srtp::config::SessionKeys;
 use rtc::srtp::context::Context as SrtpContext;
 use rtc::srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc::srtp::protection_profile::ProtectionProfile;
 
 /// Packets the SRTP replay windows remember (webrtc-rs's default for a session).
-pub(crate) const REPLAY_WINDOW: usize = 64;
+const REPLAY_WINDOW: usize = 64;
+
+/// One end's contexts from the keys DTLS exported: (outbound, with our keys;
+/// inbound, with the remote's and replay protection, as webrtc-rs has on its own).
+pub(crate) fn session_contexts(
+    profile: ProtectionProfile,
+    keys: &SessionKeys,
+) -> Result<(SrtpContext, SrtpContext), String> {
+    let outbound = context(&keys.local_master_key, &keys.local_master_salt, profile, None)?;
+    let inbound = context(&keys.remote_master_key, &keys.remote_master_salt, profile, Some(REPLAY_WINDOW))?;
+    Ok((outbound, inbound))
+}
 
 /// An SRTP and SRTCP context for one direction; `replay_window` for receiving.
 pub(crate) fn context(

@@ -891,11 +891,11 @@ impl ClientPeer {
     /// (with [`ClientOptions::own_media`], numbered with the transport-wide sequence
     /// number on the way).
     pub async fn send_packets_on(&mut self, index: usize, packets: &mut [rtp::Packet]) -> anyhow::Result<()> {
+        let count = self.tracks.len();
+        let local = self.tracks.get(index).ok_or_else(|| anyhow!("no track {index} of {count}"))?;
         if let Some(media) = &mut self.media {
             return media.send(packets);
         }
-        let count = self.tracks.len();
-        let local = self.tracks.get(index).ok_or_else(|| anyhow!("no track {index} of {count}"))?;
         for packet in packets.iter() {
             local.track.write_rtp(packet.clone()).await?;
         }

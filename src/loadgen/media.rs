@@ -113,15 +113,7 @@ impl Pending {
         let (profile, keys) =
             pc.srtp_session_keys().await.ok_or_else(|| anyhow!("DTLS exported no SRTP keys"))?;
         let server = lock(&self.receiver.server).ok_or_else(|| anyhow!("no DTLS from the server seen"))?;
-        let outbound = srtp::context(&keys.local_master_key, &keys.local_master_salt, profile, None)
-            .map_err(|e| anyhow!(e))?;
-        let inbound = srtp::context(
-            &keys.remote_master_key,
-            &keys.remote_master_salt,
-            profile,
-            Some(srtp::REPLAY_WINDOW),
-        )
-        .map_err(|e| anyhow!(e))?;
+        let (outbound, inbound) = srtp::session_contexts(profile, &keys).map_err(|e| anyhow!(e))?;
         let _ = self.receiver.inbound.set(Mutex::new(inbound));
         Ok(OwnMedia {
             outbound,

@@ -153,14 +153,7 @@ impl MediaPlane {
         retransmit: Arc<RetransmitStats>,
         stats: Arc<PlaneStats>,
     ) -> Result<Arc<MediaPlane>, String> {
-        let outbound = srtp::context(&keys.local_master_key, &keys.local_master_salt, profile, None)?;
-        // Replay protection on what we receive, as webrtc-rs has on its own.
-        let inbound = srtp::context(
-            &keys.remote_master_key,
-            &keys.remote_master_salt,
-            profile,
-            Some(srtp::REPLAY_WINDOW),
-        )?;
+        let (outbound, inbound) = srtp::session_contexts(profile, keys)?;
         let chain = peer::feedback_interceptors(&mut MediaEngine::default(), retransmit)
             .map_err(|e| format!("interceptors: {e}"))?
             .build();
