@@ -241,11 +241,23 @@ impl MediaPlane {
         };
         self.stats.rtp_in.fetch_add(1, Ordering::Relaxed);
         state.peer = Some(from);
-        if let Err(err) = state.chain.handle_read(Self::tagged(Packet::Rtp(packet.clone()), now, from)) {
+        if let Err(err) = state.chain.handle_read(Self::tagged(Packet::Rtp(packet), now, from)) {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%err, "media plane interceptors refused a packet");
+            return true;
         }
-        while state.chain.poll_read().is_some() {}
+        // The interceptors only look at what they read: the packet comes out as it
+        // went in, and goes on from there (no copy of it for them).
+        let mut read = None;
+        while let Some(out) = state.chain.poll_read() {
+            if let Packet::Rtp(packet) = out.message.packet {
+                read = Some(packet);
+            }
+        }
+        let Some(packet) = read else {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            return true;
+        };
         path.stats.packets_on_plane.fetch_add(1, Ordering::Relaxed);
         path.metrics.rtp_packets_on_plane.inc();
         let (echo, sides) = path.take(packet, echoes);
@@ -311,7 +323,9 @@ impl MediaPlane {
         while let Some(out) = state.chain.poll_write() {
             match out.message.packet {
                 Packet::Rtp(packet) => {
-                    let protected = packet.marshal().and_then(|plain| state.outbound.encrypt_rtp(&plain));
+                    let protected = packet
+                        .marshal()
+                        .and_then(|plain| state.outbound.encrypt_rtp_with_header(&plain, &packet.header));
                     self.send_protected(protected, state.peer, &self.stats.rtp_out, send);
                 }
                 Packet::Rtcp(packets) => rtcp.extend(packets),

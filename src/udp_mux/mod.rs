@@ -464,24 +464,31 @@ impl Shared {
             .collect();
         let mut ticking = false;
         for hook in hooks {
-            BATCH.set(Some(Batch::default()));
-            ticking |= hook.on_tick(now);
-            if let Some(mut batch) = BATCH.take() {
-                batch.flush(self);
-            }
+            self.batched(|| ticking |= hook.on_tick(now));
         }
         ticking
+    }
+
+    /// Runs `route` with this thread's [`Batch`] open: what it sends leaves batched
+    /// per destination when it returns (the reader, per received message or per
+    /// hook's tick).
+    fn batched(&self, route: impl FnOnce()) {
+        BATCH.with_borrow_mut(|batch| batch.open = true);
+        route();
+        BATCH.with_borrow_mut(|batch| {
+            batch.flush(self);
+            batch.open = false;
+        });
     }
 
     /// Sends `datagram` to `to`: now, or, on the reader thread while it routes one
     /// received message, with what else that message's hooks send (see [`Batch`]).
     fn send_now(&self, datagram: &[u8], to: SocketAddr) {
-        let held = BATCH.with_borrow_mut(|batch| match batch {
-            Some(batch) => {
+        let held = BATCH.with_borrow_mut(|batch| {
+            if batch.open {
                 batch.add(datagram, to, self);
-                true
             }
-            None => false,
+            batch.open
         });
         if !held {
             self.transmit(datagram, to, None);
@@ -624,8 +631,9 @@ enum Refused {
 }
 
 thread_local! {
-    /// The reader thread's sends while it routes one received message.
-    static BATCH: std::cell::RefCell<Option<Batch>> = const { std::cell::RefCell::new(None) };
+    /// The reader thread's sends while it routes one received message; its buffer
+    /// is kept from message to message (one allocation per thread, not per packet).
+    static BATCH: std::cell::RefCell<Batch> = std::cell::RefCell::new(Batch::default());
 }
 
 /// Datagrams to one address, sent in one `sendmsg` with UDP GSO: what a session's
@@ -639,6 +647,8 @@ struct Batch {
     count: usize,
     /// A shorter datagram was added: it must be the last.
     closed: bool,
+    /// Sends are held here ([`Shared::batched`]); else they leave at once.
+    open: bool,
 }
 
 impl Batch {
@@ -1107,6 +1117,38 @@ mod tests {
         let mut single = Batch::default();
         assert!(single.takes(&[1; 10], a, 1));
         assert!(!single.takes(&[1; 10], a, 1), "no GSO: one per send");
+    }
+
+    #[tokio::test]
+    async fn sends_while_batched_leave_when_it_ends_and_the_buffer_is_kept() {
+        let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
+        let socket =
+            mux.attach("127.0.0.1".parse().unwrap(), &credentials("bbbb")).unwrap().expect("attached");
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer socket");
+        peer.set_nonblocking(true).unwrap();
+        let to = peer.local_addr().unwrap();
+        let drain = || {
+            let mut buf = [0u8; 2048];
+            std::iter::from_fn(|| peer.recv(&mut buf).ok().map(|n| buf[..n].to_vec())).collect::<Vec<_>>()
+        };
+        let shared = &socket.shared;
+        for round in 0..2 {
+            shared.batched(|| {
+                shared.send_now(&[1; 100], to);
+                shared.send_now(&[2; 100], to);
+                std::thread::sleep(Duration::from_millis(50));
+                assert!(drain().is_empty(), "held until the batch ends");
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            assert_eq!(drain(), vec![vec![1; 100], vec![2; 100]], "round {round}: both, in order");
+            BATCH.with_borrow(|batch| {
+                assert!(!batch.open);
+                assert!(batch.contents.capacity() >= 200, "the buffer stays for the next message");
+            });
+        }
+        shared.send_now(&[3; 10], to);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(drain(), vec![vec![3; 10]], "outside a batch: at once");
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use webrtc::runtime::{BATCH_SIZE, RecvMeta, UdpSockRef};
 
-use super::{BATCH, Batch, HOOK_TICK, IDLE_WAIT, MAX_DATAGRAM, Shared, lock};
+use super::{HOOK_TICK, IDLE_WAIT, MAX_DATAGRAM, Shared, lock};
 
 /// Buffers for one `recvmmsg`, reused from read to read.
 struct ReadBuffers {
@@ -78,13 +78,11 @@ fn read_batch(shared: &Shared, buffers: &mut ReadBuffers) -> Read {
         let message = &buffers.storage[index * buf_len..index * buf_len + meta.len.min(buf_len)];
         // GRO may have coalesced several datagrams of one flow: `stride` apart.
         // What their hooks send back goes out together too (one GSO send).
-        BATCH.set(Some(Batch::default()));
-        for datagram in message.chunks(meta.stride.max(1)) {
-            shared.dispatch(datagram, meta.addr);
-        }
-        if let Some(mut batch) = BATCH.take() {
-            batch.flush(shared);
-        }
+        shared.batched(|| {
+            for datagram in message.chunks(meta.stride.max(1)) {
+                shared.dispatch(datagram, meta.addr);
+            }
+        });
     }
     if count < BATCH_SIZE { Read::Drained } else { Read::Full }
 }
