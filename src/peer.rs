@@ -5,7 +5,11 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use rtc::interceptor::{Slot, TwccSenderBuilder};
+use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Slot, TwccSenderBuilder};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
+    configure_twcc_receiver_only,
+};
 use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateType};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -20,13 +24,17 @@ use rtc::ice::mdns::MulticastDnsMode;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceServer, Registry, SettingEngineBuilder, register_default_interceptors,
+    RTCIceServer, Registry, SettingEngineBuilder,
 };
 
 /// The payload type we offer VP8 under (what Chromium uses too). As answerer we take
 /// the offerer's number.
 pub const VP8_PAYLOAD_TYPE: u8 = 96;
 pub const VP8_CLOCK_RATE: u32 = 90_000;
+/// RTP packets kept per sent stream to answer NACKs from: at least a second up to
+/// ~5 Mbit/s (1200-byte packets), 8 s at 320x240@30. webrtc-rs keeps 1024, each
+/// holding its packet's buffer: ~1.3 MB per echoed stream (BENCHMARKS.md, session 6).
+pub const NACK_HISTORY: u16 = 512;
 /// Bytes a data channel may hold unsent before sends fail (a second of results).
 pub const DATA_CHANNEL_SEND_BUFFER: usize = 64 * 1024;
 /// Payload bytes per RTP packet we packetize: under a typical path MTU with room for SRTP.
@@ -132,8 +140,16 @@ pub fn feedback_interceptors(
     media_engine: &mut MediaEngine,
     retransmit: Arc<RetransmitStats>,
 ) -> webrtc::error::Result<Registry> {
-    Ok(register_default_interceptors(Registry::new(), media_engine)?
-        .with(Slot::from(nack_budget::SLOT), NackBudget::new(retransmit)))
+    // webrtc-rs's defaults (`register_default_interceptors`), but with a NACK history
+    // of [`NACK_HISTORY`] packets: `configure_nack` registers the feedback and would
+    // add a 1024-packet responder (replacing it afterwards logs a warning per peer).
+    let _ = configure_nack(Registry::new(), media_engine);
+    let registry = Registry::new()
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build());
+    configure_simulcast_extension_headers(media_engine)?;
+    let registry = configure_rtcp_reports(configure_twcc_receiver_only(registry, media_engine)?);
+    Ok(registry.with(Slot::from(nack_budget::SLOT), NackBudget::new(retransmit)))
 }
 
 /// Builds a PeerConnection that speaks VP8 with the [`feedback_interceptors`]

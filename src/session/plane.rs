@@ -590,6 +590,34 @@ mod tests {
     }
 
     #[test]
+    fn nacks_are_answered_from_the_last_nack_history_packets_only() {
+        use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
+        let (plane, _path, _wishes) = plane();
+        let (mut client_out, _) = client_contexts();
+        let last = 600u16;
+        for sequence_number in 1..=last {
+            let protected =
+                client_out.encrypt_rtp(&rtp(IN_SSRC, sequence_number, b"vp8 frame")).expect("protect");
+            feed(&plane, &protected);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut nack_for = |packet_id: u16| {
+            let nack = TransportLayerNack {
+                sender_ssrc: 1,
+                media_ssrc: OUT_SSRC,
+                nacks: vec![NackPair { packet_id, lost_packets: 0 }],
+            };
+            let plain = rtc::rtcp::packet::marshal(&[Box::new(nack) as Box<dyn rtc::rtcp::Packet>]).unwrap();
+            let (_, sent) = feed(&plane, &client_out.encrypt_rtcp(&plain).expect("protect"));
+            // Retransmissions are RTP; the pass may also send RTCP (types 200-207).
+            sent.iter().filter(|bytes| !(200..=207).contains(&bytes[1])).count()
+        };
+        let oldest_kept = last - peer::NACK_HISTORY + 1;
+        assert_eq!(nack_for(oldest_kept - 1), 0, "older than the history: not resent");
+        assert_eq!(nack_for(oldest_kept), 1, "the oldest packet kept is resent");
+    }
+
+    #[test]
     fn nacks_are_answered_here_and_keyframe_requests_become_wishes() {
         use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
         use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
