@@ -4,11 +4,14 @@
  * #13). Built and driven by scripts/bench-floor.sh.
  *
  *   udp-floor reflect PORT
+ *   udp-floor reflect-blocking PORT
  *   udp-floor load PORT PEERS SECONDS [PPS_PER_PEER] [SIZE]
  *
  * reflect echoes every datagram to 127.0.0.1:PORT back to its source, unchanged. It does
  * per datagram what the server's media plane does (poll, recvmmsg, one sendmsg each) and
  * nothing else: no SRTP, no parsing, no copies, so its CPU is the floor for that shape.
+ * reflect-blocking is the cheapest shape of all: it sleeps in a blocking recvmmsg
+ * (MSG_WAITFORONE), not in poll, so a wake-up costs one receive and one send.
  *
  * load sends as the project's load generator does: PEERS sockets (one per peer, so the
  * reflector sees PEERS sources), each sending at PPS_PER_PEER (default 39: ~1.3 packets per
@@ -86,7 +89,7 @@ static void on_signal(int sig) {
   stopping = 1;
 }
 
-static int reflect(int port) {
+static int reflect(int port, int blocking) {
   /* No SA_RESTART: the signal must interrupt the blocking poll so the loop sees it. */
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -97,7 +100,7 @@ static int reflect(int port) {
 
   /* Non-blocking so a full send buffer drops the echo instead of stalling the
    * loop, as a server's send would. */
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(AF_INET, SOCK_DGRAM | (blocking ? 0 : SOCK_NONBLOCK) | SOCK_CLOEXEC, 0);
   if (fd < 0) die("socket");
   int size = SOCKET_BUFFER;
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) < 0) die("SO_RCVBUF");
@@ -119,7 +122,7 @@ static int reflect(int port) {
 
   struct pollfd pfd = {.fd = fd, .events = POLLIN};
   while (!stopping) {
-    if (poll(&pfd, 1, -1) < 0) {
+    if (!blocking && poll(&pfd, 1, -1) < 0) {
       if (errno == EINTR) continue;
       die("poll");
     }
@@ -127,7 +130,7 @@ static int reflect(int port) {
      * further recvmmsg would only find nothing (the server also goes back to poll). */
     for (;;) {
       for (int i = 0; i < BATCH; i++) msgs[i].msg_hdr.msg_namelen = sizeof from[i];
-      int n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+      int n = recvmmsg(fd, msgs, BATCH, blocking ? MSG_WAITFORONE : MSG_DONTWAIT, NULL);
       if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
         die("recvmmsg");
@@ -141,7 +144,7 @@ static int reflect(int port) {
             .msg_iovlen = 1,
         };
         /* A failed echo is a lost datagram; the load side counts those. */
-        (void)sendmsg(fd, &out, 0);
+        (void)sendmsg(fd, &out, MSG_DONTWAIT);
       }
       if (n < BATCH) break;
     }
@@ -311,7 +314,8 @@ static int load(int port, int peers, int seconds, int pps, int size) {
 }
 
 int main(int argc, char **argv) {
-  if (argc == 3 && strcmp(argv[1], "reflect") == 0) return reflect((int)parse(argv[2], 1, 65535));
+  if (argc == 3 && strcmp(argv[1], "reflect") == 0) return reflect((int)parse(argv[2], 1, 65535), 0);
+  if (argc == 3 && strcmp(argv[1], "reflect-blocking") == 0) return reflect((int)parse(argv[2], 1, 65535), 1);
   if (argc >= 5 && argc <= 7 && strcmp(argv[1], "load") == 0) {
     int port = (int)parse(argv[2], 1, 65535);
     int peers = (int)parse(argv[3], 1, 100000);
