@@ -41,8 +41,12 @@ pub const SLOT: usize = 3_500;
 pub const RETRANSMIT_SHARE: f64 = 1.0;
 /// A packet is resent at most once within this window.
 pub const REPEAT_WINDOW: Duration = Duration::from_millis(100);
-/// Packets remembered per stream: the responder's send buffer (webrtc-rs default).
-pub const HISTORY: usize = 1024;
+/// RTP packets kept per sent stream to answer NACKs from: the responder's send buffer
+/// ([`crate::peer::feedback_interceptors`] sizes it with this) and what this budget
+/// remembers. At least a second up to ~5 Mbit/s (1200-byte packets), 8 s at
+/// 320x240@30. webrtc-rs's default is 1024, each packet holding its buffer: ~1.3 MB
+/// per echoed stream (BENCHMARKS.md, issue #13, session 6).
+pub const HISTORY: u16 = 512;
 /// The stream's rate is measured over windows of this length.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
@@ -146,7 +150,7 @@ struct Stream {
 impl Stream {
     fn new(now: Instant) -> Self {
         Stream {
-            history: vec![Sent::default(); HISTORY],
+            history: vec![Sent::default(); usize::from(HISTORY)],
             bytes: Bucket::new(),
             packets: Bucket::new(),
             refilled_at: now,
@@ -166,7 +170,8 @@ impl Stream {
         self.bytes.window_amount += len as f64;
         self.packets.window_amount += 1.0;
         let len = u32::try_from(len).unwrap_or(u32::MAX).max(1);
-        self.history[usize::from(sequence_number) % HISTORY] = Sent { sequence_number, len, resent_at: None };
+        self.history[usize::from(sequence_number) % usize::from(HISTORY)] =
+            Sent { sequence_number, len, resent_at: None };
     }
 
     /// Keeps the sequence numbers the budget allows; returns how many were refused.
@@ -178,7 +183,7 @@ impl Stream {
         self.refilled_at = now;
         let mut refused = 0;
         for &sequence_number in requested {
-            let sent = &mut self.history[usize::from(sequence_number) % HISTORY];
+            let sent = &mut self.history[usize::from(sequence_number) % usize::from(HISTORY)];
             if sent.len == 0 || sent.sequence_number != sequence_number {
                 continue; // not held: the responder could not resend it either
             }
@@ -342,7 +347,7 @@ mod tests {
         let (mut stream, now) = busy_stream(start);
         let mut allowed = Vec::new();
         // 5000 was never sent; 100 + HISTORY shares its place with 100.
-        let refused = stream.allow(&[5000, 100 + HISTORY as u16], now, &mut allowed);
+        let refused = stream.allow(&[5000, 100 + HISTORY], now, &mut allowed);
         assert!(allowed.is_empty());
         assert_eq!(refused, 0);
     }

@@ -31,10 +31,6 @@ use webrtc::peer_connection::{
 /// the offerer's number.
 pub const VP8_PAYLOAD_TYPE: u8 = 96;
 pub const VP8_CLOCK_RATE: u32 = 90_000;
-/// RTP packets kept per sent stream to answer NACKs from: at least a second up to
-/// ~5 Mbit/s (1200-byte packets), 8 s at 320x240@30. webrtc-rs keeps 1024, each
-/// holding its packet's buffer: ~1.3 MB per echoed stream (BENCHMARKS.md, session 6).
-pub const NACK_HISTORY: u16 = 512;
 /// Bytes a data channel may hold unsent before sends fail (a second of results).
 pub const DATA_CHANNEL_SEND_BUFFER: usize = 64 * 1024;
 /// Payload bytes per RTP packet we packetize: under a typical path MTU with room for SRTP.
@@ -141,12 +137,12 @@ pub fn feedback_interceptors(
     retransmit: Arc<RetransmitStats>,
 ) -> webrtc::error::Result<Registry> {
     // webrtc-rs's defaults (`register_default_interceptors`), but with a NACK history
-    // of [`NACK_HISTORY`] packets: `configure_nack` registers the feedback and would
+    // of [`nack_budget::HISTORY`] packets: `configure_nack` registers the feedback and would
     // add a 1024-packet responder (replacing it afterwards logs a warning per peer).
     let _ = configure_nack(Registry::new(), media_engine);
     let registry = Registry::new()
         .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
-        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build());
+        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(nack_budget::HISTORY).build());
     configure_simulcast_extension_headers(media_engine)?;
     let registry = configure_rtcp_reports(configure_twcc_receiver_only(registry, media_engine)?);
     Ok(registry.with(Slot::from(nack_budget::SLOT), NackBudget::new(retransmit)))

@@ -590,7 +590,7 @@ mod tests {
     }
 
     #[test]
-    fn nacks_are_answered_from_the_last_nack_history_packets_only() {
+    fn nacks_are_answered_from_the_last_history_packets_only() {
         use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
         let (plane, _path, _wishes) = plane();
         let (mut client_out, _) = client_contexts();
@@ -612,7 +612,7 @@ mod tests {
             // Retransmissions are RTP; the pass may also send RTCP (types 200-207).
             sent.iter().filter(|bytes| !(200..=207).contains(&bytes[1])).count()
         };
-        let oldest_kept = last - peer::NACK_HISTORY + 1;
+        let oldest_kept = last - crate::nack_budget::HISTORY + 1;
         assert_eq!(nack_for(oldest_kept - 1), 0, "older than the history: not resent");
         assert_eq!(nack_for(oldest_kept), 1, "the oldest packet kept is resent");
     }
