@@ -47,6 +47,8 @@ pub const REPEAT_WINDOW: Duration = Duration::from_millis(100);
 /// 320x240@30. webrtc-rs's default is 1024, each packet holding its buffer: ~1.3 MB
 /// per echoed stream (BENCHMARKS.md, issue #13, session 6).
 pub const HISTORY: u16 = 512;
+/// [`HISTORY`] as the length of a stream's ring of sent packets.
+const SLOTS: usize = HISTORY as usize;
 /// The stream's rate is measured over windows of this length.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
@@ -150,7 +152,7 @@ struct Stream {
 impl Stream {
     fn new(now: Instant) -> Self {
         Stream {
-            history: vec![Sent::default(); usize::from(HISTORY)],
+            history: vec![Sent::default(); SLOTS],
             bytes: Bucket::new(),
             packets: Bucket::new(),
             refilled_at: now,
@@ -170,8 +172,7 @@ impl Stream {
         self.bytes.window_amount += len as f64;
         self.packets.window_amount += 1.0;
         let len = u32::try_from(len).unwrap_or(u32::MAX).max(1);
-        self.history[usize::from(sequence_number) % usize::from(HISTORY)] =
-            Sent { sequence_number, len, resent_at: None };
+        self.history[usize::from(sequence_number) % SLOTS] = Sent { sequence_number, len, resent_at: None };
     }
 
     /// Keeps the sequence numbers the budget allows; returns how many were refused.
@@ -183,7 +184,7 @@ impl Stream {
         self.refilled_at = now;
         let mut refused = 0;
         for &sequence_number in requested {
-            let sent = &mut self.history[usize::from(sequence_number) % usize::from(HISTORY)];
+            let sent = &mut self.history[usize::from(sequence_number) % SLOTS];
             if sent.len == 0 || sent.sequence_number != sequence_number {
                 continue; // not held: the responder could not resend it either
             }

@@ -102,11 +102,7 @@ impl MuxSender {
     /// packets, of one size but the last, leave in one), as webrtc-rs's driver sends
     /// what one write queued.
     pub fn send_all<'a>(&self, datagrams: impl IntoIterator<Item = &'a [u8]>, to: SocketAddr) {
-        let mut batch = Batch::default();
-        for datagram in datagrams {
-            batch.add(datagram, to, &self.shared);
-        }
-        batch.flush(&self.shared);
+        self.shared.batched(|| datagrams.into_iter().for_each(|datagram| self.shared.send_now(datagram, to)));
     }
 }
 
@@ -471,14 +467,16 @@ impl Shared {
 
     /// Runs `route` with this thread's [`Batch`] open: what it sends leaves batched
     /// per destination when it returns (the reader, per received message or per
-    /// hook's tick).
+    /// hook's tick; a sender, per frame). Inside an open batch it joins that one.
     fn batched(&self, route: impl FnOnce()) {
-        BATCH.with_borrow_mut(|batch| batch.open = true);
+        let already_open = BATCH.with_borrow_mut(|batch| std::mem::replace(&mut batch.open, true));
         route();
-        BATCH.with_borrow_mut(|batch| {
-            batch.flush(self);
-            batch.open = false;
-        });
+        if !already_open {
+            BATCH.with_borrow_mut(|batch| {
+                batch.flush(self);
+                batch.open = false;
+            });
+        }
     }
 
     /// Sends `datagram` to `to`: now, or, on the reader thread while it routes one
@@ -1135,9 +1133,10 @@ mod tests {
         for round in 0..2 {
             shared.batched(|| {
                 shared.send_now(&[1; 100], to);
-                shared.send_now(&[2; 100], to);
+                // A batch opened inside another joins it (`MuxSender::send_all` on the reader).
+                shared.batched(|| shared.send_now(&[2; 100], to));
                 std::thread::sleep(Duration::from_millis(50));
-                assert!(drain().is_empty(), "held until the batch ends");
+                assert!(drain().is_empty(), "held until the outer batch ends");
             });
             std::thread::sleep(Duration::from_millis(50));
             assert_eq!(drain(), vec![vec![1; 100], vec![2; 100]], "round {round}: both, in order");
