@@ -83,6 +83,7 @@ pub(crate) mod limits;
 pub(crate) mod listener;
 pub mod loadgen;
 pub(crate) mod loop_messages;
+pub(crate) mod media;
 pub mod metrics;
 pub mod nack_budget;
 pub mod network;
