@@ -31,11 +31,11 @@ pub struct Config {
     #[arg(long = "stun", value_name = "URL")]
     pub stun: Vec<String>,
 
-    /// UDP port for media. One number (PORT): every session and viewer shares that
-    /// one port (one socket per local address, demultiplexed by ICE username and
-    /// remote address); a firewall opens just it. A range (MIN-MAX): one port per
-    /// session and address, from the range. By default each session takes an
-    /// ephemeral port.
+    /// UDP port for media (ICE, DTLS, RTP, RTCP). One number (PORT): every session
+    /// and viewer shares that one port (one socket per local address, demultiplexed
+    /// by ICE username and remote address); a firewall opens just it. 0: any free
+    /// port. A range (MIN-MAX): a port per session, from the range. Default: the
+    /// --listen port's number, on UDP (8080).
     #[arg(long, value_name = "PORT|MIN-MAX", value_parser = parse_udp_ports)]
     pub udp_port: Option<UdpPorts>,
 
@@ -231,6 +231,7 @@ pub(crate) fn default_ort_lib() -> PathBuf {
 fn parse_udp_ports(text: &str) -> Result<UdpPorts, String> {
     match text.contains('-') {
         true => parse_port_range(text).map(UdpPorts::Range),
+        false if text.trim() == "0" => Ok(UdpPorts::Shared(0)),
         false => parse_port_range(text).map(|range| UdpPorts::Shared(range.min)),
     }
 }
@@ -382,6 +383,7 @@ mod tests {
         assert!(parse_port_range("1-70000").is_err());
         assert_eq!(parse_udp_ports("5000"), Ok(UdpPorts::Shared(5000)));
         assert_eq!(parse_udp_ports("5000-5000"), Ok(UdpPorts::Range(PortRange { min: 5000, max: 5000 })));
-        assert!(parse_udp_ports("0").is_err());
+        assert_eq!(parse_udp_ports("0"), Ok(UdpPorts::Shared(0)), "any free port");
+        assert!(parse_udp_ports("0-10").is_err());
     }
 }

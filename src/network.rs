@@ -1,10 +1,15 @@
 //! Where sessions bind their media sockets, and which remote candidates they use.
 //!
-//! The rule: media follows the HTTP listener. A server on loopback binds media to
-//! loopback only and ignores remote candidates elsewhere; a server on a wildcard
-//! binds every interface and adds loopback for clients that came in over loopback
-//! (some peers on this machine offer only 127.0.0.1, and webrtc-rs leaves loopback
-//! out of wildcard binds).
+//! Every PeerConnection's media goes through a [`UdpMux`] and its media plane: by
+//! default one port for all of them (the `--listen` port's number, on UDP), or a
+//! port per session from a `--udp-port MIN-MAX` range, each a mux of its own whose
+//! socket one reader thread reads with all the others ([`ReaderGroup`]).
+//!
+//! The rule for addresses: media follows the HTTP listener. A server on loopback
+//! binds media to loopback only and ignores remote candidates elsewhere; a server on
+//! a wildcard binds every interface and adds loopback for clients that came in over
+//! loopback (some peers on this machine offer only 127.0.0.1, and webrtc-rs leaves
+//! loopback out of wildcard binds).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
@@ -14,16 +19,21 @@ use anyhow::Context;
 
 use crate::config::{Config, PortRange, UdpPorts};
 use crate::peer::PeerNetwork;
-use crate::udp_mux::UdpMux;
+use crate::udp_mux::{ReaderGroup, UdpMux};
+
+/// How sessions get their media port.
+#[derive(Debug)]
+enum Ports {
+    /// One port for every session.
+    Shared(UdpMux),
+    /// A port per session from the range, tried from a rotating offset.
+    Range { range: PortRange, next: AtomicUsize, reader: ReaderGroup },
+}
 
 #[derive(Debug)]
 pub struct MediaNetwork {
     listen_ip: IpAddr,
-    ports: Option<PortRange>,
-    /// Rotates through the port range so consecutive sessions try different ports.
-    next_port: AtomicUsize,
-    /// `--udp-port PORT`: every session on this one port.
-    mux: Option<UdpMux>,
+    ports: Ports,
     /// Whether sessions resolve `.local` candidates (see [`multicast_available`]).
     multicast_dns: bool,
     stun_urls: Vec<String>,
@@ -31,24 +41,32 @@ pub struct MediaNetwork {
 }
 
 impl MediaNetwork {
-    /// Reads the media flags; with `--udp-port PORT` binds the shared port now (so a
-    /// taken port fails start-up), which needs a tokio runtime.
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+    /// Reads the media flags and binds the shared port now (so a taken port fails
+    /// start-up, naming the flag); `http_port` is the port the HTTP listener got,
+    /// whose number the shared port takes by default.
+    pub fn from_config(config: &Config, http_port: u16) -> anyhow::Result<Self> {
         let listen_ip = config.listen.ip();
-        let (ports, mux) = match config.udp_port {
-            None => (None, None),
-            Some(UdpPorts::Range(range)) => (Some(range), None),
-            Some(UdpPorts::Shared(port)) => {
+        let ports = match config.udp_port {
+            Some(UdpPorts::Range(range)) => Ports::Range {
+                range,
+                next: AtomicUsize::new(0),
+                reader: ReaderGroup::new().context("starting the media reader")?,
+            },
+            shared => {
+                // The same number as HTTP; an ephemeral HTTP port (0) asks for any.
+                let (port, flag) = match shared {
+                    Some(UdpPorts::Shared(port)) => (port, "--udp-port"),
+                    _ if config.listen.port() == 0 => (0, "--listen"),
+                    _ => (http_port, "--listen's port, which --udp-port defaults to"),
+                };
                 let mux = UdpMux::bind(listen_ip, port)
-                    .with_context(|| format!("cannot bind UDP {listen_ip} port {port} (--udp-port)"))?;
-                (None, Some(mux))
+                    .with_context(|| format!("cannot bind UDP {listen_ip} port {port} for media ({flag})"))?;
+                Ports::Shared(mux)
             }
         };
         Ok(MediaNetwork {
             listen_ip,
             ports,
-            next_port: AtomicUsize::new(0),
-            mux,
             // A loopback-only server never meets a `.local` name it could use.
             multicast_dns: !listen_ip.is_loopback() && multicast_available(),
             stun_urls: config.stun.clone(),
@@ -61,9 +79,14 @@ impl MediaNetwork {
         self.listen_ip.is_loopback()
     }
 
-    /// The shared port's mux, with `--udp-port PORT`.
-    pub fn mux(&self) -> Option<&UdpMux> {
-        self.mux.as_ref()
+    /// What start-up says about media: where it goes and what to open.
+    pub fn describe(&self) -> String {
+        match &self.ports {
+            Ports::Shared(mux) => format!("media on UDP {}:{} for every session", self.listen_ip, mux.port()),
+            Ports::Range { range, .. } => {
+                format!("media on UDP {} ports {}-{}, one per session", self.listen_ip, range.min, range.max)
+            }
+        }
     }
 
     /// Whether a remote candidate at `address` (an IP or an mDNS name) can be used.
@@ -75,44 +98,47 @@ impl MediaNetwork {
         }
     }
 
-    /// The networks to try, in order, for a client connecting from `client`: one
-    /// per port of `--udp-port` (starting at a rotating offset), or one ephemeral
-    /// (which the mux, if any, replaces by its shared port).
+    /// The network for a client connecting from `client`: the shared port's mux, or
+    /// a mux on the first free port of the range (from a rotating offset). Empty
+    /// when every port of the range is taken.
     pub fn attempts_for(&self, client: IpAddr) -> Vec<PeerNetwork> {
+        self.attempt_for(client).into_iter().collect()
+    }
+
+    fn attempt_for(&self, client: IpAddr) -> Option<PeerNetwork> {
         let ips = self.bind_ips(client);
-        let ports: Vec<u16> = match self.ports {
-            None => vec![0],
-            Some(range) => {
-                let start = self.next_port.fetch_add(1, Ordering::Relaxed) % range.count();
-                (0..range.count()).map(|i| range.min + ((start + i) % range.count()) as u16).collect()
+        let mux = match &self.ports {
+            Ports::Shared(mux) => mux.clone(),
+            Ports::Range { range, next, reader } => {
+                let start = next.fetch_add(1, Ordering::Relaxed) % range.count();
+                (0..range.count()).find_map(|i| {
+                    let port = range.min + ((start + i) % range.count()) as u16;
+                    UdpMux::bind_in(self.listen_ip, port, Some(reader)).ok()
+                })?
             }
         };
-        ports
-            .into_iter()
-            .map(|port| PeerNetwork {
-                udp_addrs: ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
-                stun_urls: self.stun_urls.clone(),
-                nat_ips: self.nat_ips.clone(),
-                mux: self.mux.clone(),
-                multicast_dns: self.multicast_dns,
-            })
-            .collect()
+        Some(PeerNetwork {
+            udp_addrs: ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect(),
+            stun_urls: self.stun_urls.clone(),
+            nat_ips: self.nat_ips.clone(),
+            mux: Some(mux),
+            multicast_dns: self.multicast_dns,
+        })
     }
 
     /// What `/api/sessions` says about media: the mode, and the shared sockets.
     pub fn to_json(&self) -> serde_json::Value {
-        match (&self.mux, self.ports) {
-            (Some(mux), _) => serde_json::json!({
+        match &self.ports {
+            Ports::Shared(mux) => serde_json::json!({
                 "udp": "shared",
                 "port": mux.port(),
                 "addrs": mux.local_addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "mux": mux.stats().to_json(),
                 "mdns": self.multicast_dns,
             }),
-            (None, Some(range)) => serde_json::json!({
+            Ports::Range { range, .. } => serde_json::json!({
                 "udp": "range", "min": range.min, "max": range.max, "mdns": self.multicast_dns,
             }),
-            (None, None) => serde_json::json!({ "udp": "ephemeral", "mdns": self.multicast_dns }),
         }
     }
 
@@ -153,18 +179,18 @@ mod tests {
         text.parse().expect("test address")
     }
 
-    fn network(listen: &str, ports: Option<PortRange>) -> MediaNetwork {
+    fn network(listen: &str, ports: Option<UdpPorts>) -> MediaNetwork {
         let mut config = Config::new(listen.parse().unwrap());
-        config.udp_port = ports.map(UdpPorts::Range);
-        MediaNetwork::from_config(&config).expect("no mux, nothing to bind")
+        config.udp_port = ports;
+        MediaNetwork::from_config(&config, 0).expect("binds")
     }
 
     #[test]
     fn loopback_listener_binds_and_accepts_loopback_only() {
-        let net = network("127.0.0.1:8080", None);
-        let attempts = net.attempts_for("127.0.0.1".parse().unwrap());
-        assert_eq!(attempts.len(), 1);
-        assert_eq!(attempts[0].udp_addrs, vec![socket("127.0.0.1:0")]);
+        let net = network("127.0.0.1:0", None);
+        let attempt = net.attempt_for("127.0.0.1".parse().unwrap()).expect("a network");
+        assert_eq!(attempt.udp_addrs, vec![socket("127.0.0.1:0")]);
+        assert!(attempt.mux.is_some(), "media is always on a mux");
         assert!(net.accepts_remote("127.0.0.1"));
         assert!(!net.accepts_remote("10.1.2.3"));
         assert!(!net.accepts_remote("4f1c2d3e.local"));
@@ -172,21 +198,36 @@ mod tests {
 
     #[test]
     fn wildcard_listener_adds_loopback_for_loopback_clients() {
-        let net = network("0.0.0.0:8080", None);
-        let local = net.attempts_for("127.0.0.1".parse().unwrap());
-        assert_eq!(local[0].udp_addrs.len(), 2);
-        let remote = net.attempts_for("192.0.2.7".parse().unwrap());
-        assert_eq!(remote[0].udp_addrs, vec![socket("0.0.0.0:0")]);
+        let net = network("0.0.0.0:0", None);
+        let local = net.attempt_for("127.0.0.1".parse().unwrap()).expect("a network");
+        assert_eq!(local.udp_addrs.len(), 2);
+        let remote = net.attempt_for("192.0.2.7".parse().unwrap()).expect("a network");
+        assert_eq!(remote.udp_addrs, vec![socket("0.0.0.0:0")]);
         assert!(net.accepts_remote("10.1.2.3"));
     }
 
     #[test]
-    fn port_range_rotates_and_covers_every_port() {
-        let net = network("127.0.0.1:8080", Some(PortRange { min: 40000, max: 40002 }));
-        let first: Vec<u16> =
-            net.attempts_for("127.0.0.1".parse().unwrap()).iter().map(|n| n.udp_addrs[0].port()).collect();
-        assert_eq!(first, vec![40000, 40001, 40002]);
-        let second = net.attempts_for("127.0.0.1".parse().unwrap());
-        assert_eq!(second[0].udp_addrs[0].port(), 40001);
+    fn the_shared_port_is_the_listen_port_by_default() {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = Config::new(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
+        let net = MediaNetwork::from_config(&config, port).expect("binds");
+        assert_eq!(net.to_json()["port"], port);
+        assert!(net.describe().contains(&format!("127.0.0.1:{port}")), "{}", net.describe());
+    }
+
+    #[test]
+    fn a_port_range_rotates_and_gives_each_session_its_own_mux() {
+        let free = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let min = free.local_addr().unwrap().port();
+        drop(free);
+        let net = network("127.0.0.1:0", Some(UdpPorts::Range(PortRange { min, max: min + 1 })));
+        let client: IpAddr = "127.0.0.1".parse().unwrap();
+        let first = net.attempt_for(client).expect("a port");
+        let second = net.attempt_for(client).expect("the other port");
+        let port = |network: &PeerNetwork| network.mux.as_ref().map(UdpMux::port);
+        assert_ne!(port(&first), port(&second));
+        assert!(net.attempt_for(client).is_none(), "both ports are taken");
+        drop(first);
+        assert!(net.attempt_for(client).is_some(), "a port is free again once its session is gone");
     }
 }

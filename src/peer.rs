@@ -18,8 +18,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 use webrtc::media_stream::MediaStreamTrack;
 
 use crate::keyframe_feedback::{self, KeyframeRequestMarker};
-use crate::nack_budget::{self, NackBudget, RetransmitStats};
-use crate::udp_mux::{IceCredentials, UdpMux};
+use crate::media::feedback::nack::HISTORY;
+use crate::udp_mux::{IceCredentials, MediaHook, UdpMux};
 use rtc::ice::mdns::MulticastDnsMode;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
@@ -80,8 +80,9 @@ pub struct PeerNetwork {
     pub stun_urls: Vec<String>,
     /// Public addresses to advertise instead of the host's (1:1 NAT).
     pub nat_ips: Vec<IpAddr>,
-    /// The shared port (`--udp-port PORT`): the PeerConnection's sockets become views
-    /// of the mux's (the ephemeral ports bound for `udp_addrs` are dropped).
+    /// The mux the PeerConnection's sockets become views of (the ephemeral ports
+    /// bound for `udp_addrs` are dropped): the server's always; a client's with its
+    /// own media path.
     pub mux: Option<UdpMux>,
     /// Resolve the remote's `.local` (mDNS) candidates. Off, no multicast socket is
     /// opened at all (webrtc-rs opens one per PeerConnection otherwise).
@@ -117,84 +118,68 @@ pub fn number_sent_packets(registry: Registry) -> Registry {
     registry.with(Slot::TwccSender, TwccSenderBuilder::new().build())
 }
 
-/// Where a PeerConnection's incoming media is unprotected and answered with RTP
-/// feedback (NACK, reports, transport-cc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaPath {
-    /// In the PeerConnection: webrtc-rs's interceptors (viewers, clients, no mux).
-    Driver,
-    /// In the session's media plane on the UDP mux (`session::plane`): the
-    /// PeerConnection negotiates the same feedback but runs only the keyframe
-    /// marker, so nothing reports twice on one stream.
-    Plane,
+/// What runs a PeerConnection's RTP feedback, and who sees its datagrams first.
+pub enum PeerMedia {
+    /// The server's: on the mux, every datagram goes to the media plane first
+    /// (`hook`), which handles all RTP and RTCP; webrtc-rs negotiates the feedback
+    /// and runs none of it.
+    Plane(Arc<dyn MediaHook>),
+    /// A client's (the tests' peers, the load generator): webrtc-rs's interceptors
+    /// (the ones it negotiates, passed to `extend`, which may add or replace them),
+    /// and, on a mux, `hook` first (a client's own media path, `loadgen::media`).
+    Client { extend: fn(Registry) -> Registry, hook: Option<Arc<dyn MediaHook>> },
 }
 
-/// The RTP feedback interceptors (NACK generator and responder, RTCP reports,
-/// TWCC receiver) with the retransmission budget in front of the responder;
-/// registers on `media_engine` the feedback and header extension they negotiate.
-pub fn feedback_interceptors(
-    media_engine: &mut MediaEngine,
-    retransmit: Arc<RetransmitStats>,
-) -> webrtc::error::Result<Registry> {
-    // webrtc-rs's defaults (`register_default_interceptors`), but with a NACK history
-    // of [`nack_budget::HISTORY`] packets: `configure_nack` registers the feedback and would
-    // add a 1024-packet responder (replacing it afterwards logs a warning per peer).
+impl PeerMedia {
+    /// A client with webrtc-rs's interceptors and its own packets numbered.
+    pub fn client() -> PeerMedia {
+        PeerMedia::Client { extend: number_sent_packets, hook: None }
+    }
+}
+
+/// Registers on `media_engine` the feedback every PeerConnection here negotiates:
+/// NACK (and PLI/FIR, from [`vp8_codec`]), receiver and sender reports, transport-cc
+/// with the transport-wide sequence number extension, and the mid/rid extensions;
+/// returns webrtc-rs's interceptors for it, with a NACK history of
+/// [`HISTORY`] packets (webrtc-rs's default would be 1024).
+fn negotiated_feedback(media_engine: &mut MediaEngine) -> webrtc::error::Result<Registry> {
+    // `configure_nack` registers the feedback and would add a 1024-packet responder
+    // (replacing it afterwards logs a warning per peer).
     let _ = configure_nack(Registry::new(), media_engine);
     let registry = Registry::new()
         .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
-        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(nack_budget::HISTORY).build());
+        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(HISTORY).build());
     configure_simulcast_extension_headers(media_engine)?;
-    let registry = configure_rtcp_reports(configure_twcc_receiver_only(registry, media_engine)?);
-    Ok(registry.with(Slot::from(nack_budget::SLOT), NackBudget::new(retransmit)))
+    Ok(configure_rtcp_reports(configure_twcc_receiver_only(registry, media_engine)?))
 }
 
-/// Builds a PeerConnection that speaks VP8 with the [`feedback_interceptors`]
-/// (with [`MediaPath::Plane`]: negotiated, but run by the session's plane), the
-/// keyframe-request marker, and no data channels.
+/// Builds a PeerConnection that speaks VP8 with the [`negotiated_feedback`], run as
+/// `media` says, and no data channels of its own.
 ///
-/// The defaults advertise `transport-cc` and the transport-wide sequence extension,
-/// and their TWCC receiver sends `TransportLayerCC` (every 100 ms) about each arriving
-/// packet that carries a sequence number: the feedback a browser publisher's send-side
-/// bandwidth estimate runs on. Nothing in them writes that number on what this peer
-/// sends; a peer that wants feedback on its own packets adds [`number_sent_packets`]
-/// (our clients do, as browsers number theirs). The server does not: nothing here
-/// adapts the echo's rate, so reports about it would go unread.
+/// The feedback advertises `transport-cc` and the transport-wide sequence extension:
+/// the feedback a browser publisher's send-side bandwidth estimate runs on. Nothing
+/// here adapts the echo's rate, so the server does not number what it sends.
 ///
 /// `answer_role` pins the DTLS role when this peer answers (see [`answering_dtls_role`]).
-/// `retransmit` counts what the retransmission budget let through.
 pub async fn build(
     network: &PeerNetwork,
     answer_role: Option<RTCDtlsRole>,
     handler: Arc<dyn PeerConnectionEventHandler>,
-    retransmit: Arc<RetransmitStats>,
-    media_path: MediaPath,
-) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
-    build_with(network, answer_role, handler, retransmit, media_path, |registry| registry).await
-}
-
-/// [`build`], with `extend` adding interceptors to the recipe's chain (clients add
-/// [`number_sent_packets`]; tests observe the wire with it).
-pub async fn build_with(
-    network: &PeerNetwork,
-    answer_role: Option<RTCDtlsRole>,
-    handler: Arc<dyn PeerConnectionEventHandler>,
-    retransmit: Arc<RetransmitStats>,
-    media_path: MediaPath,
-    extend: impl FnOnce(Registry) -> Registry,
+    media: PeerMedia,
 ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_codec(
         RTCRtpCodecParameters { rtp_codec: vp8_codec(), payload_type: VP8_PAYLOAD_TYPE },
         RtpCodecKind::Video,
     )?;
-    let feedback = feedback_interceptors(&mut media_engine, retransmit)?;
-    let registry = match media_path {
-        MediaPath::Driver => feedback,
-        // Negotiated all the same (`media_engine`); run by the session's plane.
-        MediaPath::Plane => Registry::new(),
+    let feedback = negotiated_feedback(&mut media_engine)?;
+    let (registry, hook) = match media {
+        PeerMedia::Plane(hook) => (Registry::new(), Some(hook)),
+        // Keyframe requests reach the application (a publisher counts them).
+        PeerMedia::Client { extend, hook } => {
+            (extend(feedback).with(Slot::from(keyframe_feedback::SLOT), KeyframeRequestMarker::default()), hook)
+        }
     };
-    let registry =
-        extend(registry.with(Slot::from(keyframe_feedback::SLOT), KeyframeRequestMarker::default()));
 
     let ice_servers = if network.stun_urls.is_empty() {
         Vec::new()
@@ -226,7 +211,7 @@ pub async fn build_with(
 
     let mut builder = PeerConnectionBuilder::new();
     if let (Some(mux), Some(credentials)) = (&network.mux, &credentials) {
-        builder = builder.with_runtime(mux.runtime_for(credentials));
+        builder = builder.with_runtime(mux.runtime_for(credentials, hook));
     }
     let pc = builder
         .with_configuration(config)

@@ -79,7 +79,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         cluster,
         pending: PerIp::new(limits.pending, limits.pending_per_ip, metrics.signaling_pending.clone()),
         limits,
-        network: MediaNetwork::from_config(&config)?,
+        network: MediaNetwork::from_config(&config, addr.port())?,
         assets: Assets::new(config.web_dir.clone()),
         tap,
         metrics,

@@ -30,7 +30,7 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::media_stream::Track;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::{RtpForwarder, TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription, Registry,
@@ -38,14 +38,13 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpSender};
 
 use super::media::{OwnMedia, Pending};
-use crate::peer::{self, MediaPath, PeerNetwork};
-use crate::udp_mux::{ReaderGroup, ice_ufrag};
+use crate::peer::{self, PeerMedia, PeerNetwork};
+use crate::udp_mux::ReaderGroup;
 
 /// Changes the offer before it is sent (tests use it to pin the DTLS role).
 pub type OfferEdit = Box<dyn FnOnce(String) -> String + Send>;
 
-/// Called with each echoed packet on the PeerConnection's driver (see
-/// [`ClientOptions::on_echo`]); must not block.
+/// Called with each echoed packet (see [`ClientOptions::on_echo`]); must not block.
 pub type EchoCallback = Arc<dyn Fn(rtp::Packet) + Send + Sync>;
 
 /// The label of the data channel face-echo's server talks JSON on.
@@ -68,10 +67,10 @@ pub struct ClientOptions {
     /// (a WHIP encoder's) or `Recvonly` (a WHEP player's: no local track at all, so
     /// nothing to send and no [`ClientPeer::ssrc`]).
     pub direction: RTCRtpTransceiverDirection,
-    /// Hand each echoed packet to this callback on the PeerConnection's driver (an
-    /// `RtpForwarder`, vendored webrtc patch 5), instead of queueing it for
-    /// [`ClientPeer::echoed`]: no task hand-off per packet (the load generator, whose
-    /// cost must stay below the server's it measures). It must not block.
+    /// Hand each echoed packet to this callback instead of queueing it for
+    /// [`ClientPeer::echoed`]: with `own_media`, on the socket's reader, with no task
+    /// hand-off per packet (the load generator, whose cost must stay below the
+    /// server's it measures). It must not block.
     pub on_echo: Option<EchoCallback>,
     /// Run no interceptor but the one numbering sent packets: no NACKs, no reports,
     /// no transport-cc feedback of our own. The offer still advertises the same
@@ -208,13 +207,7 @@ impl PeerConnectionEventHandler for Handler {
                 EchoSink::Plain(_) => String::new(),
                 // Echoes go to the callback on the driver itself (vendored webrtc patch 5);
                 // what was queued before that still comes through here.
-                EchoSink::Callback(on_echo) => {
-                    if let Some(pc) = pc.get().and_then(Weak::upgrade) {
-                        let forwarder = Arc::new(CallbackOnDriver(Arc::clone(on_echo)));
-                        pc.forward_rtp(track.track_id().await, None, Some(forwarder));
-                    }
-                    String::new()
-                }
+                EchoSink::Callback(_) => String::new(),
             };
             while let Some(event) = track.poll().await {
                 let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
@@ -232,15 +225,6 @@ impl PeerConnectionEventHandler for Handler {
             }
         });
         self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
-    }
-}
-
-/// Hands each packet of a track to an [`EchoCallback`] on the driver (nothing to write).
-struct CallbackOnDriver(EchoCallback);
-
-impl RtpForwarder for CallbackOnDriver {
-    fn on_rtp(&self, packet: rtp::Packet, _write: &mut dyn FnMut(rtp::Packet) -> webrtc::error::Result<()>) {
-        (self.0)(packet);
     }
 }
 
@@ -662,15 +646,9 @@ impl ClientPeer {
             mux: own_media.as_ref().map(|media| media.mux().clone()),
             ..PeerNetwork::loopback()
         };
-        let pc = peer::build_with(
-            &network,
-            None,
-            Arc::new(handler),
-            Arc::default(),
-            MediaPath::Driver,
-            interceptors,
-        )
-        .await?;
+        // Its own media path's hook sees the server's packets first.
+        let media = PeerMedia::Client { extend: interceptors, hook: own_media.as_ref().map(Pending::hook) };
+        let pc = peer::build(&network, None, Arc::new(handler), media).await?;
         let _ = pc_slot.set(Arc::downgrade(&pc));
         let mut tracks = Vec::with_capacity(options.tracks);
         let mut senders = Vec::with_capacity(options.tracks);
@@ -715,15 +693,6 @@ impl ClientPeer {
         let (answer_tx, answer_rx) = oneshot::channel();
         let offer = pc.create_offer(None).await?;
         pc.set_local_description(offer).await?;
-        // The hook goes on before the server's first packet can arrive.
-        let media_sender = match &own_media {
-            Some(media) => {
-                let local = pc.local_description().await.ok_or_else(|| anyhow!("no local offer"))?;
-                let ufrag = ice_ufrag(&local.sdp).ok_or_else(|| anyhow!("the offer names no ICE ufrag"))?;
-                Some(media.hook(ufrag)?)
-            }
-            None => None,
-        };
         let mut resource = None;
         match (signal, ws) {
             (Signal::WebSocket { watch, .. }, Some(ws)) => {
@@ -783,15 +752,15 @@ impl ClientPeer {
             .await
             .context("not connected in time")?
             .context("peer connection dropped")?;
-            let media = match (own_media, media_sender) {
-                (Some(media), Some(sender)) => {
+            let media = match own_media {
+                Some(media) => {
                     let twcc_id = match senders.first() {
                         Some(sender) => transport_cc_id(sender).await,
                         None => None,
                     };
-                    Some(media.start(pc.as_ref(), sender, twcc_id).await?)
+                    Some(media.start(pc.as_ref(), twcc_id).await?)
                 }
-                _ => None,
+                None => None,
             };
             anyhow::Ok((session, watch_token, media))
         };

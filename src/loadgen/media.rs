@@ -69,8 +69,8 @@ pub(crate) struct OwnMedia {
 struct EchoReceiver {
     /// Set once DTLS is done: from then on every RTP and RTCP datagram is ours.
     inbound: OnceLock<Mutex<SrtpContext>>,
-    /// Where the server's DTLS came from: where media goes.
-    server: Mutex<Option<SocketAddr>>,
+    /// Where the server's DTLS came from, and the socket it came in on: where media goes.
+    server: Mutex<Option<(SocketAddr, MuxSender)>>,
     on_echo: EchoCallback,
     stats: Arc<MediaStats>,
 }
@@ -94,25 +94,19 @@ impl Pending {
         &self.mux
     }
 
-    /// Hooks the receiver on the PeerConnection with ICE ufrag `ufrag` (before any
-    /// packet of the server's arrives, so it sees where DTLS comes from).
-    pub(crate) fn hook(&self, ufrag: &str) -> anyhow::Result<MuxSender> {
-        self.mux
-            .attach_hook(ufrag, Arc::clone(&self.receiver) as Arc<dyn MediaHook>)
-            .ok_or_else(|| anyhow!("the client's PeerConnection is not on its own socket"))
+    /// The hook that takes the echo: the PeerConnection is built with it (so it sees
+    /// where the server's DTLS comes from before anything else arrives).
+    pub(crate) fn hook(&self) -> Arc<dyn MediaHook> {
+        Arc::clone(&self.receiver) as Arc<dyn MediaHook>
     }
 
     /// Takes the media over from the (connected) PeerConnection: keys from DTLS,
     /// the server's address, and `twcc_id` to number packets with.
-    pub(crate) async fn start(
-        self,
-        pc: &dyn PeerConnection,
-        sender: MuxSender,
-        twcc_id: Option<u8>,
-    ) -> anyhow::Result<OwnMedia> {
+    pub(crate) async fn start(self, pc: &dyn PeerConnection, twcc_id: Option<u8>) -> anyhow::Result<OwnMedia> {
         let (profile, keys) =
             pc.srtp_session_keys().await.ok_or_else(|| anyhow!("DTLS exported no SRTP keys"))?;
-        let server = lock(&self.receiver.server).ok_or_else(|| anyhow!("no DTLS from the server seen"))?;
+        let (server, sender) =
+            lock(&self.receiver.server).clone().ok_or_else(|| anyhow!("no DTLS from the server seen"))?;
         let (outbound, inbound) = srtp::session_contexts(profile, &keys).map_err(|e| anyhow!(e))?;
         let _ = self.receiver.inbound.set(Mutex::new(inbound));
         Ok(OwnMedia {
@@ -150,16 +144,16 @@ impl OwnMedia {
 }
 
 impl MediaHook for EchoReceiver {
-    fn on_datagram(&self, datagram: &[u8], from: SocketAddr) -> bool {
+    fn on_datagram(&self, datagram: &mut [u8], from: SocketAddr, via: &MuxSender) -> bool {
         match kind(datagram) {
             Kind::Dtls => {
-                *lock(&self.server) = Some(from);
+                *lock(&self.server) = Some((from, via.clone()));
                 false
             }
             Kind::Rtp { .. } => {
                 let Some(inbound) = self.inbound.get() else { return false };
                 let packet = lock(inbound)
-                    .decrypt_rtp(datagram)
+                    .decrypt_rtp(&datagram[..])
                     .ok()
                     .and_then(|plain| rtp::Packet::unmarshal(&mut plain.freeze()).ok());
                 match packet {

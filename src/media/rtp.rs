@@ -181,14 +181,18 @@ mod tests {
     }
 
     #[test]
-    fn readdressing_in_place_equals_rtcs_readdress_of_the_parsed_packet() {
+    fn readdressing_in_place_is_the_packet_with_our_ssrc_and_payload_type_and_no_extensions() {
         let extensions = vec![Extension { id: 3, payload: bytes::Bytes::from_static(&[0x12, 0x34]) }];
         for (extensions, padding) in [(extensions, true), (vec![], false)] {
             let (mut bytes, mut packet) = packet(extensions, EXTENSION_PROFILE_ONE_BYTE, padding);
             let header = RtpHeader::parse(&bytes).expect("parses");
             let len = bytes.len();
             let start = readdress(&mut bytes, &header, 0xaabb_ccdd, 100);
-            crate::session::echo::readdress(&mut packet, 0xaabb_ccdd, Some(100));
+            packet.header.ssrc = 0xaabb_ccdd;
+            packet.header.payload_type = 100;
+            packet.header.extension = false;
+            packet.header.extensions.clear();
+            packet.header.extensions_padding = 0;
             assert_eq!(&bytes[start..len], &packet.marshal().expect("marshal")[..]);
         }
     }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
-use crate::nack_budget::RetransmitStats;
+use crate::media::feedback::nack::RetransmitStats;
 use crate::signaling::{ErrorCode, SignalError};
 
 /// Packets a viewer may fall behind before its packets are dropped.

@@ -9,10 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use tokio::sync::mpsc;
-use webrtc::media_stream::track_remote::TrackRemote;
 
+use crate::media::plane::MediaPlane;
 use crate::metrics::Metrics;
 
 /// Keyframe requests reach the publisher at most this often: a burst of PLIs from
@@ -32,13 +31,9 @@ impl Wishers {
     }
 }
 
-/// Sends the publisher's `incoming` track a PLI for the sources' wishes, at most
-/// one per [`MIN_INTERVAL`]. Ends when every source has gone.
-pub async fn schedule(mut wishers: Wishers, incoming: Arc<dyn TrackRemote>, metrics: Arc<Metrics>) {
-    let Some(media_ssrc) = incoming.ssrcs().await.first().copied() else {
-        tracing::warn!("incoming track has no SSRC: keyframe requests cannot be sent");
-        return;
-    };
+/// Sends the publisher of m-line `mid` a PLI (through its media `plane`) for the
+/// sources' wishes, at most one per [`MIN_INTERVAL`]. Ends when every source has gone.
+pub async fn schedule(mut wishers: Wishers, plane: Arc<MediaPlane>, mid: String, metrics: Arc<Metrics>) {
     let mut last_sent: Option<tokio::time::Instant> = None;
     while let Some(first) = next_wish(&mut wishers).await {
         if let Some(last) = last_sent {
@@ -53,15 +48,13 @@ pub async fn schedule(mut wishers: Wishers, incoming: Arc<dyn TrackRemote>, metr
         }
         served.sort_unstable();
         served.dedup();
-        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
-        match incoming.write_rtcp(vec![Box::new(pli)]).await {
-            Ok(()) => {
-                metrics.plis_relayed.inc();
-                for index in served {
-                    wishers.sources[index].1.fetch_add(1, Ordering::Relaxed);
-                }
+        if plane.request_keyframe(&mid) {
+            metrics.plis_relayed.inc();
+            for index in served {
+                wishers.sources[index].1.fetch_add(1, Ordering::Relaxed);
             }
-            Err(err) => tracing::debug!(%err, "could not send a keyframe request"),
+        } else {
+            tracing::debug!(mid, "no keyframe request sent: the publisher's stream is not known yet");
         }
         last_sent = Some(tokio::time::Instant::now());
     }

@@ -1,15 +1,18 @@
-//! One session: one client's PeerConnection, its echo tracks and the tasks that
-//! move packets between them.
+//! One session: one client's PeerConnection, the media plane that carries its
+//! media, and the tasks around them.
 //!
-//! A [`Session`] is owned by the WebSocket connection that negotiated it; closing
-//! the session (or dropping the connection) closes the PeerConnection and aborts
-//! every task it spawned, so nothing outlives the client.
+//! A [`Session`] is owned by the WebSocket connection (or WHIP resource) that
+//! negotiated it; closing the session (or dropping the connection) closes the
+//! PeerConnection and aborts every task it spawned, so nothing outlives the client.
+//!
+//! Its media never reaches webrtc-rs: the plane ([`crate::media::plane`]) is hooked
+//! on the mux before the PeerConnection is built, learns the streams from the
+//! negotiation, and starts protecting once DTLS has given the keys.
 
 pub mod echo;
 pub mod fanout;
 pub mod keyframes;
 pub(crate) mod negotiate;
-pub mod plane;
 pub mod results;
 pub mod viewer;
 
@@ -21,28 +24,23 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use webrtc::data_channel::DataChannel;
-use webrtc::media_stream::Track;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
     RTCSessionDescription,
 };
-use webrtc::rtp_transceiver::RtpTransceiver;
 
+use crate::media::feedback::nack::RetransmitStats;
+use crate::media::plane::{MediaPlane, PlaneStats, ReceiveLeg, SendLeg};
 use crate::metrics::Metrics;
-use crate::nack_budget::RetransmitStats;
 use crate::peer::{self, PeerNetwork};
 use crate::record::{self, RecordState, RecorderInput};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
 use crate::tap::{self, TapConfig, TapInput, TapState};
-use crate::udp_mux::UdpMux;
-use echo::{EchoLeg, EchoOutput, EchoPath, EchoStats};
+use echo::{EchoPath, EchoStats};
 use fanout::FanOut;
 pub use negotiate::MAX_VIDEO_TRACKS;
-use negotiate::{
-    ReadOffer, add_remote_candidate, answer_offer, build_peer, negotiated_vp8_payload_type, read_offer,
-};
-use plane::{MediaPlane, PlaneLeg, PlaneStats};
+use negotiate::{ReadOffer, add_remote_candidate, answer_offer, build_peer, read_offer};
 
 /// What a session tells the connection that owns it.
 #[derive(Debug)]
@@ -64,7 +62,7 @@ pub struct SessionInfo {
     pub created_at_ms: u64,
     state: Mutex<RTCPeerConnectionState>,
     pub echo: Arc<EchoStats>,
-    /// The media plane's counters (all zero without `--udp-port`).
+    /// The media plane's counters.
     pub plane: Arc<PlaneStats>,
     /// NACKs from the echo's receiver and what the budget let through.
     pub retransmit: Arc<RetransmitStats>,
@@ -144,7 +142,6 @@ impl SessionInfo {
             "created_at": self.created_at_ms,
             "echo": {
                 "packets_in": n(&echo.packets_in),
-                "packets_on_driver": n(&echo.packets_on_driver),
                 "packets_on_plane": n(&echo.packets_on_plane),
                 "packets_out": n(&echo.packets_out),
                 "bytes_in": n(&echo.bytes_in),
@@ -185,23 +182,11 @@ pub struct Session {
 /// PeerConnection itself, so no cycle keeps a closed one alive.
 struct Shared {
     info: Arc<SessionInfo>,
-    metrics: Arc<Metrics>,
     events: mpsc::UnboundedSender<SessionEvent>,
-    /// Echo tracks waiting for the incoming track they will echo.
-    free_outputs: Mutex<Vec<EchoOutput>>,
     /// The PeerConnection, weakly (a strong one would be a cycle through its own
-    /// handler), to find which transceiver a new track arrived on.
+    /// handler), for the SRTP keys once DTLS is done.
     pc: std::sync::OnceLock<std::sync::Weak<dyn PeerConnection>>,
-    /// The decode tap's input and keyframe wishes, for the first video track.
-    tap: Mutex<Option<(TapInput, mpsc::Receiver<()>)>>,
-    /// The recorder's input, for the first video track.
-    recorder: Mutex<Option<RecorderInput>>,
-    /// The UDP mux the PeerConnection is on, when its media takes the plane
-    /// ([`peer::MediaPath::Plane`]).
-    mux: std::sync::OnceLock<UdpMux>,
-    /// The media plane, made by the first track (it needs DTLS's keys); `None` if
-    /// it could not be.
-    plane: tokio::sync::OnceCell<Option<Arc<MediaPlane>>>,
+    plane: Arc<MediaPlane>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -223,6 +208,14 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if state == RTCPeerConnectionState::Connected {
+            let (shared, what) = (Arc::clone(&self.0), "session");
+            self.0.spawn(async move {
+                if let Some(pc) = shared.pc.get().and_then(std::sync::Weak::upgrade) {
+                    negotiate::start_plane(&pc, &shared.plane, what, &shared.info.id).await;
+                }
+            });
+        }
         self.0.info.set_state(state);
         let _ = self.0.events.send(SessionEvent::State(state));
     }
@@ -232,156 +225,16 @@ impl PeerConnectionEventHandler for Handler {
         self.0.spawn(results.serve(self.0.info.id.clone(), data_channel, true));
     }
 
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        // Called from the PeerConnection's driver loop: never await here, spawn.
-        let shared = Arc::clone(&self.0);
-        self.0.spawn(async move { start_echo(shared, track).await });
+    async fn on_track(&self, _track: Arc<dyn TrackRemote>) {
+        // The media plane takes every stream; webrtc-rs never sees one.
     }
 }
 
-/// Pairs an incoming track with the echo track of its own m-line (the sender of
-/// the same transceiver) and starts both directions.
-async fn start_echo(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
-    if track.kind().await != rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
-        tracing::debug!(session = %shared.info.id, "ignoring a non-video track");
-        return;
-    }
-    let transceiver = transceiver_of(&shared, &track).await;
-    let sender = match &transceiver {
-        Some(transceiver) => transceiver.sender().await.ok().flatten().map(|sender| sender.id()),
-        None => None,
-    };
-    let output = sender.and_then(|sender| {
-        let mut outputs = shared.free_outputs.lock().unwrap_or_else(|e| e.into_inner());
-        let position = outputs.iter().position(|output| output.sender.id() == sender);
-        position.map(|position| outputs.swap_remove(position))
-    });
-    let (out_track, out_ssrc, out_payload_type, mid, first) = match output {
-        Some(EchoOutput { track, sender, mid, first }) => {
-            let Some(ssrc) = track.ssrcs().await.first().copied() else {
-                tracing::error!(session = %shared.info.id, "echo track has no SSRC");
-                return;
-            };
-            let payload_type = negotiated_vp8_payload_type(&sender).await;
-            (Some((track, sender.id())), ssrc, payload_type, mid, first)
-        }
-        // A sendonly m-line: webrtc-rs receives it on a transceiver of its own, with
-        // no echo track. It still publishes (viewers, recorder, tap), as the first
-        // m-line would if none has taken those yet.
-        None => {
-            tracing::info!(session = %shared.info.id, "an incoming track that cannot be echoed (sendonly)");
-            (None, 0, None, String::new(), true)
-        }
-    };
-    let Some(pc) = shared.pc.get().cloned() else {
-        tracing::error!(session = %shared.info.id, "a track arrived before its PeerConnection was stored");
-        return;
-    };
-
-    // One keyframe budget for everyone who asks this publisher for keyframes.
-    let mut wishers = keyframes::Wishers::default();
-    let mut echo_wishes = None;
-    if let Some((out_track, _)) = &out_track {
-        let (wish, wishes) = mpsc::channel(1);
-        wishers.add(wishes, Arc::clone(&shared.info.echo.plis_relayed));
-        // From webrtc-rs (until the plane takes the echo's RTCP), and from the plane.
-        shared.spawn(echo::relay_keyframe_requests(Arc::clone(out_track), wish.clone()));
-        echo_wishes = Some(wish);
-    }
-    // The decode tap and the viewers take the first m-line's track.
-    let (mut tap, mut viewers, mut recorder) = (None, None, None);
-    if first {
-        recorder = shared.recorder.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let (Some((input, wishes)), Some(state)) =
-            (shared.tap.lock().unwrap_or_else(|e| e.into_inner()).take(), &shared.info.tap)
-        {
-            wishers.add(wishes, Arc::clone(&state.keyframe_requests));
-            tap = Some(input);
-        }
-        if let Some(wishes) = shared.info.fanout.take_keyframe_wishes() {
-            wishers.add(wishes, Arc::clone(&shared.info.fanout.keyframe_requests));
-            viewers = Some(Arc::clone(&shared.info.fanout));
-        }
-    }
-    tracing::info!(session = %shared.info.id, mid, out_ssrc, ?out_payload_type, "echo started");
-    shared.spawn(keyframes::schedule(wishers, Arc::clone(&track), Arc::clone(&shared.metrics)));
-    let echo_ssrc = out_track.as_ref().map(|_| out_ssrc);
-    let plane = match (&transceiver, pc.upgrade()) {
-        (Some(transceiver), Some(pc)) => {
-            plane_leg(&shared, &pc, transceiver, &track, echo_ssrc, echo_wishes).await
-        }
-        _ => None,
-    };
-    let leg = EchoLeg {
-        incoming: track,
-        plane,
-        pc,
-        output: out_track,
-        path: EchoPath {
-            out_ssrc,
-            out_payload_type,
-            tap,
-            recorder,
-            viewers,
-            stats: Arc::clone(&shared.info.echo),
-            metrics: Arc::clone(&shared.metrics),
-        },
-    };
-    leg.run().await;
-    tracing::debug!(session = %shared.info.id, mid, "incoming track ended");
-}
-
-/// The transceiver that receives `track`: one m-line, one mid, so the echo goes
-/// back on the m-line it came in on (its sender) whatever order tracks start in.
-async fn transceiver_of(shared: &Shared, track: &Arc<dyn TrackRemote>) -> Option<Arc<dyn RtpTransceiver>> {
-    let pc = shared.pc.get()?.upgrade()?;
-    for transceiver in pc.get_transceivers().await {
-        let Ok(Some(receiver)) = transceiver.receiver().await else { continue };
-        // webrtc-rs hands `on_track` the receiver's own `Arc`.
-        if std::ptr::addr_eq(Arc::as_ptr(receiver.track()), Arc::as_ptr(track)) {
-            return Some(transceiver);
-        }
-    }
-    None
-}
-
-/// What the session's media plane needs to take `track` (`None` off the mux; if
-/// it cannot, logged: webrtc-rs carries the track, without feedback).
-async fn plane_leg(
-    shared: &Arc<Shared>,
-    pc: &Arc<dyn PeerConnection>,
-    transceiver: &Arc<dyn RtpTransceiver>,
-    track: &Arc<dyn TrackRemote>,
-    echo_ssrc: Option<u32>,
-    keyframe_wishes: Option<mpsc::Sender<()>>,
-) -> Option<PlaneLeg> {
-    let plane = media_plane(shared, pc).await?;
-    match plane::stream_infos(transceiver, track, echo_ssrc).await {
-        (Some(remote), local) => Some(PlaneLeg { plane, remote, local, keyframe_wishes }),
-        (None, _) => {
-            tracing::warn!(session = %shared.info.id, "a track without a known SSRC or VP8: not on the media plane");
-            None
-        }
-    }
-}
-
-/// The session's media plane, made on first use from DTLS's keys and hooked on
-/// the mux (`None` off the mux, or if that fails: logged, webrtc-rs keeps the media).
-async fn media_plane(shared: &Arc<Shared>, pc: &Arc<dyn PeerConnection>) -> Option<Arc<MediaPlane>> {
-    let mux = shared.mux.get()?;
-    let made = shared
-        .plane
-        .get_or_init(|| async {
-            match plane::start(mux, pc, &shared.info).await {
-                Ok(plane) => Some(plane),
-                Err(err) => {
-                    tracing::warn!(session = %shared.info.id, %err, "no media plane: webrtc-rs carries the media");
-                    None
-                }
-            }
-        })
-        .await;
-    made.clone()
+/// The side consumers of the first incoming stream (the one the tap, the recorder
+/// and the viewers take), until a stream takes them.
+struct FirstStream {
+    tap: Option<(TapInput, mpsc::Receiver<()>)>,
+    recorder: Option<RecorderInput>,
 }
 
 impl Session {
@@ -436,29 +289,21 @@ impl Session {
             Arc::clone(&results),
             record_state,
         ));
+        let plane = MediaPlane::new(Arc::clone(&info.plane), Arc::clone(&retransmit));
         let shared = Arc::new(Shared {
             info: Arc::clone(&info),
-            metrics,
             events: events_tx,
-            free_outputs: Mutex::new(Vec::new()),
             pc: std::sync::OnceLock::new(),
-            tap: Mutex::new(tap_input),
-            recorder: Mutex::new(recorder),
-            mux: std::sync::OnceLock::new(),
-            plane: tokio::sync::OnceCell::new(),
+            plane: Arc::clone(&plane),
             tasks: Mutex::new(Vec::new()),
         });
-        let (pc, network) =
-            build_peer(networks, answer_role, Arc::new(Handler(Arc::clone(&shared))), &retransmit, true)
-                .await?;
+        let (pc, _) = build_peer(networks, answer_role, Arc::new(Handler(Arc::clone(&shared))), &plane).await?;
         let _ = shared.pc.set(Arc::downgrade(&pc));
-        if let Some(mux) = &network.mux {
-            let _ = shared.mux.set(mux.clone());
-        }
         drop(detections_tx); // the tap's detector holds the only sender now
         shared.spawn(results::run(results, detections, Arc::clone(&info)));
         let session = Session { info, pc, shared };
-        match session.negotiate(offer, video_tracks).await {
+        let first = FirstStream { tap: tap_input, recorder };
+        match session.negotiate(offer, video_tracks, first, metrics).await {
             Ok(answer) => Ok((session, answer, events_rx)),
             Err(err) => {
                 session.close().await;
@@ -467,30 +312,60 @@ impl Session {
         }
     }
 
+    /// Adds an echo track per offered video m-line, answers, and gives the plane
+    /// the negotiated streams: each incoming one with its echo, its keyframe
+    /// scheduler, and (the first) the tap, the recorder and the viewers.
     async fn negotiate(
         &self,
         offer: RTCSessionDescription,
         video_tracks: usize,
+        mut first: FirstStream,
+        metrics: Arc<Metrics>,
     ) -> Result<String, SignalError> {
-        let internal = |what: &str, e: webrtc::error::Error| {
-            SignalError::new(ErrorCode::Internal, format!("{what}: {e}"))
-        };
-        let mut outputs = Vec::with_capacity(video_tracks);
-        for index in 0..video_tracks {
-            let track = peer::vp8_rtp_track("face-echo", &format!("echo-{index}"));
-            let sender =
-                self.pc.add_track(Arc::clone(&track) as _).await.map_err(|e| internal("add_track", e))?;
-            outputs.push(EchoOutput { track, sender, mid: String::new(), first: index == 0 });
-        }
+        let outputs = negotiate::add_echo_tracks(&self.pc, video_tracks).await?;
+        let remote_ssrcs = negotiate::offered_ssrcs(&offer.sdp);
         let answer = answer_offer(&self.pc, offer).await?;
-        // Answering put each echo track on an offered m-line: note which.
-        for transceiver in self.pc.get_transceivers().await {
-            let Ok(Some(sender)) = transceiver.sender().await else { continue };
-            if let Some(output) = outputs.iter_mut().find(|output| output.sender.id() == sender.id()) {
-                output.mid = transceiver.mid().await.ok().flatten().unwrap_or_default();
+        let (extensions, streams) = negotiate::incoming_streams(&self.pc, &outputs, &remote_ssrcs).await;
+        let mut receive = Vec::with_capacity(streams.len());
+        for (index, stream) in streams.into_iter().enumerate() {
+            // One keyframe budget for everyone who asks this publisher for keyframes.
+            let mut wishers = keyframes::Wishers::default();
+            let echo = stream.echo.map(|(ssrc, payload_type)| {
+                let (wish, wishes) = mpsc::channel(1);
+                wishers.add(wishes, Arc::clone(&self.info.echo.plis_relayed));
+                SendLeg { ssrc, payload_type, clock_rate: peer::VP8_CLOCK_RATE, keyframe_wishes: Some(wish) }
+            });
+            let mut path = EchoPath {
+                tap: None,
+                recorder: None,
+                viewers: None,
+                stats: Arc::clone(&self.info.echo),
+                metrics: Arc::clone(&metrics),
+            };
+            if index == 0 {
+                path.recorder = first.recorder.take();
+                if let (Some((input, wishes)), Some(state)) = (first.tap.take(), &self.info.tap) {
+                    wishers.add(wishes, Arc::clone(&state.keyframe_requests));
+                    path.tap = Some(input);
+                }
+                if let Some(wishes) = self.info.fanout.take_keyframe_wishes() {
+                    wishers.add(wishes, Arc::clone(&self.info.fanout.keyframe_requests));
+                    path.viewers = Some(Arc::clone(&self.info.fanout));
+                }
             }
+            tracing::info!(session = %self.info.id, mid = %stream.mid, ssrc = ?stream.ssrc, echo = ?echo.as_ref().map(|e| e.ssrc), "incoming stream");
+            let plane = Arc::clone(&self.shared.plane);
+            self.shared.spawn(keyframes::schedule(wishers, plane, stream.mid.clone(), Arc::clone(&metrics)));
+            receive.push(ReceiveLeg {
+                mid: stream.mid,
+                ssrc: stream.ssrc,
+                clock_rate: peer::VP8_CLOCK_RATE,
+                nack: stream.nack,
+                path,
+                echo,
+            });
         }
-        *self.shared.free_outputs.lock().unwrap_or_else(|e| e.into_inner()) = outputs;
+        self.shared.plane.configure(extensions, receive, Vec::new());
         Ok(answer)
     }
 
@@ -507,7 +382,6 @@ impl Session {
     /// Ends the recording, if any, and waits (briefly) for its files to be final.
     async fn finish_recording(&self) {
         let Some(state) = &self.info.record else { return };
-        self.shared.recorder.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.info.results.close_recording();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
         while !state.finished() && tokio::time::Instant::now() < deadline {
@@ -524,12 +398,8 @@ impl Session {
         for task in tasks {
             task.abort();
         }
-        self.shared.free_outputs.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        if let Some(Some(plane)) = self.shared.plane.get() {
-            plane.close();
-        }
-        // Dropping the tap's input (here, or with the aborted echo task) ends its thread.
-        self.shared.tap.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Dropping the tap's and the recorder's inputs ends their threads.
+        self.shared.plane.close();
         self.finish_recording().await;
         self.info.set_state(RTCPeerConnectionState::Closed);
         tracing::info!(session = %self.info.id, "session closed");

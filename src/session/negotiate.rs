@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use webrtc::media_stream::Track;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
     RTCSessionDescription,
@@ -12,8 +14,8 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::SessionEvent;
-use crate::nack_budget::RetransmitStats;
-use crate::peer::{self, MediaPath, PeerNetwork};
+use crate::media::plane::{Extensions, MediaPlane};
+use crate::peer::{self, PeerMedia, PeerNetwork};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
 
 /// How long closing a PeerConnection may take before we stop waiting for it.
@@ -141,34 +143,145 @@ pub(crate) async fn add_remote_candidate(
         .map_err(|e| SignalError::new(ErrorCode::BadCandidate, format!("candidate rejected: {e}")))
 }
 
-/// Builds a PeerConnection on the first of `networks` whose sockets bind, and
-/// says which one. `plane`: a publisher's, whose media a plane of its own handles
-/// on that network's mux ([`MediaPath::Plane`]; without a mux it cannot).
+/// Builds a PeerConnection on the first of `networks` (the media port it was given),
+/// with `plane` taking its media, and says which network.
 pub(crate) async fn build_peer<'a>(
     networks: &'a [PeerNetwork],
     answer_role: Option<rtc::peer_connection::transport::RTCDtlsRole>,
     handler: Arc<dyn PeerConnectionEventHandler>,
-    retransmit: &Arc<RetransmitStats>,
-    plane: bool,
+    plane: &Arc<MediaPlane>,
 ) -> Result<(Arc<dyn PeerConnection>, &'a PeerNetwork), SignalError> {
-    let mut built = Err(SignalError::new(ErrorCode::Internal, "no media address to bind"));
-    for network in networks {
-        let path = match plane && network.mux.is_some() {
-            true => MediaPath::Plane,
-            false => MediaPath::Driver,
-        };
-        match peer::build(network, answer_role, Arc::clone(&handler), Arc::clone(retransmit), path).await {
-            Ok(pc) => return Ok((pc, network)),
-            Err(e) => {
-                tracing::debug!(addrs = ?network.udp_addrs, %e, "PeerConnection did not start");
-                built = Err(SignalError::new(
-                    ErrorCode::Internal,
-                    format!("could not create a PeerConnection: {e}"),
-                ));
-            }
+    let Some(network) = networks.first() else {
+        return Err(SignalError::new(ErrorCode::ServerFull, "every media port is in use (--udp-port's range)"));
+    };
+    let media = PeerMedia::Plane(Arc::clone(plane) as _);
+    match peer::build(network, answer_role, handler, media).await {
+        Ok(pc) => Ok((pc, network)),
+        Err(e) => {
+            tracing::debug!(addrs = ?network.udp_addrs, %e, "PeerConnection did not start");
+            Err(SignalError::new(ErrorCode::Internal, format!("could not create a PeerConnection: {e}")))
         }
     }
-    built
+}
+
+/// Hands `plane` the SRTP keys DTLS exported (the PeerConnection is connected);
+/// logged when there are none (its media then goes nowhere).
+pub(crate) async fn start_plane(pc: &Arc<dyn PeerConnection>, plane: &MediaPlane, what: &str, id: &str) {
+    let started = match pc.srtp_session_keys().await {
+        Some((profile, keys)) => plane.start(profile, &keys),
+        None => Err("DTLS has exported no SRTP keys".to_owned()),
+    };
+    if let Err(err) = started {
+        tracing::error!(what, id, %err, "the media plane cannot start");
+    }
+}
+
+/// One echo track, added for an offered video m-line.
+pub(crate) struct EchoOutput {
+    pub(crate) track: Arc<TrackLocalStaticRTP>,
+    pub(crate) sender: Arc<dyn RtpSender>,
+}
+
+/// Adds `count` echo tracks (under random SSRCs): answering puts each on an
+/// offered m-line, which the media plane then echoes on.
+pub(crate) async fn add_echo_tracks(
+    pc: &Arc<dyn PeerConnection>,
+    count: usize,
+) -> Result<Vec<EchoOutput>, SignalError> {
+    let mut outputs = Vec::with_capacity(count);
+    for index in 0..count {
+        let track = peer::vp8_rtp_track("face-echo", &format!("echo-{index}"));
+        let sender = pc
+            .add_track(Arc::clone(&track) as _)
+            .await
+            .map_err(|e| SignalError::new(ErrorCode::Internal, format!("add_track: {e}")))?;
+        outputs.push(EchoOutput { track, sender });
+    }
+    Ok(outputs)
+}
+
+/// The SSRC the offer names for each m-line (`a=mid:` → the first `a=ssrc:`, or
+/// the primary of an `a=ssrc-group:FID`): the media plane takes those packets from
+/// the first one. An offer without them is bound by the first packet instead.
+pub(crate) fn offered_ssrcs(sdp: &str) -> Vec<(String, u32)> {
+    let mut found: Vec<(String, u32)> = Vec::new();
+    let mut mid: Option<&str> = None;
+    let mut ssrc: Option<u32> = None;
+    let flush = |mid: Option<&str>, ssrc: Option<u32>, found: &mut Vec<(String, u32)>| {
+        if let (Some(mid), Some(ssrc)) = (mid, ssrc) {
+            found.push((mid.to_owned(), ssrc));
+        }
+    };
+    for line in sdp.lines().map(str::trim) {
+        if line.starts_with("m=") {
+            flush(mid.take(), ssrc.take(), &mut found);
+        } else if let Some(value) = line.strip_prefix("a=mid:") {
+            mid = Some(value);
+        } else if let Some(group) = line.strip_prefix("a=ssrc-group:FID ") {
+            ssrc = group.split_whitespace().next().and_then(|first| first.parse().ok()).or(ssrc);
+        } else if let Some(value) = line.strip_prefix("a=ssrc:") {
+            ssrc = ssrc.or_else(|| value.split_whitespace().next().and_then(|first| first.parse().ok()));
+        }
+    }
+    flush(mid, ssrc, &mut found);
+    found
+}
+
+/// One negotiated m-line the client sends on.
+pub(crate) struct IncomingStream {
+    pub(crate) mid: String,
+    /// As the offer named it, if it did.
+    pub(crate) ssrc: Option<u32>,
+    /// NACK negotiated for it.
+    pub(crate) nack: bool,
+    /// Its echo's SSRC and payload type (`None`: the m-line is not echoed to).
+    pub(crate) echo: Option<(u32, u8)>,
+}
+
+/// The m-lines the answered PeerConnection receives VP8 on, in order, with their
+/// echoes among `outputs`, and the header extension ids the plane reads.
+pub(crate) async fn incoming_streams(
+    pc: &Arc<dyn PeerConnection>,
+    outputs: &[EchoOutput],
+    offered: &[(String, u32)],
+) -> (Extensions, Vec<IncomingStream>) {
+    let mut extensions = Extensions::default();
+    let mut streams = Vec::new();
+    for transceiver in pc.get_transceivers().await {
+        let receiving = transceiver.current_direction().await.is_ok_and(|direction| direction.has_recv());
+        let (Ok(Some(mid)), Ok(Some(receiver)), true) =
+            (transceiver.mid().await, transceiver.receiver().await, receiving)
+        else {
+            continue;
+        };
+        let Ok(parameters) = receiver.get_parameters().await else { continue };
+        let parameters = parameters.rtp_parameters;
+        let Some(vp8) =
+            parameters.codecs.iter().find(|codec| codec.rtp_codec.mime_type.eq_ignore_ascii_case("video/VP8"))
+        else {
+            continue;
+        };
+        let feedback = |typ: &str| vp8.rtp_codec.rtcp_feedback.iter().any(|f| f.typ == typ && f.parameter.is_empty());
+        for extension in &parameters.header_extensions {
+            let id = u8::try_from(extension.id).ok();
+            match extension.uri.as_str() {
+                rtc::sdp::extmap::SDES_MID_URI => extensions.mid = id,
+                rtc::sdp::extmap::TRANSPORT_CC_URI if feedback("transport-cc") => extensions.transport_cc = id,
+                _ => {}
+            }
+        }
+        let mut echo = None;
+        if let Ok(Some(sender)) = transceiver.sender().await
+            && let Some(output) = outputs.iter().find(|output| output.sender.id() == sender.id())
+            && let (Some(ssrc), Some(payload_type)) =
+                (output.track.ssrcs().await.first().copied(), negotiated_vp8_payload_type(&sender).await)
+        {
+            echo = Some((ssrc, payload_type));
+        }
+        let ssrc = offered.iter().find(|(offered_mid, _)| *offered_mid == mid).map(|(_, ssrc)| *ssrc);
+        streams.push(IncomingStream { mid, ssrc, nack: feedback("nack"), echo });
+    }
+    (extensions, streams)
 }
 
 pub(crate) async fn negotiated_vp8_payload_type(sender: &Arc<dyn RtpSender>) -> Option<u8> {
@@ -198,6 +311,14 @@ pub(crate) fn trickle(events: &mpsc::UnboundedSender<SessionEvent>, event: RTCPe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_offered_ssrc_of_each_m_line_is_its_first_or_its_fid_primary() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=ssrc-group:FID 111 222\r\n\
+            a=ssrc:111 cname:x\r\na=ssrc:222 cname:x\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n\
+            a=ssrc:333 cname:y\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\n";
+        assert_eq!(offered_ssrcs(sdp), [("0".to_owned(), 111), ("1".to_owned(), 333)]);
+    }
 
     const H264_ONLY: &str = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 102 103\r\na=rtpmap:102 H264/90000\r\na=rtpmap:103 rtx/90000\r\n";

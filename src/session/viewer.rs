@@ -2,28 +2,30 @@
 //!
 //! Owned by the viewer's WebSocket connection, like a [`super::Session`]: closing it
 //! (or the publisher leaving) ends its PeerConnection and tasks. Packets come from
-//! the publisher's [`FanOut`] queue and leave on the viewer's own track, payload
-//! untouched; the viewer's PLI/FIR become one merged keyframe wish.
+//! the publisher's [`FanOut`] queue and leave through the viewer's own media plane
+//! (readdressed, protected, kept for its NACKs), payload untouched; the viewer's
+//! PLI/FIR become one merged keyframe wish.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, Weak};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use webrtc::media_stream::Track;
 use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
 };
 
+use super::SessionEvent;
+use super::SessionInfo;
 use super::fanout::{FanOut, ViewerStats};
 use super::negotiate::{
     self, ReadOffer, add_remote_candidate, answer_offer, build_peer, negotiated_vp8_payload_type, read_offer,
 };
 use super::results::Results;
-use super::{SessionEvent, SessionInfo, echo};
-use crate::nack_budget::RetransmitStats;
+use crate::media::feedback::nack::RetransmitStats;
+use crate::media::plane::{Extensions, MediaPlane, SendLeg};
 use crate::peer::{self, PeerNetwork};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
 use webrtc::data_channel::DataChannel;
@@ -32,6 +34,7 @@ use webrtc::data_channel::DataChannel;
 pub struct Viewer {
     pub id: String,
     pc: Arc<dyn PeerConnection>,
+    plane: Arc<MediaPlane>,
     fanout: Arc<FanOut>,
     /// The publisher's results, which this viewer's data channel also gets.
     results: Arc<Results>,
@@ -41,7 +44,8 @@ pub struct Viewer {
 struct Handler {
     id: String,
     events: mpsc::UnboundedSender<SessionEvent>,
-    connected: watch::Sender<bool>,
+    pc: Arc<OnceLock<Weak<dyn PeerConnection>>>,
+    plane: Arc<MediaPlane>,
     fanout: Arc<FanOut>,
     results: Arc<Results>,
 }
@@ -53,10 +57,15 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        if state == RTCPeerConnectionState::Connected {
-            // Media can flow now: start from a keyframe.
-            let _ = self.connected.send(true);
-            self.fanout.want_keyframe();
+        if state == RTCPeerConnectionState::Connected
+            && let Some(pc) = self.pc.get().and_then(Weak::upgrade)
+        {
+            let (plane, fanout, id) = (Arc::clone(&self.plane), Arc::clone(&self.fanout), self.id.clone());
+            tokio::spawn(async move {
+                negotiate::start_plane(&pc, &plane, "viewer", &id).await;
+                // Media can flow now: start from a keyframe.
+                fanout.want_keyframe();
+            });
         }
         let _ = self.events.send(SessionEvent::State(state));
     }
@@ -81,17 +90,20 @@ impl Viewer {
         fanout.check_room()?;
         let ReadOffer { offer, answer_role, .. } = read_offer(offer_sdp)?;
         let (events, events_rx) = mpsc::unbounded_channel();
-        let (connected_tx, connected) = watch::channel(false);
         let results = Arc::clone(&publisher.results);
+        let retransmit = Arc::new(RetransmitStats::new(fanout.metrics()));
+        let plane = MediaPlane::new(Arc::default(), Arc::clone(&retransmit));
+        let pc_slot = Arc::new(OnceLock::new());
         let handler = Handler {
             id: id.clone(),
             events: events.clone(),
-            connected: connected_tx,
+            pc: Arc::clone(&pc_slot),
+            plane: Arc::clone(&plane),
             fanout: Arc::clone(&fanout),
             results: Arc::clone(&results),
         };
-        let retransmit = Arc::new(RetransmitStats::new(fanout.metrics()));
-        let (pc, _) = build_peer(networks, answer_role, Arc::new(handler), &retransmit, false).await?;
+        let (pc, _) = build_peer(networks, answer_role, Arc::new(handler), &plane).await?;
+        let _ = pc_slot.set(Arc::downgrade(&pc));
         let track = peer::vp8_rtp_track("face-echo", &format!("watch-{}", publisher.id));
         let negotiated = async {
             let sender = pc
@@ -116,26 +128,23 @@ impl Viewer {
                 return Err(err);
             }
         };
-        let Some(out_ssrc) = track.ssrcs().await.first().copied() else {
+        let (Some(ssrc), Some(payload_type)) =
+            (track.ssrcs().await.first().copied(), negotiated_vp8_payload_type(&sender).await)
+        else {
             fanout.leave(&id);
             negotiate::close(&pc, "viewer").await;
-            return Err(SignalError::new(ErrorCode::Internal, "the viewer's track has no SSRC"));
+            return Err(SignalError::new(ErrorCode::Internal, "the viewer's track has no SSRC or VP8"));
         };
-        let out_payload_type = negotiated_vp8_payload_type(&sender).await;
-        let tasks = vec![
-            tokio::spawn(forward(
-                packets,
-                connected,
-                Arc::clone(&track),
-                out_ssrc,
-                out_payload_type,
-                stats,
-                events,
-            )),
-            tokio::spawn(echo::relay_keyframe_requests(track, fanout.keyframe_wishes())),
-        ];
+        let stream = SendLeg {
+            ssrc,
+            payload_type,
+            clock_rate: peer::VP8_CLOCK_RATE,
+            keyframe_wishes: Some(fanout.keyframe_wishes()),
+        };
+        plane.configure(Extensions::default(), Vec::new(), vec![stream]);
+        let tasks = vec![tokio::spawn(forward(packets, Arc::clone(&plane), stats, events))];
         tracing::info!(viewer = %id, session = %publisher.id, "viewer joined");
-        Ok((Viewer { id, pc, fanout, results, tasks }, answer, events_rx))
+        Ok((Viewer { id, pc, plane, fanout, results, tasks }, answer, events_rx))
     }
 
     /// Applies a remote ICE candidate.
@@ -156,44 +165,24 @@ impl Viewer {
         for task in self.tasks {
             task.abort();
         }
+        self.plane.close();
         tracing::info!(viewer = %self.id, "viewer closed");
     }
 }
 
-/// The publisher's packets, readdressed to this viewer's track, once the viewer
-/// is connected (before that, SRTP has no keys: packets are let go). When the
-/// queue ends, the publisher has gone: the viewer's connection is told.
+/// The publisher's packets, out through the viewer's plane once it has its keys
+/// (before that they are let go). When the queue ends, the publisher has gone: the
+/// viewer's connection is told.
 async fn forward(
     mut packets: mpsc::Receiver<rtc::rtp::Packet>,
-    mut connected: watch::Receiver<bool>,
-    track: Arc<TrackLocalStaticRTP>,
-    ssrc: u32,
-    payload_type: Option<u8>,
+    plane: Arc<MediaPlane>,
     stats: Arc<ViewerStats>,
     events: mpsc::UnboundedSender<SessionEvent>,
 ) {
-    loop {
-        tokio::select! {
-            up = connected.wait_for(|up| *up) => {
-                if up.is_err() {
-                    return;
-                }
-                break;
-            }
-            early = packets.recv() => {
-                if early.is_none() {
-                    let _ = events.send(SessionEvent::PublisherLeft);
-                    return;
-                }
-            }
-        }
-    }
-    while let Some(mut packet) = packets.recv().await {
-        let bytes = packet.payload.len() as u64;
-        echo::readdress(&mut packet, ssrc, payload_type);
-        if track.write_rtp(packet).await.is_ok() {
+    while let Some(packet) = packets.recv().await {
+        if plane.send_rtp(0, &packet) {
             stats.packets.fetch_add(1, Ordering::Relaxed);
-            stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+            stats.bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
         }
     }
     let _ = events.send(SessionEvent::PublisherLeft);

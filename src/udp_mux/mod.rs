@@ -1,32 +1,39 @@
-//! One UDP port for every session (`--udp-port PORT`): the server binds one socket
-//! per local address and demultiplexes what arrives to the PeerConnections.
+//! The media sockets: every PeerConnection's UDP goes through a mux, which binds
+//! its sockets (one per local address; one port for every session, or a port per
+//! session from a range) and demultiplexes what arrives to the PeerConnections.
 //!
 //! How it plugs into webrtc-rs: every server PeerConnection runs on its own
 //! `MuxRuntime`, which is webrtc's `TokioRuntime` except for `wrap_udp_socket`.
 //! The driver binds an ephemeral socket per local address and asks the runtime to
 //! wrap it; we drop that socket and hand back a `MuxSocket` whose `local_addr()`
-//! is the shared socket's address, so the host candidate names the mux port (that
+//! is the mux socket's address, so the host candidate names the mux port (that
 //! takes the one-line change to the driver listed in vendor/PATCHES.md).
 //!
-//! Demultiplexing, as Pion's UDPMux does: a datagram from a remote address we know
-//! goes to the PeerConnection that address belongs to. A remote address is learned
-//! only from a STUN binding request whose USERNAME names one of our ICE ufrags and
-//! whose MESSAGE-INTEGRITY verifies with that PeerConnection's ICE password (we set
-//! both per PeerConnection, so the mux knows them before the first packet). A known
-//! address is never moved to another PeerConnection: spoofed STUN cannot steal a
-//! session. An answer to a STUN request one of our PeerConnections sent (its
-//! transaction id is remembered) goes back to the sender, from wherever it comes:
-//! so `--stun` gathering and our own connectivity checks work too. Everything else
-//! is counted and dropped.
+//! Demultiplexing, as Pion's UDPMux does, in this order:
+//! - an answer to a STUN request one of our PeerConnections sent (its transaction
+//!   id is remembered) goes back to the sender, from wherever it comes: so `--stun`
+//!   gathering and our own connectivity checks work, and nobody can claim a STUN
+//!   server's address to take its answers;
+//! - a STUN binding request goes to the PeerConnection its USERNAME names, if its
+//!   MESSAGE-INTEGRITY verifies with that PeerConnection's ICE password (we set both
+//!   per PeerConnection, so the mux knows them before the first packet), and teaches
+//!   the mux its source address. An address in use stays with its owner; one its
+//!   owner has not used for [`ADDRESS_IDLE`] moves to the PeerConnection that
+//!   authenticates from it (a NAT that gave the port to someone else), and is
+//!   forgotten after that long anyway (RFC 7675: consent lapses long before);
+//! - any other datagram from a remote address we know goes to the PeerConnection
+//!   that address belongs to;
+//! - everything else is counted and dropped.
 //!
-//! Cost per packet: one reader thread per shared socket (`reader`: it sleeps in
-//! `poll(2)` and reads in batches with `recvmmsg`; or one [`ReaderGroup`] thread for
-//! the sockets of many muxes, the load generator's), one hash lookup, then either the
-//! session's [`MediaHook`] (its media plane handles the packet right there, on this
-//! thread; the hooks' timers tick there too, one wake for all) or a copy into the
+//! Cost per packet: one reader thread per socket (`reader`: it sleeps in `poll(2)`
+//! and reads in batches with `recvmmsg`; or one [`ReaderGroup`] thread for the
+//! sockets of many muxes), one hash lookup, then either the PeerConnection's
+//! [`MediaHook`] (its media plane handles media right there, on this thread; the
+//! hooks' timers tick there too, one wake for all) or a copy into the
 //! PeerConnection's inbox (buffers are recycled, so nothing is allocated once an inbox
-//! has warmed up) and one wake of its driver. Sends go straight to the shared socket,
-//! from anyone, never waiting.
+//! has warmed up) and one wake of its driver. Sends go straight to the socket, from
+//! anyone, never waiting. A hook that panics loses its PeerConnection the mux, not
+//! the reader its other sessions.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -35,7 +42,7 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -57,18 +64,26 @@ const INBOX_DEPTH: usize = 256;
 /// Largest datagram the mux passes on (the driver's receive buffer); WebRTC stays
 /// under the path MTU (~1500).
 const MAX_DATAGRAM: usize = 2000;
-/// Remote addresses one PeerConnection may be reached from (a browser has a few:
-/// host, reflexive, relayed, per interface).
+/// Remote addresses one PeerConnection may be reached from at once (a browser has a
+/// few: host, reflexive, relayed, per interface); a new one past this replaces its
+/// least recently used.
 const MAX_ADDRESSES: usize = 16;
+/// A remote address unused this long is forgotten, and may be taken over by another
+/// PeerConnection that authenticates from it: a live ICE agent checks consent every
+/// few seconds (RFC 7675 lets consent lapse after 30 s without an answer).
+pub const ADDRESS_IDLE: Duration = Duration::from_secs(15);
+/// How often the reader looks for idle addresses.
+const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 /// Bytes asked of the kernel for the shared socket's buffers: it carries every session.
 const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Media a PeerConnection's owner handles itself, on the mux's reader, before the
-/// PeerConnection's driver sees it (the echo's media plane: `session::plane`).
+/// PeerConnection's driver sees it (the media plane: `media::plane`).
 pub trait MediaHook: Send + Sync {
-    /// Called for each datagram from an address of the PeerConnection. True: it was
-    /// handled here, the driver never gets it.
-    fn on_datagram(&self, datagram: &[u8], from: SocketAddr) -> bool;
+    /// Called for each datagram from an address of the PeerConnection, as it lies
+    /// in the reader's buffer (the hook may rewrite it in place); `via` answers on
+    /// the socket it came in on. True: it was handled here, the driver never gets it.
+    fn on_datagram(&self, datagram: &mut [u8], from: SocketAddr, via: &MuxSender) -> bool;
 
     /// Called every [`HOOK_TICK`] or so on the same thread, for timers a quiet
     /// stream leaves due: one wake of the reader serves every hook on the socket.
@@ -85,13 +100,18 @@ pub const HOOK_TICK: Duration = Duration::from_millis(200);
 /// a hook attached meanwhile gets its first tick after at most this).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
-/// Sends on a shared socket, for a [`MediaHook`] (from the reader or elsewhere).
+/// Sends on a mux socket, for a [`MediaHook`] (from the reader or elsewhere).
 #[derive(Clone)]
 pub struct MuxSender {
     shared: Arc<Shared>,
 }
 
 impl MuxSender {
+    /// Whether both send on the same socket.
+    pub fn same_socket(&self, other: &MuxSender) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// Sends `datagram` to `to` now; a full send buffer drops it (counted in
     /// `send_dropped`, as for the drivers' sends).
     pub fn send(&self, datagram: &[u8], to: SocketAddr) {
@@ -117,15 +137,24 @@ pub struct MuxStats {
     pub dropped_unknown: AtomicU64,
     /// STUN binding requests naming a known ufrag whose MESSAGE-INTEGRITY did not verify.
     pub dropped_unauthenticated: AtomicU64,
+    /// Authenticated, but from an address another PeerConnection is using.
+    pub dropped_address_taken: AtomicU64,
+    /// Larger than any datagram WebRTC sends ([`MAX_DATAGRAM`]).
+    pub dropped_oversize: AtomicU64,
     /// Dropped because the PeerConnection's inbox was full (its driver is stalled).
     pub dropped_full: AtomicU64,
-    /// Sends dropped because the shared socket's send buffer was full.
+    /// Sends dropped because the socket's send buffer was full.
     pub send_dropped: AtomicU64,
     /// Remote addresses learned from authenticated binding requests.
     pub addresses_learned: AtomicU64,
-    /// Authenticated, but the session already has `MAX_ADDRESSES` addresses (a
-    /// client claiming address after address, spoofed or not, cannot fill the table).
-    pub dropped_address_limit: AtomicU64,
+    /// Of those, taken over from a PeerConnection that had stopped using them.
+    pub addresses_moved: AtomicU64,
+    /// Forgotten: unused for [`ADDRESS_IDLE`], or the oldest of a PeerConnection that
+    /// learned a new one past [`MAX_ADDRESSES`].
+    pub addresses_forgotten: AtomicU64,
+    /// Media hooks (or the mux itself) that panicked on a datagram: each cost its
+    /// PeerConnection its place on the mux, and nobody else anything.
+    pub panics: AtomicU64,
 }
 
 impl MuxStats {
@@ -136,10 +165,14 @@ impl MuxStats {
             "hooked": get(&self.hooked),
             "dropped_unknown": get(&self.dropped_unknown),
             "dropped_unauthenticated": get(&self.dropped_unauthenticated),
+            "dropped_address_taken": get(&self.dropped_address_taken),
+            "dropped_oversize": get(&self.dropped_oversize),
             "dropped_full": get(&self.dropped_full),
             "send_dropped": get(&self.send_dropped),
             "addresses_learned": get(&self.addresses_learned),
-            "dropped_address_limit": get(&self.dropped_address_limit),
+            "addresses_moved": get(&self.addresses_moved),
+            "addresses_forgotten": get(&self.addresses_forgotten),
+            "panics": get(&self.panics),
         })
     }
 }
@@ -183,14 +216,19 @@ impl fmt::Debug for UdpMux {
 
 impl UdpMux {
     /// Binds `port` on `ip` now (so a taken port fails start-up, not the first
-    /// session). A wildcard `ip` is probed (bound and released): the driver names
-    /// the interfaces, and each gets its socket on first use.
+    /// session; 0 takes a free one). A wildcard `ip` is probed (bound and released):
+    /// the driver names the interfaces, and each gets its socket on first use.
     pub fn bind(ip: IpAddr, port: u16) -> io::Result<UdpMux> {
         Self::bind_in(ip, port, None)
     }
 
     /// [`UdpMux::bind`], its sockets read by `group`'s thread rather than one each.
     pub fn bind_in(ip: IpAddr, port: u16, group: Option<&ReaderGroup>) -> io::Result<UdpMux> {
+        // Port 0: any free one, the same on every address from then on.
+        let port = match port {
+            0 => StdUdpSocket::bind(SocketAddr::new(ip, 0))?.local_addr()?.port(),
+            port => port,
+        };
         let mux = UdpMux {
             inner: Arc::new(MuxInner {
                 port,
@@ -225,22 +263,13 @@ impl UdpMux {
     }
 
     /// The runtime one PeerConnection runs on, with the ICE credentials it is built
-    /// with (see [`IceCredentials`]).
-    pub fn runtime_for(&self, credentials: &IceCredentials) -> Arc<dyn Runtime> {
-        Arc::new(MuxRuntime { mux: self.clone(), credentials: credentials.clone() })
-    }
-
-    /// Hands the datagrams of the PeerConnection with ICE ufrag `ufrag` to `hook`
-    /// first (once per PeerConnection), and returns how to answer on its socket.
-    /// `None` when no shared socket carries it (or it already has a hook).
-    pub fn attach_hook(&self, ufrag: &str, hook: Arc<dyn MediaHook>) -> Option<MuxSender> {
-        let sockets: Vec<Arc<Shared>> = lock(&self.inner.sockets).values().cloned().collect();
-        sockets.into_iter().find_map(|shared| {
-            let inbox =
-                shared.table.read().unwrap_or_else(|e| e.into_inner()).by_ufrag.get(ufrag).cloned()?;
-            inbox.hook.set(Arc::clone(&hook)).ok()?;
-            Some(MuxSender { shared })
-        })
+    /// with (see [`IceCredentials`]) and the hook that sees its datagrams first.
+    pub fn runtime_for(
+        &self,
+        credentials: &IceCredentials,
+        hook: Option<Arc<dyn MediaHook>>,
+    ) -> Arc<dyn Runtime> {
+        Arc::new(MuxRuntime { mux: self.clone(), credentials: credentials.clone(), hook })
     }
 
     /// The shared socket on `ip`, bound (and its reader started) on first use.
@@ -256,6 +285,7 @@ impl UdpMux {
             socket,
             state,
             local,
+            epoch: Instant::now(),
             table: RwLock::default(),
             asked: Mutex::default(),
             stats: Arc::clone(&self.inner.stats),
@@ -278,7 +308,12 @@ impl UdpMux {
 
     /// A PeerConnection's socket on the shared socket at `ip`, or `None` when that
     /// address cannot be bound (logged once; the session keeps its own port there).
-    fn attach(&self, ip: IpAddr, credentials: &IceCredentials) -> io::Result<Option<MuxSocket>> {
+    fn attach(
+        &self,
+        ip: IpAddr,
+        credentials: &IceCredentials,
+        hook: Option<Arc<dyn MediaHook>>,
+    ) -> io::Result<Option<MuxSocket>> {
         // A wildcard means the driver found no interface to name: its candidate is
         // unusable either way, and a wildcard socket on the port would block the rest.
         // A multicast address is the driver's mDNS socket (224.0.0.251:5353): its own.
@@ -297,10 +332,10 @@ impl UdpMux {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             ufrag: credentials.ufrag.clone(),
             password: credentials.password.clone(),
-            addresses: Default::default(),
+            addresses: Mutex::default(),
             queue: Mutex::new(Queue::default()),
             waker: AtomicWaker::new(),
-            hook: OnceLock::new(),
+            hook,
         });
         {
             let mut table = shared.table.write().unwrap_or_else(|e| e.into_inner());
@@ -339,8 +374,7 @@ fn set_socket_option(fd: std::os::fd::RawFd, name: libc::c_int, value: libc::c_i
     unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, name, (&value as *const libc::c_int).cast(), len) == 0 }
 }
 
-/// The ICE ufrag an SDP names (`a=ice-ufrag:`): a PeerConnection's own, in its local
-/// description, is what [`UdpMux::attach_hook`] finds it by.
+/// The ICE ufrag an SDP names (`a=ice-ufrag:`).
 pub fn ice_ufrag(sdp: &str) -> Option<&str> {
     sdp.lines().find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
 }
@@ -379,6 +413,8 @@ struct Shared {
     socket: StdUdpSocket,
     state: UdpSocketState,
     local: SocketAddr,
+    /// What [`Learned::last_seen`] counts from.
+    epoch: Instant,
     table: RwLock<Table>,
     /// STUN requests our PeerConnections sent (transaction id → sender): the answer
     /// goes back to whoever asked, even from an address no session owns (a STUN
@@ -393,52 +429,72 @@ struct Shared {
 #[derive(Default)]
 struct Table {
     by_ufrag: HashMap<String, Arc<Inbox>>,
-    by_addr: HashMap<SocketAddr, Arc<Inbox>>,
+    by_addr: HashMap<SocketAddr, Learned>,
+    /// When idle addresses were last looked for.
+    expired_at: Option<Instant>,
+}
+
+/// A remote address and the PeerConnection it belongs to.
+struct Learned {
+    inbox: Arc<Inbox>,
+    /// Milliseconds since the socket's `epoch` when a datagram last came from it.
+    last_seen: AtomicU64,
 }
 
 impl Shared {
-    /// Routes one datagram from `from`: see the module docs for the rules.
-    fn dispatch(&self, data: &[u8], from: SocketAddr) {
-        let known = self.table.read().unwrap_or_else(|e| e.into_inner()).by_addr.get(&from).cloned();
-        let inbox = match known.or_else(|| self.answer_to(data)) {
-            Some(inbox) => inbox,
-            None => match self.authenticate(data) {
-                Ok(inbox) => {
-                    let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
-                    // Still registered (not closed meanwhile)?
-                    if !table.by_ufrag.get(&inbox.ufrag).is_some_and(|i| Arc::ptr_eq(i, &inbox)) {
-                        return;
-                    }
-                    match table.by_addr.get(&from) {
-                        // Taken meanwhile: it stays with its owner.
-                        Some(owner) => Arc::clone(owner),
-                        None if inbox.addresses.load(Ordering::Relaxed) >= MAX_ADDRESSES => {
-                            self.stats.dropped_address_limit.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                        None => {
-                            inbox.addresses.fetch_add(1, Ordering::Relaxed);
-                            self.stats.addresses_learned.fetch_add(1, Ordering::Relaxed);
-                            table.by_addr.insert(from, Arc::clone(&inbox));
-                            inbox
-                        }
-                    }
-                }
-                Err(Refused::Unknown) => {
-                    self.stats.dropped_unknown.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                Err(Refused::Unauthenticated) => {
-                    self.stats.dropped_unauthenticated.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            },
-        };
-        if let Some(hook) = inbox.hook.get()
-            && hook.on_datagram(data, from)
-        {
-            self.stats.hooked.fetch_add(1, Ordering::Relaxed);
+    fn millis(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// Routes one datagram from `from`, read at `now` (`via` sends on this socket):
+    /// see the module docs for the rules.
+    fn dispatch(&self, data: &mut [u8], from: SocketAddr, via: &MuxSender, now: Instant) {
+        if data.len() > MAX_DATAGRAM {
+            self.stats.dropped_oversize.fetch_add(1, Ordering::Relaxed);
             return;
+        }
+        let now = self.millis(now);
+        let known = || {
+            let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+            let learned = table.by_addr.get(&from)?;
+            learned.last_seen.store(now, Ordering::Relaxed);
+            Some(Arc::clone(&learned.inbox))
+        };
+        let routed = match self.answer_to(data) {
+            Some(inbox) => Ok(inbox),
+            // A binding request names whom it is for: routed by that, never by address.
+            None if is_binding_request(data) => self.authenticate(data).and_then(|inbox| {
+                self.learn(&inbox, from, now).then_some(inbox).ok_or(Refused::AddressTaken)
+            }),
+            None => known().ok_or(Refused::Unknown),
+        };
+        let inbox = match routed {
+            Ok(inbox) => inbox,
+            Err(refused) => {
+                let counter = match refused {
+                    Refused::Unknown => &self.stats.dropped_unknown,
+                    Refused::Unauthenticated => &self.stats.dropped_unauthenticated,
+                    Refused::AddressTaken => &self.stats.dropped_address_taken,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        if let Some(hook) = &inbox.hook {
+            let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook.on_datagram(data, from, via)));
+            match handled {
+                Ok(true) => {
+                    self.stats.hooked.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(inbox = inbox.id, %from, "a media hook panicked: its PeerConnection leaves the mux");
+                    self.detach(&inbox);
+                    return;
+                }
+            }
         }
         if inbox.push(data, from) {
             self.stats.delivered.fetch_add(1, Ordering::Relaxed);
@@ -447,20 +503,102 @@ impl Shared {
         }
     }
 
+    /// Notes `from` as `inbox`'s, which an authenticated binding request proved
+    /// (see the module docs); false when another PeerConnection still uses it.
+    fn learn(&self, inbox: &Arc<Inbox>, from: SocketAddr, now: u64) -> bool {
+        let idle = ADDRESS_IDLE.as_millis() as u64;
+        {
+            let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(owner) = table.by_addr.get(&from)
+                && Arc::ptr_eq(&owner.inbox, inbox)
+            {
+                owner.last_seen.store(now, Ordering::Relaxed);
+                return true; // the usual case: a consent check on a known pair
+            }
+        }
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        // Still registered (not closed meanwhile)?
+        if !table.by_ufrag.get(&inbox.ufrag).is_some_and(|i| Arc::ptr_eq(i, inbox)) {
+            return false;
+        }
+        if let Some(owner) = table.by_addr.get(&from) {
+            if Arc::ptr_eq(&owner.inbox, inbox) {
+                owner.last_seen.store(now, Ordering::Relaxed);
+                return true;
+            }
+            if now.saturating_sub(owner.last_seen.load(Ordering::Relaxed)) < idle {
+                return false;
+            }
+            let previous = Arc::clone(&owner.inbox);
+            lock(&previous.addresses).retain(|address| *address != from);
+            self.stats.addresses_moved.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut addresses = lock(&inbox.addresses);
+        if addresses.len() >= MAX_ADDRESSES {
+            // The least recently used of its own makes room: the client moved.
+            let last_seen = |address: &SocketAddr| {
+                table.by_addr.get(address).map_or(0, |learned| learned.last_seen.load(Ordering::Relaxed))
+            };
+            if let Some(oldest) = addresses.iter().copied().min_by_key(last_seen) {
+                addresses.retain(|address| *address != oldest);
+                table.by_addr.remove(&oldest);
+                self.stats.addresses_forgotten.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        addresses.push(from);
+        drop(addresses);
+        table.by_addr.insert(from, Learned { inbox: Arc::clone(inbox), last_seen: AtomicU64::new(now) });
+        self.stats.addresses_learned.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Forgets the addresses nobody has used for [`ADDRESS_IDLE`] (at most every
+    /// [`EXPIRE_EVERY`]).
+    fn expire_addresses(&self, now: Instant) {
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        if table.expired_at.is_some_and(|at| now.saturating_duration_since(at) < EXPIRE_EVERY) {
+            return;
+        }
+        table.expired_at = Some(now);
+        let (now, idle) = (self.millis(now), ADDRESS_IDLE.as_millis() as u64);
+        let stats = &self.stats;
+        table.by_addr.retain(|address, learned| {
+            let keep = now.saturating_sub(learned.last_seen.load(Ordering::Relaxed)) < idle;
+            if !keep {
+                lock(&learned.inbox.addresses).retain(|a| a != address);
+                stats.addresses_forgotten.fetch_add(1, Ordering::Relaxed);
+            }
+            keep
+        });
+    }
+
     /// Runs every hook's timers ([`MediaHook::on_tick`]); what they send leaves
     /// batched per destination as the echo does. True if any hook has timers.
     fn tick_hooks(&self, now: Instant) -> bool {
-        let hooks: Vec<Arc<dyn MediaHook>> = self
+        self.expire_addresses(now);
+        let inboxes: Vec<Arc<Inbox>> = self
             .table
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .by_ufrag
             .values()
-            .filter_map(|inbox| inbox.hook.get().cloned())
+            .filter(|inbox| inbox.hook.is_some())
+            .cloned()
             .collect();
         let mut ticking = false;
-        for hook in hooks {
-            self.batched(|| ticking |= hook.on_tick(now));
+        for inbox in inboxes {
+            let Some(hook) = &inbox.hook else { continue };
+            let ticked =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.batched(|| hook.on_tick(now))));
+            match ticked {
+                Ok(timers) => ticking |= timers,
+                Err(_) => {
+                    self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(inbox = inbox.id, "a media hook panicked on its timers: its PeerConnection leaves the mux");
+                    BATCH.with_borrow_mut(Batch::abandon);
+                    self.detach(&inbox);
+                }
+            }
         }
         ticking
     }
@@ -468,15 +606,16 @@ impl Shared {
     /// Runs `route` with this thread's [`Batch`] open: what it sends leaves batched
     /// per destination when it returns (the reader, per received message or per
     /// hook's tick; a sender, per frame). Inside an open batch it joins that one.
-    fn batched(&self, route: impl FnOnce()) {
+    fn batched<T>(&self, route: impl FnOnce() -> T) -> T {
         let already_open = BATCH.with_borrow_mut(|batch| std::mem::replace(&mut batch.open, true));
-        route();
+        let routed = route();
         if !already_open {
             BATCH.with_borrow_mut(|batch| {
                 batch.flush(self);
                 batch.open = false;
             });
         }
+        routed
     }
 
     /// Sends `datagram` to `to`: now, or, on the reader thread while it routes one
@@ -525,8 +664,7 @@ impl Shared {
     /// whose USERNAME (`ours:theirs`) names one of our ufrags and whose
     /// MESSAGE-INTEGRITY verifies with that ufrag's password.
     fn authenticate(&self, data: &[u8]) -> Result<Arc<Inbox>, Refused> {
-        // Cheap test first: a STUN header (RFC 8489 §5) of a binding request.
-        if !matches!(stun_class_and_id(data), Some((StunClass::Request, _))) || data[0..2] != [0x00, 0x01] {
+        if !is_binding_request(data) {
             return Err(Refused::Unknown);
         }
         let mut message = Message::new();
@@ -586,8 +724,9 @@ impl Shared {
         if table.by_ufrag.get(&inbox.ufrag).is_some_and(|i| Arc::ptr_eq(i, inbox)) {
             table.by_ufrag.remove(&inbox.ufrag);
         }
-        table.by_addr.retain(|_, i| !Arc::ptr_eq(i, inbox));
+        table.by_addr.retain(|_, learned| !Arc::ptr_eq(&learned.inbox, inbox));
         drop(table);
+        lock(&inbox.addresses).clear();
         lock(&self.asked).retain(|_, (i, _)| !Arc::ptr_eq(i, inbox));
     }
 }
@@ -626,6 +765,13 @@ fn stun_class_and_id(datagram: &[u8]) -> Option<(StunClass, TransactionId)> {
 enum Refused {
     Unknown,
     Unauthenticated,
+    AddressTaken,
+}
+
+/// Whether `datagram` has a STUN binding request's header (RFC 8489 §5): the cheap
+/// test, before anything is parsed.
+fn is_binding_request(datagram: &[u8]) -> bool {
+    matches!(stun_class_and_id(datagram), Some((StunClass::Request, _))) && datagram[0..2] == [0x00, 0x01]
 }
 
 thread_local! {
@@ -683,6 +829,12 @@ impl Batch {
         self.closed = false;
     }
 
+    /// Forgets what was held and closes (after a panic: it may be half-made).
+    fn abandon(&mut self) {
+        self.count = 0;
+        self.open = false;
+    }
+
     fn flush(&mut self, shared: &Shared) {
         if let (Some(to), 1..) = (self.to, self.count) {
             let segment_size = (self.count > 1).then_some(self.segment);
@@ -698,11 +850,11 @@ struct Inbox {
     ufrag: String,
     password: String,
     /// Remote addresses learned for it (at most [`MAX_ADDRESSES`]).
-    addresses: std::sync::atomic::AtomicUsize,
+    addresses: Mutex<Vec<SocketAddr>>,
     queue: Mutex<Queue>,
     waker: AtomicWaker,
-    /// Sees each datagram before the queue does ([`UdpMux::attach_hook`]).
-    hook: OnceLock<Arc<dyn MediaHook>>,
+    /// Sees each datagram before the queue does ([`UdpMux::runtime_for`]).
+    hook: Option<Arc<dyn MediaHook>>,
 }
 
 #[derive(Default)]
@@ -830,6 +982,7 @@ static TOKIO: TokioRuntime = TokioRuntime;
 struct MuxRuntime {
     mux: UdpMux,
     credentials: IceCredentials,
+    hook: Option<Arc<dyn MediaHook>>,
 }
 
 impl fmt::Debug for MuxRuntime {
@@ -855,7 +1008,7 @@ impl Runtime for MuxRuntime {
     /// the same address (or keeps the ephemeral one where the mux cannot bind).
     fn wrap_udp_socket(&self, socket: StdUdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let ip = socket.local_addr()?.ip();
-        match self.mux.attach(ip, &self.credentials)? {
+        match self.mux.attach(ip, &self.credentials, self.hook.clone())? {
             Some(view) => Ok(Arc::new(view)),
             None => TOKIO.wrap_udp_socket(socket),
         }
@@ -948,13 +1101,25 @@ mod tests {
         counter.load(Ordering::Relaxed)
     }
 
+    /// Routes a copy of `data` from `from` at `now`, as the reader would.
+    fn route_at(shared: &Arc<Shared>, data: &[u8], from: SocketAddr, now: Instant) {
+        let via = MuxSender { shared: Arc::clone(shared) };
+        shared.dispatch(&mut data.to_vec(), from, &via, now);
+    }
+
+    fn route(shared: &Arc<Shared>, data: &[u8], from: SocketAddr) {
+        route_at(shared, data, from, Instant::now());
+    }
+
+    fn attach(mux: &UdpMux, credentials: &IceCredentials) -> MuxSocket {
+        mux.attach("127.0.0.1".parse().unwrap(), credentials, None).unwrap().expect("attached")
+    }
+
     #[tokio::test]
-    async fn addresses_are_learned_only_from_authenticated_binding_requests_and_never_moved() {
+    async fn addresses_are_learned_only_from_authenticated_binding_requests() {
         let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let (a, b) = (credentials("aaaa"), credentials("bbbb"));
-        let socket_a = mux.attach(ip, &a).unwrap().expect("attached");
-        let socket_b = mux.attach(ip, &b).unwrap().expect("attached");
+        let (socket_a, socket_b) = (attach(&mux, &a), attach(&mux, &b));
         assert_eq!(socket_a.local_addr().unwrap(), socket_b.local_addr().unwrap(), "one shared socket");
         let shared = Arc::clone(&socket_a.shared);
         let stats = mux.stats();
@@ -965,60 +1130,107 @@ mod tests {
         );
 
         // Not STUN, from nobody we know: dropped.
-        shared.dispatch(b"\x80\x60 some rtp", x);
+        route(&shared, b"\x80\x60 some rtp", x);
         assert_eq!(count(&stats.dropped_unknown), 1);
         // A's ufrag, but signed with the wrong password: dropped, and x stays unknown.
-        shared.dispatch(&binding_request("aaaa", "not-the-password-at-all"), x);
+        route(&shared, &binding_request("aaaa", "not-the-password-at-all"), x);
         assert_eq!(count(&stats.dropped_unauthenticated), 1);
         // A ufrag nobody has: dropped.
-        shared.dispatch(&binding_request("cccc", &a.password), x);
+        route(&shared, &binding_request("cccc", &a.password), x);
         assert_eq!(count(&stats.dropped_unknown), 2);
         assert!(received(&socket_a).is_empty() && received(&socket_b).is_empty());
 
         // Authenticated for A: x is A's from now on, and its media follows.
-        shared.dispatch(&binding_request("aaaa", &a.password), x);
-        shared.dispatch(b"\x80\x60 rtp from x", x);
+        route(&shared, &binding_request("aaaa", &a.password), x);
+        route(&shared, b"\x80\x60 rtp from x", x);
         assert_eq!(received(&socket_a), vec![x, x]);
-        // Even a request B's password signs does not move x to B.
-        shared.dispatch(&binding_request("bbbb", &b.password), x);
-        assert_eq!(received(&socket_a), vec![x]);
-        assert!(received(&socket_b).is_empty());
+        // A request B's password signs does not take x while A uses it.
+        route(&shared, &binding_request("bbbb", &b.password), x);
+        assert_eq!(count(&stats.dropped_address_taken), 1);
+        assert!(received(&socket_a).is_empty() && received(&socket_b).is_empty());
         // B learns its own address.
-        shared.dispatch(&binding_request("bbbb", &b.password), y);
+        route(&shared, &binding_request("bbbb", &b.password), y);
         assert_eq!(received(&socket_b), vec![y]);
         assert_eq!(count(&stats.addresses_learned), 2);
 
         // A closes: its ufrag and addresses are forgotten, B is untouched.
         drop(socket_a);
-        shared.dispatch(b"\x80\x60 rtp from x", x);
-        shared.dispatch(&binding_request("aaaa", &a.password), z);
+        route(&shared, b"\x80\x60 rtp from x", x);
+        route(&shared, &binding_request("aaaa", &a.password), z);
         assert_eq!(count(&stats.dropped_unknown), 4);
-        shared.dispatch(b"\x80\x60 rtp from y", y);
+        route(&shared, b"\x80\x60 rtp from y", y);
         assert_eq!(received(&socket_b), vec![y]);
     }
 
     #[tokio::test]
-    async fn answers_go_to_whoever_asked_once() {
+    async fn an_address_its_owner_stopped_using_moves_to_whoever_authenticates_from_it() {
         let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (a, b) = (credentials("aaaa"), credentials("bbbb"));
+        let (socket_a, socket_b) = (attach(&mux, &a), attach(&mux, &b));
+        let shared = Arc::clone(&socket_a.shared);
+        let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let start = Instant::now();
+        route_at(&shared, &binding_request("aaaa", &a.password), nat, start);
+        // The NAT gives the port to B's client while A still uses it: refused.
+        let soon = start + ADDRESS_IDLE / 2;
+        route_at(&shared, b"\x80\x60 A's media", nat, soon);
+        route_at(&shared, &binding_request("bbbb", &b.password), nat, soon);
+        assert_eq!(received(&socket_a).len(), 2);
+        assert!(received(&socket_b).is_empty());
+        // A has been silent for ADDRESS_IDLE: B's authenticated request takes it over.
+        let later = soon + ADDRESS_IDLE;
+        route_at(&shared, &binding_request("bbbb", &b.password), nat, later);
+        route_at(&shared, b"\x80\x60 B's media", nat, later);
+        assert_eq!(received(&socket_b), vec![nat, nat]);
+        assert!(received(&socket_a).is_empty());
+        assert_eq!(count(&mux.stats().addresses_moved), 1);
+        assert!(lock(&socket_a.inbox.addresses).is_empty(), "A no longer counts it");
+    }
+
+    #[tokio::test]
+    async fn idle_addresses_are_forgotten() {
+        let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
+        let a = credentials("aaaa");
+        let socket = attach(&mux, &a);
+        let shared = Arc::clone(&socket.shared);
+        let (busy, idle): (SocketAddr, SocketAddr) =
+            ("192.0.2.1:1".parse().unwrap(), "192.0.2.2:2".parse().unwrap());
+        let start = Instant::now();
+        route_at(&shared, &binding_request("aaaa", &a.password), busy, start);
+        route_at(&shared, &binding_request("aaaa", &a.password), idle, start);
+        let later = start + ADDRESS_IDLE + EXPIRE_EVERY;
+        route_at(&shared, b"\x80\x60 still here", busy, later - EXPIRE_EVERY);
+        shared.expire_addresses(later);
+        assert_eq!(count(&mux.stats().addresses_forgotten), 1);
+        received(&socket);
+        route_at(&shared, b"\x80\x60 from the idle one", idle, later);
+        route_at(&shared, b"\x80\x60 from the busy one", busy, later);
+        assert_eq!(received(&socket), vec![busy]);
+        assert_eq!(*lock(&socket.inbox.addresses), vec![busy]);
+    }
+
+    #[tokio::test]
+    async fn answers_go_to_whoever_asked_once_even_from_an_address_someone_claimed() {
+        let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
         let (a, b) = (credentials("eeee"), credentials("ffff"));
-        let (socket_a, socket_b) =
-            (mux.attach(ip, &a).unwrap().unwrap(), mux.attach(ip, &b).unwrap().unwrap());
-        // B asks a STUN server (the discard port: nothing answers for real).
+        let (socket_a, socket_b) = (attach(&mux, &a), attach(&mux, &b));
+        // A spoofer (with A's credentials) claims the STUN server's address first.
         let stun_server: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let shared = Arc::clone(&socket_a.shared);
+        route(&shared, &binding_request("eeee", &a.password), stun_server);
+        received(&socket_a);
+        // B asks the STUN server (the discard port: nothing answers for real).
         let request = binding_request("server", "server-password-of-22-chars");
         socket_b.send_to(&request, stun_server).await.expect("sent");
         let mut answer = request.clone();
         answer[0..2].copy_from_slice(&[0x01, 0x01]); // binding success, same transaction
-        let shared = Arc::clone(&socket_a.shared);
-        shared.dispatch(&answer, stun_server);
-        assert_eq!(received(&socket_b), vec![stun_server]);
+        route(&shared, &answer, stun_server);
+        assert_eq!(received(&socket_b), vec![stun_server], "the answer reaches who asked");
         assert!(received(&socket_a).is_empty());
-        // Once: a replay (or a guess) of the answer is a stranger's datagram.
-        shared.dispatch(&answer, stun_server);
+        // Once: a replay (or a guess) of the answer goes by address, like any datagram.
+        route(&shared, &answer, stun_server);
         assert!(received(&socket_b).is_empty());
-        assert_eq!(count(&mux.stats().dropped_unknown), 1);
-        assert_eq!(count(&mux.stats().addresses_learned), 0, "answers teach no address");
+        assert_eq!(received(&socket_a), vec![stun_server]);
     }
 
     /// Waits (up to 2 s) until `count` threads are named as a group's.
@@ -1054,7 +1266,7 @@ mod tests {
         let mut sockets = Vec::new();
         for (index, mux) in muxes.iter().enumerate() {
             let credentials = credentials(&format!("grp{index}"));
-            let socket = mux.attach(ip, &credentials).unwrap().expect("attached");
+            let socket = mux.attach(ip, &credentials, None).unwrap().expect("attached");
             let request = binding_request(&credentials.ufrag, &credentials.password);
             client.send_to(&request, socket.local_addr().unwrap()).unwrap();
             sockets.push(socket);
@@ -1077,22 +1289,80 @@ mod tests {
     async fn the_mdns_socket_and_a_wildcard_keep_their_own_sockets() {
         let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
         let creds = credentials("hhhh");
-        assert!(mux.attach("224.0.0.251".parse().unwrap(), &creds).unwrap().is_none());
-        assert!(mux.attach("0.0.0.0".parse().unwrap(), &creds).unwrap().is_none());
+        assert!(mux.attach("224.0.0.251".parse().unwrap(), &creds, None).unwrap().is_none());
+        assert!(mux.attach("0.0.0.0".parse().unwrap(), &creds, None).unwrap().is_none());
         assert_eq!(mux.local_addrs().len(), 1, "nothing bound for them");
     }
 
     #[tokio::test]
-    async fn one_session_learns_at_most_max_addresses() {
+    async fn a_session_past_max_addresses_forgets_its_least_recently_used() {
         let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
         let creds = credentials("gggg");
-        let socket = mux.attach("127.0.0.1".parse().unwrap(), &creds).unwrap().expect("attached");
+        let socket = attach(&mux, &creds);
+        let start = Instant::now();
         for port in 0..MAX_ADDRESSES as u16 + 5 {
-            socket.shared.dispatch(&binding_request("gggg", &creds.password), ([192, 0, 2, 1], port).into());
+            let at = start + Duration::from_millis(u64::from(port));
+            route_at(&socket.shared, &binding_request("gggg", &creds.password), ([192, 0, 2, 1], port).into(), at);
         }
-        assert_eq!(count(&mux.stats().addresses_learned), MAX_ADDRESSES as u64);
-        assert_eq!(count(&mux.stats().dropped_address_limit), 5);
-        assert_eq!(received(&socket).len(), MAX_ADDRESSES);
+        assert_eq!(count(&mux.stats().addresses_learned), MAX_ADDRESSES as u64 + 5);
+        assert_eq!(count(&mux.stats().addresses_forgotten), 5);
+        let kept = lock(&socket.inbox.addresses).clone();
+        assert_eq!(kept.len(), MAX_ADDRESSES);
+        assert!(kept.iter().all(|address| address.port() >= 5), "the oldest went: {kept:?}");
+        assert_eq!(socket.shared.table.read().unwrap().by_addr.len(), MAX_ADDRESSES, "the table forgot them too");
+    }
+
+    #[tokio::test]
+    async fn oversize_datagrams_are_dropped_before_anything_keeps_them() {
+        let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
+        let creds = credentials("oooo");
+        let socket = attach(&mux, &creds);
+        let from: SocketAddr = "192.0.2.9:9".parse().unwrap();
+        route(&socket.shared, &binding_request("oooo", &creds.password), from);
+        route(&socket.shared, &vec![0x80; 60_000], from);
+        assert_eq!(count(&mux.stats().dropped_oversize), 1);
+        assert_eq!(received(&socket).len(), 1, "the binding request only");
+        assert!(lock(&socket.inbox.queue).spare.iter().all(|buf| buf.capacity() <= MAX_DATAGRAM));
+    }
+
+    /// A hook that panics on a datagram starting with `boom`, and counts the rest.
+    struct Fragile(AtomicU64);
+
+    impl MediaHook for Fragile {
+        fn on_datagram(&self, datagram: &mut [u8], _from: SocketAddr, _via: &MuxSender) -> bool {
+            assert!(!datagram.starts_with(b"\x80boom"), "a bug in a hook");
+            self.0.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_panics_loses_its_session_and_the_reader_serves_the_rest() {
+        let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (a, b) = (credentials("pppp"), credentials("qqqq"));
+        let (hook_a, hook_b) = (Arc::new(Fragile(AtomicU64::new(0))), Arc::new(Fragile(AtomicU64::new(0))));
+        let socket_a = mux.attach(ip, &a, Some(Arc::clone(&hook_a) as _)).unwrap().expect("attached");
+        let socket_b = mux.attach(ip, &b, Some(Arc::clone(&hook_b) as _)).unwrap().expect("attached");
+        let (client_a, client_b) = (StdUdpSocket::bind("127.0.0.1:0").unwrap(), StdUdpSocket::bind("127.0.0.1:0").unwrap());
+        let server = socket_a.local_addr().unwrap();
+        client_a.send_to(&binding_request("pppp", &a.password), server).unwrap();
+        client_b.send_to(&binding_request("qqqq", &b.password), server).unwrap();
+        // Through the real socket and its reader thread.
+        client_a.send_to(b"\x80boom", server).unwrap();
+        for _ in 0..10 {
+            client_b.send_to(b"\x80 media", server).unwrap();
+            client_a.send_to(b"\x80 media", server).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while hook_b.0.load(Ordering::Relaxed) < 11 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(hook_b.0.load(Ordering::Relaxed), 11, "B's binding request and all its media");
+        assert_eq!(hook_a.0.load(Ordering::Relaxed), 1, "A's binding request, then nothing after its panic");
+        assert_eq!(count(&mux.stats().panics), 1);
+        assert!(!socket_a.shared.table.read().unwrap().by_ufrag.contains_key("pppp"), "A left the mux");
+        drop((socket_a, socket_b));
     }
 
     #[test]
@@ -1120,8 +1390,7 @@ mod tests {
     #[tokio::test]
     async fn sends_while_batched_leave_when_it_ends_and_the_buffer_is_kept() {
         let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
-        let socket =
-            mux.attach("127.0.0.1".parse().unwrap(), &credentials("bbbb")).unwrap().expect("attached");
+        let socket = attach(&mux, &credentials("bbbb"));
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer socket");
         peer.set_nonblocking(true).unwrap();
         let to = peer.local_addr().unwrap();
@@ -1154,11 +1423,11 @@ mod tests {
     async fn a_full_inbox_drops_and_counts_and_reuses_its_buffers() {
         let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
         let creds = credentials("dddd");
-        let socket = mux.attach("127.0.0.1".parse().unwrap(), &creds).unwrap().expect("attached");
+        let socket = attach(&mux, &creds);
         let from: SocketAddr = "192.0.2.9:9".parse().unwrap();
-        socket.shared.dispatch(&binding_request("dddd", &creds.password), from);
+        route(&socket.shared, &binding_request("dddd", &creds.password), from);
         for _ in 0..INBOX_DEPTH + 10 {
-            socket.shared.dispatch(b"\x80\x60 rtp", from);
+            route(&socket.shared, b"\x80\x60 rtp", from);
         }
         assert_eq!(count(&mux.stats().dropped_full), 11);
         assert_eq!(received(&socket).len(), INBOX_DEPTH);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use webrtc::runtime::{BATCH_SIZE, RecvMeta, UdpSockRef};
 
-use super::{HOOK_TICK, IDLE_WAIT, MAX_DATAGRAM, Shared, lock};
+use super::{HOOK_TICK, IDLE_WAIT, MAX_DATAGRAM, MuxSender, Shared, lock};
 
 /// Buffers for one `recvmmsg`, reused from read to read.
 struct ReadBuffers {
@@ -51,8 +51,8 @@ enum Read {
     Stopped,
 }
 
-/// Reads one batch from `shared`'s socket and routes each datagram.
-fn read_batch(shared: &Shared, buffers: &mut ReadBuffers) -> Read {
+/// Reads one batch from `shared`'s socket and routes each datagram (`via` sends on it).
+fn read_batch(shared: &Shared, via: &MuxSender, buffers: &mut ReadBuffers) -> Read {
     let buf_len = buffers.buf_len;
     let received = {
         let mut chunks = buffers.storage.chunks_mut(buf_len);
@@ -74,15 +74,24 @@ fn read_batch(shared: &Shared, buffers: &mut ReadBuffers) -> Read {
     if shared.stopping.load(Ordering::Relaxed) {
         return Read::Stopped;
     }
+    let now = Instant::now();
     for (index, meta) in buffers.meta.iter().take(count).enumerate() {
-        let message = &buffers.storage[index * buf_len..index * buf_len + meta.len.min(buf_len)];
+        let message = &mut buffers.storage[index * buf_len..index * buf_len + meta.len.min(buf_len)];
         // GRO may have coalesced several datagrams of one flow: `stride` apart.
         // What their hooks send back goes out together too (one GSO send).
-        shared.batched(|| {
-            for datagram in message.chunks(meta.stride.max(1)) {
-                shared.dispatch(datagram, meta.addr);
-            }
-        });
+        let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            shared.batched(|| {
+                for datagram in message.chunks_mut(meta.stride.max(1)) {
+                    shared.dispatch(datagram, meta.addr, via, now);
+                }
+            })
+        }));
+        if routed.is_err() {
+            // A bug in the mux itself: the message is lost, the reader goes on.
+            shared.stats.panics.fetch_add(1, Ordering::Relaxed);
+            super::BATCH.with_borrow_mut(super::Batch::abandon);
+            tracing::error!(addr = %shared.local, from = %meta.addr, "the UDP mux panicked on a datagram");
+        }
     }
     if count < BATCH_SIZE { Read::Drained } else { Read::Full }
 }
@@ -108,6 +117,7 @@ fn timeout_ms(until: Instant) -> libc::c_int {
 /// until the socket is readable or the hooks' next tick, and stops when the mux
 /// is dropped ([`Shared::stop`] wakes it at once).
 pub(super) fn read_loop(shared: Arc<Shared>) {
+    let via = MuxSender { shared: Arc::clone(&shared) };
     let mut buffers = ReadBuffers::new();
     buffers.fit(&shared);
     let fd = shared.socket.as_raw_fd();
@@ -117,7 +127,7 @@ pub(super) fn read_loop(shared: Arc<Shared>) {
         if now >= next_tick {
             next_tick = now + if shared.tick_hooks(now) { HOOK_TICK } else { IDLE_WAIT };
         }
-        match read_batch(&shared, &mut buffers) {
+        match read_batch(&shared, &via, &mut buffers) {
             Read::Full | Read::Again => {}
             // The queue was emptied: wait for more rather than ask again (a
             // `recvmmsg` answering "nothing" per wake-up).
@@ -154,8 +164,8 @@ struct GroupInner {
     epoll: OwnedFd,
     /// An eventfd in the epoll set: written to stop the thread at once.
     wake: OwnedFd,
-    /// The sockets read, by file descriptor (the epoll token).
-    members: Mutex<HashMap<RawFd, Arc<Shared>>>,
+    /// The sockets read, by file descriptor (the epoll token), as their senders.
+    members: Mutex<HashMap<RawFd, MuxSender>>,
     stopping: AtomicBool,
 }
 
@@ -192,7 +202,7 @@ impl ReaderGroup {
     /// Reads `shared`'s socket from now on.
     pub(super) fn add(&self, shared: Arc<Shared>) -> io::Result<()> {
         let fd = shared.socket.as_raw_fd();
-        lock(&self.handle.inner.members).insert(fd, shared);
+        lock(&self.handle.inner.members).insert(fd, MuxSender { shared });
         let watched = self.handle.inner.watch(fd, fd as u64);
         if watched.is_err() {
             lock(&self.handle.inner.members).remove(&fd);
@@ -243,8 +253,8 @@ fn group_loop(group: Arc<GroupInner>) {
     while !group.stopping.load(Ordering::Relaxed) {
         let now = Instant::now();
         if now >= next_tick {
-            let members: Vec<Arc<Shared>> = lock(&group.members).values().cloned().collect();
-            let ticking = members.iter().fold(false, |ticking, shared| shared.tick_hooks(now) | ticking);
+            let members: Vec<MuxSender> = lock(&group.members).values().cloned().collect();
+            let ticking = members.iter().fold(false, |ticking, via| via.shared.tick_hooks(now) | ticking);
             next_tick = now + if ticking { HOOK_TICK } else { IDLE_WAIT };
         }
         // SAFETY: `events` has room for EVENTS entries.
@@ -261,9 +271,9 @@ fn group_loop(group: Arc<GroupInner>) {
             if token == WAKE_TOKEN {
                 continue;
             }
-            let Some(shared) = lock(&group.members).get(&(token as RawFd)).cloned() else { continue };
-            buffers.fit(&shared);
-            while let Read::Full | Read::Again = read_batch(&shared, &mut buffers) {}
+            let Some(via) = lock(&group.members).get(&(token as RawFd)).cloned() else { continue };
+            buffers.fit(&via.shared);
+            while let Read::Full | Read::Again = read_batch(&via.shared, &via, &mut buffers) {}
         }
     }
 }

@@ -6,6 +6,10 @@
 //! - [`reports`]: receiver reports on incoming streams, sender reports on ours;
 //! - [`twcc`]: transport-wide congestion control feedback on arrivals.
 
-pub(crate) mod nack;
+pub mod nack;
 pub(crate) mod reports;
 pub(crate) mod twcc;
+
+/// How often NACKs and transport-cc feedback go out (webrtc-rs's and libwebrtc's
+/// interval for both).
+pub(crate) const FEEDBACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);

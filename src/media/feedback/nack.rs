@@ -21,9 +21,6 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::metrics::Metrics;
 
-/// How often the missing packets of an incoming stream are NACKed (webrtc-rs's
-/// generator interval).
-pub(crate) const NACK_INTERVAL: Duration = Duration::from_millis(100);
 /// Incoming packets remembered to find the missing ones (webrtc-rs's generator size).
 const RECEIVE_LOG: u16 = 512;
 /// RTP packets kept per outgoing stream to answer NACKs from: at least a second up

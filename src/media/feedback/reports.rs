@@ -14,7 +14,6 @@ pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// The reception of one incoming stream, kept as RFC 3550 A.1, A.3 and A.8 do.
 #[derive(Debug)]
 pub(crate) struct ReceiveStats {
-    ssrc: u32,
     clock_rate: f64,
     /// Seen a packet yet.
     started: bool,
@@ -35,9 +34,8 @@ pub(crate) struct ReceiveStats {
 }
 
 impl ReceiveStats {
-    pub(crate) fn new(ssrc: u32, clock_rate: u32) -> ReceiveStats {
+    pub(crate) fn new(clock_rate: u32) -> ReceiveStats {
         ReceiveStats {
-            ssrc,
             clock_rate: f64::from(clock_rate),
             started: false,
             max_sequence: 0,
@@ -88,8 +86,8 @@ impl ReceiveStats {
         self.cycles | u32::from(self.max_sequence)
     }
 
-    /// The report block for now; starts the next reporting interval. `None` before
-    /// any packet.
+    /// The report block for now (its SSRC left 0 for the caller); starts the next
+    /// reporting interval. `None` before any packet.
     pub(crate) fn report(&mut self, now: Instant) -> Option<ReportBlock> {
         if !self.started {
             return None;
@@ -110,7 +108,7 @@ impl ReceiveStats {
             None => (0, 0),
         };
         Some(ReportBlock {
-            ssrc: self.ssrc,
+            ssrc: 0,
             fraction_lost,
             total_lost,
             extended_highest_sequence: self.extended_highest(),
@@ -264,7 +262,7 @@ mod tests {
         for (name, first, lost) in patterns {
             let ssrc = 0x1234_5678;
             let start = Instant::now();
-            let (mut ours, mut theirs) = (ReceiveStats::new(ssrc, 90_000), Theirs::new(ssrc));
+            let (mut ours, mut theirs) = (ReceiveStats::new(90_000), Theirs::new(ssrc));
             let mut compared = 0;
             for (sequence, timestamp, arrival) in stream(first, 300, lost) {
                 let now = start + arrival;
@@ -288,7 +286,7 @@ mod tests {
     #[test]
     fn a_sequence_jump_costs_nothing_and_counts_the_gap_as_lost() {
         let now = Instant::now();
-        let mut stats = ReceiveStats::new(1, 90_000);
+        let mut stats = ReceiveStats::new(90_000);
         stats.on_packet(10, 0, now);
         stats.on_packet(10 + 32_000, 3000, now); // far ahead: counted, not walked
         let block = stats.report(now).expect("report");
@@ -301,7 +299,7 @@ mod tests {
     #[test]
     fn the_last_sender_report_and_its_delay_are_reported() {
         let start = Instant::now();
-        let mut stats = ReceiveStats::new(1, 90_000);
+        let mut stats = ReceiveStats::new(90_000);
         stats.on_packet(1, 0, start);
         stats.on_sender_report(0x0011_2233_4455_6677, start);
         let block = stats.report(start + Duration::from_millis(500)).expect("report");

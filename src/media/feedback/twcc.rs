@@ -1,6 +1,6 @@
 //! Transport-wide congestion control feedback (draft-holmer-rmcat-transport-wide-
 //! cc-extensions-01 §3.1): when each packet numbered with the transport-wide
-//! sequence number arrived, reported every [`FEEDBACK_INTERVAL`]. A browser
+//! sequence number arrived, reported every [`super::FEEDBACK_INTERVAL`]. A browser
 //! publisher's send-side bandwidth estimate runs on it.
 //!
 //! Arrivals are kept in a ring indexed by sequence number (a place is known to hold
@@ -10,12 +10,10 @@
 //! libwebrtc's receiver does. Work and memory are bounded by the ring, whatever the
 //! numbers do.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::media::rtcp::append_transport_cc;
 
-/// How often feedback goes out (webrtc-rs's and libwebrtc's interval).
-pub(crate) const FEEDBACK_INTERVAL: Duration = Duration::from_millis(100);
 /// Sequence numbers remembered: a power of two, far more than arrive between two
 /// feedback packets at any video rate.
 const WINDOW: i64 = 2048;
@@ -195,7 +193,9 @@ fn append_chunks(out: &mut Vec<u8>, statuses: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::FEEDBACK_INTERVAL;
     use super::*;
+    use std::time::Duration;
     use rtc::interceptor::{
         AttributedPacket, Interceptor, Packet, RTCPFeedback, RTPHeaderExtension, StreamInfo, TaggedPacket,
         TwccReceiverBuilder,

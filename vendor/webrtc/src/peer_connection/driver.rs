@@ -505,10 +505,6 @@ pub(crate) struct PeerConnectionDriver<A = SocketAddr> {
     /// Reused scratch buffer for concatenating a run of same-destination datagrams
     /// into one UDP GSO send (see [`flush_writes`](Self::flush_writes)).
     gso_scratch: Vec<u8>,
-    /// Set when an [`RtpForwarder`](crate::media_stream::track_remote::RtpForwarder) wrote
-    /// into the core while reads were delivered: `poll_reads` then flushes at once, so a
-    /// forwarded packet leaves in the pass it arrived in (patch 5).
-    rtp_forwarded: bool,
     ice_gathering_active: bool,
     stun_gathering_complete: bool,
     turn_gathering_complete: bool,
@@ -588,7 +584,6 @@ where
             mdns_socket: None,
             udp_sockets: HashMap::new(),
             gso_scratch: Vec::new(),
-            rtp_forwarded: false,
             tcp_transport: RTCTcpTransport::new(HashMap::new()),
             ice_gathering_active: false,
             stun_gathering_complete: false,
@@ -830,9 +825,6 @@ where
         // amortizes the per-iteration cost (poll_writes/events/reads core locks,
         // timeout recompute, select setup).
         const MAX_UDP_RECV_BURST: usize = 64;
-        // The same bound for driver events (mostly RTP the application wrote) drained
-        // in one pass, so sockets and timers still get their turn under a flood.
-        const MAX_DRIVER_EVENT_BURST: usize = 64;
         // The burst buffer is shared across sockets, so size it for the largest GRO
         // capacity among them (falls back to the plain size when none support GRO).
         let burst_buf_len = udp_socket_list
@@ -841,8 +833,6 @@ where
             .max()
             .unwrap_or(UDP_RECV_BUF_LEN);
         let mut burst_buf = vec![0u8; burst_buf_len];
-        // The loop's sleep and the deadline it was armed for (see the select below).
-        let mut armed_timer: Option<(Instant, Pin<Box<dyn Future<Output = ()> + Send>>)> = None;
 
         loop {
             // Shutdown safety-net. `close()`/`Drop` set this flag and best-effort
@@ -937,14 +927,8 @@ where
             };
             futures::pin_mut!(consumed);
 
-            // Re-armed only when the deadline moves: most passes of a busy loop end
-            // with the same deadline as the last, and a fresh sleep each pass costs an
-            // allocation and a timer-wheel insert and removal per packet.
-            let deadline = now + delay_from_now;
-            let timer = match &mut armed_timer {
-                Some((armed_at, sleep)) if *armed_at == deadline => sleep,
-                slot => &mut slot.insert((deadline, self.inner.runtime.sleep(delay_from_now))).1,
-            };
+            let timer = self.inner.runtime.sleep(delay_from_now);
+            futures::pin_mut!(timer);
 
             let udp_recv_future: OptionFuture<_> = if !udp_recv_futures.is_empty() {
                 Some(udp_recv_futures.next())
@@ -977,20 +961,13 @@ where
                 _ = consumed.fuse() => {}
 
                 // Timer expired
-                _ = timer.as_mut().fuse() => {
-                    armed_timer = None;
+                _ = timer.fuse() => {
                     self.handle_timeout(self.inner.runtime.now()).await?;
                 }
 
                 // Driver events (RTP, RTCP, or ICE candidate)
                 evt = driver_event_rx.recv().fuse() => {
-                    // Drain what else is already queued (up to MAX_DRIVER_EVENT_BURST) before
-                    // looping: one pass of the loop (poll_writes, timers, select set-up) per
-                    // burst instead of per packet, and the RTP of a whole frame reaches
-                    // `flush_writes` together, where it can leave in one GSO send.
-                    let mut next = evt;
-                    let mut burst = 0;
-                    while let Some(evt) = next {
+                    if let Some(evt) = evt {
                         // Rebind before the gathering it must precede. `IceGathering` is the
                         // message that starts a generation gathering, so an ICE restart that
                         // replaces the sockets has to swap them here — gathering over the old
@@ -1063,12 +1040,6 @@ where
                             trace!("Driver event channel closed, exiting event loop");
                             return Ok(());
                         }
-                        burst += 1;
-                        next = if burst < MAX_DRIVER_EVENT_BURST {
-                            driver_event_rx.try_recv().ok()
-                        } else {
-                            None
-                        };
                     }
                 }
 
@@ -1605,36 +1576,6 @@ where
                 .await;
             }
             RTCMessage::RtpPacket(track_id, packet) => {
-                // A forwarder takes the packet here, on the driver (patch 5); what it writes
-                // goes to its sender in the core now and leaves at the end of `poll_reads`.
-                // Only once the track's queue is drained: packets keep their order.
-                let forwarding = {
-                    let forwarders =
-                        self.inner.rtp_forwarders.lock().unwrap_or_else(|e| e.into_inner());
-                    forwarders.get(&track_id).cloned()
-                };
-                let forwarding = match forwarding {
-                    Some(forwarding) => {
-                        let track_remotes = self.inner.track_remote_events_tx.lock().await;
-                        let drained =
-                            track_remotes.get(&track_id).is_none_or(|(tx, _)| tx.is_empty());
-                        drained.then_some(forwarding)
-                    }
-                    None => None,
-                };
-                if let Some(forwarding) = forwarding {
-                    let now = self.inner.runtime.now();
-                    let mut core = self.inner.core.lock().await;
-                    let mut write = |packet: rtp::Packet| -> Result<()> {
-                        let no_sender = || Error::Other("no sender to forward to".into());
-                        let sender_id = forwarding.sender.ok_or_else(no_sender)?;
-                        let mut sender = core.rtp_sender(sender_id).ok_or_else(no_sender)?;
-                        sender.write_rtp(now, packet)
-                    };
-                    forwarding.forwarder.on_rtp(packet, &mut write);
-                    self.rtp_forwarded = true;
-                    return;
-                }
                 let track_remotes = self.inner.track_remote_events_tx.lock().await;
                 if let Some(evt_tx) = track_remotes.get(&track_id) {
                     // overflow: DROPS — inherent, not a bug. UDP has no flow control, so
@@ -2204,9 +2145,6 @@ where
         // same connection for as long as it stalled.
         for message in Self::drain_core_media(self.inner.clone()).await {
             self.handle_rtc_message(message).await;
-        }
-        if std::mem::take(&mut self.rtp_forwarded) {
-            self.poll_writes().await?;
         }
 
         // 3.c Retry anything the application was too slow to take last iteration. While a

@@ -84,15 +84,7 @@ pub use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
 
 use crate::media_stream::track_local::TrackLocalEvent;
 use crate::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use crate::media_stream::track_remote::{RtpForwarder, TrackRemoteEvent};
-use rtc::rtp_transceiver::RTCRtpSenderId;
-
-/// A registered [`RtpForwarder`] and the sender it writes on.
-#[derive(Clone)]
-pub(crate) struct RtpForwarding {
-    pub(crate) sender: Option<RTCRtpSenderId>,
-    pub(crate) forwarder: Arc<dyn RtpForwarder>,
-}
+use crate::media_stream::track_remote::TrackRemoteEvent;
 use crate::peer_connection::driver::PeerConnectionDriverEvent;
 use crate::rtp_transceiver::rtp_sender::RtpSenderImpl;
 pub use rtc::interceptor::Registry;
@@ -645,18 +637,6 @@ pub trait PeerConnection: crate::sealed::Sealed + Send + Sync + 'static {
     /// Returns this connection's RTP transceivers. Empty if the connection is gone.
     async fn get_transceivers(&self) -> Vec<Arc<dyn RtpTransceiver>>;
 
-    /// Hands every later RTP packet of remote track `track_id` to `forwarder` on the
-    /// driver, instead of queueing it as [`TrackRemoteEvent::OnRtpPacket`]; what it
-    /// writes goes out on `sender` in the same pass of the driver. Other events of the
-    /// track still arrive by [`TrackRemote::poll`], and so do packets queued before
-    /// this call. `None` as `forwarder` goes back to queueing. (face-echo patch 5.)
-    fn forward_rtp(
-        &self,
-        track_id: MediaStreamTrackId,
-        sender: Option<RTCRtpSenderId>,
-        forwarder: Option<Arc<dyn RtpForwarder>>,
-    );
-
     /// The negotiated SRTP protection profile and master keys once DTLS has completed
     /// (`None` before): for an application that protects media on SSRCs of its own
     /// beside this connection (face-echo patch, vendor/PATCHES.md 6; see
@@ -830,9 +810,6 @@ pub(crate) struct PeerConnectionRef {
         Mutex<HashMap<MediaStreamTrackId, (Sender<TrackRemoteEvent>, Arc<dyn TrackRemote>)>>,
     /// Channels for delivering RTCP feedback to local (sent) tracks, keyed by track id.
     pub(crate) track_local_events_tx: Mutex<HashMap<MediaStreamTrackId, Sender<TrackLocalEvent>>>,
-    /// Remote tracks whose RTP goes to a forwarder on the driver rather than to their
-    /// event channel, with the sender it writes on (patch 5, [`PeerConnection::forward_rtp`]).
-    pub(crate) rtp_forwarders: std::sync::Mutex<HashMap<MediaStreamTrackId, RtpForwarding>>,
     /// Set while the driver is holding data-channel events the application's queue had no room
     /// for. Read by [`DataChannel::poll`] to decide whether draining is worth a wake.
     ///
@@ -961,7 +938,6 @@ impl PeerConnectionRef {
         self.data_channel_events_tx.lock().await.clear();
         self.track_remote_events_tx.lock().await.clear();
         self.track_local_events_tx.lock().await.clear();
-        self.rtp_forwarders.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Marks that the next gathering pass must rebind the UDP sockets.
@@ -1040,7 +1016,6 @@ impl PeerConnectionImpl {
                 data_channel_events_tx: Mutex::new(HashMap::new()),
                 track_remote_events_tx: Mutex::new(HashMap::new()),
                 track_local_events_tx: Mutex::new(HashMap::new()),
-                rtp_forwarders: std::sync::Mutex::new(HashMap::new()),
                 rtp_transceivers: Mutex::new(HashMap::new()),
                 handler,
                 driver_event_tx,
@@ -1443,23 +1418,6 @@ impl PeerConnection for PeerConnectionImpl {
         rtp_receivers
     }
 
-    fn forward_rtp(
-        &self,
-        track_id: MediaStreamTrackId,
-        sender: Option<RTCRtpSenderId>,
-        forwarder: Option<Arc<dyn RtpForwarder>>,
-    ) {
-        let mut forwarders = self.inner.rtp_forwarders.lock().unwrap_or_else(|e| e.into_inner());
-        match forwarder {
-            Some(forwarder) if !self.inner.closing.load(Ordering::Acquire) => {
-                forwarders.insert(track_id, RtpForwarding { sender, forwarder });
-            }
-            _ => {
-                forwarders.remove(&track_id);
-            }
-        }
-    }
-
     async fn srtp_session_keys(
         &self,
     ) -> Option<(
@@ -1687,7 +1645,6 @@ mod tests {
             data_channel_events_tx: Mutex::new(HashMap::new()),
             track_remote_events_tx: Mutex::new(HashMap::new()),
             track_local_events_tx: Mutex::new(HashMap::new()),
-            rtp_forwarders: std::sync::Mutex::new(HashMap::new()),
             rtp_transceivers: Mutex::new(HashMap::new()),
             discard_local_candidates_during_ice_restart,
             ice_restart_rebind_pending: AtomicBool::new(false),

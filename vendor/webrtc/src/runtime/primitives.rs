@@ -251,11 +251,6 @@ impl<T> Sender<T> {
     pub fn is_closed(&self) -> bool {
         self.0.is_closed()
     }
-
-    /// Returns `true` while nothing sent waits to be received.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// Receiving half of a bounded channel.

@@ -73,20 +73,6 @@ pub enum TrackRemoteEvent {
     OnRtcpPacket(Vec<Box<dyn rtcp::Packet>>),
 }
 
-/// A synchronous consumer of one remote track's RTP, run on the PeerConnection's
-/// driver (face-echo patch 5, see `PeerConnection::forward_rtp`).
-///
-/// A relay or echo that reads a track with [`TrackRemote::poll`] and writes each packet
-/// back with `TrackLocal::write_rtp` costs two task hand-offs per packet and a second
-/// pass of the driver's loop. Registered here, the driver hands it each packet where
-/// the packet leaves the core and sends what it writes in the same pass (a frame's
-/// packets leave together). It runs on the driver: it must not block or wait.
-pub trait RtpForwarder: Send + Sync {
-    /// One RTP packet of the track. `write` writes a packet on the sender given when
-    /// this was registered (an error if there is none, or the sender refuses it).
-    fn on_rtp(&self, packet: rtp::Packet, write: &mut dyn FnMut(rtp::Packet) -> Result<()>);
-}
-
 /// A remote media track received from a remote peer.
 ///
 /// This trait provides the interface for reading incoming RTP/RTCP packets

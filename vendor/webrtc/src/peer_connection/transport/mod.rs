@@ -71,17 +71,17 @@ pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
 pub(crate) const MAX_GSO_BATCH_BYTES: usize = 65535;
 
 /// Minimum datagrams in a run before it is worth a single GSO `sendmsg` instead of
-/// individual `send_to`s.
-///
-/// Upstream uses 16, measured as *wall time* of a paced single-connection data-channel
-/// transfer on loopback (threshold 2 → wall +58 %, 8 → +21 %, 16 → −15 %). For media the
-/// cost that matters is CPU per packet, and RTP runs are short: a 320x240 VP8 frame is
-/// 2–3 equal-size packets (the last one shorter), which a threshold of 16 never batches.
-/// Measured with an RTP echo server at 16–32 peers (face-echo, `scripts/bench-packet.sh`):
-/// threshold 2 cuts `sendmsg` calls per echoed packet from ~1.0 to ~0.6 and lowers the
-/// echo's RTT p99; CPU per packet stayed within noise (user space dominates there). On
-/// loopback the receiver also gets the run as one GRO read.
-pub(crate) const MIN_GSO_RUN: usize = 2;
+/// individual `send_to`s. GSO trades N cheap `sendto` syscalls for one heavier
+/// `sendmsg` (control-message construction + kernel GSO setup) plus one buffer
+/// concatenation, so it only pays off once the run is large. Below this the batching
+/// machinery is pure overhead — exactly the paced single-connection case, where the
+/// watermark dribbles a few datagrams per flush. A too-low threshold there GSOs the
+/// occasional large drain and thrashes the tiny working set (measured on loopback:
+/// threshold 2 → wall +58%, threshold 8 → +21%, threshold 16 → −15% i.e. back to a
+/// win). Throughput-bound bursts (bulk/flood/many-connection) run far larger (50+),
+/// so 16 keeps their full win (N=10 wall −34%, flood +77%) while erasing the
+/// single-connection regression.
+pub(crate) const MIN_GSO_RUN: usize = 16;
 
 /// Per-datagram size assumed when sizing a GRO receive buffer, at the standard
 /// Ethernet MTU. GRO coalesces up to `max_gro_segments()` datagrams into one buffer,
