@@ -127,13 +127,13 @@ pub enum PeerMedia {
     /// A client's (the tests' peers, the load generator): webrtc-rs's interceptors
     /// (the ones it negotiates, passed to `extend`, which may add or replace them),
     /// and, on a mux, `hook` first (a client's own media path, `loadgen::media`).
-    Client { extend: fn(Registry) -> Registry, hook: Option<Arc<dyn MediaHook>> },
+    Client { extend: Box<dyn FnOnce(Registry) -> Registry + Send>, hook: Option<Arc<dyn MediaHook>> },
 }
 
 impl PeerMedia {
     /// A client with webrtc-rs's interceptors and its own packets numbered.
     pub fn client() -> PeerMedia {
-        PeerMedia::Client { extend: number_sent_packets, hook: None }
+        PeerMedia::Client { extend: Box::new(number_sent_packets), hook: None }
     }
 }
 

@@ -58,10 +58,9 @@ async fn expect_error(ws: &mut Ws, frame: Message, code: &str) {
 
 /// A real offer from a webrtc-rs peer (kept alive by the caller).
 async fn real_offer() -> (Arc<dyn PeerConnection>, String) {
-    let pc =
-        peer::build(&PeerNetwork::loopback(), None, Arc::new(Quiet), Arc::default(), peer::MediaPath::Driver)
-            .await
-            .expect("pc");
+    let pc = peer::build(&PeerNetwork::loopback(), None, Arc::new(Quiet), peer::PeerMedia::client())
+        .await
+        .expect("pc");
     pc.add_track(peer::vp8_rtp_track("s", "t") as _).await.expect("track");
     let offer = pc.create_offer(None).await.expect("offer");
     pc.set_local_description(offer).await.expect("sld");

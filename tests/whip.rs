@@ -39,8 +39,7 @@ async fn real_offer() -> String {
         &face_echo::peer::PeerNetwork::loopback(),
         None,
         std::sync::Arc::new(Quiet),
-        Default::default(),
-        face_echo::peer::MediaPath::Driver,
+        face_echo::peer::PeerMedia::client(),
     )
     .await
     .expect("peer");

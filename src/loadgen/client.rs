@@ -647,7 +647,8 @@ impl ClientPeer {
             ..PeerNetwork::loopback()
         };
         // Its own media path's hook sees the server's packets first.
-        let media = PeerMedia::Client { extend: interceptors, hook: own_media.as_ref().map(Pending::hook) };
+        let media =
+            PeerMedia::Client { extend: Box::new(interceptors), hook: own_media.as_ref().map(Pending::hook) };
         let pc = peer::build(&network, None, Arc::new(handler), media).await?;
         let _ = pc_slot.set(Arc::downgrade(&pc));
         let mut tracks = Vec::with_capacity(options.tracks);

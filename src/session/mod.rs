@@ -322,10 +322,10 @@ impl Session {
         mut first: FirstStream,
         metrics: Arc<Metrics>,
     ) -> Result<String, SignalError> {
-        let outputs = negotiate::add_echo_tracks(&self.pc, video_tracks).await?;
-        let remote_ssrcs = negotiate::offered_ssrcs(&offer.sdp);
+        negotiate::add_echo_tracks(&self.pc, video_tracks).await?;
+        let offer_sdp = offer.sdp.clone();
         let answer = answer_offer(&self.pc, offer).await?;
-        let (extensions, streams) = negotiate::incoming_streams(&self.pc, &outputs, &remote_ssrcs).await;
+        let (extensions, streams) = negotiate::incoming_streams(&answer, &offer_sdp);
         let mut receive = Vec::with_capacity(streams.len());
         for (index, stream) in streams.into_iter().enumerate() {
             // One keyframe budget for everyone who asks this publisher for keyframes.

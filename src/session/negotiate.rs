@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use webrtc::media_stream::Track;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
     RTCSessionDescription,
@@ -176,28 +174,17 @@ pub(crate) async fn start_plane(pc: &Arc<dyn PeerConnection>, plane: &MediaPlane
     }
 }
 
-/// One echo track, added for an offered video m-line.
-pub(crate) struct EchoOutput {
-    pub(crate) track: Arc<TrackLocalStaticRTP>,
-    pub(crate) sender: Arc<dyn RtpSender>,
-}
-
 /// Adds `count` echo tracks (under random SSRCs): answering puts each on an
-/// offered m-line, which the media plane then echoes on.
-pub(crate) async fn add_echo_tracks(
-    pc: &Arc<dyn PeerConnection>,
-    count: usize,
-) -> Result<Vec<EchoOutput>, SignalError> {
-    let mut outputs = Vec::with_capacity(count);
+/// offered m-line, and the answer names its SSRC there (the media plane echoes
+/// under it; nothing is ever written to the track itself).
+pub(crate) async fn add_echo_tracks(pc: &Arc<dyn PeerConnection>, count: usize) -> Result<(), SignalError> {
     for index in 0..count {
         let track = peer::vp8_rtp_track("face-echo", &format!("echo-{index}"));
-        let sender = pc
-            .add_track(Arc::clone(&track) as _)
+        pc.add_track(track as _)
             .await
             .map_err(|e| SignalError::new(ErrorCode::Internal, format!("add_track: {e}")))?;
-        outputs.push(EchoOutput { track, sender });
     }
-    Ok(outputs)
+    Ok(())
 }
 
 /// The SSRC the offer names for each m-line (`a=mid:` → the first `a=ssrc:`, or
@@ -228,58 +215,68 @@ pub(crate) fn offered_ssrcs(sdp: &str) -> Vec<(String, u32)> {
 }
 
 /// One negotiated m-line the client sends on.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct IncomingStream {
     pub(crate) mid: String,
     /// As the offer named it, if it did.
     pub(crate) ssrc: Option<u32>,
     /// NACK negotiated for it.
     pub(crate) nack: bool,
-    /// Its echo's SSRC and payload type (`None`: the m-line is not echoed to).
+    /// Its echo's SSRC and payload type (`None`: nothing is sent back on it).
     pub(crate) echo: Option<(u32, u8)>,
 }
 
-/// The m-lines the answered PeerConnection receives VP8 on, in order, with their
-/// echoes among `outputs`, and the header extension ids the plane reads.
-pub(crate) async fn incoming_streams(
-    pc: &Arc<dyn PeerConnection>,
-    outputs: &[EchoOutput],
-    offered: &[(String, u32)],
-) -> (Extensions, Vec<IncomingStream>) {
+/// The video m-lines our `answer` receives VP8 on, in order, each with its echo
+/// (where the answer sends too: our `a=ssrc`, the same payload type) and the SSRC
+/// the `offer` named for it; and the header extension ids the plane reads. Read from
+/// the SDP webrtc-rs wrote: it is what was negotiated, and it is there before any
+/// packet (webrtc-rs makes its receivers only when a track arrives).
+pub(crate) fn incoming_streams(answer: &str, offer: &str) -> (Extensions, Vec<IncomingStream>) {
+    let offered = offered_ssrcs(offer);
     let mut extensions = Extensions::default();
     let mut streams = Vec::new();
-    for transceiver in pc.get_transceivers().await {
-        let receiving = transceiver.current_direction().await.is_ok_and(|direction| direction.has_recv());
-        let (Ok(Some(mid)), Ok(Some(receiver)), true) =
-            (transceiver.mid().await, transceiver.receiver().await, receiving)
-        else {
+    for section in answer.split("\nm=").skip(1) {
+        if !section.starts_with("video ") {
+            continue;
+        }
+        let lines: Vec<&str> = section.lines().map(str::trim).collect();
+        let attribute = |name: &str| lines.iter().find_map(|line| line.strip_prefix(name));
+        let Some(mid) = attribute("a=mid:") else { continue };
+        let Some(vp8) = lines.iter().find_map(|line| {
+            let (pt, codec) = line.strip_prefix("a=rtpmap:")?.split_once(' ')?;
+            codec.to_ascii_lowercase().starts_with("vp8/").then(|| pt.parse::<u8>().ok())?
+        }) else {
             continue;
         };
-        let Ok(parameters) = receiver.get_parameters().await else { continue };
-        let parameters = parameters.rtp_parameters;
-        let Some(vp8) =
-            parameters.codecs.iter().find(|codec| codec.rtp_codec.mime_type.eq_ignore_ascii_case("video/VP8"))
-        else {
+        let sends = lines.contains(&"a=sendrecv") || lines.contains(&"a=sendonly");
+        let receives = lines.contains(&"a=sendrecv") || lines.contains(&"a=recvonly");
+        if !receives {
             continue;
+        }
+        let feedback = |kind: &str| {
+            lines.iter().filter_map(|line| line.strip_prefix("a=rtcp-fb:")).any(|fb| {
+                let (pt, rest) = fb.split_once(' ').unwrap_or((fb, ""));
+                (pt == "*" || pt.parse() == Ok(vp8)) && rest.trim() == kind
+            })
         };
-        let feedback = |typ: &str| vp8.rtp_codec.rtcp_feedback.iter().any(|f| f.typ == typ && f.parameter.is_empty());
-        for extension in &parameters.header_extensions {
-            let id = u8::try_from(extension.id).ok();
-            match extension.uri.as_str() {
-                rtc::sdp::extmap::SDES_MID_URI => extensions.mid = id,
-                rtc::sdp::extmap::TRANSPORT_CC_URI if feedback("transport-cc") => extensions.transport_cc = id,
+        for extmap in lines.iter().filter_map(|line| line.strip_prefix("a=extmap:")) {
+            let (id, uri) = extmap.split_once(' ').unwrap_or((extmap, ""));
+            let id = id.split('/').next().and_then(|id| id.parse::<u8>().ok());
+            match uri.split_whitespace().next() {
+                Some(rtc::sdp::extmap::SDES_MID_URI) => extensions.mid = id,
+                Some(rtc::sdp::extmap::TRANSPORT_CC_URI) if feedback("transport-cc") => {
+                    extensions.transport_cc = id
+                }
                 _ => {}
             }
         }
-        let mut echo = None;
-        if let Ok(Some(sender)) = transceiver.sender().await
-            && let Some(output) = outputs.iter().find(|output| output.sender.id() == sender.id())
-            && let (Some(ssrc), Some(payload_type)) =
-                (output.track.ssrcs().await.first().copied(), negotiated_vp8_payload_type(&sender).await)
-        {
-            echo = Some((ssrc, payload_type));
-        }
-        let ssrc = offered.iter().find(|(offered_mid, _)| *offered_mid == mid).map(|(_, ssrc)| *ssrc);
-        streams.push(IncomingStream { mid, ssrc, nack: feedback("nack"), echo });
+        let ours = attribute("a=ssrc:").and_then(|value| value.split_whitespace().next()?.parse::<u32>().ok());
+        streams.push(IncomingStream {
+            mid: mid.to_owned(),
+            ssrc: offered.iter().find(|(offered_mid, _)| offered_mid == mid).map(|(_, ssrc)| *ssrc),
+            nack: feedback("nack"),
+            echo: ours.filter(|_| sends).map(|ssrc| (ssrc, vp8)),
+        });
     }
     (extensions, streams)
 }
@@ -311,6 +308,29 @@ pub(crate) fn trickle(events: &mpsc::UnboundedSender<SessionEvent>, event: RTCPe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn incoming_streams_are_read_from_the_answer_with_their_echo_and_offered_ssrc() {
+        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=ssrc:111 cname:x\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n";
+        let answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 98\r\na=mid:0\r\na=sendrecv\r\n\
+            a=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+            a=extmap:5 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+            a=rtpmap:98 VP8/90000\r\na=rtcp-fb:98 nack\r\na=rtcp-fb:98 nack pli\r\n\
+            a=rtcp-fb:98 transport-cc\r\na=ssrc:777 cname:echo\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 98\r\na=mid:1\r\na=recvonly\r\na=rtpmap:98 VP8/90000\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 98\r\na=mid:2\r\na=sendonly\r\na=rtpmap:98 VP8/90000\r\n\
+            m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:3\r\n";
+        let (extensions, streams) = incoming_streams(answer, offer);
+        assert_eq!((extensions.mid, extensions.transport_cc), (Some(3), Some(5)));
+        assert_eq!(
+            streams,
+            [
+                IncomingStream { mid: "0".into(), ssrc: Some(111), nack: true, echo: Some((777, 98)) },
+                IncomingStream { mid: "1".into(), ssrc: None, nack: false, echo: None },
+            ]
+        );
+    }
 
     #[test]
     fn the_offered_ssrc_of_each_m_line_is_its_first_or_its_fid_primary() {
