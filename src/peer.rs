@@ -176,9 +176,10 @@ pub async fn build(
     let (registry, hook) = match media {
         PeerMedia::Plane(hook) => (Registry::new(), Some(hook)),
         // Keyframe requests reach the application (a publisher counts them).
-        PeerMedia::Client { extend, hook } => {
-            (extend(feedback).with(Slot::from(keyframe_feedback::SLOT), KeyframeRequestMarker::default()), hook)
-        }
+        PeerMedia::Client { extend, hook } => (
+            extend(feedback).with(Slot::from(keyframe_feedback::SLOT), KeyframeRequestMarker::default()),
+            hook,
+        ),
     };
 
     let ice_servers = if network.stun_urls.is_empty() {

@@ -62,7 +62,8 @@ async fn echoes_vp8_payloads_byte_identical_and_in_order() {
     assert!(listed[0]["echo"]["packets_out"].as_u64().unwrap() >= sent.len() as u64 * 99 / 100);
     // Every packet, the first ones included, took the session's media plane.
     let echo = &listed[0]["echo"];
-    let (on_plane, packets_in) = (echo["packets_on_plane"].as_u64().unwrap(), echo["packets_in"].as_u64().unwrap());
+    let (on_plane, packets_in) =
+        (echo["packets_on_plane"].as_u64().unwrap(), echo["packets_in"].as_u64().unwrap());
     assert_eq!(on_plane, packets_in, "{echo}");
     assert_eq!(packets_in, sent.len() as u64, "every packet sent came in: {echo}");
     assert_eq!(listed[0]["media"]["udp"], "shared", "one shared port by default");

@@ -2,8 +2,7 @@
 //! a socket and SRTP contexts of their own (`loadgen::media`). The server must get
 //! from them what a client sending through webrtc-rs gives it: every packet echoed
 //! byte for byte, each numbered with the transport-wide sequence number, and its
-//! RTCP back; on both of the server's media paths (a port per session, and the
-//! media plane on one shared port).
+//! RTCP back.
 
 mod common;
 
@@ -12,29 +11,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use face_echo::config::UdpPorts;
 use face_echo::loadgen::client::{ClientOptions, ClientPeer};
 use face_echo::udp_mux::ReaderGroup;
 use rtc::rtp;
 
 const TRANSPORT_CC_URI: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn own_media_is_echoed_whole_through_the_driver() {
-    own_media_echo(None, 1, None).await;
-}
-
 /// Two publishers whose sockets one reader thread reads (as the load generator's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn own_media_is_echoed_whole_on_the_plane_with_one_reader_for_two() {
-    let reader = ReaderGroup::new().expect("a reader thread");
-    own_media_echo(Some(UdpPorts::Shared(free_udp_port())), 2, Some(reader)).await;
-}
-
-async fn own_media_echo(udp_port: Option<UdpPorts>, publishers: usize, reader: Option<ReaderGroup>) {
-    let mut config = test_config();
-    config.udp_port = udp_port;
-    let server = start(config).await;
+async fn own_media_is_echoed_whole_with_one_reader_for_two_publishers() {
+    let (publishers, reader) = (2, Some(ReaderGroup::new().expect("a reader thread")));
+    let server = start(test_config()).await;
     let mut peers = Vec::new();
     for _ in 0..publishers {
         let echoed: Arc<Mutex<Vec<rtp::Packet>>> = Arc::default();
@@ -94,15 +81,8 @@ async fn own_media_echo(udp_port: Option<UdpPorts>, publishers: usize, reader: O
     for session in sessions(server.addr).await {
         let on_plane = session["echo"]["packets_on_plane"].as_u64().unwrap_or(0);
         let forwarded = session["echo"]["packets_in"].as_u64().unwrap_or(0);
-        if udp_port.is_some() {
-            assert!(
-                on_plane * 10 >= forwarded * 8 && forwarded > 0,
-                "{on_plane} of {forwarded} in on the plane"
-            );
-            assert_eq!(session["echo"]["plane"]["unprotect_failed"], 0, "{session}");
-        } else {
-            assert_eq!(on_plane, 0);
-        }
+        assert!(on_plane == forwarded && forwarded > 0, "{on_plane} of {forwarded} in on the plane");
+        assert_eq!(session["echo"]["plane"]["unprotect_failed"], 0, "{session}");
     }
     for (publisher, _) in peers {
         publisher.close().await.expect("closes");

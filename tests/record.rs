@@ -43,23 +43,14 @@ fn journal(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The session's media plane feeds the recorder (and lets go of it when the session
+/// closes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_is_recorded_frame_for_frame_and_vpxdec_plays_it() {
-    record_one_publisher("record", None).await;
-}
-
-/// The same on one shared UDP port, where the session's media plane feeds the
-/// recorder (and lets go of it when the session closes).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publisher_on_the_media_plane_is_recorded_the_same() {
-    record_one_publisher("record-plane", Some(face_echo::config::UdpPorts::Shared(free_udp_port()))).await;
-}
-
-async fn record_one_publisher(name: &str, udp_port: Option<face_echo::config::UdpPorts>) {
+    let name = "record";
     let dir = temp_dir(name);
     let mut config = test_config();
     config.record = Some(dir.clone());
-    config.udp_port = udp_port;
     let server = start(config).await;
     let mut publisher = ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
     let session = publisher.session.clone();
@@ -69,7 +60,7 @@ async fn record_one_publisher(name: &str, udp_port: Option<face_echo::config::Ud
 
     let listed = sessions(server.addr).await;
     let on_plane = listed[0]["echo"]["packets_on_plane"].as_u64().unwrap_or(0);
-    assert_eq!(on_plane > 0, udp_port.is_some(), "{on_plane} packets on the plane");
+    assert_eq!(on_plane, sent.len() as u64, "{on_plane} packets on the plane");
     let record = &listed[0]["record"];
     assert_eq!(record["enabled"], true, "{record}");
     assert_eq!(record["frames"], 60, "{record}");

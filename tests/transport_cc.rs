@@ -48,7 +48,7 @@ struct Wire {
     transport_cc_arrivals: AtomicU64,
     /// RTCP REMB (PT 206, FMT 15, "REMB") received.
     remb_received: AtomicU64,
-    /// Receiver reports with a report block about our stream, and sender reports.
+    /// Reports with a reception report block (about our stream), and sender reports.
     receiver_reports: AtomicU64,
     sender_reports: AtomicU64,
 }
@@ -94,7 +94,13 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for WireTap {
                 if any.is::<ReceiverEstimatedMaximumBitrate>() {
                     self.wire.remb_received.fetch_add(1, Ordering::Relaxed);
                 }
-                if any.downcast_ref::<ReceiverReport>().is_some_and(|rr| !rr.reports.is_empty()) {
+                // Reception reports: in a receiver report, or in the blocks of a sender
+                // report (a sender that also receives reports there, RFC 3550 §6.4.1).
+                let blocks = any
+                    .downcast_ref::<ReceiverReport>()
+                    .map(|rr| rr.reports.len())
+                    .or_else(|| any.downcast_ref::<SenderReport>().map(|sr| sr.reports.len()));
+                if blocks.is_some_and(|blocks| blocks > 0) {
                     self.wire.receiver_reports.fetch_add(1, Ordering::Relaxed);
                 }
                 if any.is::<SenderReport>() {
@@ -216,10 +222,12 @@ async fn congestion_feedback(config: face_echo::config::Config) -> Value {
         reads: VecDeque::new(),
         writes: VecDeque::new(),
     };
-    let extend = Box::new(|registry| peer::number_sent_packets(registry).with(Slot::from(WIRE_TAP_SLOT), tap));
-    let pc = peer::build(&PeerNetwork::loopback(), None, handler, peer::PeerMedia::Client { extend, hook: None })
-        .await
-        .expect("publisher PeerConnection");
+    let extend =
+        Box::new(|registry| peer::number_sent_packets(registry).with(Slot::from(WIRE_TAP_SLOT), tap));
+    let pc =
+        peer::build(&PeerNetwork::loopback(), None, handler, peer::PeerMedia::Client { extend, hook: None })
+            .await
+            .expect("publisher PeerConnection");
     let track = peer::vp8_rtp_track("publisher", "camera");
     pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await.expect("add track");
     let ssrc = track.ssrcs().await[0];

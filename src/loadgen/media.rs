@@ -102,7 +102,11 @@ impl Pending {
 
     /// Takes the media over from the (connected) PeerConnection: keys from DTLS,
     /// the server's address, and `twcc_id` to number packets with.
-    pub(crate) async fn start(self, pc: &dyn PeerConnection, twcc_id: Option<u8>) -> anyhow::Result<OwnMedia> {
+    pub(crate) async fn start(
+        self,
+        pc: &dyn PeerConnection,
+        twcc_id: Option<u8>,
+    ) -> anyhow::Result<OwnMedia> {
         let (profile, keys) =
             pc.srtp_session_keys().await.ok_or_else(|| anyhow!("DTLS exported no SRTP keys"))?;
         let (server, sender) =

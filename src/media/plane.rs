@@ -320,7 +320,8 @@ impl MediaPlane {
         let now = Instant::now();
         let mut state = lock(&self.state);
         let state = &mut *state;
-        let (Some(srtp), Some(route), Some(sender)) = (&mut state.srtp, &state.route, state.senders.get_mut(index))
+        let (Some(srtp), Some(route), Some(sender)) =
+            (&mut state.srtp, &state.route, state.senders.get_mut(index))
         else {
             return false;
         };
@@ -337,7 +338,8 @@ impl MediaPlane {
         buf.resize(len + srtp.outbound.rtp_overhead(), 0);
         match srtp.outbound.encrypt_rtp_in_place(buf, len) {
             Ok(protected) => {
-                let kept = sender.history.keep(header.sequence_number, packet.payload.len(), &buf[..protected], now);
+                let kept =
+                    sender.history.keep(header.sequence_number, packet.payload.len(), &buf[..protected], now);
                 route.send(kept);
                 sender.stats.on_packet(header.sequence_number, header.timestamp, packet.payload.len(), now);
                 count(&self.stats.rtp_out);
@@ -400,7 +402,8 @@ impl MediaPlane {
         now: Instant,
     ) {
         let known = state.receivers.iter().position(|r| r.ssrc == Some(ssrc));
-        let binding = known.is_none() && state.bind_attempts > 0 && state.receivers.iter().any(|r| r.ssrc.is_none());
+        let binding =
+            known.is_none() && state.bind_attempts > 0 && state.receivers.iter().any(|r| r.ssrc.is_none());
         if known.is_none() && !binding {
             count(&self.stats.unknown_ssrc);
             return;
@@ -425,7 +428,8 @@ impl MediaPlane {
         count(&self.stats.rtp_in);
         set_route(state, from, via);
         if let Some(id) = state.extensions.transport_cc
-            && let Some(sequence) = header.extension_element(&datagram[..len], id).and_then(rtp::transport_sequence)
+            && let Some(sequence) =
+                header.extension_element(&datagram[..len], id).and_then(rtp::transport_sequence)
         {
             state.twcc.record(ssrc, sequence, now);
         }
@@ -438,7 +442,8 @@ impl MediaPlane {
         }
         let sides = receiver.path.take(&header, &datagram[..len], now);
         let echoed = receiver.echo.map(|echo| {
-            let (Some(srtp), Some(route), Some(sender)) = (&mut state.srtp, &state.route, state.senders.get_mut(echo))
+            let (Some(srtp), Some(route), Some(sender)) =
+                (&mut state.srtp, &state.route, state.senders.get_mut(echo))
             else {
                 return false;
             };
@@ -446,8 +451,12 @@ impl MediaPlane {
             let payload_len = header.payload.len();
             match srtp.outbound.encrypt_rtp_in_place(&mut datagram[start..], len - start) {
                 Ok(protected) => {
-                    let kept =
-                        sender.history.keep(header.sequence_number, payload_len, &datagram[start..start + protected], now);
+                    let kept = sender.history.keep(
+                        header.sequence_number,
+                        payload_len,
+                        &datagram[start..start + protected],
+                        now,
+                    );
                     route.send(kept);
                     sender.stats.on_packet(header.sequence_number, header.timestamp, payload_len, now);
                     count(&self.stats.rtp_out);
@@ -465,7 +474,14 @@ impl MediaPlane {
 
     /// One RTCP datagram: NACKs for our streams are answered, sender reports noted,
     /// keyframe requests become wishes.
-    fn on_rtcp(&self, state: &mut PlaneState, datagram: &mut [u8], from: SocketAddr, via: &MuxSender, now: Instant) {
+    fn on_rtcp(
+        &self,
+        state: &mut PlaneState,
+        datagram: &mut [u8],
+        from: SocketAddr,
+        via: &MuxSender,
+        now: Instant,
+    ) {
         let Some(srtp) = &mut state.srtp else { return };
         let len = match srtp.inbound.decrypt_rtcp_in_place(datagram) {
             Ok(len) => len,
@@ -487,7 +503,8 @@ impl MediaPlane {
             }
             match (packet.packet_type, packet.count) {
                 (TRANSPORT_FEEDBACK, FMT_NACK) => {
-                    let (Some(media), Some(pairs), Some(route)) = (packet.media_ssrc(), packet.nack_pairs(), &state.route)
+                    let (Some(media), Some(pairs), Some(route)) =
+                        (packet.media_ssrc(), packet.nack_pairs(), &state.route)
                     else {
                         continue;
                     };
@@ -534,7 +551,9 @@ impl MediaPlane {
                     rtcp::append_sender_report(&mut state.rtcp, &first, &blocks[..filled]);
                     senders.for_each(|info| rtcp::append_sender_report(&mut state.rtcp, &info, &[]));
                 }
-                None if filled > 0 => rtcp::append_receiver_report(&mut state.rtcp, state.feedback_ssrc, &blocks[..filled]),
+                None if filled > 0 => {
+                    rtcp::append_receiver_report(&mut state.rtcp, state.feedback_ssrc, &blocks[..filled])
+                }
                 None => {}
             }
         }

@@ -109,7 +109,10 @@ impl<'a> RtcpPacket<'a> {
             return None;
         }
         let pairs = self.body[8..].chunks_exact(4);
-        Some(pairs.map(|pair| (u16::from_be_bytes([pair[0], pair[1]]), u16::from_be_bytes([pair[2], pair[3]]))))
+        Some(
+            pairs
+                .map(|pair| (u16::from_be_bytes([pair[0], pair[1]]), u16::from_be_bytes([pair[2], pair[3]]))),
+        )
     }
 
     /// Whether this asks the sender of `ssrc` for a keyframe (PLI for it, or a FIR
@@ -117,9 +120,10 @@ impl<'a> RtcpPacket<'a> {
     pub(crate) fn asks_keyframe_of(&self, ssrc: u32) -> bool {
         match (self.packet_type, self.count) {
             (PAYLOAD_FEEDBACK, FMT_PLI) => self.media_ssrc() == Some(ssrc),
-            (PAYLOAD_FEEDBACK, FMT_FIR) => {
-                self.body.get(8..).is_some_and(|fci| fci.chunks_exact(8).any(|entry| u32_at(entry, 0) == Some(ssrc)))
-            }
+            (PAYLOAD_FEEDBACK, FMT_FIR) => self
+                .body
+                .get(8..)
+                .is_some_and(|fci| fci.chunks_exact(8).any(|entry| u32_at(entry, 0) == Some(ssrc))),
             _ => false,
         }
     }
@@ -239,7 +243,12 @@ pub(crate) fn append_pli(out: &mut Vec<u8>, sender: u32, media: u32) {
 /// Appends a transport feedback packet about `media`'s transport (transport-cc)
 /// whose feedback control information `fci` writes (`feedback::twcc`), padded to
 /// a 32-bit boundary as RFC 3550 §6.4.1 pads (P bit, the count in the last byte).
-pub(crate) fn append_transport_cc(out: &mut Vec<u8>, sender: u32, media: u32, fci: impl FnOnce(&mut Vec<u8>)) {
+pub(crate) fn append_transport_cc(
+    out: &mut Vec<u8>,
+    sender: u32,
+    media: u32,
+    fci: impl FnOnce(&mut Vec<u8>),
+) {
     let start = out.len();
     append(out, FMT_TRANSPORT_CC, TRANSPORT_FEEDBACK, |out| {
         out.extend_from_slice(&sender.to_be_bytes());
@@ -297,12 +306,21 @@ mod tests {
     #[test]
     fn reports_are_written_as_rtc_reads_them() {
         let mut out = Vec::new();
-        let info = SenderInfo { ssrc: 9, ntp_time: 0x0102_0304_0506_0708, rtp_time: 90_000, packet_count: 5, octet_count: 500 };
+        let info = SenderInfo {
+            ssrc: 9,
+            ntp_time: 0x0102_0304_0506_0708,
+            rtp_time: 90_000,
+            packet_count: 5,
+            octet_count: 500,
+        };
         append_sender_report(&mut out, &info, &[block(1), block(2)]);
         append_receiver_report(&mut out, 10, &[block(3)]);
         let packets = theirs(&out);
         let sr = packets[0].as_any().downcast_ref::<SenderReport>().expect("SR");
-        assert_eq!((sr.ssrc, sr.ntp_time, sr.rtp_time, sr.packet_count, sr.octet_count), (9, info.ntp_time, 90_000, 5, 500));
+        assert_eq!(
+            (sr.ssrc, sr.ntp_time, sr.rtp_time, sr.packet_count, sr.octet_count),
+            (9, info.ntp_time, 90_000, 5, 500)
+        );
         assert_eq!(sr.reports, vec![reception(&block(1)), reception(&block(2))]);
         let rr = packets[1].as_any().downcast_ref::<ReceiverReport>().expect("RR");
         assert_eq!((rr.ssrc, rr.reports.clone()), (10, vec![reception(&block(3))]));
@@ -322,8 +340,11 @@ mod tests {
         assert_eq!((nack.sender_ssrc, nack.media_ssrc), (1, 2));
         assert_eq!(nack.nacks, nack_pairs_from_sequence_numbers(&lost));
         let ours = Compound::new(&out).next().expect("one packet");
-        let pairs: Vec<NackPair> =
-            ours.nack_pairs().expect("a NACK").map(|(packet_id, lost_packets)| NackPair { packet_id, lost_packets }).collect();
+        let pairs: Vec<NackPair> = ours
+            .nack_pairs()
+            .expect("a NACK")
+            .map(|(packet_id, lost_packets)| NackPair { packet_id, lost_packets })
+            .collect();
         assert_eq!(pairs, nack.nacks);
         // Sequence numbers wrap: 65535 and the 0 after it share a pair.
         let mut wrapped = Vec::new();
@@ -343,10 +364,15 @@ mod tests {
             media_ssrc: 0,
             fir: vec![FirEntry { ssrc: 7, sequence_number: 1 }, FirEntry { ssrc: 43, sequence_number: 2 }],
         };
-        let bytes = rtc::rtcp::packet::marshal(&[Box::new(pli) as Box<dyn rtc::rtcp::Packet>, Box::new(fir)]).unwrap();
+        let bytes = rtc::rtcp::packet::marshal(&[Box::new(pli) as Box<dyn rtc::rtcp::Packet>, Box::new(fir)])
+            .unwrap();
         let packets: Vec<RtcpPacket> = Compound::new(&bytes).collect();
         assert!(packets[0].asks_keyframe_of(42) && !packets[0].asks_keyframe_of(43));
-        assert!(packets[1].asks_keyframe_of(43) && packets[1].asks_keyframe_of(7) && !packets[1].asks_keyframe_of(42));
+        assert!(
+            packets[1].asks_keyframe_of(43)
+                && packets[1].asks_keyframe_of(7)
+                && !packets[1].asks_keyframe_of(42)
+        );
         let mut ours = Vec::new();
         append_pli(&mut ours, 1, 42);
         assert_eq!(ours, bytes[..12]);

@@ -37,7 +37,8 @@ impl RtpHeader {
         let mut header_len = FIXED_HEADER + 4 * csrc_count;
         let mut extension = None;
         if packet[0] & 0x10 != 0 {
-            let words = usize::from(u16::from_be_bytes(packet.get(header_len + 2..header_len + 4)?.try_into().ok()?));
+            let words =
+                usize::from(u16::from_be_bytes(packet.get(header_len + 2..header_len + 4)?.try_into().ok()?));
             let end = header_len + 4 + 4 * words;
             if end > packet.len() {
                 return None;

@@ -14,8 +14,8 @@ use rtc::rtp;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::metrics::Metrics;
 use crate::media::feedback::nack::RetransmitStats;
+use crate::metrics::Metrics;
 use crate::signaling::{ErrorCode, SignalError};
 
 /// Packets a viewer may fall behind before its packets are dropped.

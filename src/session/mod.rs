@@ -297,7 +297,8 @@ impl Session {
             plane: Arc::clone(&plane),
             tasks: Mutex::new(Vec::new()),
         });
-        let (pc, _) = build_peer(networks, answer_role, Arc::new(Handler(Arc::clone(&shared))), &plane).await?;
+        let (pc, _) =
+            build_peer(networks, answer_role, Arc::new(Handler(Arc::clone(&shared))), &plane).await?;
         let _ = shared.pc.set(Arc::downgrade(&pc));
         drop(detections_tx); // the tap's detector holds the only sender now
         shared.spawn(results::run(results, detections, Arc::clone(&info)));

@@ -150,7 +150,10 @@ pub(crate) async fn build_peer<'a>(
     plane: &Arc<MediaPlane>,
 ) -> Result<(Arc<dyn PeerConnection>, &'a PeerNetwork), SignalError> {
     let Some(network) = networks.first() else {
-        return Err(SignalError::new(ErrorCode::ServerFull, "every media port is in use (--udp-port's range)"));
+        return Err(SignalError::new(
+            ErrorCode::ServerFull,
+            "every media port is in use (--udp-port's range)",
+        ));
     };
     let media = PeerMedia::Plane(Arc::clone(plane) as _);
     match peer::build(network, answer_role, handler, media).await {
@@ -270,7 +273,8 @@ pub(crate) fn incoming_streams(answer: &str, offer: &str) -> (Extensions, Vec<In
                 _ => {}
             }
         }
-        let ours = attribute("a=ssrc:").and_then(|value| value.split_whitespace().next()?.parse::<u32>().ok());
+        let ours =
+            attribute("a=ssrc:").and_then(|value| value.split_whitespace().next()?.parse::<u32>().ok());
         streams.push(IncomingStream {
             mid: mid.to_owned(),
             ssrc: offered.iter().find(|(offered_mid, _)| offered_mid == mid).map(|(_, ssrc)| *ssrc),

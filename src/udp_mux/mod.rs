@@ -481,7 +481,8 @@ impl Shared {
             }
         };
         if let Some(hook) = &inbox.hook {
-            let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook.on_datagram(data, from, via)));
+            let handled =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook.on_datagram(data, from, via)));
             match handled {
                 Ok(true) => {
                     self.stats.hooked.fetch_add(1, Ordering::Relaxed);
@@ -594,7 +595,10 @@ impl Shared {
                 Ok(timers) => ticking |= timers,
                 Err(_) => {
                     self.stats.panics.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(inbox = inbox.id, "a media hook panicked on its timers: its PeerConnection leaves the mux");
+                    tracing::error!(
+                        inbox = inbox.id,
+                        "a media hook panicked on its timers: its PeerConnection leaves the mux"
+                    );
                     BATCH.with_borrow_mut(Batch::abandon);
                     self.detach(&inbox);
                 }
@@ -1302,14 +1306,23 @@ mod tests {
         let start = Instant::now();
         for port in 0..MAX_ADDRESSES as u16 + 5 {
             let at = start + Duration::from_millis(u64::from(port));
-            route_at(&socket.shared, &binding_request("gggg", &creds.password), ([192, 0, 2, 1], port).into(), at);
+            route_at(
+                &socket.shared,
+                &binding_request("gggg", &creds.password),
+                ([192, 0, 2, 1], port).into(),
+                at,
+            );
         }
         assert_eq!(count(&mux.stats().addresses_learned), MAX_ADDRESSES as u64 + 5);
         assert_eq!(count(&mux.stats().addresses_forgotten), 5);
         let kept = lock(&socket.inbox.addresses).clone();
         assert_eq!(kept.len(), MAX_ADDRESSES);
         assert!(kept.iter().all(|address| address.port() >= 5), "the oldest went: {kept:?}");
-        assert_eq!(socket.shared.table.read().unwrap().by_addr.len(), MAX_ADDRESSES, "the table forgot them too");
+        assert_eq!(
+            socket.shared.table.read().unwrap().by_addr.len(),
+            MAX_ADDRESSES,
+            "the table forgot them too"
+        );
     }
 
     #[tokio::test]
@@ -1344,7 +1357,8 @@ mod tests {
         let (hook_a, hook_b) = (Arc::new(Fragile(AtomicU64::new(0))), Arc::new(Fragile(AtomicU64::new(0))));
         let socket_a = mux.attach(ip, &a, Some(Arc::clone(&hook_a) as _)).unwrap().expect("attached");
         let socket_b = mux.attach(ip, &b, Some(Arc::clone(&hook_b) as _)).unwrap().expect("attached");
-        let (client_a, client_b) = (StdUdpSocket::bind("127.0.0.1:0").unwrap(), StdUdpSocket::bind("127.0.0.1:0").unwrap());
+        let (client_a, client_b) =
+            (StdUdpSocket::bind("127.0.0.1:0").unwrap(), StdUdpSocket::bind("127.0.0.1:0").unwrap());
         let server = socket_a.local_addr().unwrap();
         client_a.send_to(&binding_request("pppp", &a.password), server).unwrap();
         client_b.send_to(&binding_request("qqqq", &b.password), server).unwrap();

@@ -282,14 +282,16 @@ impl SendHistory {
         self.refilled_at = now;
         let (mut requested, mut refused) = (0, 0);
         for (packet_id, mask) in pairs {
-            let lost = (0..16u16).filter(|bit| mask & (1 << bit) != 0).map(|bit| packet_id.wrapping_add(bit + 1));
+            let lost =
+                (0..16u16).filter(|bit| mask & (1 << bit) != 0).map(|bit| packet_id.wrapping_add(bit + 1));
             for seq in std::iter::once(packet_id).chain(lost) {
                 requested += 1;
                 let kept = &mut self.kept[usize::from(seq % HISTORY)];
                 if kept.payload_len == 0 || kept.sequence_number != seq {
                     continue; // not kept: nothing to resend
                 }
-                let repeat = kept.resent_at.is_some_and(|at| now.saturating_duration_since(at) < REPEAT_WINDOW);
+                let repeat =
+                    kept.resent_at.is_some_and(|at| now.saturating_duration_since(at) < REPEAT_WINDOW);
                 let len = f64::from(kept.payload_len);
                 if repeat || self.bytes.tokens < len || self.packets.tokens < 1.0 {
                     refused += 1;
@@ -333,7 +335,8 @@ mod tests {
 
     fn answered(history: &mut SendHistory, seqs: &[u16], now: Instant, stats: &RetransmitStats) -> Vec<u16> {
         let mut resent = Vec::new();
-        history.answer(pairs(seqs), now, stats, |bytes| resent.push(u16::from_be_bytes([bytes[0], bytes[1]])));
+        history
+            .answer(pairs(seqs), now, stats, |bytes| resent.push(u16::from_be_bytes([bytes[0], bytes[1]])));
         resent
     }
 
@@ -405,7 +408,9 @@ mod tests {
                 ..Default::default()
             };
             let message = AttributedPacket::new(Packet::Rtp(packet));
-            chain.handle_read(TaggedPacket { now: start, transport: Default::default(), message }).expect("read");
+            chain
+                .handle_read(TaggedPacket { now: start, transport: Default::default(), message })
+                .expect("read");
             while chain.poll_read().is_some() {}
         }
         chain.handle_timeout(start + Duration::from_secs(1)).expect("timeout");

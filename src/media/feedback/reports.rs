@@ -104,7 +104,9 @@ impl ReceiveStats {
         };
         let total_lost = (i64::from(expected) - i64::from(self.received)).clamp(0, 0x00ff_ffff) as u32;
         let (last_sender_report, delay_since_last_sender_report) = match self.last_sender_report {
-            Some((middle, at)) => (middle, (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32),
+            Some((middle, at)) => {
+                (middle, (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32)
+            }
             None => (0, 0),
         };
         Some(ReportBlock {
@@ -134,11 +136,24 @@ pub(crate) struct SendStats {
 
 impl SendStats {
     pub(crate) fn new(ssrc: u32, clock_rate: u32) -> SendStats {
-        SendStats { ssrc, clock_rate: f64::from(clock_rate), last_sequence: None, frame: None, packets: 0, octets: 0 }
+        SendStats {
+            ssrc,
+            clock_rate: f64::from(clock_rate),
+            last_sequence: None,
+            frame: None,
+            packets: 0,
+            octets: 0,
+        }
     }
 
     /// One packet with `payload_len` payload bytes left at `now`.
-    pub(crate) fn on_packet(&mut self, sequence_number: u16, timestamp: u32, payload_len: usize, now: Instant) {
+    pub(crate) fn on_packet(
+        &mut self,
+        sequence_number: u16,
+        timestamp: u32,
+        payload_len: usize,
+        now: Instant,
+    ) {
         let in_order = self.last_sequence.is_none_or(|last| {
             let ahead = sequence_number.wrapping_sub(last);
             ahead != 0 && ahead < 1 << 15
@@ -253,7 +268,8 @@ mod tests {
 
     #[test]
     fn loss_and_jitter_figures_are_webrtc_rs_figures() {
-        let patterns: [(&str, u16, Box<dyn Fn(u32) -> bool>); 4] = [
+        type Lost = Box<dyn Fn(u32) -> bool>;
+        let patterns: [(&str, u16, Lost); 4] = [
             ("no loss", 1000, Box::new(|_| false)),
             ("3 % random loss", 7, Box::new(|i| i.wrapping_mul(2_654_435_761) % 100 < 3)),
             ("bursts of 20", 500, Box::new(|i| i % 300 < 20 && i > 0)),
@@ -316,7 +332,10 @@ mod tests {
         stats.on_packet(2, 3000, 500, start + Duration::from_millis(5));
         stats.on_packet(0, 0, 100, start + Duration::from_millis(6)); // late: counted only
         let report = stats.report(start + Duration::from_millis(100)).expect("report");
-        assert_eq!((report.ssrc, report.rtp_time, report.packet_count, report.octet_count), (9, 3000 + 9000, 3, 1600));
+        assert_eq!(
+            (report.ssrc, report.rtp_time, report.packet_count, report.octet_count),
+            (9, 3000 + 9000, 3, 1600)
+        );
         let unix = (report.ntp_time >> 32) - NTP_UNIX_OFFSET;
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         assert!(unix.abs_diff(wall) <= 1, "NTP time is the wall clock");

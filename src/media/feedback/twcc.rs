@@ -142,7 +142,9 @@ impl TwccRecorder {
             append_transport_cc(out, self.sender_ssrc, self.media_ssrc, |out| {
                 out.extend_from_slice(&(base as u16).to_be_bytes());
                 out.extend_from_slice(&(statuses.len() as u16).to_be_bytes());
-                out.extend_from_slice(&((reference as u32 & 0x00ff_ffff) << 8 | u32::from(count)).to_be_bytes());
+                out.extend_from_slice(
+                    &((reference as u32 & 0x00ff_ffff) << 8 | u32::from(count)).to_be_bytes(),
+                );
                 append_chunks(out, statuses);
                 out.extend_from_slice(deltas);
             });
@@ -173,7 +175,10 @@ fn append_chunks(out: &mut Vec<u8>, statuses: &[u8]) {
             chunk = u16::from(first) << 13 | run as u16;
             used = run;
         } else if rest[..one_bit].iter().all(|&status| status <= SMALL_DELTA) {
-            let symbols = rest[..one_bit].iter().enumerate().fold(0u16, |bits, (i, &s)| bits | u16::from(s) << (13 - i));
+            let symbols = rest[..one_bit]
+                .iter()
+                .enumerate()
+                .fold(0u16, |bits, (i, &s)| bits | u16::from(s) << (13 - i));
             chunk = 0x8000 | symbols;
             used = one_bit;
         } else if run >= 7 {
@@ -181,8 +186,10 @@ fn append_chunks(out: &mut Vec<u8>, statuses: &[u8]) {
             used = run;
         } else {
             let two_bit = rest.len().min(7);
-            let symbols =
-                rest[..two_bit].iter().enumerate().fold(0u16, |bits, (i, &s)| bits | u16::from(s) << (12 - 2 * i));
+            let symbols = rest[..two_bit]
+                .iter()
+                .enumerate()
+                .fold(0u16, |bits, (i, &s)| bits | u16::from(s) << (12 - 2 * i));
             chunk = 0xc000 | symbols;
             used = two_bit;
         }
@@ -195,13 +202,13 @@ fn append_chunks(out: &mut Vec<u8>, statuses: &[u8]) {
 mod tests {
     use super::super::FEEDBACK_INTERVAL;
     use super::*;
-    use std::time::Duration;
     use rtc::interceptor::{
         AttributedPacket, Interceptor, Packet, RTCPFeedback, RTPHeaderExtension, StreamInfo, TaggedPacket,
         TwccReceiverBuilder,
     };
     use rtc::rtcp::transport_feedbacks::transport_layer_cc::{SymbolTypeTcc, TransportLayerCc};
     use rtc::sansio::Protocol;
+    use std::time::Duration;
 
     const EXTENSION_ID: u8 = 5;
     const URI: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
@@ -216,10 +223,11 @@ mod tests {
             for chunk in &packet.packet_chunks {
                 use rtc::rtcp::transport_feedbacks::transport_layer_cc::PacketStatusChunk;
                 match chunk {
-                    PacketStatusChunk::RunLengthChunk(run) => {
-                        statuses.extend(std::iter::repeat_n(run.packet_status_symbol, run.run_length as usize))
+                    PacketStatusChunk::RunLengthChunk(run) => statuses
+                        .extend(std::iter::repeat_n(run.packet_status_symbol, run.run_length as usize)),
+                    PacketStatusChunk::StatusVectorChunk(vector) => {
+                        statuses.extend(vector.symbol_list.iter().copied())
                     }
-                    PacketStatusChunk::StatusVectorChunk(vector) => statuses.extend(vector.symbol_list.iter().copied()),
                 }
             }
             statuses.truncate(packet.packet_status_count as usize);
@@ -257,7 +265,10 @@ mod tests {
             chain.bind_remote_stream(&StreamInfo {
                 ssrc: 7,
                 rtcp_feedback: vec![RTCPFeedback { typ: "transport-cc".into(), parameter: String::new() }],
-                rtp_header_extensions: vec![RTPHeaderExtension { uri: URI.into(), id: u16::from(EXTENSION_ID) }],
+                rtp_header_extensions: vec![RTPHeaderExtension {
+                    uri: URI.into(),
+                    id: u16::from(EXTENSION_ID),
+                }],
                 ..Default::default()
             });
             Theirs(chain)
@@ -265,8 +276,11 @@ mod tests {
 
         fn record(&mut self, seq: u16, now: Instant) {
             let mut header = rtc::rtp::header::Header { ssrc: 7, ..Default::default() };
-            header.set_extension(EXTENSION_ID, bytes::Bytes::copy_from_slice(&seq.to_be_bytes())).expect("ext");
-            let message = AttributedPacket::new(Packet::Rtp(rtc::rtp::Packet { header, ..Default::default() }));
+            header
+                .set_extension(EXTENSION_ID, bytes::Bytes::copy_from_slice(&seq.to_be_bytes()))
+                .expect("ext");
+            let message =
+                AttributedPacket::new(Packet::Rtp(rtc::rtp::Packet { header, ..Default::default() }));
             self.0.handle_read(TaggedPacket { now, transport: Default::default(), message }).expect("read");
             while self.0.poll_read().is_some() {}
         }
@@ -276,7 +290,9 @@ mod tests {
             let mut out = Vec::new();
             while let Some(tagged) = self.0.poll_write() {
                 if let Packet::Rtcp(packets) = tagged.message.packet {
-                    out.extend(packets.iter().filter_map(|p| p.as_any().downcast_ref::<TransportLayerCc>().cloned()));
+                    out.extend(
+                        packets.iter().filter_map(|p| p.as_any().downcast_ref::<TransportLayerCc>().cloned()),
+                    );
                 }
             }
             out
@@ -320,7 +336,12 @@ mod tests {
     fn frames(first: u16, count: u32, per_frame: u32, lost: impl Fn(u32) -> bool) -> Vec<(u16, u64)> {
         (0..count * per_frame)
             .filter(|&i| !lost(i))
-            .map(|i| (first.wrapping_add(i as u16), u64::from(i / per_frame) * 33_333 + u64::from(i % per_frame) * 1000))
+            .map(|i| {
+                (
+                    first.wrapping_add(i as u16),
+                    u64::from(i / per_frame) * 33_333 + u64::from(i % per_frame) * 1000,
+                )
+            })
             .collect()
     }
 
