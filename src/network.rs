@@ -12,14 +12,14 @@
 //! loopback out of wildcard binds).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 
 use crate::config::{Config, PortRange, UdpPorts};
 use crate::peer::PeerNetwork;
-use crate::udp_mux::{ReaderGroup, UdpMux};
+use crate::udp_mux::{MuxStats, ReaderGroup, UdpMux};
 
 /// How sessions get their media port.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ enum Ports {
     /// One port for every session.
     Shared(UdpMux),
     /// A port per session from the range, tried from a rotating offset.
-    Range { range: PortRange, next: AtomicUsize, reader: ReaderGroup },
+    Range { range: PortRange, next: AtomicUsize, reader: ReaderGroup, stats: Arc<MuxStats> },
 }
 
 #[derive(Debug)]
@@ -51,6 +51,7 @@ impl MediaNetwork {
                 range,
                 next: AtomicUsize::new(0),
                 reader: ReaderGroup::new().context("starting the media reader")?,
+                stats: Arc::default(),
             },
             shared => {
                 // The same number as HTTP; an ephemeral HTTP port (0) asks for any.
@@ -79,13 +80,21 @@ impl MediaNetwork {
         self.listen_ip.is_loopback()
     }
 
-    /// What start-up says about media: where it goes and what to open.
+    /// What start-up says about media: where it goes, what a firewall opens.
     pub fn describe(&self) -> String {
         match &self.ports {
-            Ports::Shared(mux) => format!("media on UDP {}:{} for every session", self.listen_ip, mux.port()),
-            Ports::Range { range, .. } => {
-                format!("media on UDP {} ports {}-{}, one per session", self.listen_ip, range.min, range.max)
+            Ports::Shared(mux) => {
+                format!(
+                    "media on UDP {}:{} for every session (open UDP {})",
+                    self.listen_ip,
+                    mux.port(),
+                    mux.port()
+                )
             }
+            Ports::Range { range, .. } => format!(
+                "media on UDP {} ports {}-{}, one per session (open UDP {}-{})",
+                self.listen_ip, range.min, range.max, range.min, range.max
+            ),
         }
     }
 
@@ -109,11 +118,11 @@ impl MediaNetwork {
         let ips = self.bind_ips(client);
         let mux = match &self.ports {
             Ports::Shared(mux) => mux.clone(),
-            Ports::Range { range, next, reader } => {
+            Ports::Range { range, next, reader, stats } => {
                 let start = next.fetch_add(1, Ordering::Relaxed) % range.count();
                 (0..range.count()).find_map(|i| {
                     let port = range.min + ((start + i) % range.count()) as u16;
-                    UdpMux::bind_in(self.listen_ip, port, Some(reader)).ok()
+                    UdpMux::bind_in(self.listen_ip, port, Some(reader), Arc::clone(stats)).ok()
                 })?
             }
         };
@@ -136,8 +145,12 @@ impl MediaNetwork {
                 "mux": mux.stats().to_json(),
                 "mdns": self.multicast_dns,
             }),
-            Ports::Range { range, .. } => serde_json::json!({
-                "udp": "range", "min": range.min, "max": range.max, "mdns": self.multicast_dns,
+            Ports::Range { range, stats, .. } => serde_json::json!({
+                "udp": "range",
+                "min": range.min,
+                "max": range.max,
+                "mux": stats.to_json(),
+                "mdns": self.multicast_dns,
             }),
         }
     }

@@ -47,6 +47,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
     let addr = listener.local_addr()?;
+    let network = MediaNetwork::from_config(&config, addr.port())?;
+    tracing::info!("{}", network.describe());
     let (stop, stopping) = watch::channel(false);
     let metrics = Arc::new(Metrics::new());
     let tap = match (config.tap(), config.detect()) {
@@ -79,7 +81,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         cluster,
         pending: PerIp::new(limits.pending, limits.pending_per_ip, metrics.signaling_pending.clone()),
         limits,
-        network: MediaNetwork::from_config(&config, addr.port())?,
+        network,
         assets: Assets::new(config.web_dir.clone()),
         tap,
         metrics,

@@ -1,8 +1,8 @@
-//! `--udp-port PORT`: every session on one UDP port. The real binary serves several
-//! webrtc-rs publishers and a viewer through a single UDP socket, names that port in every
-//! session's candidates, drops what strangers send to it, and a range
-//! (`--udp-port MIN-MAX`) still gives each session a port of its own. A taken port
-//! stops the server at start.
+//! Media on one UDP port: by default the `--listen` port's number (or `--udp-port
+//! PORT`). The real binary serves several webrtc-rs publishers and a viewer through a
+//! single UDP socket, names that port in every session's candidates, drops what
+//! strangers send to it, and a range (`--udp-port MIN-MAX`) gives each session a port
+//! of its own. A taken port stops the server at start, naming the flag.
 
 mod common;
 
@@ -177,6 +177,15 @@ async fn a_port_range_still_gives_each_session_its_own_port() {
     assert!(ports.iter().all(|p| (first..=first + 20).contains(p)), "{ports:?} outside {range}");
     assert_eq!(listed[0]["media"]["udp"], "range");
     assert_eq!(udp_sockets(server.child.id()).len(), 2);
+    // A session's own port takes only what its client authenticated, as the shared one.
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for port in &ports {
+        stranger.send_to(b"\x80\x60\x00\x01rtp-ish", ("127.0.0.1", *port)).await.unwrap();
+    }
+    assert!(echoes(&mut publishers[0]).await >= 0.95);
+    let mux = &sessions(server.addr).await[0]["media"]["mux"];
+    assert_eq!(mux["dropped_unknown"], 2, "{mux}");
+    assert_eq!(mux["addresses_learned"], 2, "{mux}");
 }
 
 #[test]
@@ -201,4 +210,42 @@ fn a_taken_shared_port_stops_the_server_at_start_naming_the_flag() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "exited 0 on a taken port: {stderr}");
     assert!(stderr.contains("--udp-port") && stderr.contains(&port), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_media_takes_the_listen_ports_number_on_udp_and_says_so() {
+    let (mut command, addr) = server_command();
+    command.env("RUST_LOG", "face_echo=info").env("NO_COLOR", "1").stderr(std::process::Stdio::piped());
+    let mut server = spawn(command, addr).await;
+    let mut publisher = ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
+    assert!(echoes(&mut publisher).await >= 0.95);
+    let listed = sessions(server.addr).await;
+    assert_eq!(listed[0]["media"]["udp"], "shared");
+    assert_eq!(listed[0]["media"]["port"], addr.port());
+    assert_eq!(candidate_ports(&listed), vec![addr.port()]);
+    assert_eq!(udp_sockets(server.child.id()), vec![SocketAddr::new(addr.ip(), addr.port())]);
+    publisher.close().await.expect("closes");
+    let _ = server.child.kill();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut server.child.stderr.take().expect("stderr"), &mut log).expect("log");
+    let line =
+        format!("media on UDP 127.0.0.1:{port} for every session (open UDP {port})", port = addr.port());
+    assert!(log.contains(&line), "start-up names the port: {log}");
+}
+
+#[test]
+fn a_taken_default_port_stops_the_server_at_start_naming_the_flags() {
+    let port = free_port();
+    let _taken = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    let output = std::process::Command::new(BIN)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "exited 0 on a taken port: {stderr}");
+    assert!(
+        stderr.contains(&port.to_string()) && stderr.contains("--listen") && stderr.contains("--udp-port"),
+        "{stderr}"
+    );
 }

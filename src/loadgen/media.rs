@@ -79,7 +79,7 @@ impl Pending {
     /// A socket of its own on 127.0.0.1 (an ephemeral port), for
     /// [`crate::peer::PeerNetwork::mux`]; read by `group`'s thread if given.
     pub(crate) fn bind(on_echo: EchoCallback, group: Option<&ReaderGroup>) -> anyhow::Result<Pending> {
-        let mux = UdpMux::bind_in(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, group)
+        let mux = UdpMux::bind_in(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, group, Arc::default())
             .context("binding the client's socket")?;
         let receiver = Arc::new(EchoReceiver {
             inbound: OnceLock::new(),

@@ -219,11 +219,17 @@ impl UdpMux {
     /// session; 0 takes a free one). A wildcard `ip` is probed (bound and released):
     /// the driver names the interfaces, and each gets its socket on first use.
     pub fn bind(ip: IpAddr, port: u16) -> io::Result<UdpMux> {
-        Self::bind_in(ip, port, None)
+        Self::bind_in(ip, port, None, Arc::default())
     }
 
-    /// [`UdpMux::bind`], its sockets read by `group`'s thread rather than one each.
-    pub fn bind_in(ip: IpAddr, port: u16, group: Option<&ReaderGroup>) -> io::Result<UdpMux> {
+    /// [`UdpMux::bind`], its sockets read by `group`'s thread rather than one each,
+    /// counting into `stats` (which many muxes may share: a port range's).
+    pub fn bind_in(
+        ip: IpAddr,
+        port: u16,
+        group: Option<&ReaderGroup>,
+        stats: Arc<MuxStats>,
+    ) -> io::Result<UdpMux> {
         // Port 0: any free one, the same on every address from then on.
         let port = match port {
             0 => StdUdpSocket::bind(SocketAddr::new(ip, 0))?.local_addr()?.port(),
@@ -234,7 +240,7 @@ impl UdpMux {
                 port,
                 sockets: Mutex::default(),
                 unbindable: Mutex::default(),
-                stats: Arc::default(),
+                stats,
                 next_id: AtomicU64::new(1),
                 group: group.cloned(),
             }),
@@ -1264,7 +1270,7 @@ mod tests {
         assert_eq!(wait_group_threads(before + 1).await, before + 1);
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let muxes: Vec<UdpMux> =
-            (0..3).map(|_| UdpMux::bind_in(ip, 0, Some(&group)).expect("binds")).collect();
+            (0..3).map(|_| UdpMux::bind_in(ip, 0, Some(&group), Arc::default()).expect("binds")).collect();
         assert_eq!(group_threads(), before + 1, "no thread per socket");
         let client = StdUdpSocket::bind("127.0.0.1:0").unwrap();
         let mut sockets = Vec::new();

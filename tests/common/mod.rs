@@ -34,6 +34,18 @@ pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A port free on 127.0.0.1 for both TCP and UDP a moment ago: what `--listen` takes
+/// when media (by default on the same number, on UDP) must bind too.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// The default config on 127.0.0.1 with an ephemeral port.
 pub fn test_config() -> Config {
     Config::new("127.0.0.1:0".parse().unwrap())
@@ -194,7 +206,7 @@ impl Drop for Server {
 /// The binary (or `FACE_ECHO_BIN`, e.g. target/release/face-echo, for measuring)
 /// listening on a free loopback port, quiet, not started yet: callers add flags.
 pub fn server_command() -> (Command, std::net::SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let mut command = Command::new(std::env::var("FACE_ECHO_BIN").unwrap_or_else(|_| BIN.to_owned()));
     command.args(["--listen", &addr.to_string()]).env("RUST_LOG", "error").stdout(Stdio::null());
