@@ -28,16 +28,17 @@ test-lint:
 test-rust:
 	ORT_DYLIB_PATH=$(CURDIR)/target/onnxruntime/libonnxruntime.so $(CARGO) test --all-targets
 
-# The page in headless Chromium with a fake camera, against the real server: plain
-# echo at 320x240, then at 640x480 with the decode tap and the server's own detector.
+# The page in headless Chromium with a fake camera, against the real server: every
+# browser test with plain echo at 320x240, then the page again at 640x480 with the
+# decode tap and the server's own detector.
 test-browser:
 	cd tests/browser && FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo FACE_ECHO_SIZE=320x240 node --test
-	cd tests/browser && FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo FACE_ECHO_ARGS="--decode-tap --detect" FACE_ECHO_SHARED_UDP=1 node --test
+	cd tests/browser && FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo FACE_ECHO_ARGS="--decode-tap --detect" node --test e2e.test.mjs
 
-# Independent WebRTC stacks as clients: aiortc (PyPI) and GStreamer webrtcbin (Debian).
+# Independent WebRTC stacks as clients: aiortc (PyPI) and GStreamer webrtcbin (Debian),
+# and a WHIP/WHEP client in Chromium.
 test-interop:
 	FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo tests/interop/run.sh
-	FACE_ECHO_BIN=$(CURDIR)/target/debug/face-echo INTEROP_SHARED_UDP=1 tests/interop/run.sh
 
 # cargo-fuzz targets (tap pipeline, signaling parser), 20 s each; longer: scripts/fuzz.sh 3600
 test-fuzz:

@@ -6,7 +6,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { freePort, freeUdpPort, launchWithFakeCamera } from './harness.mjs';
+import { freePort, launchWithFakeCamera } from './harness.mjs';
 import { mkdirSync, mkdtempSync, rmSync, createWriteStream, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -16,9 +16,6 @@ const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../..');
 const bin = process.env.FACE_ECHO_BIN ?? join(repo, 'target/debug/face-echo');
 const extraArgs = (process.env.FACE_ECHO_ARGS ?? '').split(/\s+/).filter(Boolean);
-// FACE_ECHO_SHARED_UDP=1: the server on one shared UDP port (a free one), where the
-// session's media plane takes the echo; the test then checks it did.
-const sharedUdp = process.env.FACE_ECHO_SHARED_UDP === '1';
 const outDir = join(repo, 'target/e2e');
 // The fake camera's size: FACE_ECHO_SIZE=320x240 (default 640x480).
 const [WIDTH, HEIGHT] = (process.env.FACE_ECHO_SIZE ?? '640x480').split('x').map(Number);
@@ -63,8 +60,7 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const serverLog = join(outDir, 'server.log');
-  const udpArgs = sharedUdp ? ['--udp-port', `${await freeUdpPort()}`] : [];
-  const server = spawn(bin, ['--listen', `127.0.0.1:${port}`, ...extraArgs, ...udpArgs], {
+  const server = spawn(bin, ['--listen', `127.0.0.1:${port}`, ...extraArgs], {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'face_echo=debug,info' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -105,14 +101,15 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     assert.ok(mine, `session ${fe.session} in /api/sessions: ${JSON.stringify(sessions)}`);
     assert.ok(mine.echo.packets_out > 0, `packets forwarded: ${JSON.stringify(mine.echo)}`);
     console.log(`server echo: ${JSON.stringify(mine.echo)}`);
-    if (sharedUdp) {
-      // Chromium's media, SRTP and feedback, through the plane: all but a few first packets.
-      const { packets_in: received, packets_on_plane: onPlane, plane } = mine.echo;
-      assert.ok(onPlane >= 0.8 * received, `${onPlane} of ${received} packets on the plane: ${JSON.stringify(mine.echo)}`);
-      assert.equal(plane.unprotect_failed, 0, JSON.stringify(plane));
-      assert.equal(plane.errors, 0, JSON.stringify(plane));
-      assert.ok(plane.rtcp_in > 0 && plane.rtcp_out > 0, `RTCP both ways: ${JSON.stringify(plane)}`);
-    }
+    // Chromium's media, SRTP and feedback, all through the session's media plane, on
+    // the one UDP port (the HTTP port's number).
+    const { packets_in: received, packets_on_plane: onPlane, plane } = mine.echo;
+    assert.equal(onPlane, received, `packets on the plane: ${JSON.stringify(mine.echo)}`);
+    assert.equal(plane.unprotect_failed, 0, JSON.stringify(plane));
+    assert.equal(plane.errors, 0, JSON.stringify(plane));
+    assert.ok(plane.rtcp_in > 0 && plane.rtcp_out > 0, `RTCP both ways: ${JSON.stringify(plane)}`);
+    assert.equal(mine.media.udp, 'shared');
+    assert.equal(mine.media.port, port);
 
     // The page as an instrument: backend chosen by the probe, glass-to-glass latency
     // from the frame codes, both detectors finding the face, plots with data.

@@ -26,7 +26,7 @@ export function launchWithFakeCamera(work, y4m) {
 }
 
 /** A TCP port free on 127.0.0.1 right now. */
-export function freePort() {
+function freeTcpPort() {
   return new Promise((ok, fail) => {
     const probe = createServer();
     probe.once('error', fail);
@@ -37,14 +37,20 @@ export function freePort() {
   });
 }
 
-/** A UDP port free on 127.0.0.1 right now (for `--udp-port`). */
-export function freeUdpPort() {
-  return new Promise((ok, fail) => {
+/** Whether UDP `port` on 127.0.0.1 is free right now. */
+function udpFree(port) {
+  return new Promise((ok) => {
     const probe = createSocket('udp4');
-    probe.once('error', fail);
-    probe.bind(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => ok(port));
-    });
+    probe.once('error', () => ok(false));
+    probe.bind(port, '127.0.0.1', () => probe.close(() => ok(true)));
   });
+}
+
+/** A port free on 127.0.0.1 for TCP and UDP right now: the server's media takes the
+ *  HTTP port's number, on UDP. */
+export async function freePort() {
+  for (;;) {
+    const port = await freeTcpPort();
+    if (await udpFree(port)) return port;
+  }
 }

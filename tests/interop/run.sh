@@ -14,9 +14,8 @@
 #
 # Knobs: INTEROP_SECONDS (default 6) publish time per client, INTEROP_MIN_FRAMES
 # (default 30) echo frames needed, INTEROP_CLIENTS (default "aiortc gst whip") which to run,
-# INTEROP_SHARED_UDP=1 (the server on one shared UDP port, `--udp-port`, where the sessions'
-# media planes take the echo: each client's packets must then have taken it, per /metrics),
-# RUST_LOG (default face_echo=debug,rtc=info). All traffic stays on 127.0.0.1.
+# RUST_LOG (default face_echo=debug,rtc=info). Every client's packets must take the sessions'
+# media planes (per /metrics). All traffic stays on 127.0.0.1.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -98,16 +97,21 @@ with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
 EOF
 }
 
-port="$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+# A port free on TCP and on UDP: media takes the HTTP port's number, on UDP.
+port="$("$py" -c '
+import socket
+while True:
+    t = socket.socket(); t.bind(("127.0.0.1", 0)); port = t.getsockname()[1]
+    u = socket.socket(type=socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", port)); break
+    except OSError:
+        pass
+print(port)')"
 base="http://127.0.0.1:$port"
 log="$out/server.log"
-server_args=()
-shared_udp="${INTEROP_SHARED_UDP:-0}"
-if [[ "$shared_udp" == 1 ]]; then
-    server_args=(--udp-port "$("$py" -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
-fi
 RUST_LOG="${RUST_LOG:-face_echo=debug,rtc=info}" NO_COLOR=1 \
-    "$bin" --listen "127.0.0.1:$port" --allow-origin "http://127.0.0.1:$port" "${server_args[@]}" >"$log" 2>&1 &
+    "$bin" --listen "127.0.0.1:$port" --allow-origin "http://127.0.0.1:$port" >"$log" 2>&1 &
 server_pid=$!
 
 cleanup() {
@@ -187,14 +191,12 @@ for client in $clients; do
         ok=0
         echo "interop: $client: FAIL: /api/sessions 3 s after the client exited: $sessions"
     fi
-    if [[ "$shared_udp" == 1 ]]; then
-        received=$(($(counter rtp_packets_received) - received_before))
-        on_plane=$(($(counter rtp_packets_on_plane) - on_plane_before))
-        echo "interop: $client: $on_plane of $received RTP packets on the media plane"
-        if ((on_plane * 10 < received * 8)); then
-            ok=0
-            echo "interop: $client: FAIL: the media plane took $on_plane of $received packets"
-        fi
+    received=$(($(counter rtp_packets_received) - received_before))
+    on_plane=$(($(counter rtp_packets_on_plane) - on_plane_before))
+    echo "interop: $client: $on_plane of $received RTP packets on the media plane"
+    if ((received == 0 || on_plane != received)); then
+        ok=0
+        echo "interop: $client: FAIL: the media plane took $on_plane of $received packets"
     fi
     if ((ok)); then
         echo "interop: $client: PASS"
