@@ -24,7 +24,7 @@ use rtc::ice::mdns::MulticastDnsMode;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceServer, Registry, SettingEngineBuilder,
+    RTCIceServer, Registry, SettingEngineBuilder, SrtpProtectionProfile,
 };
 
 /// The payload type we offer VP8 under (what Chromium uses too). As answerer we take
@@ -126,14 +126,19 @@ pub enum PeerMedia {
     Plane(Arc<dyn MediaHook>),
     /// A client's (the tests' peers, the load generator): webrtc-rs's interceptors
     /// (the ones it negotiates, passed to `extend`, which may add or replace them),
-    /// and, on a mux, `hook` first (a client's own media path, `loadgen::media`).
-    Client { extend: Box<dyn FnOnce(Registry) -> Registry + Send>, hook: Option<Arc<dyn MediaHook>> },
+    /// and, on a mux, `hook` first (a client's own media path, `loadgen::media`);
+    /// `srtp_profiles` to offer in DTLS (empty: webrtc-rs's, AES-GCM first).
+    Client {
+        extend: Box<dyn FnOnce(Registry) -> Registry + Send>,
+        hook: Option<Arc<dyn MediaHook>>,
+        srtp_profiles: Vec<SrtpProtectionProfile>,
+    },
 }
 
 impl PeerMedia {
     /// A client with webrtc-rs's interceptors and its own packets numbered.
     pub fn client() -> PeerMedia {
-        PeerMedia::Client { extend: Box::new(number_sent_packets), hook: None }
+        PeerMedia::Client { extend: Box::new(number_sent_packets), hook: None, srtp_profiles: Vec::new() }
     }
 }
 
@@ -173,13 +178,13 @@ pub async fn build(
         RtpCodecKind::Video,
     )?;
     let feedback = negotiated_feedback(&mut media_engine)?;
-    let (registry, hook) = match media {
-        PeerMedia::Plane(hook) => (Registry::new(), Some(hook)),
+    let (registry, hook, srtp_profiles) = match media {
+        PeerMedia::Plane(hook) => (Registry::new(), Some(hook), Vec::new()),
         // Keyframe requests reach the application (a publisher counts them).
-        PeerMedia::Client { extend, hook } => (
-            extend(feedback).with(Slot::from(keyframe_feedback::SLOT), KeyframeRequestMarker::default()),
-            hook,
-        ),
+        PeerMedia::Client { extend, hook, srtp_profiles } => {
+            let marker = KeyframeRequestMarker::default();
+            (extend(feedback).with(Slot::from(keyframe_feedback::SLOT), marker), hook, srtp_profiles)
+        }
     };
 
     let ice_servers = if network.stun_urls.is_empty() {
@@ -202,6 +207,9 @@ pub async fn build(
     }
     if let Some(role) = answer_role {
         settings = settings.with_answering_dtls_role(role);
+    }
+    if !srtp_profiles.is_empty() {
+        settings = settings.with_srtp_protection_profiles(srtp_profiles);
     }
     if !network.nat_ips.is_empty() {
         settings = settings.with_nat_1to1_ips(

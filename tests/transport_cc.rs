@@ -224,10 +224,14 @@ async fn congestion_feedback(config: face_echo::config::Config) -> Value {
     };
     let extend =
         Box::new(|registry| peer::number_sent_packets(registry).with(Slot::from(WIRE_TAP_SLOT), tap));
-    let pc =
-        peer::build(&PeerNetwork::loopback(), None, handler, peer::PeerMedia::Client { extend, hook: None })
-            .await
-            .expect("publisher PeerConnection");
+    let pc = peer::build(
+        &PeerNetwork::loopback(),
+        None,
+        handler,
+        peer::PeerMedia::Client { extend, hook: None, srtp_profiles: Vec::new() },
+    )
+    .await
+    .expect("publisher PeerConnection");
     let track = peer::vp8_rtp_track("publisher", "camera");
     pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await.expect("add track");
     let ssrc = track.ssrcs().await[0];

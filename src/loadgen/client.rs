@@ -85,6 +85,9 @@ pub struct ClientOptions {
     /// With `own_media`: the thread that reads the peer's socket, shared with other
     /// peers (the load generator's publishers share one); `None`: a thread of its own.
     pub reader: Option<ReaderGroup>,
+    /// The SRTP profiles to offer in DTLS (empty: webrtc-rs's, AES-GCM first; a
+    /// libsrtp peer such as GStreamer offers AES-CM).
+    pub srtp_profiles: Vec<webrtc::peer_connection::SrtpProtectionProfile>,
 }
 
 impl Default for ClientOptions {
@@ -99,6 +102,7 @@ impl Default for ClientOptions {
             on_echo: None,
             lean: false,
             own_media: false,
+            srtp_profiles: Vec::new(),
             reader: None,
         }
     }
@@ -647,8 +651,11 @@ impl ClientPeer {
             ..PeerNetwork::loopback()
         };
         // Its own media path's hook sees the server's packets first.
-        let media =
-            PeerMedia::Client { extend: Box::new(interceptors), hook: own_media.as_ref().map(Pending::hook) };
+        let media = PeerMedia::Client {
+            extend: Box::new(interceptors),
+            hook: own_media.as_ref().map(Pending::hook),
+            srtp_profiles: options.srtp_profiles.clone(),
+        };
         let pc = peer::build(&network, None, Arc::new(handler), media).await?;
         let _ = pc_slot.set(Arc::downgrade(&pc));
         let mut tracks = Vec::with_capacity(options.tracks);
@@ -930,6 +937,19 @@ impl ClientPeer {
     /// The server's answer, as applied.
     pub async fn remote_sdp(&self) -> Option<String> {
         self.pc.remote_description().await.map(|description| description.sdp)
+    }
+
+    /// Sends `datagram` to the server as it is, from the peer's own (authenticated)
+    /// address: hostile tests forge packets with it. Needs [`ClientOptions::own_media`].
+    pub fn send_datagram(&self, datagram: &[u8]) -> anyhow::Result<()> {
+        self.media.as_ref().ok_or_else(|| anyhow!("send_datagram needs own_media"))?.send_datagram(datagram);
+        Ok(())
+    }
+
+    /// Protects the RTCP packet `plain` with the peer's SRTCP keys and sends it: what
+    /// the server gets is the client's own, however absurd. Needs [`ClientOptions::own_media`].
+    pub fn send_rtcp(&mut self, plain: &[u8]) -> anyhow::Result<()> {
+        self.media.as_mut().ok_or_else(|| anyhow!("send_rtcp needs own_media"))?.send_rtcp(plain)
     }
 
     /// What the peer's own media path counted (with [`ClientOptions::own_media`]).

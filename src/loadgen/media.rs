@@ -145,6 +145,18 @@ impl OwnMedia {
     pub(crate) fn stats(&self) -> &MediaStats {
         &self.receiver.stats
     }
+
+    /// Sends `datagram` to the server as it is, from the client's own address.
+    pub(crate) fn send_datagram(&self, datagram: &[u8]) {
+        self.sender.send(datagram, self.server);
+    }
+
+    /// Protects the RTCP packet `plain` with the client's keys and sends it.
+    pub(crate) fn send_rtcp(&mut self, plain: &[u8]) -> anyhow::Result<()> {
+        let protected = self.outbound.encrypt_rtcp(plain)?;
+        self.sender.send(&protected, self.server);
+        Ok(())
+    }
 }
 
 impl MediaHook for EchoReceiver {
