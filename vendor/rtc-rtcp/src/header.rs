@@ -206,12 +206,7 @@ impl Unmarshal for Header {
         let packet_type = PacketType::from(raw_packet.get_u8());
         let length = raw_packet.get_u16();
 
-        Ok(Header {
-            padding,
-            count,
-            packet_type,
-            length,
-        })
+        Ok(Header { padding, count, packet_type, length })
     }
 }
 
@@ -229,12 +224,7 @@ mod test {
                     // v=2, p=0, count=1, RR, len=7
                     0x81u8, 0xc9, 0x00, 0x07,
                 ]),
-                Header {
-                    padding: false,
-                    count: 1,
-                    packet_type: PacketType::ReceiverReport,
-                    length: 7,
-                },
+                Header { padding: false, count: 1, packet_type: PacketType::ReceiverReport, length: 7 },
                 None,
             ),
             (
@@ -243,12 +233,7 @@ mod test {
                     // v=2, p=1, count=1, BYE, len=7
                     0xa1, 0xcc, 0x00, 0x07,
                 ]),
-                Header {
-                    padding: true,
-                    count: 1,
-                    packet_type: PacketType::ApplicationDefined,
-                    length: 7,
-                },
+                Header { padding: true, count: 1, packet_type: PacketType::ApplicationDefined, length: 7 },
                 None,
             ),
             (
@@ -257,12 +242,7 @@ mod test {
                     // v=0, p=0, count=0, RR, len=4
                     0x00, 0xc9, 0x00, 0x04,
                 ]),
-                Header {
-                    padding: false,
-                    count: 0,
-                    packet_type: PacketType::Unsupported,
-                    length: 0,
-                },
+                Header { padding: false, count: 0, packet_type: PacketType::Unsupported, length: 0 },
                 Some(Error::BadVersion),
             ),
         ];
@@ -279,16 +259,10 @@ mod test {
 
             if let Some(want_error) = want_error {
                 let got_err = got.err().unwrap();
-                assert_eq!(
-                    want_error, got_err,
-                    "Unmarshal {name}: err = {got_err:?}, want {want_error:?}",
-                );
+                assert_eq!(want_error, got_err, "Unmarshal {name}: err = {got_err:?}, want {want_error:?}",);
             } else {
                 let actual = got.unwrap();
-                assert_eq!(
-                    actual, want,
-                    "Unmarshal {name}: got {actual:?}, want {want:?}"
-                );
+                assert_eq!(actual, want, "Unmarshal {name}: got {actual:?}, want {want:?}");
             }
         }
     }
@@ -298,32 +272,17 @@ mod test {
         let tests = vec![
             (
                 "valid",
-                Header {
-                    padding: true,
-                    count: 31,
-                    packet_type: PacketType::SenderReport,
-                    length: 4,
-                },
+                Header { padding: true, count: 31, packet_type: PacketType::SenderReport, length: 4 },
                 None,
             ),
             (
                 "also valid",
-                Header {
-                    padding: false,
-                    count: 28,
-                    packet_type: PacketType::ReceiverReport,
-                    length: 65535,
-                },
+                Header { padding: false, count: 28, packet_type: PacketType::ReceiverReport, length: 65535 },
                 None,
             ),
             (
                 "invalid count",
-                Header {
-                    padding: false,
-                    count: 40,
-                    packet_type: PacketType::Unsupported,
-                    length: 0,
-                },
+                Header { padding: false, count: 40, packet_type: PacketType::Unsupported, length: 0 },
                 Some(Error::InvalidHeader),
             ),
         ];
@@ -339,19 +298,13 @@ mod test {
 
             if let Some(err) = want_error {
                 let got_err = got.err().unwrap();
-                assert_eq!(
-                    err, got_err,
-                    "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-                );
+                assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
             } else {
                 let data = got.ok().unwrap();
                 let buf = &mut data.clone();
                 let actual = Header::unmarshal(buf).unwrap_or_else(|_| panic!("Unmarshal {name}"));
 
-                assert_eq!(
-                    actual, want,
-                    "{name} round trip: got {actual:?}, want {want:?}"
-                )
+                assert_eq!(actual, want, "{name} round trip: got {actual:?}, want {want:?}")
             }
         }
     }

@@ -1,11 +1,10 @@
 use crate::{
     goodbye::*, header::*, payload_feedbacks::full_intra_request::*,
-    payload_feedbacks::picture_loss_indication::*,
-    payload_feedbacks::receiver_estimated_maximum_bitrate::*,
-    payload_feedbacks::slice_loss_indication::*, raw_packet::*, receiver_report::*,
-    sender_report::*, source_description::*, transport_feedbacks::cc_feedback_report::*,
-    transport_feedbacks::rapid_resynchronization_request::*,
-    transport_feedbacks::transport_layer_cc::*, transport_feedbacks::transport_layer_nack::*,
+    payload_feedbacks::picture_loss_indication::*, payload_feedbacks::receiver_estimated_maximum_bitrate::*,
+    payload_feedbacks::slice_loss_indication::*, raw_packet::*, receiver_report::*, sender_report::*,
+    source_description::*, transport_feedbacks::cc_feedback_report::*,
+    transport_feedbacks::rapid_resynchronization_request::*, transport_feedbacks::transport_layer_cc::*,
+    transport_feedbacks::transport_layer_nack::*,
 };
 use shared::{
     error::{Error, Result},
@@ -160,10 +159,9 @@ mod test {
             0x81, 0xca, 0x0, 0xc, // v=2, p=0, count=1, SDES, len=12
             0x90, 0x2f, 0x9e, 0x2e, // ssrc=0x902f9e2e
             0x1, 0x26, // CNAME, len=38
-            0x7b, 0x39, 0x63, 0x30, 0x30, 0x65, 0x62, 0x39, 0x32, 0x2d, 0x31, 0x61, 0x66, 0x62,
-            0x2d, 0x39, 0x64, 0x34, 0x39, 0x2d, 0x61, 0x34, 0x37, 0x64, 0x2d, 0x39, 0x31, 0x66,
-            0x36, 0x34, 0x65, 0x65, 0x65, 0x36, 0x39, 0x66, 0x35,
-            0x7d, // text="{9c00eb92-1afb-9d49-a47d-91f64eee69f5}"
+            0x7b, 0x39, 0x63, 0x30, 0x30, 0x65, 0x62, 0x39, 0x32, 0x2d, 0x31, 0x61, 0x66, 0x62, 0x2d, 0x39,
+            0x64, 0x34, 0x39, 0x2d, 0x61, 0x34, 0x37, 0x64, 0x2d, 0x39, 0x31, 0x66, 0x36, 0x34, 0x65, 0x65,
+            0x65, 0x36, 0x39, 0x66, 0x35, 0x7d, // text="{9c00eb92-1afb-9d49-a47d-91f64eee69f5}"
             0x0, 0x0, 0x0, 0x0, // END + padding
             // Goodbye (offset=84)
             0x81, 0xcb, 0x0, 0x1, // v=2, p=0, count=1, BYE, len=1
@@ -202,28 +200,14 @@ mod test {
             }],
         };
 
-        let c = Goodbye {
-            sources: vec![0x902f9e2e],
-            ..Default::default()
-        };
+        let c = Goodbye { sources: vec![0x902f9e2e], ..Default::default() };
 
-        let d = PictureLossIndication {
-            sender_ssrc: 0x902f9e2e,
-            media_ssrc: 0x902f9e2e,
-        };
+        let d = PictureLossIndication { sender_ssrc: 0x902f9e2e, media_ssrc: 0x902f9e2e };
 
-        let e = RapidResynchronizationRequest {
-            sender_ssrc: 0x902f9e2e,
-            media_ssrc: 0x902f9e2e,
-        };
+        let e = RapidResynchronizationRequest { sender_ssrc: 0x902f9e2e, media_ssrc: 0x902f9e2e };
 
-        let expected: Vec<Box<dyn Packet>> = vec![
-            Box::new(a),
-            Box::new(b),
-            Box::new(c),
-            Box::new(d),
-            Box::new(e),
-        ];
+        let expected: Vec<Box<dyn Packet>> =
+            vec![Box::new(a), Box::new(b), Box::new(c), Box::new(d), Box::new(e)];
 
         assert!(packet == expected, "Invalid packets");
     }
@@ -252,10 +236,7 @@ mod test {
         let result = unmarshal(&mut data);
         if let Err(got) = result {
             let want = Error::PacketTooShort;
-            assert_eq!(
-                got, want,
-                "Unmarshal(invalid_header_length) err = {got}, want {want}"
-            );
+            assert_eq!(got, want, "Unmarshal(invalid_header_length) err = {got}, want {want}");
         } else {
             panic!("want error");
         }
@@ -267,20 +248,20 @@ mod test {
         // issue report from https://github.com/webrtc-rs/srtp/issues/7
         let tests = vec![
             Bytes::from_static(&[
-                143, 205, 0, 6, 65, 227, 184, 49, 118, 243, 78, 96, 42, 63, 0, 5, 12, 162, 166, 0,
-                32, 5, 200, 4, 0, 4, 0, 0,
+                143, 205, 0, 6, 65, 227, 184, 49, 118, 243, 78, 96, 42, 63, 0, 5, 12, 162, 166, 0, 32, 5,
+                200, 4, 0, 4, 0, 0,
             ]),
             Bytes::from_static(&[
-                143, 205, 0, 9, 65, 227, 184, 49, 118, 243, 78, 96, 42, 68, 0, 17, 12, 162, 167, 1,
-                32, 17, 88, 0, 4, 0, 4, 8, 108, 0, 4, 0, 4, 12, 0, 4, 0, 4, 4, 0,
+                143, 205, 0, 9, 65, 227, 184, 49, 118, 243, 78, 96, 42, 68, 0, 17, 12, 162, 167, 1, 32, 17,
+                88, 0, 4, 0, 4, 8, 108, 0, 4, 0, 4, 12, 0, 4, 0, 4, 4, 0,
             ]),
             Bytes::from_static(&[
-                143, 205, 0, 8, 65, 227, 184, 49, 118, 243, 78, 96, 42, 91, 0, 12, 12, 162, 168, 3,
-                32, 12, 220, 4, 0, 4, 0, 8, 128, 4, 0, 4, 0, 8, 0, 0,
+                143, 205, 0, 8, 65, 227, 184, 49, 118, 243, 78, 96, 42, 91, 0, 12, 12, 162, 168, 3, 32, 12,
+                220, 4, 0, 4, 0, 8, 128, 4, 0, 4, 0, 8, 0, 0,
             ]),
             Bytes::from_static(&[
-                143, 205, 0, 7, 65, 227, 184, 49, 118, 243, 78, 96, 42, 103, 0, 8, 12, 162, 169, 4,
-                32, 8, 232, 4, 0, 4, 0, 4, 4, 0, 0, 0,
+                143, 205, 0, 7, 65, 227, 184, 49, 118, 243, 78, 96, 42, 103, 0, 8, 12, 162, 169, 4, 32, 8,
+                232, 4, 0, 4, 0, 4, 4, 0, 0, 0,
             ]),
         ];
 
@@ -311,10 +292,7 @@ mod test {
             }],
             ..Default::default()
         };
-        let pli = PictureLossIndication {
-            sender_ssrc: 0x902f9e2e,
-            media_ssrc: 0x902f9e2e,
-        };
+        let pli = PictureLossIndication { sender_ssrc: 0x902f9e2e, media_ssrc: 0x902f9e2e };
         let packets: Vec<Box<dyn Packet>> = vec![Box::new(rr), Box::new(pli)];
 
         let raw1 = marshal(&packets)?;

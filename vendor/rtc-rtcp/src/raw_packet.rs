@@ -110,11 +110,7 @@ mod test {
                 ])),
                 None,
             ),
-            (
-                "short header",
-                RawPacket(Bytes::from_static(&[0x80])),
-                Some(Error::PacketTooShort),
-            ),
+            ("short header", RawPacket(Bytes::from_static(&[0x80])), Some(Error::PacketTooShort)),
             (
                 "invalid header",
                 RawPacket(
@@ -153,10 +149,7 @@ mod test {
 
             let decoded = result.unwrap();
 
-            assert_eq!(
-                decoded, pkt,
-                "{name} raw round trip: got {decoded:?}, want {pkt:?}"
-            )
+            assert_eq!(decoded, pkt, "{name} raw round trip: got {decoded:?}, want {pkt:?}")
         }
 
         Ok(())

@@ -4,11 +4,7 @@ use bytes::BufMut;
 
 // returns the padding required to make the length a multiple of 4
 pub(crate) fn get_padding_size(len: usize) -> usize {
-    if len.is_multiple_of(4) {
-        0
-    } else {
-        4 - (len % 4)
-    }
+    if len.is_multiple_of(4) { 0 } else { 4 - (len % 4) }
 }
 
 pub(crate) fn put_padding(mut buf: &mut [u8], len: usize) {
@@ -23,12 +19,7 @@ pub(crate) fn put_padding(mut buf: &mut [u8], len: usize) {
 }
 
 // set_nbits_of_uint16 will truncate the value to size, left-shift to start_index position and set
-pub(crate) fn set_nbits_of_uint16(
-    src: u16,
-    size: u16,
-    start_index: u16,
-    mut val: u16,
-) -> Result<u16> {
+pub(crate) fn set_nbits_of_uint16(src: u16, size: u16, start_index: u16, mut val: u16) -> Result<u16> {
     if start_index + size > 16 {
         return Err(Error::InvalidSizeOrStartIndex);
     }
@@ -65,11 +56,7 @@ mod test {
         let tests = vec![(0, 0), (1, 3), (2, 2), (3, 1), (4, 0), (100, 0), (500, 0)];
 
         for (n, p) in tests {
-            assert_eq!(
-                get_padding_size(n),
-                p,
-                "Test case returned wrong value for input {n}"
-            );
+            assert_eq!(get_padding_size(n), p, "Test case returned wrong value for input {n}");
         }
 
         Ok(())
@@ -81,25 +68,9 @@ mod test {
             ("setOneBit", 0, 1, 8, 1, 128, None),
             ("setStatusVectorBit", 0, 1, 0, 1, 32768, None),
             ("setStatusVectorSecondBit", 32768, 1, 1, 1, 49152, None),
-            (
-                "setStatusVectorInnerBitsAndCutValue",
-                49152,
-                2,
-                6,
-                11111,
-                49920,
-                None,
-            ),
+            ("setStatusVectorInnerBitsAndCutValue", 49152, 2, 6, 11111, 49920, None),
             ("setRunLengthSecondTwoBit", 32768, 2, 1, 1, 40960, None),
-            (
-                "setOneBitOutOfBounds",
-                32768,
-                2,
-                15,
-                1,
-                0,
-                Some("invalid size or startIndex"),
-            ),
+            ("setOneBitOutOfBounds", 32768, 2, 15, 1, 0, Some("invalid size or startIndex")),
         ];
 
         for (name, source, size, index, value, result, err) in tests {

@@ -110,49 +110,28 @@ mod tests {
 
     #[test]
     fn rejects_keying_material_with_the_wrong_length() {
-        let mut config = Config {
-            profile: ProtectionProfile::Aes128CmHmacSha1_80,
-            ..Default::default()
-        };
+        let mut config = Config { profile: ProtectionProfile::Aes128CmHmacSha1_80, ..Default::default() };
         let expected = config.keying_material_len();
 
         for actual in [expected - 1, expected + 1] {
-            let error = config
-                .set_session_keys_from_keying_material(&material(actual), true)
-                .unwrap_err();
-            assert!(
-                error
-                    .to_string()
-                    .contains(&format!("expected {expected}, got {actual}"))
-            );
+            let error = config.set_session_keys_from_keying_material(&material(actual), true).unwrap_err();
+            assert!(error.to_string().contains(&format!("expected {expected}, got {actual}")));
         }
     }
 
     #[test]
     fn assigns_client_and_server_material_by_role() -> Result<()> {
-        let mut client = Config {
-            profile: ProtectionProfile::Aes128CmHmacSha1_80,
-            ..Default::default()
-        };
+        let mut client = Config { profile: ProtectionProfile::Aes128CmHmacSha1_80, ..Default::default() };
         let bytes = material(client.keying_material_len());
         client.set_session_keys_from_keying_material(&bytes, true)?;
 
-        let mut server = Config {
-            profile: client.profile,
-            ..Default::default()
-        };
+        let mut server = Config { profile: client.profile, ..Default::default() };
         server.set_session_keys_from_keying_material(&bytes, false)?;
 
         assert_eq!(client.keys.local_master_key, server.keys.remote_master_key);
-        assert_eq!(
-            client.keys.local_master_salt,
-            server.keys.remote_master_salt
-        );
+        assert_eq!(client.keys.local_master_salt, server.keys.remote_master_salt);
         assert_eq!(client.keys.remote_master_key, server.keys.local_master_key);
-        assert_eq!(
-            client.keys.remote_master_salt,
-            server.keys.local_master_salt
-        );
+        assert_eq!(client.keys.remote_master_salt, server.keys.local_master_salt);
         Ok(())
     }
 }

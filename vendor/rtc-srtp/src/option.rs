@@ -14,20 +14,14 @@ pub(crate) const MAX_SRTCP_INDEX: usize = 0x7FFFFFFF;
 /// srtp_replay_protection sets SRTP replay protection window size.
 pub fn srtp_replay_protection(window_size: usize) -> ContextOption {
     Box::new(move || -> Box<dyn ReplayDetector> {
-        Box::new(WrappedSlidingWindowDetector::new(
-            window_size,
-            MAX_SEQUENCE_NUMBER as u64,
-        ))
+        Box::new(WrappedSlidingWindowDetector::new(window_size, MAX_SEQUENCE_NUMBER as u64))
     })
 }
 
 /// Sets SRTCP replay protection window size.
 pub fn srtcp_replay_protection(window_size: usize) -> ContextOption {
     Box::new(move || -> Box<dyn ReplayDetector> {
-        Box::new(WrappedSlidingWindowDetector::new(
-            window_size,
-            MAX_SRTCP_INDEX as u64,
-        ))
+        Box::new(WrappedSlidingWindowDetector::new(window_size, MAX_SRTCP_INDEX as u64))
     })
 }
 

@@ -1,6 +1,5 @@
 use crypto::{
-    AeadAlgorithm, BlockCipherAlgorithm, CryptoAlgorithm, HmacAlgorithm, RTCCrypto,
-    StreamCipherAlgorithm,
+    AeadAlgorithm, BlockCipherAlgorithm, CryptoAlgorithm, HmacAlgorithm, RTCCrypto, StreamCipherAlgorithm,
 };
 use shared::error::{Error, Result};
 
@@ -172,9 +171,7 @@ mod tests {
     fn every_required_capability_is_enforced() {
         for profile in PROFILES {
             for algorithm in profile.required_crypto_algorithms() {
-                let crypto = CapabilityCrypto {
-                    missing: Some(*algorithm),
-                };
+                let crypto = CapabilityCrypto { missing: Some(*algorithm) };
                 let error = profile.ensure_crypto_supported(&crypto).unwrap_err();
                 let message = error.to_string();
                 assert!(message.contains(&format!("{profile:?}")));

@@ -17,9 +17,9 @@ const REAL_PACKET: [u8; 116] = [
     0x81, 0xca, 0x0, 0xc, // v=2, p=0, count=1, SDES, len=12
     0x90, 0x2f, 0x9e, 0x2e, // ssrc=0x902f9e2e
     0x1, 0x26, // CNAME, len=38
-    0x7b, 0x39, 0x63, 0x30, 0x30, 0x65, 0x62, 0x39, 0x32, 0x2d, 0x31, 0x61, 0x66, 0x62, 0x2d, 0x39,
-    0x64, 0x34, 0x39, 0x2d, 0x61, 0x34, 0x37, 0x64, 0x2d, 0x39, 0x31, 0x66, 0x36, 0x34, 0x65, 0x65,
-    0x65, 0x36, 0x39, 0x66, 0x35, 0x7d, // text="{9c00eb92-1afb-9d49-a47d-91f64eee69f5}"
+    0x7b, 0x39, 0x63, 0x30, 0x30, 0x65, 0x62, 0x39, 0x32, 0x2d, 0x31, 0x61, 0x66, 0x62, 0x2d, 0x39, 0x64,
+    0x34, 0x39, 0x2d, 0x61, 0x34, 0x37, 0x64, 0x2d, 0x39, 0x31, 0x66, 0x36, 0x34, 0x65, 0x65, 0x65, 0x36,
+    0x39, 0x66, 0x35, 0x7d, // text="{9c00eb92-1afb-9d49-a47d-91f64eee69f5}"
     0x0, 0x0, 0x0, 0x0, // END + padding
     // Goodbye (offset=84)
     0x81, 0xcb, 0x0, 0x1, // v=2, p=0, count=1, BYE, len=1
@@ -58,30 +58,18 @@ fn test_bad_compound() {
 
         Err(err) => {
             let a = Error::BadFirstPacket;
-            assert_eq!(
-                Error::BadFirstPacket,
-                err,
-                "Unmarshal(badcompound) err={err:?}, want {a:?}",
-            );
+            assert_eq!(Error::BadFirstPacket, err, "Unmarshal(badcompound) err={err:?}, want {a:?}",);
         }
     };
 
     let compound_len = compound.0.len();
-    assert_eq!(
-        compound_len, 2,
-        "Unmarshal(badcompound) len={}, want {}",
-        compound_len, 2
-    );
+    assert_eq!(compound_len, 2, "Unmarshal(badcompound) len={}, want {}", compound_len, 2);
 
     if compound.0[0].as_any().downcast_ref::<Goodbye>().is_none() {
         panic!("Unmarshal(badcompound), want Goodbye")
     }
 
-    if compound.0[1]
-        .as_any()
-        .downcast_ref::<PictureLossIndication>()
-        .is_none()
-    {
+    if compound.0[1].as_any().downcast_ref::<PictureLossIndication>().is_none() {
         panic!("Unmarshal(badcompound), want PictureLossIndication")
     }
 }
@@ -99,27 +87,13 @@ fn test_valid_packet() {
     };
 
     let tests: Vec<(&str, CompoundPacket, Option<Error>)> = vec![
-        (
-            "no cname",
-            CompoundPacket(vec![Box::<SenderReport>::default()]),
-            Some(Error::MissingCname),
-        ),
+        ("no cname", CompoundPacket(vec![Box::<SenderReport>::default()]), Some(Error::MissingCname)),
         (
             "SDES / no cname",
-            CompoundPacket(vec![
-                Box::<SenderReport>::default(),
-                Box::<SourceDescription>::default(),
-            ]),
+            CompoundPacket(vec![Box::<SenderReport>::default(), Box::<SourceDescription>::default()]),
             Some(Error::MissingCname),
         ),
-        (
-            "just SR",
-            CompoundPacket(vec![
-                Box::<SenderReport>::default(),
-                Box::new(cname.to_owned()),
-            ]),
-            None,
-        ),
+        ("just SR", CompoundPacket(vec![Box::<SenderReport>::default(), Box::new(cname.to_owned())]), None),
         (
             "multiple SRs",
             CompoundPacket(vec![
@@ -129,14 +103,7 @@ fn test_valid_packet() {
             ]),
             Some(Error::PacketBeforeCname),
         ),
-        (
-            "just RR",
-            CompoundPacket(vec![
-                Box::<ReceiverReport>::default(),
-                Box::new(cname.clone()),
-            ]),
-            None,
-        ),
+        ("just RR", CompoundPacket(vec![Box::<ReceiverReport>::default(), Box::new(cname.clone())]), None),
         (
             "multiple RRs",
             CompoundPacket(vec![
@@ -179,27 +146,16 @@ fn test_cname() {
     };
 
     let tests: Vec<(&str, CompoundPacket, Option<Error>, &str)> = vec![
-        (
-            "no cname",
-            CompoundPacket(vec![Box::<SenderReport>::default()]),
-            Some(Error::MissingCname),
-            "",
-        ),
+        ("no cname", CompoundPacket(vec![Box::<SenderReport>::default()]), Some(Error::MissingCname), ""),
         (
             "SDES / no cname",
-            CompoundPacket(vec![
-                Box::<SenderReport>::default(),
-                Box::<SourceDescription>::default(),
-            ]),
+            CompoundPacket(vec![Box::<SenderReport>::default(), Box::<SourceDescription>::default()]),
             Some(Error::MissingCname),
             "",
         ),
         (
             "just SR",
-            CompoundPacket(vec![
-                Box::<SenderReport>::default(),
-                Box::new(cname.clone()),
-            ]),
+            CompoundPacket(vec![Box::<SenderReport>::default(), Box::new(cname.clone())]),
             None,
             "cname",
         ),
@@ -215,10 +171,7 @@ fn test_cname() {
         ),
         (
             "just RR",
-            CompoundPacket(vec![
-                Box::<ReceiverReport>::default(),
-                Box::new(cname.clone()),
-            ]),
+            CompoundPacket(vec![Box::<ReceiverReport>::default(), Box::new(cname.clone())]),
             None,
             "cname",
         ),
@@ -286,18 +239,11 @@ fn test_compound_packet_roundtrip() {
             CompoundPacket(vec![
                 Box::<ReceiverReport>::default(),
                 Box::new(cname),
-                Box::new(Goodbye {
-                    sources: vec![1234],
-                    ..Default::default()
-                }),
+                Box::new(Goodbye { sources: vec![1234], ..Default::default() }),
             ]),
             None,
         ),
-        (
-            "no cname",
-            CompoundPacket(vec![Box::<ReceiverReport>::default()]),
-            Some(Error::MissingCname),
-        ),
+        ("no cname", CompoundPacket(vec![Box::<ReceiverReport>::default()]), Some(Error::MissingCname)),
     ];
 
     for (name, packet, marshal_error) in tests {
@@ -317,13 +263,8 @@ fn test_compound_packet_roundtrip() {
         let c = CompoundPacket::unmarshal(&mut data1.clone())
             .unwrap_or_else(|_| panic!("unmarshal {name} error"));
 
-        let data2 = c
-            .marshal()
-            .unwrap_or_else(|_| panic!("marshal {name} error"));
+        let data2 = c.marshal().unwrap_or_else(|_| panic!("marshal {name} error"));
 
-        assert_eq!(
-            data1, data2,
-            "Unmarshal(Marshal({name:?})) = {data1:?}, want {data2:?}"
-        )
+        assert_eq!(data1, data2, "Unmarshal(Marshal({name:?})) = {data1:?}, want {data2:?}")
     }
 }

@@ -1,9 +1,7 @@
 #[cfg(test)]
 mod compound_packet_test;
 
-use crate::{
-    header::*, packet::*, receiver_report::*, sender_report::*, source_description::*, util::*,
-};
+use crate::{header::*, packet::*, receiver_report::*, sender_report::*, source_description::*, util::*};
 use shared::{
     error::{Error, Result},
     marshal::{Marshal, MarshalSize, Unmarshal},
@@ -42,11 +40,7 @@ impl Packet for CompoundPacket {
     /// destination_ssrc returns the synchronization sources associated with this
     /// CompoundPacket's reception report.
     fn destination_ssrc(&self) -> Vec<u32> {
-        if self.0.is_empty() {
-            vec![]
-        } else {
-            self.0[0].destination_ssrc()
-        }
+        if self.0.is_empty() { vec![] } else { self.0[0].destination_ssrc() }
     }
 
     fn raw_size(&self) -> usize {
@@ -122,10 +116,7 @@ impl CompoundPacket {
         // SenderReport and ReceiverReport are the only types that
         // are allowed to be the first packet in a compound datagram
         if self.0[0].as_any().downcast_ref::<SenderReport>().is_none()
-            && self.0[0]
-                .as_any()
-                .downcast_ref::<ReceiverReport>()
-                .is_none()
+            && self.0[0].as_any().downcast_ref::<ReceiverReport>().is_none()
         {
             return Err(Error::BadFirstPacket);
         }

@@ -132,8 +132,7 @@ impl Unmarshal for DLRRReportBlock {
             Some(length) => length,
             None => return Err(Error::InvalidBlockSize),
         };
-        if block_length % DLRR_REPORT_LENGTH != 0 || raw_packet.remaining() < block_length as usize
-        {
+        if block_length % DLRR_REPORT_LENGTH != 0 || raw_packet.remaining() < block_length as usize {
             return Err(Error::PacketTooShort);
         }
 
@@ -143,11 +142,7 @@ impl Unmarshal for DLRRReportBlock {
             let ssrc = raw_packet.get_u32();
             let last_rr = raw_packet.get_u32();
             let dlrr = raw_packet.get_u32();
-            reports.push(DLRRReport {
-                ssrc,
-                last_rr,
-                dlrr,
-            });
+            reports.push(DLRRReport { ssrc, last_rr, dlrr });
             offset += DLRR_REPORT_LENGTH;
         }
 

@@ -30,26 +30,12 @@ fn decoded_packet() -> ExtendedReport {
                 end_seq: 15577,
                 receipt_time: vec![0x11111111, 0x22222222, 0x33333333, 0x44444444, 0x55555555],
             }),
-            Box::new(ReceiverReferenceTimeReportBlock {
-                ntp_timestamp: 0x0102030405060708,
-            }),
+            Box::new(ReceiverReferenceTimeReportBlock { ntp_timestamp: 0x0102030405060708 }),
             Box::new(DLRRReportBlock {
                 reports: vec![
-                    DLRRReport {
-                        ssrc: 0x88888888,
-                        last_rr: 0x12345678,
-                        dlrr: 0x99999999,
-                    },
-                    DLRRReport {
-                        ssrc: 0x09090909,
-                        last_rr: 0x12345678,
-                        dlrr: 0x99999999,
-                    },
-                    DLRRReport {
-                        ssrc: 0x11223344,
-                        last_rr: 0x12345678,
-                        dlrr: 0x99999999,
-                    },
+                    DLRRReport { ssrc: 0x88888888, last_rr: 0x12345678, dlrr: 0x99999999 },
+                    DLRRReport { ssrc: 0x09090909, last_rr: 0x12345678, dlrr: 0x99999999 },
+                    DLRRReport { ssrc: 0x11223344, last_rr: 0x12345678, dlrr: 0x99999999 },
                 ],
             }),
             Box::new(StatisticsSummaryReportBlock {

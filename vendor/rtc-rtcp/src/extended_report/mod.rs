@@ -150,11 +150,7 @@ impl Unmarshal for XRHeader {
         let type_specific = raw_packet.get_u8();
         let block_length = raw_packet.get_u16();
 
-        Ok(XRHeader {
-            block_type,
-            type_specific,
-            block_length,
-        })
+        Ok(XRHeader { block_type, type_specific, block_length })
     }
 }
 /// The ExtendedReport packet is an Implementation of RTCP Extended
@@ -290,9 +286,7 @@ impl Unmarshal for ExtendedReport {
             let block_type: BlockType = raw_packet.chunk()[0].into();
             let report: Box<dyn Packet> = match block_type {
                 BlockType::LossRLE => Box::new(LossRLEReportBlock::unmarshal(raw_packet)?),
-                BlockType::DuplicateRLE => {
-                    Box::new(DuplicateRLEReportBlock::unmarshal(raw_packet)?)
-                }
+                BlockType::DuplicateRLE => Box::new(DuplicateRLEReportBlock::unmarshal(raw_packet)?),
                 BlockType::PacketReceiptTimes => {
                     Box::new(PacketReceiptTimesReportBlock::unmarshal(raw_packet)?)
                 }
@@ -311,9 +305,6 @@ impl Unmarshal for ExtendedReport {
             reports.push(report);
         }
 
-        Ok(ExtendedReport {
-            sender_ssrc,
-            reports,
-        })
+        Ok(ExtendedReport { sender_ssrc, reports })
     }
 }

@@ -74,10 +74,7 @@ impl Packet for PacketReceiptTimesReportBlock {
         self
     }
     fn equal(&self, other: &dyn Packet) -> bool {
-        other
-            .as_any()
-            .downcast_ref::<PacketReceiptTimesReportBlock>()
-            == Some(self)
+        other.as_any().downcast_ref::<PacketReceiptTimesReportBlock>() == Some(self)
     }
     fn cloned(&self) -> Box<dyn Packet> {
         Box::new(self.clone())
@@ -147,13 +144,6 @@ impl Unmarshal for PacketReceiptTimesReportBlock {
             receipt_time.push(raw_packet.get_u32());
         }
 
-        Ok(PacketReceiptTimesReportBlock {
-            t,
-
-            ssrc,
-            begin_seq,
-            end_seq,
-            receipt_time,
-        })
+        Ok(PacketReceiptTimesReportBlock { t, ssrc, begin_seq, end_seq, receipt_time })
     }
 }

@@ -145,11 +145,7 @@ impl RLEReportBlock {
     /// The XR block header describing this block's type and length.
     pub fn xr_header(&self) -> XRHeader {
         XRHeader {
-            block_type: if self.is_loss_rle {
-                BlockType::LossRLE
-            } else {
-                BlockType::DuplicateRLE
-            },
+            block_type: if self.is_loss_rle { BlockType::LossRLE } else { BlockType::DuplicateRLE },
             type_specific: self.t & 0x0F,
             block_length: (self.raw_size() / 4 - 1) as u16,
         }
@@ -251,13 +247,6 @@ impl Unmarshal for RLEReportBlock {
             chunks.push(Chunk(raw_packet.get_u16()));
         }
 
-        Ok(RLEReportBlock {
-            is_loss_rle,
-            t,
-            ssrc,
-            begin_seq,
-            end_seq,
-            chunks,
-        })
+        Ok(RLEReportBlock { is_loss_rle, t, ssrc, begin_seq, end_seq, chunks })
     }
 }

@@ -55,10 +55,7 @@ impl Packet for ReceiverReferenceTimeReportBlock {
         self
     }
     fn equal(&self, other: &dyn Packet) -> bool {
-        other
-            .as_any()
-            .downcast_ref::<ReceiverReferenceTimeReportBlock>()
-            == Some(self)
+        other.as_any().downcast_ref::<ReceiverReferenceTimeReportBlock>() == Some(self)
     }
     fn cloned(&self) -> Box<dyn Packet> {
         Box::new(self.clone())
@@ -104,8 +101,7 @@ impl Unmarshal for ReceiverReferenceTimeReportBlock {
             Some(length) => length,
             None => return Err(Error::InvalidBlockSize),
         };
-        if block_length != RRT_REPORT_BLOCK_LENGTH || raw_packet.remaining() < block_length as usize
-        {
+        if block_length != RRT_REPORT_BLOCK_LENGTH || raw_packet.remaining() < block_length as usize {
             return Err(Error::PacketTooShort);
         }
 

@@ -150,10 +150,7 @@ impl Packet for StatisticsSummaryReportBlock {
         self
     }
     fn equal(&self, other: &dyn Packet) -> bool {
-        other
-            .as_any()
-            .downcast_ref::<StatisticsSummaryReportBlock>()
-            == Some(self)
+        other.as_any().downcast_ref::<StatisticsSummaryReportBlock>() == Some(self)
     }
     fn cloned(&self) -> Box<dyn Packet> {
         Box::new(self.clone())
@@ -211,8 +208,7 @@ impl Unmarshal for StatisticsSummaryReportBlock {
             Some(length) => length,
             None => return Err(Error::InvalidBlockSize),
         };
-        if block_length != SSR_REPORT_BLOCK_LENGTH || raw_packet.remaining() < block_length as usize
-        {
+        if block_length != SSR_REPORT_BLOCK_LENGTH || raw_packet.remaining() < block_length as usize {
             return Err(Error::PacketTooShort);
         }
 

@@ -176,8 +176,7 @@ impl Unmarshal for VoIPMetricsReportBlock {
             Some(length) => length,
             None => return Err(Error::InvalidBlockSize),
         };
-        if block_length != VM_REPORT_BLOCK_LENGTH || raw_packet.remaining() < block_length as usize
-        {
+        if block_length != VM_REPORT_BLOCK_LENGTH || raw_packet.remaining() < block_length as usize {
             return Err(Error::PacketTooShort);
         }
 

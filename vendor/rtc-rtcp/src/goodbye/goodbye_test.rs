@@ -10,10 +10,7 @@ fn test_goodbye_unmarshal() {
                 0x90, 0x2f, 0x9e, 0x2e, // ssrc=0x902f9e2e
                 0x03, 0x46, 0x4f, 0x4f, // len=3, text=FOO
             ]),
-            Goodbye {
-                sources: vec![0x902f9e2e],
-                reason: Bytes::from_static(b"FOO"),
-            },
+            Goodbye { sources: vec![0x902f9e2e], reason: Bytes::from_static(b"FOO") },
             None,
         ),
         (
@@ -23,10 +20,7 @@ fn test_goodbye_unmarshal() {
                 0x90, 0x2f, 0x9e, 0x2e, // ssrc=0x902f9e2e
                 0x04, 0x46, 0x4f, 0x4f, // len=4, text=FOO
             ]),
-            Goodbye {
-                sources: vec![],
-                reason: Bytes::from_static(b""),
-            },
+            Goodbye { sources: vec![], reason: Bytes::from_static(b"") },
             Some(Error::PacketTooShort),
         ),
         (
@@ -36,10 +30,7 @@ fn test_goodbye_unmarshal() {
                 0x90, 0x2f, 0x9e, 0x2e, // ssrc=0x902f9e2e
                 0x03, 0x46, 0x4f, 0x4f, // len=3, text=FOO
             ]),
-            Goodbye {
-                sources: vec![],
-                reason: Bytes::from_static(b""),
-            },
+            Goodbye { sources: vec![], reason: Bytes::from_static(b"") },
             Some(Error::WrongType),
         ),
         (
@@ -49,10 +40,7 @@ fn test_goodbye_unmarshal() {
                 0x90, 0x2f, 0x9e, 0x2e, // ssrc=0x902f9e2e
                 0x01, 0x46, 0x00, 0x00, // len=3, text=F + padding
             ]),
-            Goodbye {
-                sources: vec![0x902f9e2e],
-                reason: Bytes::from_static(b"F"),
-            },
+            Goodbye { sources: vec![0x902f9e2e], reason: Bytes::from_static(b"F") },
             None,
         ),
         (
@@ -62,10 +50,7 @@ fn test_goodbye_unmarshal() {
                 0x90, 0x2f, 0x9e, 0x2e, // ssrc=0x902f9e2e
                 0x01, 0x46, // len=1, text=F
             ]),
-            Goodbye {
-                sources: vec![],
-                reason: Bytes::from_static(b""),
-            },
+            Goodbye { sources: vec![], reason: Bytes::from_static(b"") },
             Some(Error::PacketTooShort),
         ),
         (
@@ -74,10 +59,7 @@ fn test_goodbye_unmarshal() {
                 0x82, 0xcb, 0x00, 0x0c, // v=2, p=0, count=2, BYE, len=8
                 0x90, 0x2f, 0x9e, 0x2e, // ssrc=0x902f9e2e
             ]),
-            Goodbye {
-                sources: vec![],
-                reason: Bytes::from_static(b""),
-            },
+            Goodbye { sources: vec![], reason: Bytes::from_static(b"") },
             Some(Error::PacketTooShort),
         ),
         (
@@ -86,19 +68,13 @@ fn test_goodbye_unmarshal() {
                 // v=2, p=0, count=0, BYE, len=4
                 0x80, 0xcb, 0x00, 0x04,
             ]),
-            Goodbye {
-                sources: vec![],
-                reason: Bytes::from_static(b""),
-            },
+            Goodbye { sources: vec![], reason: Bytes::from_static(b"") },
             None,
         ),
         (
             "nil",
             Bytes::from_static(&[]),
-            Goodbye {
-                sources: vec![],
-                reason: Bytes::from_static(b""),
-            },
+            Goodbye { sources: vec![], reason: Bytes::from_static(b"") },
             Some(Error::PacketTooShort),
         ),
     ];
@@ -114,16 +90,10 @@ fn test_goodbye_unmarshal() {
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
         } else {
             let actual = got.unwrap();
-            assert_eq!(
-                actual, want,
-                "Unmarshal {name} rr: got {actual:?}, want {want:?}"
-            );
+            assert_eq!(actual, want, "Unmarshal {name} rr: got {actual:?}, want {want:?}");
         }
     }
 }
@@ -138,60 +108,23 @@ fn test_goodbye_round_trip() {
     }
 
     let tests = vec![
-        (
-            "empty",
-            Goodbye {
-                sources: vec![],
-                ..Default::default()
-            },
-            None,
-        ),
+        ("empty", Goodbye { sources: vec![], ..Default::default() }, None),
         (
             "valid",
-            Goodbye {
-                sources: vec![0x01020304, 0x05060708],
-                reason: Bytes::from_static(b"because"),
-            },
+            Goodbye { sources: vec![0x01020304, 0x05060708], reason: Bytes::from_static(b"because") },
             None,
         ),
-        (
-            "empty reason",
-            Goodbye {
-                sources: vec![0x01020304],
-                reason: Bytes::from_static(b""),
-            },
-            None,
-        ),
-        (
-            "reason no source",
-            Goodbye {
-                sources: vec![],
-                reason: Bytes::from_static(b"foo"),
-            },
-            None,
-        ),
-        (
-            "short reason",
-            Goodbye {
-                sources: vec![],
-                reason: Bytes::from_static(b"f"),
-            },
-            None,
-        ),
+        ("empty reason", Goodbye { sources: vec![0x01020304], reason: Bytes::from_static(b"") }, None),
+        ("reason no source", Goodbye { sources: vec![], reason: Bytes::from_static(b"foo") }, None),
+        ("short reason", Goodbye { sources: vec![], reason: Bytes::from_static(b"f") }, None),
         (
             "count overflow",
-            Goodbye {
-                sources: too_many_sources,
-                reason: Bytes::from_static(b""),
-            },
+            Goodbye { sources: too_many_sources, reason: Bytes::from_static(b"") },
             Some(Error::TooManySources),
         ),
         (
             "reason too long",
-            Goodbye {
-                sources: vec![],
-                reason: Bytes::copy_from_slice(too_long_text.as_bytes()),
-            },
+            Goodbye { sources: vec![], reason: Bytes::copy_from_slice(too_long_text.as_bytes()) },
             Some(Error::ReasonTooLong),
         ),
     ];
@@ -199,27 +132,16 @@ fn test_goodbye_round_trip() {
     for (name, want, want_error) in tests {
         let got = want.marshal();
 
-        assert_eq!(
-            got.is_ok(),
-            want_error.is_none(),
-            "Marshal {name}: err = {got:?}, want {want_error:?}"
-        );
+        assert_eq!(got.is_ok(), want_error.is_none(), "Marshal {name}: err = {got:?}, want {want_error:?}");
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
         } else {
             let mut data = got.ok().unwrap();
-            let actual =
-                Goodbye::unmarshal(&mut data).unwrap_or_else(|_| panic!("Unmarshal {name}"));
+            let actual = Goodbye::unmarshal(&mut data).unwrap_or_else(|_| panic!("Unmarshal {name}"));
 
-            assert_eq!(
-                actual, want,
-                "{name} round trip: got {actual:?}, want {want:?}"
-            )
+            assert_eq!(actual, want, "{name} round trip: got {actual:?}, want {want:?}")
         }
     }
 }

@@ -214,10 +214,6 @@ impl Unmarshal for ReceiverReport {
         }
          */
 
-        Ok(ReceiverReport {
-            ssrc,
-            reports,
-            profile_extensions,
-        })
+        Ok(ReceiverReport { ssrc, reports, profile_extensions })
     }
 }

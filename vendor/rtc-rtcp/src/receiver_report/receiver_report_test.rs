@@ -41,8 +41,7 @@ fn test_receiver_report_unmarshal() {
                 0x0, 0x0, 0x1, 0x11, // jitter=273
                 0x9, 0xf3, 0x64, 0x32, // lsr=0x9f36432
                 0x0, 0x2, 0x4a, 0x79, // delay=150137
-                0x54, 0x45, 0x53, 0x54, 0x44, 0x41, 0x54,
-                0x41, // profile-specific extension data
+                0x54, 0x45, 0x53, 0x54, 0x44, 0x41, 0x54, 0x41, // profile-specific extension data
             ]),
             ReceiverReport {
                 ssrc: 0x902f9e2e,
@@ -55,9 +54,7 @@ fn test_receiver_report_unmarshal() {
                     last_sender_report: 0x9f36432,
                     delay: 150137,
                 }],
-                profile_extensions: Bytes::from_static(&[
-                    0x54, 0x45, 0x53, 0x54, 0x44, 0x41, 0x54, 0x41,
-                ]),
+                profile_extensions: Bytes::from_static(&[0x54, 0x45, 0x53, 0x54, 0x44, 0x41, 0x54, 0x41]),
             },
             None,
         ),
@@ -104,12 +101,7 @@ fn test_receiver_report_unmarshal() {
             ReceiverReport::default(),
             Some(Error::PacketTooShort),
         ),
-        (
-            "nil",
-            Bytes::from_static(&[]),
-            ReceiverReport::default(),
-            Some(Error::PacketTooShort),
-        ),
+        ("nil", Bytes::from_static(&[]), ReceiverReport::default(), Some(Error::PacketTooShort)),
     ];
 
     for (name, mut data, want, want_error) in tests {
@@ -123,16 +115,10 @@ fn test_receiver_report_unmarshal() {
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name}: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name}: err = {got_err:?}, want {err:?}",);
         } else {
             let actual = got.unwrap();
-            assert_eq!(
-                actual, want,
-                "Unmarshal {name}: got {actual:?}, want {want:?}"
-            );
+            assert_eq!(actual, want, "Unmarshal {name}: got {actual:?}, want {want:?}");
         }
     }
 }
@@ -194,21 +180,14 @@ fn test_receiver_report_roundtrip() {
             "totallost overflow",
             ReceiverReport {
                 ssrc: 1,
-                reports: vec![ReceptionReport {
-                    total_lost: 1 << 25,
-                    ..Default::default()
-                }],
+                reports: vec![ReceptionReport { total_lost: 1 << 25, ..Default::default() }],
                 ..Default::default()
             },
             Some(Error::InvalidTotalLost),
         ),
         (
             "count overflow",
-            ReceiverReport {
-                ssrc: 1,
-                reports: too_many_reports,
-                ..Default::default()
-            },
+            ReceiverReport { ssrc: 1, reports: too_many_reports, ..Default::default() },
             Some(Error::TooManyReports),
         ),
     ];
@@ -216,27 +195,16 @@ fn test_receiver_report_roundtrip() {
     for (name, want, want_error) in tests {
         let got = want.marshal();
 
-        assert_eq!(
-            got.is_ok(),
-            want_error.is_none(),
-            "Marshal {name}: err = {got:?}, want {want_error:?}"
-        );
+        assert_eq!(got.is_ok(), want_error.is_none(), "Marshal {name}: err = {got:?}, want {want_error:?}");
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
         } else {
             let mut data = got.ok().unwrap();
-            let actual =
-                ReceiverReport::unmarshal(&mut data).unwrap_or_else(|_| panic!("Unmarshal {name}"));
+            let actual = ReceiverReport::unmarshal(&mut data).unwrap_or_else(|_| panic!("Unmarshal {name}"));
 
-            assert_eq!(
-                actual, want,
-                "{name} round trip: got {actual:?}, want {want:?}"
-            )
+            assert_eq!(actual, want, "{name} round trip: got {actual:?}, want {want:?}")
         }
     }
 }

@@ -279,14 +279,6 @@ impl Unmarshal for SenderReport {
         }
          */
 
-        Ok(SenderReport {
-            ssrc,
-            ntp_time,
-            rtp_time,
-            packet_count,
-            octet_count,
-            reports,
-            profile_extensions,
-        })
+        Ok(SenderReport { ssrc, ntp_time, rtp_time, packet_count, octet_count, reports, profile_extensions })
     }
 }

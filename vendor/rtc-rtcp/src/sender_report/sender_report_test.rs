@@ -3,12 +3,7 @@ use super::*;
 #[test]
 fn test_sender_report_unmarshal() {
     let tests = vec![
-        (
-            "nil",
-            Bytes::from_static(&[]),
-            SenderReport::default(),
-            Some(Error::PacketTooShort),
-        ),
+        ("nil", Bytes::from_static(&[]), SenderReport::default(), Some(Error::PacketTooShort)),
         (
             "valid",
             Bytes::from_static(&[
@@ -91,8 +86,8 @@ fn test_sender_report_unmarshal() {
                 0x2e, 0x48, 0xa5, 0x52, // rtp=0x2e48a552
                 0x0, 0x0, 0x0, 0x46, // packetCount=70
                 0x0, 0x0, 0x12, 0x1d, // octetCount=4637
-                0x81, 0xca, 0x0, 0x6, 0x2b, 0x7e, 0xc0, 0xc5, 0x1, 0x10, 0x4c, 0x63, 0x49, 0x66,
-                0x7a, 0x58, 0x6f, 0x6e, 0x44, 0x6f, 0x72, 0x64, 0x53, 0x65, 0x57, 0x36, 0x0,
+                0x81, 0xca, 0x0, 0x6, 0x2b, 0x7e, 0xc0, 0xc5, 0x1, 0x10, 0x4c, 0x63, 0x49, 0x66, 0x7a, 0x58,
+                0x6f, 0x6e, 0x44, 0x6f, 0x72, 0x64, 0x53, 0x65, 0x57, 0x36, 0x0,
                 0x0, // profile-specific extension
             ]),
             SenderReport {
@@ -103,9 +98,8 @@ fn test_sender_report_unmarshal() {
                 octet_count: 4637,
                 reports: vec![],
                 profile_extensions: Bytes::from_static(&[
-                    0x81, 0xca, 0x0, 0x6, 0x2b, 0x7e, 0xc0, 0xc5, 0x1, 0x10, 0x4c, 0x63, 0x49,
-                    0x66, 0x7a, 0x58, 0x6f, 0x6e, 0x44, 0x6f, 0x72, 0x64, 0x53, 0x65, 0x57, 0x36,
-                    0x0, 0x0,
+                    0x81, 0xca, 0x0, 0x6, 0x2b, 0x7e, 0xc0, 0xc5, 0x1, 0x10, 0x4c, 0x63, 0x49, 0x66, 0x7a,
+                    0x58, 0x6f, 0x6e, 0x44, 0x6f, 0x72, 0x64, 0x53, 0x65, 0x57, 0x36, 0x0, 0x0,
                 ]),
             },
             None,
@@ -123,16 +117,10 @@ fn test_sender_report_unmarshal() {
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name}: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name}: err = {got_err:?}, want {err:?}",);
         } else {
             let actual = got.unwrap();
-            assert_eq!(
-                actual, want,
-                "Unmarshal {name}: got {actual:?}, want {want:?}"
-            );
+            assert_eq!(actual, want, "Unmarshal {name}: got {actual:?}, want {want:?}");
         }
     }
 }
@@ -214,11 +202,7 @@ fn test_sender_report_roundtrip() {
         ),
         (
             "count overflow",
-            SenderReport {
-                ssrc: 1,
-                reports: too_many_reports,
-                ..Default::default()
-            },
+            SenderReport { ssrc: 1, reports: too_many_reports, ..Default::default() },
             Some(Error::TooManyReports),
         ),
     ];
@@ -226,27 +210,16 @@ fn test_sender_report_roundtrip() {
     for (name, want, want_error) in tests {
         let got = want.marshal();
 
-        assert_eq!(
-            got.is_ok(),
-            want_error.is_none(),
-            "Marshal {name}: err = {got:?}, want {want_error:?}"
-        );
+        assert_eq!(got.is_ok(), want_error.is_none(), "Marshal {name}: err = {got:?}, want {want_error:?}");
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
         } else {
             let mut data = got.ok().unwrap();
-            let actual =
-                SenderReport::unmarshal(&mut data).unwrap_or_else(|_| panic!("Unmarshal {name}"));
+            let actual = SenderReport::unmarshal(&mut data).unwrap_or_else(|_| panic!("Unmarshal {name}"));
 
-            assert_eq!(
-                actual, want,
-                "{name} round trip: got {actual:?}, want {want:?}"
-            )
+            assert_eq!(actual, want, "{name} round trip: got {actual:?}, want {want:?}")
         }
     }
 }

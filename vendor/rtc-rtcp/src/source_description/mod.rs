@@ -262,10 +262,7 @@ impl Unmarshal for SourceDescriptionItem {
 
         let sdes_type = SdesType::from(raw_packet.get_u8());
         if sdes_type == SdesType::SdesEnd {
-            return Ok(SourceDescriptionItem {
-                sdes_type,
-                text: Bytes::new(),
-            });
+            return Ok(SourceDescriptionItem { sdes_type, text: Bytes::new() });
         }
 
         if raw_packet_len < (SDES_TYPE_LEN + SDES_OCTET_COUNT_LEN) {

@@ -161,8 +161,7 @@ fn test_source_description_unmarshal() {
             Bytes::from_static(&[
                 // v=2, p=0, count=2, SDES, len=24
                 0x82, 0xca, 0x00, 0x18, // ssrc=0x01020304
-                0x01, 0x02, 0x03, 0x04,
-                // Chunk 1
+                0x01, 0x02, 0x03, 0x04, // Chunk 1
                 // CNAME, len=1, content=A
                 0x01, 0x01, 0x41, // END
                 0x00, // Chunk 2
@@ -204,16 +203,10 @@ fn test_source_description_unmarshal() {
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name}: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name}: err = {got_err:?}, want {err:?}",);
         } else {
             let actual = got.unwrap();
-            assert_eq!(
-                actual, want,
-                "Unmarshal {name}: got {actual:?}, want {want:?}"
-            );
+            assert_eq!(actual, want, "Unmarshal {name}: got {actual:?}, want {want:?}");
         }
     }
 }
@@ -274,12 +267,7 @@ fn test_source_description_roundtrip() {
         ),
         (
             "zero items",
-            SourceDescription {
-                chunks: vec![SourceDescriptionChunk {
-                    source: 1,
-                    items: vec![],
-                }],
-            },
+            SourceDescription { chunks: vec![SourceDescriptionChunk { source: 1, items: vec![] }] },
             None,
         ),
         (
@@ -321,39 +309,23 @@ fn test_source_description_roundtrip() {
             },
             Some(Error::SdesTextTooLong),
         ),
-        (
-            "count overflow",
-            SourceDescription {
-                chunks: too_many_chunks,
-            },
-            Some(Error::TooManyChunks),
-        ),
+        ("count overflow", SourceDescription { chunks: too_many_chunks }, Some(Error::TooManyChunks)),
     ];
 
     for (name, want, want_error) in tests {
         let got = want.marshal();
 
-        assert_eq!(
-            got.is_ok(),
-            want_error.is_none(),
-            "Marshal {name}: err = {got:?}, want {want_error:?}"
-        );
+        assert_eq!(got.is_ok(), want_error.is_none(), "Marshal {name}: err = {got:?}, want {want_error:?}");
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
         } else {
             let mut data = got.ok().unwrap();
-            let actual = SourceDescription::unmarshal(&mut data)
-                .unwrap_or_else(|_| panic!("Unmarshal {name}"));
+            let actual =
+                SourceDescription::unmarshal(&mut data).unwrap_or_else(|_| panic!("Unmarshal {name}"));
 
-            assert_eq!(
-                actual, want,
-                "{name} round trip: got {actual:?}, want {want:?}"
-            )
+            assert_eq!(actual, want, "{name} round trip: got {actual:?}, want {want:?}")
         }
     }
 }

@@ -102,28 +102,20 @@ fn test_key_len() -> Result<()> {
         None,
         test_crypto_provider().crypto(),
     );
-    assert!(
-        result.is_ok(),
-        "CreateContext failed with a valid length key and salt"
-    );
+    assert!(result.is_ok(), "CreateContext failed with a valid length key and salt");
 
     Ok(())
 }
 
 #[test]
 fn test_valid_packet_counter() -> Result<()> {
-    let master_key = vec![
-        0x0d, 0xcd, 0x21, 0x3e, 0x4c, 0xbc, 0xf2, 0x8f, 0x01, 0x7f, 0x69, 0x94, 0x40, 0x1e, 0x28,
-        0x89,
-    ];
-    let master_salt = vec![
-        0x62, 0x77, 0x60, 0x38, 0xc0, 0x6d, 0xc9, 0x41, 0x9f, 0x6d, 0xd9, 0x43, 0x3e, 0x7c,
-    ];
+    let master_key =
+        vec![0x0d, 0xcd, 0x21, 0x3e, 0x4c, 0xbc, 0xf2, 0x8f, 0x01, 0x7f, 0x69, 0x94, 0x40, 0x1e, 0x28, 0x89];
+    let master_salt =
+        vec![0x62, 0x77, 0x60, 0x38, 0xc0, 0x6d, 0xc9, 0x41, 0x9f, 0x6d, 0xd9, 0x43, 0x3e, 0x7c];
 
     let srtp_session_salt = aes_cm_key_derivation(
-        crypto::default_provider()
-            .map_err(|error| Error::Crypto(error.to_string()))?
-            .crypto(),
+        crypto::default_provider().map_err(|error| Error::Crypto(error.to_string()))?.crypto(),
         LABEL_SRTP_SALT,
         &master_key,
         &master_salt,
@@ -131,14 +123,9 @@ fn test_valid_packet_counter() -> Result<()> {
         master_salt.len(),
     )?;
 
-    let s = SrtpSsrcState {
-        ssrc: 4160032510,
-        ..Default::default()
-    };
-    let expected_counter = [
-        0xcf, 0x90, 0x1e, 0xa5, 0xda, 0xd3, 0x2c, 0x15, 0x00, 0xa2, 0x24, 0xae, 0xae, 0xaf, 0x00,
-        0x00,
-    ];
+    let s = SrtpSsrcState { ssrc: 4160032510, ..Default::default() };
+    let expected_counter =
+        [0xcf, 0x90, 0x1e, 0xa5, 0xda, 0xd3, 0x2c, 0x15, 0x00, 0xa2, 0x24, 0xae, 0xae, 0xaf, 0x00, 0x00];
     let counter = generate_counter(32846, (s.index >> 16) as _, s.ssrc, &srtp_session_salt);
     assert_eq!(
         counter, expected_counter,
@@ -172,18 +159,12 @@ fn test_rollover_count() -> Result<()> {
     s.update_rollover_count(0, diff);
 
     let (roc, diff, ovf) = s.next_rollover_count(65530);
-    assert_eq!(
-        roc, 0,
-        "rolloverCounter was not updated when it rolled back, failed to handle out of order"
-    );
+    assert_eq!(roc, 0, "rolloverCounter was not updated when it rolled back, failed to handle out of order");
     assert!(!ovf, "Should not overflow");
     s.update_rollover_count(65530, diff);
 
     let (roc, diff, ovf) = s.next_rollover_count(5);
-    assert_eq!(
-        roc, 1,
-        "rolloverCounter was not updated when it rolled over initial, to handle out of order"
-    );
+    assert_eq!(roc, 1, "rolloverCounter was not updated when it rolled over initial, to handle out of order");
     assert!(!ovf, "Should not overflow");
     s.update_rollover_count(5, diff);
 
@@ -192,39 +173,24 @@ fn test_rollover_count() -> Result<()> {
     let (_, diff, _) = s.next_rollover_count(7);
     s.update_rollover_count(7, diff);
     let (roc, diff, _) = s.next_rollover_count(8);
-    assert_eq!(
-        roc, 1,
-        "rolloverCounter was improperly updated for non-significant packets"
-    );
+    assert_eq!(roc, 1, "rolloverCounter was improperly updated for non-significant packets");
     s.update_rollover_count(8, diff);
 
     // valid packets never update ROC
     let (roc, diff, ovf) = s.next_rollover_count(0x4000);
-    assert_eq!(
-        roc, 1,
-        "rolloverCounter was improperly updated for non-significant packets"
-    );
+    assert_eq!(roc, 1, "rolloverCounter was improperly updated for non-significant packets");
     assert!(!ovf, "Should not overflow");
     s.update_rollover_count(0x4000, diff);
     let (roc, diff, ovf) = s.next_rollover_count(0x8000);
-    assert_eq!(
-        roc, 1,
-        "rolloverCounter was improperly updated for non-significant packets"
-    );
+    assert_eq!(roc, 1, "rolloverCounter was improperly updated for non-significant packets");
     assert!(!ovf, "Should not overflow");
     s.update_rollover_count(0x8000, diff);
     let (roc, diff, ovf) = s.next_rollover_count(0xFFFF);
-    assert_eq!(
-        roc, 1,
-        "rolloverCounter was improperly updated for non-significant packets"
-    );
+    assert_eq!(roc, 1, "rolloverCounter was improperly updated for non-significant packets");
     assert!(!ovf, "Should not overflow");
     s.update_rollover_count(0xFFFF, diff);
     let (roc, _, ovf) = s.next_rollover_count(0);
-    assert_eq!(
-        roc, 2,
-        "rolloverCounter must be incremented after wrapping, got {roc}"
-    );
+    assert_eq!(roc, 2, "rolloverCounter must be incremented after wrapping, got {roc}");
     assert!(!ovf, "Should not overflow");
 
     Ok(())
@@ -232,10 +198,7 @@ fn test_rollover_count() -> Result<()> {
 
 #[test]
 fn test_rollover_count_overflow() -> Result<()> {
-    let mut s = SrtpSsrcState {
-        index: (MAX_ROC as u64) << 16,
-        ..Default::default()
-    };
+    let mut s = SrtpSsrcState { index: (MAX_ROC as u64) << 16, ..Default::default() };
     s.update_rollover_count(0xFFFF, 0);
     let (_, _, ovf) = s.next_rollover_count(0);
     assert!(ovf, "Should overflow");
@@ -262,46 +225,28 @@ fn test_rollover_count_2() -> Result<()> {
     assert!(!ovf, "Should not overflow");
     s.update_rollover_count(62892, diff);
     let (roc, diff, ovf) = s.next_rollover_count(64535);
-    assert_eq!(
-        roc, 0,
-        "rolloverCounter was not updated when it rolled back, failed to handle out of order"
-    );
+    assert_eq!(roc, 0, "rolloverCounter was not updated when it rolled back, failed to handle out of order");
     assert!(!ovf, "Should not overflow");
     s.update_rollover_count(64535, diff);
     let (roc, diff, ovf) = s.next_rollover_count(205);
-    assert_eq!(
-        roc, 1,
-        "rolloverCounter was improperly updated for non-significant packets"
-    );
+    assert_eq!(roc, 1, "rolloverCounter was improperly updated for non-significant packets");
     assert!(!ovf, "Should not overflow");
     s.update_rollover_count(205, diff);
     let (roc, diff, ovf) = s.next_rollover_count(1);
-    assert_eq!(
-        roc, 1,
-        "rolloverCounter was improperly updated for non-significant packets"
-    );
+    assert_eq!(roc, 1, "rolloverCounter was improperly updated for non-significant packets");
     assert!(!ovf, "Should not overflow");
     s.update_rollover_count(1, diff);
 
     let (roc, diff, ovf) = s.next_rollover_count(64532);
-    assert_eq!(
-        roc, 0,
-        "rolloverCounter was improperly updated for non-significant packets"
-    );
+    assert_eq!(roc, 0, "rolloverCounter was improperly updated for non-significant packets");
     assert!(!ovf, "Should not overflow");
     s.update_rollover_count(64532, diff);
     let (roc, diff, ovf) = s.next_rollover_count(64534);
-    assert_eq!(
-        roc, 0,
-        "index was improperly updated for non-significant packets"
-    );
+    assert_eq!(roc, 0, "index was improperly updated for non-significant packets");
     assert!(!ovf, "Should not overflow");
     s.update_rollover_count(64534, diff);
     let (roc, diff, ovf) = s.next_rollover_count(64532);
-    assert_eq!(
-        roc, 0,
-        "index was improperly updated for non-significant packets"
-    );
+    assert_eq!(roc, 0, "index was improperly updated for non-significant packets");
     assert!(!ovf, "Should not overflow");
     s.update_rollover_count(64532, diff);
     let (roc, diff, ovf) = s.next_rollover_count(205);
@@ -314,47 +259,44 @@ fn test_rollover_count_2() -> Result<()> {
 
 lazy_static! {
     static ref MASTER_KEY_16_BYTES: Bytes = Bytes::from_static(&[
-        0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
-        0x0f,
+        0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
     ]);
     static ref MASTER_KEY_32_BYTES: Bytes = Bytes::from_static(&[
-        0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
-        0x0f, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d,
-        0x0e, 0x0f
+        0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x00,
+        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f
     ]);
-    static ref MASTER_SALT_12_BYTES: Bytes = Bytes::from_static(&[
-        0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab,
-    ]);
+    static ref MASTER_SALT_12_BYTES: Bytes =
+        Bytes::from_static(&[0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab,]);
     static ref MASTER_SALT_14_BYTES: Bytes = Bytes::from_static(&[
         0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad
     ]);
     static ref DECRYPTED_RTP_PACKET: Bytes = Bytes::from_static(&[
-        0x80, 0x0f, 0x12, 0x34, 0xde, 0xca, 0xfb, 0xad, 0xca, 0xfe, 0xba, 0xbe, 0xab, 0xab, 0xab,
-        0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab,
+        0x80, 0x0f, 0x12, 0x34, 0xde, 0xca, 0xfb, 0xad, 0xca, 0xfe, 0xba, 0xbe, 0xab, 0xab, 0xab, 0xab, 0xab,
+        0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab,
     ]);
     static ref ENCRYPTED_AEAD_AES_128_GCM_RTP_PACKET: Bytes = Bytes::from_static(&[
-        0x80, 0x0f, 0x12, 0x34, 0xde, 0xca, 0xfb, 0xad, 0xca, 0xfe, 0xba, 0xbe, 0xc5, 0x00, 0x2e,
-        0xde, 0x04, 0xcf, 0xdd, 0x2e, 0xb9, 0x11, 0x59, 0xe0, 0x88, 0x0a, 0xa0, 0x6e, 0xd2, 0x97,
-        0x68, 0x26, 0xf7, 0x96, 0xb2, 0x01, 0xdf, 0x31, 0x31, 0xa1, 0x27, 0xe8, 0xa3, 0x92,
+        0x80, 0x0f, 0x12, 0x34, 0xde, 0xca, 0xfb, 0xad, 0xca, 0xfe, 0xba, 0xbe, 0xc5, 0x00, 0x2e, 0xde, 0x04,
+        0xcf, 0xdd, 0x2e, 0xb9, 0x11, 0x59, 0xe0, 0x88, 0x0a, 0xa0, 0x6e, 0xd2, 0x97, 0x68, 0x26, 0xf7, 0x96,
+        0xb2, 0x01, 0xdf, 0x31, 0x31, 0xa1, 0x27, 0xe8, 0xa3, 0x92,
     ]);
     static ref ENCRYPTED_AES_256_CM_RTP_PACKET: Bytes = Bytes::from_static(&[
-        0x80, 0x0f, 0x12, 0x34, 0xde, 0xca, 0xfb, 0xad, 0xca, 0xfe, 0xba, 0xbe, 0xac, 0x3b, 0xca,
-        0x88, 0x14, 0x37, 0x57, 0x83, 0x35, 0xc6, 0xd4, 0x57, 0xf1, 0xc3, 0x6b, 0xa7, 0x3d, 0x71,
-        0x48, 0x63, 0x90, 0x9b, 0xbf, 0x15, 0xac, 0xec
+        0x80, 0x0f, 0x12, 0x34, 0xde, 0xca, 0xfb, 0xad, 0xca, 0xfe, 0xba, 0xbe, 0xac, 0x3b, 0xca, 0x88, 0x14,
+        0x37, 0x57, 0x83, 0x35, 0xc6, 0xd4, 0x57, 0xf1, 0xc3, 0x6b, 0xa7, 0x3d, 0x71, 0x48, 0x63, 0x90, 0x9b,
+        0xbf, 0x15, 0xac, 0xec
     ]);
     static ref DECRYPTED_RTCP_PACKET: Bytes = Bytes::from_static(&[
-        0x81, 0xc8, 0x00, 0x0b, 0xca, 0xfe, 0xba, 0xbe, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab,
-        0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab,
+        0x81, 0xc8, 0x00, 0x0b, 0xca, 0xfe, 0xba, 0xbe, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab,
+        0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab,
     ]);
     static ref ENCRYPTED_AEAD_AES_128_GCM_RTCP_PACKET: Bytes = Bytes::from_static(&[
-        0x81, 0xc8, 0x00, 0x0b, 0xca, 0xfe, 0xba, 0xbe, 0xc9, 0x8b, 0x8b, 0x5d, 0xf0, 0x39, 0x2a,
-        0x55, 0x85, 0x2b, 0x6c, 0x21, 0xac, 0x8e, 0x70, 0x25, 0xc5, 0x2c, 0x6f, 0xbe, 0xa2, 0xb3,
-        0xb4, 0x46, 0xea, 0x31, 0x12, 0x3b, 0xa8, 0x8c, 0xe6, 0x1e, 0x80, 0x00, 0x00, 0x01,
+        0x81, 0xc8, 0x00, 0x0b, 0xca, 0xfe, 0xba, 0xbe, 0xc9, 0x8b, 0x8b, 0x5d, 0xf0, 0x39, 0x2a, 0x55, 0x85,
+        0x2b, 0x6c, 0x21, 0xac, 0x8e, 0x70, 0x25, 0xc5, 0x2c, 0x6f, 0xbe, 0xa2, 0xb3, 0xb4, 0x46, 0xea, 0x31,
+        0x12, 0x3b, 0xa8, 0x8c, 0xe6, 0x1e, 0x80, 0x00, 0x00, 0x01,
     ]);
     static ref ENCRYPTED_AES_256_CM_RTCP_PACKET: Bytes = Bytes::from_static(&[
-        0x81, 0xc8, 0x00, 0x0b, 0xca, 0xfe, 0xba, 0xbe, 0x97, 0x04, 0x31, 0xdc, 0x4a, 0xe6, 0xd2,
-        0xaf, 0xd6, 0x54, 0xbf, 0x90, 0xf4, 0x35, 0x44, 0x9e, 0x80, 0x00, 0x00, 0x01, 0xbf, 0x18,
-        0x18, 0x2d, 0xd1, 0x18, 0x81, 0x28, 0x78, 0xb1
+        0x81, 0xc8, 0x00, 0x0b, 0xca, 0xfe, 0xba, 0xbe, 0x97, 0x04, 0x31, 0xdc, 0x4a, 0xe6, 0xd2, 0xaf, 0xd6,
+        0x54, 0xbf, 0x90, 0xf4, 0x35, 0x44, 0x9e, 0x80, 0x00, 0x00, 0x01, 0xbf, 0x18, 0x18, 0x2d, 0xd1, 0x18,
+        0x81, 0x28, 0x78, 0xb1
     ]);
 }
 
@@ -370,14 +312,10 @@ fn test_encrypt_aead_aes_128_gcm_rtp() {
     )
     .expect("Error creating srtp context");
 
-    let gotten_encrypted_rtp_packet = ctx
-        .encrypt_rtp(&DECRYPTED_RTP_PACKET)
-        .expect("Error encrypting rtp payload");
+    let gotten_encrypted_rtp_packet =
+        ctx.encrypt_rtp(&DECRYPTED_RTP_PACKET).expect("Error encrypting rtp payload");
 
-    assert_eq!(
-        gotten_encrypted_rtp_packet,
-        *ENCRYPTED_AEAD_AES_128_GCM_RTP_PACKET
-    )
+    assert_eq!(gotten_encrypted_rtp_packet, *ENCRYPTED_AEAD_AES_128_GCM_RTP_PACKET)
 }
 
 #[test]
@@ -392,9 +330,8 @@ fn test_decrypt_aead_aes_128_gcm_rtp() {
     )
     .expect("Error creating srtp context");
 
-    let gotten_decrypted_rtp_packet = ctx
-        .decrypt_rtp(&ENCRYPTED_AEAD_AES_128_GCM_RTP_PACKET)
-        .expect("Error decrypting rtp payload");
+    let gotten_decrypted_rtp_packet =
+        ctx.decrypt_rtp(&ENCRYPTED_AEAD_AES_128_GCM_RTP_PACKET).expect("Error decrypting rtp payload");
 
     assert_eq!(gotten_decrypted_rtp_packet, *DECRYPTED_RTP_PACKET)
 }
@@ -411,14 +348,10 @@ fn test_encrypt_aead_aes_128_gcm_rtcp() {
     )
     .expect("Error creating srtp context");
 
-    let gotten_encrypted_rtcp_packet = ctx
-        .encrypt_rtcp(&DECRYPTED_RTCP_PACKET)
-        .expect("Error encrypting rtcp payload");
+    let gotten_encrypted_rtcp_packet =
+        ctx.encrypt_rtcp(&DECRYPTED_RTCP_PACKET).expect("Error encrypting rtcp payload");
 
-    assert_eq!(
-        gotten_encrypted_rtcp_packet,
-        *ENCRYPTED_AEAD_AES_128_GCM_RTCP_PACKET
-    )
+    assert_eq!(gotten_encrypted_rtcp_packet, *ENCRYPTED_AEAD_AES_128_GCM_RTCP_PACKET)
 }
 
 #[test]
@@ -433,9 +366,8 @@ fn test_decrypt_aead_aes_128_gcm_rtcp() {
     )
     .expect("Error creating srtp context");
 
-    let gotten_decrypted_rtcp_packet = ctx
-        .decrypt_rtcp(&ENCRYPTED_AEAD_AES_128_GCM_RTCP_PACKET)
-        .expect("Error decrypting rtcp payload");
+    let gotten_decrypted_rtcp_packet =
+        ctx.decrypt_rtcp(&ENCRYPTED_AEAD_AES_128_GCM_RTCP_PACKET).expect("Error decrypting rtcp payload");
 
     assert_eq!(gotten_decrypted_rtcp_packet, *DECRYPTED_RTCP_PACKET)
 }
@@ -452,14 +384,10 @@ fn test_encrypt_aes_256_cm_rtp() {
     )
     .expect("Error creating srtp context");
 
-    let gotten_encrypted_rtp_packet = ctx
-        .encrypt_rtp(&DECRYPTED_RTP_PACKET)
-        .expect("Error encrypting rtp payload");
+    let gotten_encrypted_rtp_packet =
+        ctx.encrypt_rtp(&DECRYPTED_RTP_PACKET).expect("Error encrypting rtp payload");
 
-    assert_eq!(
-        gotten_encrypted_rtp_packet,
-        *ENCRYPTED_AES_256_CM_RTP_PACKET
-    )
+    assert_eq!(gotten_encrypted_rtp_packet, *ENCRYPTED_AES_256_CM_RTP_PACKET)
 }
 
 #[test]
@@ -474,9 +402,8 @@ fn test_decrypt_aes_256_cm_rtp() {
     )
     .expect("Error creating srtp context");
 
-    let gotten_decrypted_rtp_packet = ctx
-        .decrypt_rtp(&ENCRYPTED_AES_256_CM_RTP_PACKET)
-        .expect("Error decrypting rtp payload");
+    let gotten_decrypted_rtp_packet =
+        ctx.decrypt_rtp(&ENCRYPTED_AES_256_CM_RTP_PACKET).expect("Error decrypting rtp payload");
 
     assert_eq!(gotten_decrypted_rtp_packet, *DECRYPTED_RTP_PACKET)
 }
@@ -493,14 +420,10 @@ fn test_encrypt_aes_256_cm_rtcp() {
     )
     .expect("Error creating srtp context");
 
-    let gotten_encrypted_rtcp_packet = ctx
-        .encrypt_rtcp(&DECRYPTED_RTCP_PACKET)
-        .expect("Error encrypting rtcp payload");
+    let gotten_encrypted_rtcp_packet =
+        ctx.encrypt_rtcp(&DECRYPTED_RTCP_PACKET).expect("Error encrypting rtcp payload");
 
-    assert_eq!(
-        gotten_encrypted_rtcp_packet,
-        *ENCRYPTED_AES_256_CM_RTCP_PACKET
-    )
+    assert_eq!(gotten_encrypted_rtcp_packet, *ENCRYPTED_AES_256_CM_RTCP_PACKET)
 }
 
 #[test]
@@ -515,9 +438,8 @@ fn test_decrypt_aes_256_cm_rtcp() {
     )
     .expect("Error creating srtp context");
 
-    let gotten_decrypted_rtcp_packet = ctx
-        .decrypt_rtcp(&ENCRYPTED_AES_256_CM_RTCP_PACKET)
-        .expect("Error decrypting rtcp payload");
+    let gotten_decrypted_rtcp_packet =
+        ctx.decrypt_rtcp(&ENCRYPTED_AES_256_CM_RTCP_PACKET).expect("Error decrypting rtcp payload");
 
     assert_eq!(gotten_decrypted_rtcp_packet, *DECRYPTED_RTCP_PACKET)
 }

@@ -1,6 +1,8 @@
 #[cfg(test)]
 mod context_test;
 #[cfg(test)]
+mod forgery_test;
+#[cfg(test)]
 mod srtcp_test;
 #[cfg(test)]
 mod srtp_test;
@@ -131,36 +133,22 @@ impl Context {
             ProtectionProfile::Aes128CmHmacSha1_32
             | ProtectionProfile::Aes128CmHmacSha1_80
             | ProtectionProfile::Aes256CmHmacSha1_80
-            | ProtectionProfile::Aes256CmHmacSha1_32 => Box::new(CipherAesCmHmacSha1::new(
-                profile,
-                master_key,
-                master_salt,
-                crypto,
-            )?),
+            | ProtectionProfile::Aes256CmHmacSha1_32 => {
+                Box::new(CipherAesCmHmacSha1::new(profile, master_key, master_salt, crypto)?)
+            }
 
             ProtectionProfile::AeadAes128Gcm | ProtectionProfile::AeadAes256Gcm => {
                 // `CipherAeadAesGcm::new` selects AES-128 vs AES-256 from the
                 // profile itself, so both GCM profiles share one arm.
-                Box::new(CipherAeadAesGcm::new(
-                    profile,
-                    master_key,
-                    master_salt,
-                    crypto,
-                )?)
+                Box::new(CipherAeadAesGcm::new(profile, master_key, master_salt, crypto)?)
             }
         };
 
-        let srtp_ctx_opt = if let Some(ctx_opt) = srtp_ctx_opt {
-            ctx_opt
-        } else {
-            srtp_no_replay_protection()
-        };
+        let srtp_ctx_opt =
+            if let Some(ctx_opt) = srtp_ctx_opt { ctx_opt } else { srtp_no_replay_protection() };
 
-        let srtcp_ctx_opt = if let Some(ctx_opt) = srtcp_ctx_opt {
-            ctx_opt
-        } else {
-            srtcp_no_replay_protection()
-        };
+        let srtcp_ctx_opt =
+            if let Some(ctx_opt) = srtcp_ctx_opt { ctx_opt } else { srtcp_no_replay_protection() };
 
         Ok(Context {
             cipher,
@@ -177,31 +165,25 @@ impl Context {
         // the first packet for a given SSRC. `or_insert` would build — and then
         // immediately drop — a fresh detector on every decrypted packet.
         let new_srtp_replay_detector = &self.new_srtp_replay_detector;
-        self.srtp_ssrc_states
-            .entry(ssrc)
-            .or_insert_with(|| SrtpSsrcState {
-                ssrc,
-                replay_detector: Some(new_srtp_replay_detector()),
-                ..Default::default()
-            })
+        self.srtp_ssrc_states.entry(ssrc).or_insert_with(|| SrtpSsrcState {
+            ssrc,
+            replay_detector: Some(new_srtp_replay_detector()),
+            ..Default::default()
+        })
     }
 
     fn get_srtcp_ssrc_state(&mut self, ssrc: u32) -> &mut SrtcpSsrcState {
         let new_srtcp_replay_detector = &self.new_srtcp_replay_detector;
-        self.srtcp_ssrc_states
-            .entry(ssrc)
-            .or_insert_with(|| SrtcpSsrcState {
-                ssrc,
-                replay_detector: Some(new_srtcp_replay_detector()),
-                ..Default::default()
-            })
+        self.srtcp_ssrc_states.entry(ssrc).or_insert_with(|| SrtcpSsrcState {
+            ssrc,
+            replay_detector: Some(new_srtcp_replay_detector()),
+            ..Default::default()
+        })
     }
 
     /// roc returns SRTP rollover counter value of specified SSRC.
     fn get_roc(&self, ssrc: u32) -> Option<u32> {
-        self.srtp_ssrc_states
-            .get(&ssrc)
-            .map(|s| (s.index >> 16) as _)
+        self.srtp_ssrc_states.get(&ssrc).map(|s| (s.index >> 16) as _)
     }
 
     /// set_roc sets SRTP rollover counter value of specified SSRC.

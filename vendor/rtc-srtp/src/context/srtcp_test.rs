@@ -120,17 +120,11 @@ fn test_rtcp_lifecycle() -> Result<()> {
 
     for test_case in &*RTCP_TEST_CASES {
         let decrypt_result = decrypt_context.decrypt_rtcp(&test_case.encrypted)?;
-        assert_eq!(
-            decrypt_result, test_case.decrypted,
-            "RTCP failed to decrypt"
-        );
+        assert_eq!(decrypt_result, test_case.decrypted, "RTCP failed to decrypt");
 
         encrypt_context.set_index(test_case.ssrc, test_case.index);
         let encrypt_result = encrypt_context.encrypt_rtcp(&test_case.decrypted)?;
-        assert_eq!(
-            encrypt_result, test_case.encrypted,
-            "RTCP failed to encrypt"
-        );
+        assert_eq!(encrypt_result, test_case.encrypted, "RTCP failed to encrypt");
     }
 
     Ok(())
@@ -150,10 +144,7 @@ fn test_rtcp_invalid_auth_tag() -> Result<()> {
     )?;
 
     let decrypt_result = decrypt_context.decrypt_rtcp(&RTCP_TEST_CASES[0].encrypted)?;
-    assert_eq!(
-        decrypt_result, RTCP_TEST_CASES[0].decrypted,
-        "RTCP failed to decrypt"
-    );
+    assert_eq!(decrypt_result, RTCP_TEST_CASES[0].decrypted, "RTCP failed to decrypt");
 
     // Zero out auth tag
     let mut rtcp_packet = BytesMut::new();
@@ -162,10 +153,7 @@ fn test_rtcp_invalid_auth_tag() -> Result<()> {
     rtcp_packet[rtcp_packet_len - auth_tag_len..].copy_from_slice(&vec![0; auth_tag_len]);
     let rtcp_packet = rtcp_packet.freeze();
     let decrypt_result = decrypt_context.decrypt_rtcp(&rtcp_packet);
-    assert!(
-        decrypt_result.is_err(),
-        "Was able to decrypt RTCP packet with invalid Auth Tag"
-    );
+    assert!(decrypt_result.is_err(), "Was able to decrypt RTCP packet with invalid Auth Tag");
 
     Ok(())
 }
@@ -183,29 +171,17 @@ fn test_rtcp_replay_detector_separation() -> Result<()> {
 
     let rtcp_packet1 = RTCP_TEST_CASES[0].encrypted.clone();
     let decrypt_result1 = decrypt_context.decrypt_rtcp(&rtcp_packet1)?;
-    assert_eq!(
-        decrypt_result1, RTCP_TEST_CASES[0].decrypted,
-        "RTCP failed to decrypt"
-    );
+    assert_eq!(decrypt_result1, RTCP_TEST_CASES[0].decrypted, "RTCP failed to decrypt");
 
     let rtcp_packet2 = RTCP_TEST_CASES[1].encrypted.clone();
     let decrypt_result2 = decrypt_context.decrypt_rtcp(&rtcp_packet2)?;
-    assert_eq!(
-        decrypt_result2, RTCP_TEST_CASES[1].decrypted,
-        "RTCP failed to decrypt"
-    );
+    assert_eq!(decrypt_result2, RTCP_TEST_CASES[1].decrypted, "RTCP failed to decrypt");
 
     let result = decrypt_context.decrypt_rtcp(&rtcp_packet1);
-    assert!(
-        result.is_err(),
-        "Was able to decrypt duplicated RTCP packet"
-    );
+    assert!(result.is_err(), "Was able to decrypt duplicated RTCP packet");
 
     let result = decrypt_context.decrypt_rtcp(&rtcp_packet2);
-    assert!(
-        result.is_err(),
-        "Was able to decrypt duplicated RTCP packet"
-    );
+    assert!(result.is_err(), "Was able to decrypt duplicated RTCP packet");
 
     Ok(())
 }
@@ -278,32 +254,19 @@ fn test_rtcp_short_packet_errors() -> Result<()> {
     // Cover both cipher families end-to-end through `Context::decrypt_rtcp`.
     // AEAD-128-GCM takes a 12-byte salt vs 14 for AES-CM.
     let cases: [(ProtectionProfile, &[u8]); 2] = [
-        (
-            ProtectionProfile::Aes128CmHmacSha1_80,
-            &RTCP_TEST_MASTER_SALT[..],
-        ),
-        (
-            ProtectionProfile::AeadAes128Gcm,
-            &RTCP_TEST_MASTER_SALT[..12],
-        ),
+        (ProtectionProfile::Aes128CmHmacSha1_80, &RTCP_TEST_MASTER_SALT[..]),
+        (ProtectionProfile::AeadAes128Gcm, &RTCP_TEST_MASTER_SALT[..12]),
     ];
 
     for (profile, salt) in cases {
-        let mut ctx = Context::new(
-            &RTCP_TEST_MASTER_KEY,
-            salt,
-            profile,
-            None,
-            None,
-            test_crypto_provider().crypto(),
-        )?;
+        let mut ctx =
+            Context::new(&RTCP_TEST_MASTER_KEY, salt, profile, None, None, test_crypto_provider().crypto())?;
 
         // Slices of a real packet (its first 4 bytes are a valid RTCP header, so
         // the header parse succeeds and pre-fix execution reached the
         // out-of-bounds indexing). Every length below the minimum valid SRTCP
         // size for the profile must be rejected, not panic.
-        let min_len =
-            8 + SRTCP_INDEX_SIZE + profile.rtcp_auth_tag_len() + profile.aead_auth_tag_len();
+        let min_len = 8 + SRTCP_INDEX_SIZE + profile.rtcp_auth_tag_len() + profile.aead_auth_tag_len();
         for len in 0..min_len {
             let short = RTCP_TEST_CASES[0].encrypted.slice(0..len);
             assert!(

@@ -1,77 +1,70 @@
 use super::*;
-use shared::{
-    error::{Error, Result},
-    marshal::{MarshalSize, Unmarshal},
-};
+use crate::cipher::RtpFields;
+use shared::error::{Error, Result};
 
 use bytes::BytesMut;
 
 impl Context {
-    /// Decrypts an SRTP packet whose header has already been parsed.
+    /// Verifies and unprotects the SRTP packet in `packet` in place; returns the
+    /// length of the RTP packet now at its start (the tag dropped). Allocates
+    /// nothing once the SSRC's state exists.
     ///
-    /// Saves re-parsing when the caller needed the header to route the packet. The header must
-    /// be the one belonging to `encrypted`.
+    /// State for a new SSRC (its rollover counter and replay window) is made only
+    /// once a packet of it has been authenticated (face-echo patch, see
+    /// vendor/PATCHES.md): keyless packets under random SSRCs cost nothing.
     ///
     /// # Errors
     ///
     /// Fails if authentication fails, if the packet is a replay, or if it is too short to hold
-    /// the profile's auth tag.
-    pub fn decrypt_rtp_with_header(
-        &mut self,
-        encrypted: &[u8],
-        header: &rtp::Header,
-    ) -> Result<BytesMut> {
-        let auth_tag_len = self.cipher.rtp_auth_tag_len();
-        if encrypted.len() < header.marshal_size() + auth_tag_len {
+    /// its header and the profile's auth tag.
+    pub fn decrypt_rtp_in_place(&mut self, packet: &mut [u8]) -> Result<usize> {
+        let rtp = RtpFields::read(packet)?;
+        if packet.len() < rtp.header_len + self.cipher.rtp_auth_tag_len() {
             return Err(Error::ErrTooShortRtp);
         }
-
-        let state = self.get_srtp_ssrc_state(header.ssrc);
-        let (roc, diff, _) = state.next_rollover_count(header.sequence_number);
-        if let Some(replay_detector) = &mut state.replay_detector
-            && !replay_detector.check(header.sequence_number as u64)
-        {
-            return Err(Error::SrtpSsrcDuplicated(
-                header.ssrc,
-                header.sequence_number,
-            ));
-        }
-
-        let dst = self.cipher.decrypt_rtp(encrypted, header, roc)?;
-        {
-            let state = self.get_srtp_ssrc_state(header.ssrc);
-            if let Some(replay_detector) = &mut state.replay_detector {
-                replay_detector.accept();
+        let known = self.srtp_ssrc_states.contains_key(&rtp.ssrc);
+        let (roc, diff) = match self.srtp_ssrc_states.get_mut(&rtp.ssrc) {
+            Some(state) => {
+                let (roc, diff, _) = state.next_rollover_count(rtp.sequence_number);
+                if let Some(replay_detector) = &mut state.replay_detector
+                    && !replay_detector.check(rtp.sequence_number as u64)
+                {
+                    return Err(Error::SrtpSsrcDuplicated(rtp.ssrc, rtp.sequence_number));
+                }
+                (roc, diff)
             }
-            state.update_rollover_count(header.sequence_number, diff);
+            // A new SSRC: what its first state would say, without making it yet.
+            None => {
+                let (roc, diff, _) = SrtpSsrcState::default().next_rollover_count(rtp.sequence_number);
+                (roc, diff)
+            }
+        };
+
+        let len = self.cipher.decrypt_rtp(packet, &rtp, roc)?;
+
+        let state = self.get_srtp_ssrc_state(rtp.ssrc);
+        if let Some(replay_detector) = &mut state.replay_detector {
+            if !known {
+                // A fresh window takes any first packet.
+                replay_detector.check(rtp.sequence_number as u64);
+            }
+            replay_detector.accept();
         }
-
-        Ok(dst)
+        state.update_rollover_count(rtp.sequence_number, diff);
+        Ok(len)
     }
 
-    /// DecryptRTP decrypts a RTP packet with an encrypted payload
-    pub fn decrypt_rtp(&mut self, encrypted: &[u8]) -> Result<BytesMut> {
-        let mut buf = encrypted;
-        let header = rtp::Header::unmarshal(&mut buf)?;
-        self.decrypt_rtp_with_header(encrypted, &header)
-    }
-
-    /// Encrypts an RTP payload, using an already-parsed header.
-    ///
-    /// Saves re-parsing when the caller has just built the header. Returns the full protected
-    /// packet, header included.
+    /// Protects the RTP packet `buf[..len]` in place; `buf` must have room for the
+    /// tag ([`Context::rtp_overhead`]). Returns the protected length. Allocates
+    /// nothing once the SSRC's state exists.
     ///
     /// # Errors
     ///
-    /// Fails if the SRTP context has no key for this SSRC or the cipher rejects the input.
-    pub fn encrypt_rtp_with_header(
-        &mut self,
-        plaintext: &[u8],
-        header: &rtp::Header,
-    ) -> Result<BytesMut> {
-        let (roc, diff, ovf) = self
-            .get_srtp_ssrc_state(header.ssrc)
-            .next_rollover_count(header.sequence_number);
+    /// Fails if the packet is malformed, `buf` has no room for the tag, or too many
+    /// packets were protected with this key.
+    pub fn encrypt_rtp_in_place(&mut self, buf: &mut [u8], len: usize) -> Result<usize> {
+        let rtp = RtpFields::read(buf.get(..len).ok_or(Error::ErrTooShortRtp)?)?;
+        let (roc, diff, ovf) = self.get_srtp_ssrc_state(rtp.ssrc).next_rollover_count(rtp.sequence_number);
         if ovf {
             // ... when 2^48 SRTP packets or 2^31 SRTCP packets have been secured with the same key
             // (whichever occurs before), the key management MUST be called to provide new master key(s)
@@ -80,19 +73,34 @@ impl Context {
             return Err(Error::ErrExceededMaxPackets);
         }
 
-        let dst = self.cipher.encrypt_rtp(plaintext, header, roc)?;
+        let protected = self.cipher.encrypt_rtp(buf, len, &rtp, roc)?;
 
-        self.get_srtp_ssrc_state(header.ssrc)
-            .update_rollover_count(header.sequence_number, diff);
-
-        Ok(dst)
+        self.get_srtp_ssrc_state(rtp.ssrc).update_rollover_count(rtp.sequence_number, diff);
+        Ok(protected)
     }
 
-    /// EncryptRTP marshals and encrypts an RTP packet, writing to the dst buffer provided.
-    /// If the dst buffer does not have the capacity to hold `len(plaintext) + 10` bytes, a new one will be allocated and returned.
+    /// Bytes protecting adds to an RTP packet under this context's profile.
+    pub fn rtp_overhead(&self) -> usize {
+        self.cipher.rtp_auth_tag_len() + self.cipher.aead_auth_tag_len()
+    }
+
+    /// DecryptRTP decrypts a RTP packet with an encrypted payload (into a new buffer;
+    /// see [`Context::decrypt_rtp_in_place`]).
+    pub fn decrypt_rtp(&mut self, encrypted: &[u8]) -> Result<BytesMut> {
+        let mut packet = BytesMut::from(encrypted);
+        let len = self.decrypt_rtp_in_place(&mut packet)?;
+        packet.truncate(len);
+        Ok(packet)
+    }
+
+    /// EncryptRTP encrypts a RTP packet (into a new buffer; see
+    /// [`Context::encrypt_rtp_in_place`]).
     pub fn encrypt_rtp(&mut self, plaintext: &[u8]) -> Result<BytesMut> {
-        let mut buf = plaintext;
-        let header = rtp::Header::unmarshal(&mut buf)?;
-        self.encrypt_rtp_with_header(plaintext, &header)
+        let mut packet = BytesMut::with_capacity(plaintext.len() + self.rtp_overhead());
+        packet.extend_from_slice(plaintext);
+        packet.resize(plaintext.len() + self.rtp_overhead(), 0);
+        let len = self.encrypt_rtp_in_place(&mut packet, plaintext.len())?;
+        packet.truncate(len);
+        Ok(packet)
     }
 }

@@ -65,8 +65,7 @@ lazy_static! {
 
 fn build_test_context() -> Result<Context> {
     let master_key = Bytes::from_static(&[
-        0x0d, 0xcd, 0x21, 0x3e, 0x4c, 0xbc, 0xf2, 0x8f, 0x01, 0x7f, 0x69, 0x94, 0x40, 0x1e, 0x28,
-        0x89,
+        0x0d, 0xcd, 0x21, 0x3e, 0x4c, 0xbc, 0xf2, 0x8f, 0x01, 0x7f, 0x69, 0x94, 0x40, 0x1e, 0x28, 0x89,
     ]);
     let master_salt = Bytes::from_static(&[
         0x62, 0x77, 0x60, 0x38, 0xc0, 0x6d, 0xc9, 0x41, 0x9f, 0x6d, 0xd9, 0x43, 0x3e, 0x7c,
@@ -85,8 +84,7 @@ fn build_test_context() -> Result<Context> {
 #[test]
 fn test_rtp_invalid_auth() -> Result<()> {
     let master_key = Bytes::from_static(&[
-        0x0d, 0xcd, 0x21, 0x3e, 0x4c, 0xbc, 0xf2, 0x8f, 0x01, 0x7f, 0x69, 0x94, 0x40, 0x1e, 0x28,
-        0x89,
+        0x0d, 0xcd, 0x21, 0x3e, 0x4c, 0xbc, 0xf2, 0x8f, 0x01, 0x7f, 0x69, 0x94, 0x40, 0x1e, 0x28, 0x89,
     ]);
     let invalid_salt = Bytes::from_static(&[
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
@@ -104,10 +102,7 @@ fn test_rtp_invalid_auth() -> Result<()> {
 
     for test_case in &*RTP_TEST_CASES {
         let pkt = rtp::Packet {
-            header: rtp::Header {
-                sequence_number: test_case.sequence_number,
-                ..Default::default()
-            },
+            header: rtp::Header { sequence_number: test_case.sequence_number, ..Default::default() },
             payload: RTP_TEST_CASE_DECRYPTED.clone(),
         };
 
@@ -133,20 +128,14 @@ fn test_rtp_lifecyle() -> Result<()> {
 
     for test_case in RTP_TEST_CASES.iter() {
         let decrypted_pkt = rtp::Packet {
-            header: rtp::Header {
-                sequence_number: test_case.sequence_number,
-                ..Default::default()
-            },
+            header: rtp::Header { sequence_number: test_case.sequence_number, ..Default::default() },
             payload: RTP_TEST_CASE_DECRYPTED.clone(),
         };
 
         let decrypted_raw = decrypted_pkt.marshal()?;
 
         let encrypted_pkt = rtp::Packet {
-            header: rtp::Header {
-                sequence_number: test_case.sequence_number,
-                ..Default::default()
-            },
+            header: rtp::Header { sequence_number: test_case.sequence_number, ..Default::default() },
             payload: test_case.encrypted.clone(),
         };
 

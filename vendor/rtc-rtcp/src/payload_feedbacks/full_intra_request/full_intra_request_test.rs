@@ -16,10 +16,7 @@ fn test_full_intra_request_unmarshal() {
             FullIntraRequest {
                 sender_ssrc: 0x0,
                 media_ssrc: 0x4bc4fcb4,
-                fir: vec![FirEntry {
-                    ssrc: 0x12345678,
-                    sequence_number: 0x42,
-                }],
+                fir: vec![FirEntry { ssrc: 0x12345678, sequence_number: 0x42 }],
             },
             None,
         ),
@@ -38,14 +35,8 @@ fn test_full_intra_request_unmarshal() {
                 sender_ssrc: 0x0,
                 media_ssrc: 0x4bc4fcb4,
                 fir: vec![
-                    FirEntry {
-                        ssrc: 0x12345678,
-                        sequence_number: 0x42,
-                    },
-                    FirEntry {
-                        ssrc: 0x98765432,
-                        sequence_number: 0x57,
-                    },
+                    FirEntry { ssrc: 0x12345678, sequence_number: 0x42 },
+                    FirEntry { ssrc: 0x98765432, sequence_number: 0x57 },
                 ],
             },
             None,
@@ -59,8 +50,8 @@ fn test_full_intra_request_unmarshal() {
         (
             "invalid header",
             Bytes::from_static(&[
-                0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-                0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                0x00, 0x00, 0x00, 0x00, 0x00,
             ]),
             FullIntraRequest::default(),
             Some(Error::BadVersion),
@@ -114,16 +105,10 @@ fn test_full_intra_request_unmarshal() {
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
         } else {
             let actual = got.unwrap();
-            assert_eq!(
-                actual, want,
-                "Unmarshal {name} rr: got {actual:?}, want {want:?}"
-            );
+            assert_eq!(actual, want, "Unmarshal {name} rr: got {actual:?}, want {want:?}");
         }
     }
 }
@@ -136,10 +121,7 @@ fn test_full_intra_request_round_trip() {
             FullIntraRequest {
                 sender_ssrc: 1,
                 media_ssrc: 2,
-                fir: vec![FirEntry {
-                    ssrc: 3,
-                    sequence_number: 42,
-                }],
+                fir: vec![FirEntry { ssrc: 3, sequence_number: 42 }],
             },
             None,
         ),
@@ -148,10 +130,7 @@ fn test_full_intra_request_round_trip() {
             FullIntraRequest {
                 sender_ssrc: 5000,
                 media_ssrc: 6000,
-                fir: vec![FirEntry {
-                    ssrc: 3,
-                    sequence_number: 57,
-                }],
+                fir: vec![FirEntry { ssrc: 3, sequence_number: 57 }],
             },
             None,
         ),
@@ -160,27 +139,17 @@ fn test_full_intra_request_round_trip() {
     for (name, want, want_error) in tests {
         let got = want.marshal();
 
-        assert_eq!(
-            got.is_ok(),
-            want_error.is_none(),
-            "Marshal {name}: err = {got:?}, want {want_error:?}"
-        );
+        assert_eq!(got.is_ok(), want_error.is_none(), "Marshal {name}: err = {got:?}, want {want_error:?}");
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
         } else {
             let mut data = got.ok().unwrap();
-            let actual = FullIntraRequest::unmarshal(&mut data)
-                .unwrap_or_else(|_| panic!("Unmarshal {name}"));
+            let actual =
+                FullIntraRequest::unmarshal(&mut data).unwrap_or_else(|_| panic!("Unmarshal {name}"));
 
-            assert_eq!(
-                actual, want,
-                "{name} round trip: got {actual:?}, want {want:?}"
-            )
+            assert_eq!(actual, want, "{name} round trip: got {actual:?}, want {want:?}")
         }
     }
 }
@@ -207,10 +176,7 @@ fn test_full_intra_request_unmarshal_header() {
     for (name, mut data, want) in tests {
         let result = FullIntraRequest::unmarshal(&mut data);
 
-        assert!(
-            result.is_ok(),
-            "Unmarshal header {name} rr: want {result:?}",
-        );
+        assert!(result.is_ok(), "Unmarshal header {name} rr: want {result:?}",);
 
         match result {
             Err(_) => continue,
@@ -218,10 +184,7 @@ fn test_full_intra_request_unmarshal_header() {
             Ok(fir) => {
                 let h = fir.header();
 
-                assert_eq!(
-                    h, want,
-                    "Unmarshal header {name} rr: got {h:?}, want {want:?}"
-                )
+                assert_eq!(h, want, "Unmarshal header {name} rr: got {h:?}, want {want:?}")
             }
         }
     }

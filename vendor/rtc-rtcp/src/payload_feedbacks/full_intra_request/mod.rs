@@ -154,10 +154,7 @@ impl Unmarshal for FullIntraRequest {
                 return Err(Error::PacketTooShort);
             }
 
-            fir.push(FirEntry {
-                ssrc: raw_packet.get_u32(),
-                sequence_number: raw_packet.get_u8(),
-            });
+            fir.push(FirEntry { ssrc: raw_packet.get_u32(), sequence_number: raw_packet.get_u8() });
             raw_packet.get_u8();
             raw_packet.get_u16();
 
@@ -170,10 +167,6 @@ impl Unmarshal for FullIntraRequest {
             raw_packet.advance(raw_packet.remaining());
         }
 
-        Ok(FullIntraRequest {
-            sender_ssrc,
-            media_ssrc,
-            fir,
-        })
+        Ok(FullIntraRequest { sender_ssrc, media_ssrc, fir })
     }
 }

@@ -24,11 +24,7 @@ pub struct PictureLossIndication {
 
 impl fmt::Display for PictureLossIndication {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "PictureLossIndication {:x} {:x}",
-            self.sender_ssrc, self.media_ssrc
-        )
+        write!(f, "PictureLossIndication {:x} {:x}", self.sender_ssrc, self.media_ssrc)
     }
 }
 
@@ -127,9 +123,6 @@ impl Unmarshal for PictureLossIndication {
             raw_packet.advance(raw_packet.remaining());
         }
 
-        Ok(PictureLossIndication {
-            sender_ssrc,
-            media_ssrc,
-        })
+        Ok(PictureLossIndication { sender_ssrc, media_ssrc })
     }
 }

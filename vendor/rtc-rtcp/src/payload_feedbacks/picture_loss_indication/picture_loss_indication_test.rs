@@ -11,10 +11,7 @@ fn test_picture_loss_indication_unmarshal() {
                 0x00, 0x00, 0x00, 0x00, // ssrc=0x0
                 0x4b, 0xc4, 0xfc, 0xb4, // ssrc=0x4bc4fcb4
             ]),
-            PictureLossIndication {
-                sender_ssrc: 0x0,
-                media_ssrc: 0x4bc4fcb4,
-            },
+            PictureLossIndication { sender_ssrc: 0x0, media_ssrc: 0x4bc4fcb4 },
             None,
         ),
         (
@@ -25,9 +22,7 @@ fn test_picture_loss_indication_unmarshal() {
         ),
         (
             "invalid header",
-            Bytes::from_static(&[
-                0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-            ]),
+            Bytes::from_static(&[0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]),
             PictureLossIndication::default(),
             Some(Error::BadVersion),
         ),
@@ -64,16 +59,10 @@ fn test_picture_loss_indication_unmarshal() {
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
         } else {
             let actual = got.unwrap();
-            assert_eq!(
-                actual, want,
-                "Unmarshal {name} rr: got {actual:?}, want {want:?}"
-            );
+            assert_eq!(actual, want, "Unmarshal {name} rr: got {actual:?}, want {want:?}");
         }
     }
 }
@@ -81,48 +70,24 @@ fn test_picture_loss_indication_unmarshal() {
 #[test]
 fn test_picture_loss_indication_roundtrip() {
     let tests: Vec<(&str, PictureLossIndication, Option<Error>)> = vec![
-        (
-            "valid",
-            PictureLossIndication {
-                sender_ssrc: 1,
-                media_ssrc: 2,
-            },
-            None,
-        ),
-        (
-            "also valid",
-            PictureLossIndication {
-                sender_ssrc: 5000,
-                media_ssrc: 6000,
-            },
-            None,
-        ),
+        ("valid", PictureLossIndication { sender_ssrc: 1, media_ssrc: 2 }, None),
+        ("also valid", PictureLossIndication { sender_ssrc: 5000, media_ssrc: 6000 }, None),
     ];
 
     for (name, want, want_error) in tests {
         let got = want.marshal();
 
-        assert_eq!(
-            got.is_ok(),
-            want_error.is_none(),
-            "Marshal {name}: err = {got:?}, want {want_error:?}"
-        );
+        assert_eq!(got.is_ok(), want_error.is_none(), "Marshal {name}: err = {got:?}, want {want_error:?}");
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
         } else {
             let mut data = got.ok().unwrap();
-            let actual = PictureLossIndication::unmarshal(&mut data)
-                .unwrap_or_else(|_| panic!("Unmarshal {name}"));
+            let actual =
+                PictureLossIndication::unmarshal(&mut data).unwrap_or_else(|_| panic!("Unmarshal {name}"));
 
-            assert_eq!(
-                actual, want,
-                "{name} round trip: got {actual:?}, want {want:?}"
-            )
+            assert_eq!(actual, want, "{name} round trip: got {actual:?}, want {want:?}")
         }
     }
 }

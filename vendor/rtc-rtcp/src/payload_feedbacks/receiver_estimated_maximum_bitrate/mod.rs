@@ -52,11 +52,7 @@ impl fmt::Display for ReceiverEstimatedMaximumBitrate {
 
         let unit = BIT_UNITS[powers];
 
-        write!(
-            f,
-            "ReceiverEstimatedMaximumBitrate {:x} {:.2} {}/s",
-            self.sender_ssrc, bitrate, unit,
-        )
+        write!(f, "ReceiverEstimatedMaximumBitrate {:x} {:.2} {}/s", self.sender_ssrc, bitrate, unit,)
     }
 }
 
@@ -85,10 +81,7 @@ impl Packet for ReceiverEstimatedMaximumBitrate {
     }
 
     fn equal(&self, other: &dyn Packet) -> bool {
-        other
-            .as_any()
-            .downcast_ref::<ReceiverEstimatedMaximumBitrate>()
-            == Some(self)
+        other.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>() == Some(self)
     }
 
     fn cloned(&self) -> Box<dyn Packet> {
@@ -218,8 +211,7 @@ impl Unmarshal for ReceiverEstimatedMaximumBitrate {
         */
         let header = Header::unmarshal(raw_packet)?;
 
-        if header.packet_type != PacketType::PayloadSpecificFeedback || header.count != FORMAT_REMB
-        {
+        if header.packet_type != PacketType::PayloadSpecificFeedback || header.count != FORMAT_REMB {
             return Err(Error::WrongType);
         }
 

@@ -3,11 +3,8 @@ use bytes::Bytes;
 
 #[test]
 fn test_receiver_estimated_maximum_bitrate_marshal() {
-    let input = ReceiverEstimatedMaximumBitrate {
-        sender_ssrc: 1,
-        bitrate: 8927168.0,
-        ssrcs: vec![1215622422],
-    };
+    let input =
+        ReceiverEstimatedMaximumBitrate { sender_ssrc: 1, bitrate: 8927168.0, ssrcs: vec![1215622422] };
 
     let expected = Bytes::from_static(&[
         143, 206, 0, 5, 0, 0, 0, 1, 0, 0, 0, 0, 82, 69, 77, 66, 1, 26, 32, 223, 72, 116, 237, 22,
@@ -27,11 +24,8 @@ fn test_receiver_estimated_maximum_bitrate_unmarshal() {
     // mantissa = []byte{26 & 3, 32, 223} = []byte{2, 32, 223} = 139487
     // exp = 26 >> 2 = 6
     // bitrate = 139487 * 2^6 = 139487 * 64 = 8927168 = 8.9 Mb/s
-    let expected = ReceiverEstimatedMaximumBitrate {
-        sender_ssrc: 1,
-        bitrate: 8927168.0,
-        ssrcs: vec![1215622422],
-    };
+    let expected =
+        ReceiverEstimatedMaximumBitrate { sender_ssrc: 1, bitrate: 8927168.0, ssrcs: vec![1215622422] };
 
     let packet = ReceiverEstimatedMaximumBitrate::unmarshal(&mut input).unwrap();
     assert_eq!(packet, expected);
@@ -84,17 +78,13 @@ fn test_receiver_estimated_maximum_bitrate_truncate() {
 #[test]
 fn test_receiver_estimated_maximum_bitrate_overflow() {
     // Marshal a packet with the maximum possible bitrate.
-    let packet = ReceiverEstimatedMaximumBitrate {
-        bitrate: f32::MAX,
-        ..Default::default()
-    };
+    let packet = ReceiverEstimatedMaximumBitrate { bitrate: f32::MAX, ..Default::default() };
 
     // mantissa = 262143 = 0x3FFFF
     // exp = 63
 
-    let expected = Bytes::from_static(&[
-        143, 206, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 82, 69, 77, 66, 0, 255, 255, 255,
-    ]);
+    let expected =
+        Bytes::from_static(&[143, 206, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 82, 69, 77, 66, 0, 255, 255, 255]);
 
     let output = packet.marshal().unwrap();
     assert_eq!(output, expected);
@@ -112,9 +102,8 @@ fn test_receiver_estimated_maximum_bitrate_overflow() {
     assert_eq!(output, expected);
 
     // Finally, try unmarshalling one number higher than we used to be able to handle.
-    let mut input = Bytes::from_static(&[
-        143, 206, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 82, 69, 77, 66, 0, 188, 0, 0,
-    ]);
+    let mut input =
+        Bytes::from_static(&[143, 206, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 82, 69, 77, 66, 0, 188, 0, 0]);
     let packet = ReceiverEstimatedMaximumBitrate::unmarshal(&mut input).unwrap();
     assert_eq!(packet.bitrate, f32::from_bits(0x62800000));
 }

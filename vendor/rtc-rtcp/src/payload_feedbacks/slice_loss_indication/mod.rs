@@ -40,11 +40,7 @@ pub struct SliceLossIndication {
 
 impl fmt::Display for SliceLossIndication {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "SliceLossIndication {:x} {:x} {:?}",
-            self.sender_ssrc, self.media_ssrc, self.sli_entries,
-        )
+        write!(f, "SliceLossIndication {:x} {:x} {:?}", self.sender_ssrc, self.media_ssrc, self.sli_entries,)
     }
 }
 
@@ -166,10 +162,6 @@ impl Unmarshal for SliceLossIndication {
             raw_packet.advance(raw_packet.remaining());
         }
 
-        Ok(SliceLossIndication {
-            sender_ssrc,
-            media_ssrc,
-            sli_entries,
-        })
+        Ok(SliceLossIndication { sender_ssrc, media_ssrc, sli_entries })
     }
 }

@@ -15,11 +15,7 @@ fn test_slice_loss_indication_unmarshal() {
             SliceLossIndication {
                 sender_ssrc: 0x902f9e2e,
                 media_ssrc: 0x902f9e2e,
-                sli_entries: vec![SliEntry {
-                    first: 0xaaa,
-                    number: 0,
-                    picture: 0x2C,
-                }],
+                sli_entries: vec![SliEntry { first: 0xaaa, number: 0, picture: 0x2C }],
             },
             None,
         ),
@@ -49,12 +45,7 @@ fn test_slice_loss_indication_unmarshal() {
             SliceLossIndication::default(),
             Some(Error::WrongType),
         ),
-        (
-            "nil",
-            Bytes::from_static(&[]),
-            SliceLossIndication::default(),
-            Some(Error::PacketTooShort),
-        ),
+        ("nil", Bytes::from_static(&[]), SliceLossIndication::default(), Some(Error::PacketTooShort)),
     ];
 
     for (name, mut data, want, want_error) in tests {
@@ -68,16 +59,10 @@ fn test_slice_loss_indication_unmarshal() {
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
         } else {
             let actual = got.unwrap();
-            assert_eq!(
-                actual, want,
-                "Unmarshal {name} rr: got {actual:?}, want {want:?}"
-            );
+            assert_eq!(actual, want, "Unmarshal {name} rr: got {actual:?}, want {want:?}");
         }
     }
 }
@@ -90,16 +75,8 @@ fn test_slice_loss_indication_roundtrip() {
             sender_ssrc: 0x902f9e2e,
             media_ssrc: 0x902f9e2e,
             sli_entries: vec![
-                SliEntry {
-                    first: 1,
-                    number: 0xAA,
-                    picture: 0x1F,
-                },
-                SliEntry {
-                    first: 1034,
-                    number: 0x05,
-                    picture: 0x6,
-                },
+                SliEntry { first: 1, number: 0xAA, picture: 0x1F },
+                SliEntry { first: 1034, number: 0x05, picture: 0x6 },
             ],
         },
         None,
@@ -108,27 +85,17 @@ fn test_slice_loss_indication_roundtrip() {
     for (name, want, want_error) in tests {
         let got = want.marshal();
 
-        assert_eq!(
-            got.is_ok(),
-            want_error.is_none(),
-            "Marshal {name}: err = {got:?}, want {want_error:?}"
-        );
+        assert_eq!(got.is_ok(), want_error.is_none(), "Marshal {name}: err = {got:?}, want {want_error:?}");
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
         } else {
             let mut data = got.ok().unwrap();
-            let actual = SliceLossIndication::unmarshal(&mut data)
-                .unwrap_or_else(|_| panic!("Unmarshal {name}"));
+            let actual =
+                SliceLossIndication::unmarshal(&mut data).unwrap_or_else(|_| panic!("Unmarshal {name}"));
 
-            assert_eq!(
-                actual, want,
-                "{name} round trip: got {actual:?}, want {want:?}"
-            )
+            assert_eq!(actual, want, "{name} round trip: got {actual:?}, want {want:?}")
         }
     }
 }

@@ -23,70 +23,38 @@ fn metric_block_round_trips_every_vector() {
         (
             "not received",
             0x0000,
-            CcFeedbackMetricBlock {
-                received: false,
-                ecn: Ecn::NotEct,
-                arrival_time_offset: 0,
-            },
+            CcFeedbackMetricBlock { received: false, ecn: Ecn::NotEct, arrival_time_offset: 0 },
         ),
         (
             "received, no offset",
             0x8000,
-            CcFeedbackMetricBlock {
-                received: true,
-                ecn: Ecn::NotEct,
-                arrival_time_offset: 0,
-            },
+            CcFeedbackMetricBlock { received: true, ecn: Ecn::NotEct, arrival_time_offset: 0 },
         ),
         (
             "received with offset",
             0x9FFD,
-            CcFeedbackMetricBlock {
-                received: true,
-                ecn: Ecn::NotEct,
-                arrival_time_offset: 8189,
-            },
+            CcFeedbackMetricBlock { received: true, ecn: Ecn::NotEct, arrival_time_offset: 8189 },
         ),
         (
             "received, offset near the 13-bit ceiling",
             0x9FFE,
-            CcFeedbackMetricBlock {
-                received: true,
-                ecn: Ecn::NotEct,
-                arrival_time_offset: 8190,
-            },
+            CcFeedbackMetricBlock { received: true, ecn: Ecn::NotEct, arrival_time_offset: 8190 },
         ),
         (
             "received, maximum representable offset",
             0x9FFF,
-            CcFeedbackMetricBlock {
-                received: true,
-                ecn: Ecn::NotEct,
-                arrival_time_offset: 8191,
-            },
+            CcFeedbackMetricBlock { received: true, ecn: Ecn::NotEct, arrival_time_offset: 8191 },
         ),
         (
             "received, congestion encountered",
             0xFFF8,
-            CcFeedbackMetricBlock {
-                received: true,
-                ecn: Ecn::Ce,
-                arrival_time_offset: 8184,
-            },
+            CcFeedbackMetricBlock { received: true, ecn: Ecn::Ce, arrival_time_offset: 8184 },
         ),
     ];
 
     for (name, word, expected) in cases {
-        assert_eq!(
-            *expected,
-            CcFeedbackMetricBlock::unmarshal_word(*word),
-            "decoding {name}"
-        );
-        assert_eq!(
-            *word,
-            expected.marshal_word().expect("encode"),
-            "encoding {name}"
-        );
+        assert_eq!(*expected, CcFeedbackMetricBlock::unmarshal_word(*word), "decoding {name}");
+        assert_eq!(*word, expected.marshal_word().expect("encode"), "encoding {name}");
     }
 }
 
@@ -97,17 +65,11 @@ fn metric_block_round_trips_every_vector() {
 /// a packet that never came.
 #[test]
 fn a_not_received_block_ignores_the_remaining_bits() {
-    for (name, word) in [
-        ("ECN bits set", 0x6200u16),
-        ("ECT(1) and an offset", 0x2200),
-        ("every non-R bit set", 0x7FFF),
-    ] {
+    for (name, word) in
+        [("ECN bits set", 0x6200u16), ("ECT(1) and an offset", 0x2200), ("every non-R bit set", 0x7FFF)]
+    {
         assert_eq!(
-            CcFeedbackMetricBlock {
-                received: false,
-                ecn: Ecn::NotEct,
-                arrival_time_offset: 0,
-            },
+            CcFeedbackMetricBlock { received: false, ecn: Ecn::NotEct, arrival_time_offset: 0 },
             CcFeedbackMetricBlock::unmarshal_word(word),
             "decoding a not-received block with {name}"
         );
@@ -127,24 +89,14 @@ fn ecn_codepoints_match_rfc3168() {
     ];
     for (bits, expected, display) in cases {
         assert_eq!(expected, Ecn::from_bits(bits), "codepoint {bits:#04b}");
-        assert_eq!(
-            bits as u16, expected as u16,
-            "numeric value of {expected:?}"
-        );
+        assert_eq!(bits as u16, expected as u16, "numeric value of {expected:?}");
         assert_eq!(display, expected.to_string());
     }
 
     // And the codepoint survives a full encode/decode at the block level.
     for (_, ecn, _) in cases {
-        let block = CcFeedbackMetricBlock {
-            received: true,
-            ecn,
-            arrival_time_offset: 1,
-        };
-        assert_eq!(
-            block,
-            CcFeedbackMetricBlock::unmarshal_word(block.marshal_word().expect("encode"))
-        );
+        let block = CcFeedbackMetricBlock { received: true, ecn, arrival_time_offset: 1 };
+        assert_eq!(block, CcFeedbackMetricBlock::unmarshal_word(block.marshal_word().expect("encode")));
     }
 }
 
@@ -166,22 +118,15 @@ fn unmarshal_block(data: &[u8]) -> Result<(CcFeedbackReportBlock, usize)> {
 
 #[test]
 fn report_block_round_trips_every_vector() {
-    let received = |offset| CcFeedbackMetricBlock {
-        received: true,
-        ecn: Ecn::NotEct,
-        arrival_time_offset: offset,
-    };
+    let received =
+        |offset| CcFeedbackMetricBlock { received: true, ecn: Ecn::NotEct, arrival_time_offset: offset };
     let lost = CcFeedbackMetricBlock::default();
 
     let cases: &[(&str, &[u8], CcFeedbackReportBlock)] = &[
         (
             "no reported packets",
             &[0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00],
-            CcFeedbackReportBlock {
-                media_ssrc: 0,
-                begin_sequence: 0,
-                metric_blocks: vec![],
-            },
+            CcFeedbackReportBlock { media_ssrc: 0, begin_sequence: 0, metric_blocks: vec![] },
         ),
         (
             "two of four received",
@@ -242,16 +187,11 @@ fn report_block_round_trips_every_vector() {
 /// entry would look like a lost packet at `begin_sequence + num_reports`.
 #[test]
 fn padding_is_not_decoded_as_an_extra_report() {
-    let data = [
-        0x00, 0x00, 0x00, 0x01, 0x00, 0x02, 0x00, 0x03, 0x9F, 0xFD, 0x9F, 0xFC, 0x00, 0x00, 0x00,
-        0x00,
-    ];
+    let data =
+        [0x00, 0x00, 0x00, 0x01, 0x00, 0x02, 0x00, 0x03, 0x9F, 0xFD, 0x9F, 0xFC, 0x00, 0x00, 0x00, 0x00];
     let (block, consumed) = unmarshal_block(&data).expect("decode");
     assert_eq!(3, block.metric_blocks.len(), "three reports, not four");
-    assert_eq!(
-        16, consumed,
-        "but sixteen bytes consumed, including padding"
-    );
+    assert_eq!(16, consumed, "but sixteen bytes consumed, including padding");
 }
 
 #[test]
@@ -259,10 +199,7 @@ fn truncated_report_blocks_are_rejected_without_panicking() {
     // Shorter than the block header.
     for len in 0..REPORT_BLOCK_HEADER_LENGTH {
         let data = vec![0u8; len];
-        assert!(
-            unmarshal_block(&data).is_err(),
-            "a {len}-byte block must be rejected"
-        );
+        assert!(unmarshal_block(&data).is_err(), "a {len}-byte block must be rejected");
     }
 
     // `num_reports` claims more metric blocks than the block carries.
@@ -272,10 +209,7 @@ fn truncated_report_blocks_are_rejected_without_panicking() {
         0x9F, 0xFD, 0x9F, 0xFC, //
         0x00, 0x00, 0x00, 0x00, //
     ];
-    assert!(
-        unmarshal_block(&data).is_err(),
-        "num_reports beyond the block's own length must be rejected"
-    );
+    assert!(unmarshal_block(&data).is_err(), "num_reports beyond the block's own length must be rejected");
 }
 
 /// `num_reports` is a `u16`, so a block can claim up to 65535 packets; the format's own limit is
@@ -301,10 +235,7 @@ fn encoding_more_metric_blocks_than_the_format_allows_is_rejected() {
     };
     let mut storage = vec![0u8; block.raw_size()];
     let mut buf = storage.as_mut_slice();
-    assert!(matches!(
-        block.marshal_to(&mut buf),
-        Err(Error::TooManyReports)
-    ));
+    assert!(matches!(block.marshal_to(&mut buf), Err(Error::TooManyReports)));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -333,11 +264,8 @@ const TWO_BLOCK_REPORT: &[u8] = &[
 ];
 
 fn two_block_report() -> CcFeedbackReport {
-    let received = |offset| CcFeedbackMetricBlock {
-        received: true,
-        ecn: Ecn::NotEct,
-        arrival_time_offset: offset,
-    };
+    let received =
+        |offset| CcFeedbackMetricBlock { received: true, ecn: Ecn::NotEct, arrival_time_offset: offset };
     let lost = CcFeedbackMetricBlock::default();
 
     CcFeedbackReport {
@@ -366,11 +294,7 @@ fn marshal(report: &CcFeedbackReport) -> Vec<u8> {
 
 #[test]
 fn an_empty_report_round_trips() {
-    let expected = CcFeedbackReport {
-        sender_ssrc: 1,
-        report_blocks: vec![],
-        report_timestamp: 1,
-    };
+    let expected = CcFeedbackReport { sender_ssrc: 1, report_blocks: vec![], report_timestamp: 1 };
 
     let mut buf = EMPTY_REPORT;
     let decoded = CcFeedbackReport::unmarshal(&mut buf).expect("decode");
@@ -385,11 +309,7 @@ fn a_multi_stream_report_round_trips_byte_identically() {
     let mut buf = TWO_BLOCK_REPORT;
     let decoded = CcFeedbackReport::unmarshal(&mut buf).expect("decode");
     assert_eq!(expected, decoded, "decoding an independent vector");
-    assert_eq!(
-        TWO_BLOCK_REPORT.to_vec(),
-        marshal(&decoded),
-        "re-encoding must reproduce the same bytes"
-    );
+    assert_eq!(TWO_BLOCK_REPORT.to_vec(), marshal(&decoded), "re-encoding must reproduce the same bytes");
 }
 
 /// One report covers several streams, so it has several destination SSRCs — unlike most feedback
@@ -397,10 +317,7 @@ fn a_multi_stream_report_round_trips_byte_identically() {
 #[test]
 fn destination_ssrc_lists_every_reported_media_stream() {
     assert_eq!(vec![1, 2], two_block_report().destination_ssrc());
-    assert_eq!(
-        Vec::<u32>::new(),
-        CcFeedbackReport::default().destination_ssrc()
-    );
+    assert_eq!(Vec::<u32>::new(), CcFeedbackReport::default().destination_ssrc());
 }
 
 #[test]
@@ -426,10 +343,7 @@ fn truncated_reports_are_rejected_without_panicking() {
         let mut buf = &TWO_BLOCK_REPORT[..len];
         // Truncation is detected either by the buffer being short or by the header's declared
         // length exceeding it. Both are errors; neither may panic.
-        assert!(
-            CcFeedbackReport::unmarshal(&mut buf).is_err(),
-            "a {len}-byte report must be rejected"
-        );
+        assert!(CcFeedbackReport::unmarshal(&mut buf).is_err(), "a {len}-byte report must be rejected");
     }
 }
 
@@ -438,28 +352,19 @@ fn a_report_with_the_wrong_type_or_format_is_rejected() {
     // PT=200 (Sender Report) rather than 205.
     let mut wrong_type = EMPTY_REPORT.to_vec();
     wrong_type[1] = 0xC8;
-    assert!(matches!(
-        CcFeedbackReport::unmarshal(&mut wrong_type.as_slice()),
-        Err(Error::WrongType)
-    ));
+    assert!(matches!(CcFeedbackReport::unmarshal(&mut wrong_type.as_slice()), Err(Error::WrongType)));
 
     // FMT=15 (transport-wide CC) rather than 11 — the same packet type, a different format.
     let mut wrong_format = EMPTY_REPORT.to_vec();
     wrong_format[0] = 0x8F;
-    assert!(matches!(
-        CcFeedbackReport::unmarshal(&mut wrong_format.as_slice()),
-        Err(Error::WrongType)
-    ));
+    assert!(matches!(CcFeedbackReport::unmarshal(&mut wrong_format.as_slice()), Err(Error::WrongType)));
 }
 
 #[test]
 fn marshalling_into_a_short_buffer_is_rejected() {
     let report = two_block_report();
     let mut storage = vec![0u8; report.marshal_size() - 1];
-    assert!(matches!(
-        report.marshal_to(&mut storage),
-        Err(Error::BufferTooShort)
-    ));
+    assert!(matches!(report.marshal_to(&mut storage), Err(Error::BufferTooShort)));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -494,21 +399,8 @@ fn a_ccfb_report_dispatches_correctly_inside_a_compound_packet() {
     let packets = unmarshal(&mut raw).expect("dispatch");
 
     assert_eq!(2, packets.len());
-    assert_eq!(
-        two_block_report(),
-        *packets[0]
-            .as_any()
-            .downcast_ref::<CcFeedbackReport>()
-            .expect("first")
-    );
-    assert_eq!(
-        1,
-        packets[1]
-            .as_any()
-            .downcast_ref::<CcFeedbackReport>()
-            .expect("second")
-            .sender_ssrc
-    );
+    assert_eq!(two_block_report(), *packets[0].as_any().downcast_ref::<CcFeedbackReport>().expect("first"));
+    assert_eq!(1, packets[1].as_any().downcast_ref::<CcFeedbackReport>().expect("second").sender_ssrc);
 }
 
 /// `equal` and `cloned` back `PartialEq`/`Clone` for `dyn Packet`, which the compound-packet
@@ -538,9 +430,5 @@ fn decoding_consumes_exactly_the_declared_length() {
     let decoded = CcFeedbackReport::unmarshal(&mut buf).expect("decode");
 
     assert_eq!(two_block_report(), decoded);
-    assert_eq!(
-        4,
-        buf.remaining(),
-        "the trailing bytes must still be unread for the next packet"
-    );
+    assert_eq!(4, buf.remaining(), "the trailing bytes must still be unread for the next packet");
 }

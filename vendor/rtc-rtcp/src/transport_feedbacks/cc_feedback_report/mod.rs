@@ -146,11 +146,7 @@ impl CcFeedbackMetricBlock {
         if !received {
             return Self::default();
         }
-        Self {
-            received,
-            ecn: Ecn::from_bits((word >> 13) as u8),
-            arrival_time_offset: word & 0x1FFF,
-        }
+        Self { received, ecn: Ecn::from_bits((word >> 13) as u8), arrival_time_offset: word & 0x1FFF }
     }
 }
 
@@ -187,11 +183,7 @@ impl CcFeedbackReportBlock {
 
     fn padded_metric_block_count(&self) -> usize {
         let count = self.metric_blocks.len();
-        if count.is_multiple_of(2) {
-            count
-        } else {
-            count + 1
-        }
+        if count.is_multiple_of(2) { count } else { count + 1 }
     }
 
     fn marshal_to(&self, buf: &mut &mut [u8]) -> Result<()> {
@@ -219,9 +211,7 @@ impl CcFeedbackReportBlock {
     /// `budget` is what remains of the report's block region; a `num_reports` claiming more than
     /// that is a truncated or malformed packet rather than a short read.
     fn unmarshal_from<B: Buf>(raw_packet: &mut B, budget: usize) -> Result<(Self, usize)> {
-        if budget < REPORT_BLOCK_HEADER_LENGTH
-            || raw_packet.remaining() < REPORT_BLOCK_HEADER_LENGTH
-        {
+        if budget < REPORT_BLOCK_HEADER_LENGTH || raw_packet.remaining() < REPORT_BLOCK_HEADER_LENGTH {
             return Err(Error::PacketTooShort);
         }
 
@@ -229,11 +219,7 @@ impl CcFeedbackReportBlock {
         let begin_sequence = raw_packet.get_u16();
         let num_reports = raw_packet.get_u16() as usize;
 
-        let padded = if num_reports.is_multiple_of(2) {
-            num_reports
-        } else {
-            num_reports + 1
-        };
+        let padded = if num_reports.is_multiple_of(2) { num_reports } else { num_reports + 1 };
         let consumed = REPORT_BLOCK_HEADER_LENGTH + METRIC_BLOCK_LENGTH * padded;
         if budget < consumed || raw_packet.remaining() < METRIC_BLOCK_LENGTH * padded {
             return Err(Error::PacketTooShort);
@@ -247,14 +233,7 @@ impl CcFeedbackReportBlock {
             raw_packet.advance(METRIC_BLOCK_LENGTH);
         }
 
-        Ok((
-            Self {
-                media_ssrc,
-                begin_sequence,
-                metric_blocks,
-            },
-            consumed,
-        ))
+        Ok((Self { media_ssrc, begin_sequence, metric_blocks }, consumed))
     }
 }
 
@@ -317,10 +296,7 @@ impl Packet for CcFeedbackReport {
     /// One report covers several streams, so unlike most feedback packets this returns more than
     /// one SSRC — which is what lets an SFU route a single report to several senders.
     fn destination_ssrc(&self) -> Vec<u32> {
-        self.report_blocks
-            .iter()
-            .map(|block| block.media_ssrc)
-            .collect()
+        self.report_blocks.iter().map(|block| block.media_ssrc).collect()
     }
 
     fn raw_size(&self) -> usize {
@@ -392,8 +368,7 @@ impl Unmarshal for CcFeedbackReport {
         // The header's length field, not the buffer's, delimits this packet: in a compound RTCP
         // datagram the buffer may hold more than this report.
         let packet_len = 4 * (h.length as usize + 1);
-        if raw_packet_len < packet_len || packet_len < REPORT_BLOCK_OFFSET + REPORT_TIMESTAMP_LENGTH
-        {
+        if raw_packet_len < packet_len || packet_len < REPORT_BLOCK_OFFSET + REPORT_TIMESTAMP_LENGTH {
             return Err(Error::PacketTooShort);
         }
 
@@ -402,18 +377,13 @@ impl Unmarshal for CcFeedbackReport {
         let mut remaining_blocks_len = packet_len - REPORT_BLOCK_OFFSET - REPORT_TIMESTAMP_LENGTH;
         let mut report_blocks = Vec::new();
         while remaining_blocks_len > 0 {
-            let (block, consumed) =
-                CcFeedbackReportBlock::unmarshal_from(raw_packet, remaining_blocks_len)?;
+            let (block, consumed) = CcFeedbackReportBlock::unmarshal_from(raw_packet, remaining_blocks_len)?;
             report_blocks.push(block);
             remaining_blocks_len -= consumed;
         }
 
         let report_timestamp = raw_packet.get_u32();
 
-        Ok(CcFeedbackReport {
-            sender_ssrc,
-            report_blocks,
-            report_timestamp,
-        })
+        Ok(CcFeedbackReport { sender_ssrc, report_blocks, report_timestamp })
     }
 }

@@ -26,11 +26,7 @@ pub struct RapidResynchronizationRequest {
 
 impl fmt::Display for RapidResynchronizationRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "RapidResynchronizationRequest {:x} {:x}",
-            self.sender_ssrc, self.media_ssrc
-        )
+        write!(f, "RapidResynchronizationRequest {:x} {:x}", self.sender_ssrc, self.media_ssrc)
     }
 }
 
@@ -59,10 +55,7 @@ impl Packet for RapidResynchronizationRequest {
     }
 
     fn equal(&self, other: &dyn Packet) -> bool {
-        other
-            .as_any()
-            .downcast_ref::<RapidResynchronizationRequest>()
-            == Some(self)
+        other.as_any().downcast_ref::<RapidResynchronizationRequest>() == Some(self)
     }
 
     fn cloned(&self) -> Box<dyn Packet> {
@@ -133,9 +126,6 @@ impl Unmarshal for RapidResynchronizationRequest {
             raw_packet.advance(raw_packet.remaining());
         }
 
-        Ok(RapidResynchronizationRequest {
-            sender_ssrc,
-            media_ssrc,
-        })
+        Ok(RapidResynchronizationRequest { sender_ssrc, media_ssrc })
     }
 }

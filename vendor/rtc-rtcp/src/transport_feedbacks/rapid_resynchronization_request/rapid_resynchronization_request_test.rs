@@ -11,10 +11,7 @@ fn test_rapid_resynchronization_request_unmarshal() {
                 0x90, 0x2f, 0x9e, 0x2e, // sender=0x902f9e2e
                 0x90, 0x2f, 0x9e, 0x2e, // media=0x902f9e2e
             ]),
-            RapidResynchronizationRequest {
-                sender_ssrc: 0x902f9e2e,
-                media_ssrc: 0x902f9e2e,
-            },
+            RapidResynchronizationRequest { sender_ssrc: 0x902f9e2e, media_ssrc: 0x902f9e2e },
             None,
         ),
         (
@@ -61,16 +58,10 @@ fn test_rapid_resynchronization_request_unmarshal() {
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
         } else {
             let actual = got.unwrap();
-            assert_eq!(
-                actual, want,
-                "Unmarshal {name} rr: got {actual:?}, want {want:?}"
-            );
+            assert_eq!(actual, want, "Unmarshal {name} rr: got {actual:?}, want {want:?}");
         }
     }
 }
@@ -79,37 +70,24 @@ fn test_rapid_resynchronization_request_unmarshal() {
 fn test_rapid_resynchronization_request_roundtrip() {
     let tests: Vec<(&str, RapidResynchronizationRequest, Option<Error>)> = vec![(
         "valid",
-        RapidResynchronizationRequest {
-            sender_ssrc: 0x902f9e2e,
-            media_ssrc: 0x902f9e2e,
-        },
+        RapidResynchronizationRequest { sender_ssrc: 0x902f9e2e, media_ssrc: 0x902f9e2e },
         None,
     )];
 
     for (name, want, want_error) in tests {
         let got = want.marshal();
 
-        assert_eq!(
-            got.is_ok(),
-            want_error.is_none(),
-            "Marshal {name}: err = {got:?}, want {want_error:?}"
-        );
+        assert_eq!(got.is_ok(), want_error.is_none(), "Marshal {name}: err = {got:?}, want {want_error:?}");
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
         } else {
             let mut data = got.ok().unwrap();
             let actual = RapidResynchronizationRequest::unmarshal(&mut data)
                 .unwrap_or_else(|_| panic!("Unmarshal {name}"));
 
-            assert_eq!(
-                actual, want,
-                "{name} round trip: got {actual:?}, want {want:?}"
-            )
+            assert_eq!(actual, want, "{name} round trip: got {actual:?}, want {want:?}")
         }
     }
 }

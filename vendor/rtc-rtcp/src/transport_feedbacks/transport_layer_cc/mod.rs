@@ -213,11 +213,7 @@ impl Unmarshal for RunLengthChunk {
         // get RunLength
         let run_length = ((get_nbits_from_byte(b0, 3, 5) as usize) << 8) as u16 + (b1 as u16);
 
-        Ok(RunLengthChunk {
-            type_tcc,
-            packet_status_symbol,
-            run_length,
-        })
+        Ok(RunLengthChunk { type_tcc, packet_status_symbol, run_length })
     }
 }
 
@@ -312,11 +308,7 @@ impl Unmarshal for StatusVectorChunk {
             }
         }
 
-        Ok(StatusVectorChunk {
-            type_tcc,
-            symbol_size,
-            symbol_list,
-        })
+        Ok(StatusVectorChunk { type_tcc, symbol_size, symbol_list })
     }
 }
 
@@ -412,10 +404,7 @@ impl Unmarshal for RecvDelta {
             )
         };
 
-        Ok(RecvDelta {
-            type_tcc_packet,
-            delta,
-        })
+        Ok(RecvDelta { type_tcc_packet, delta })
     }
 }
 
@@ -637,8 +626,7 @@ impl Unmarshal for TransportLayerCc {
                         (packet_status_count - processed_packet_num).min(packet_status.run_length);
 
                     if packet_status.packet_status_symbol == SymbolTypeTcc::PacketReceivedSmallDelta
-                        || packet_status.packet_status_symbol
-                            == SymbolTypeTcc::PacketReceivedLargeDelta
+                        || packet_status.packet_status_symbol == SymbolTypeTcc::PacketReceivedLargeDelta
                     {
                         let mut j = 0u16;
 
@@ -654,8 +642,7 @@ impl Unmarshal for TransportLayerCc {
 
                     initial_packet_status = PacketStatusChunk::RunLengthChunk(packet_status);
 
-                    processed_packet_num =
-                        processed_packet_num.saturating_add(packet_number_to_process);
+                    processed_packet_num = processed_packet_num.saturating_add(packet_number_to_process);
                 }
 
                 StatusChunkTypeTcc::StatusVectorChunk => {
@@ -678,10 +665,8 @@ impl Unmarshal for TransportLayerCc {
                                 if *sym == SymbolTypeTcc::PacketReceivedSmallDelta
                                     || *sym == SymbolTypeTcc::PacketReceivedLargeDelta
                                 {
-                                    recv_deltas.push(RecvDelta {
-                                        type_tcc_packet: *sym,
-                                        ..Default::default()
-                                    })
+                                    recv_deltas
+                                        .push(RecvDelta { type_tcc_packet: *sym, ..Default::default() })
                                 }
                             }
                         }

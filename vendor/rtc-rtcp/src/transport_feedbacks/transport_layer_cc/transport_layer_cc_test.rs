@@ -286,8 +286,8 @@ fn test_transport_layer_cc_unmarshal() -> Result<()> {
         (
             "example1",
             Bytes::from_static(&[
-                0xaf, 0xcd, 0x0, 0x5, 0xfa, 0x17, 0xfa, 0x17, 0x43, 0x3, 0x2f, 0xa0, 0x0, 0x99,
-                0x0, 0x1, 0x3d, 0xe8, 0x2, 0x17, 0x20, 0x1, 0x94, 0x1,
+                0xaf, 0xcd, 0x0, 0x5, 0xfa, 0x17, 0xfa, 0x17, 0x43, 0x3, 0x2f, 0xa0, 0x0, 0x99, 0x0, 0x1,
+                0x3d, 0xe8, 0x2, 0x17, 0x20, 0x1, 0x94, 0x1,
             ]),
             TransportLayerCc {
                 sender_ssrc: 4195875351,
@@ -312,8 +312,8 @@ fn test_transport_layer_cc_unmarshal() -> Result<()> {
         (
             "example2",
             Bytes::from_static(&[
-                0xaf, 0xcd, 0x0, 0x6, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x1, 0x74,
-                0x0, 0xe, 0x45, 0xb1, 0x5a, 0x40, 0xd8, 0x0, 0xf0, 0xff, 0xd0, 0x0, 0x0, 0x3,
+                0xaf, 0xcd, 0x0, 0x6, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x1, 0x74, 0x0, 0xe,
+                0x45, 0xb1, 0x5a, 0x40, 0xd8, 0x0, 0xf0, 0xff, 0xd0, 0x0, 0x0, 0x3,
             ]),
             TransportLayerCc {
                 sender_ssrc: 4195875351,
@@ -352,23 +352,16 @@ fn test_transport_layer_cc_unmarshal() -> Result<()> {
                 ],
                 // 0b10010100
                 recv_deltas: vec![
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 52000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta,
-                        delta: 0,
-                    },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 52000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta, delta: 0 },
                 ],
             },
         ),
         (
             "example3",
             Bytes::from_static(&[
-                0x8f, 0xcd, 0x0, 0x7, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x1, 0x74,
-                0x0, 0x6, 0x45, 0xb1, 0x5a, 0x40, 0x40, 0x2, 0x20, 0x04, 0x1f, 0xfe, 0x1f, 0x9a,
-                0xd0, 0x0, 0xd0, 0x0,
+                0x8f, 0xcd, 0x0, 0x7, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x1, 0x74, 0x0, 0x6,
+                0x45, 0xb1, 0x5a, 0x40, 0x40, 0x2, 0x20, 0x04, 0x1f, 0xfe, 0x1f, 0x9a, 0xd0, 0x0, 0xd0, 0x0,
             ]),
             TransportLayerCc {
                 sender_ssrc: 4195875351,
@@ -390,39 +383,20 @@ fn test_transport_layer_cc_unmarshal() -> Result<()> {
                     }),
                 ],
                 recv_deltas: vec![
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta,
-                        delta: 2047500,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta,
-                        delta: 2022500,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 52000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 0,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 52000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 0,
-                    },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta, delta: 2047500 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta, delta: 2022500 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 52000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 0 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 52000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 0 },
                 ],
             },
         ),
         (
             "example4",
             Bytes::from_static(&[
-                0xaf, 0xcd, 0x0, 0x7, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x0, 0x4,
-                0x0, 0x7, 0x10, 0x63, 0x6e, 0x1, 0x20, 0x7, 0x4c, 0x24, 0x24, 0x10, 0xc, 0xc, 0x10,
-                0x0, 0x0, 0x3,
+                0xaf, 0xcd, 0x0, 0x7, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x0, 0x4, 0x0, 0x7,
+                0x10, 0x63, 0x6e, 0x1, 0x20, 0x7, 0x4c, 0x24, 0x24, 0x10, 0xc, 0xc, 0x10, 0x0, 0x0, 0x3,
             ]),
             TransportLayerCc {
                 sender_ssrc: 4195875351,
@@ -437,42 +411,21 @@ fn test_transport_layer_cc_unmarshal() -> Result<()> {
                     run_length: 7,
                 })],
                 recv_deltas: vec![
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 19000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 9000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 9000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 4000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 3000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 3000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 4000,
-                    },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 19000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 9000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 9000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 4000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 3000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 3000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 4000 },
                 ],
             },
         ),
         (
             "example5",
             Bytes::from_static(&[
-                0xaf, 0xcd, 0x0, 0x6, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x0, 0x1,
-                0x0, 0xe, 0x10, 0x63, 0x6d, 0x0, 0xba, 0x0, 0x10, 0xc, 0xc, 0x10, 0x0, 0x3,
+                0xaf, 0xcd, 0x0, 0x6, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x0, 0x1, 0x0, 0xe,
+                0x10, 0x63, 0x6d, 0x0, 0xba, 0x0, 0x10, 0xc, 0xc, 0x10, 0x0, 0x3,
             ]),
             TransportLayerCc {
                 sender_ssrc: 4195875351,
@@ -502,31 +455,18 @@ fn test_transport_layer_cc_unmarshal() -> Result<()> {
                     ],
                 })],
                 recv_deltas: vec![
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 4000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 3000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 3000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 4000,
-                    },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 4000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 3000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 3000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 4000 },
                 ],
             },
         ),
         (
             "example6",
             Bytes::from_static(&[
-                0xaf, 0xcd, 0x0, 0x7, 0x9b, 0x74, 0xf6, 0x1f, 0x93, 0x71, 0xdc, 0xbc, 0x85, 0x3c,
-                0x0, 0x9, 0x63, 0xf9, 0x16, 0xb3, 0xd5, 0x52, 0x0, 0x30, 0x9b, 0xaa, 0x6a, 0xaa,
-                0x7b, 0x1, 0x9, 0x1,
+                0xaf, 0xcd, 0x0, 0x7, 0x9b, 0x74, 0xf6, 0x1f, 0x93, 0x71, 0xdc, 0xbc, 0x85, 0x3c, 0x0, 0x9,
+                0x63, 0xf9, 0x16, 0xb3, 0xd5, 0x52, 0x0, 0x30, 0x9b, 0xaa, 0x6a, 0xaa, 0x7b, 0x1, 0x9, 0x1,
             ]),
             TransportLayerCc {
                 sender_ssrc: 2608133663,
@@ -556,38 +496,20 @@ fn test_transport_layer_cc_unmarshal() -> Result<()> {
                     }),
                 ],
                 recv_deltas: vec![
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 38750,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 42500,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 26500,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 42500,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 30750,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta,
-                        delta: 66250,
-                    },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 38750 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 42500 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 26500 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 42500 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 30750 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta, delta: 66250 },
                 ],
             },
         ),
         (
             "example3",
             Bytes::from_static(&[
-                0x8f, 0xcd, 0x0, 0x4, 0x9a, 0xcb, 0x4, 0x42, 0x0, 0x0, 0x0, 0x0, 0x0, 0x0, 0x0,
-                0x0, 0x0, 0x0, 0x0, 0x0,
+                0x8f, 0xcd, 0x0, 0x4, 0x9a, 0xcb, 0x4, 0x42, 0x0, 0x0, 0x0, 0x0, 0x0, 0x0, 0x0, 0x0, 0x0,
+                0x0, 0x0, 0x0,
             ]),
             TransportLayerCc {
                 sender_ssrc: 2596996162,
@@ -635,8 +557,8 @@ fn test_transport_layer_cc_marshal() -> Result<()> {
                 }],
             },
             Bytes::from_static(&[
-                0xaf, 0xcd, 0x0, 0x5, 0xfa, 0x17, 0xfa, 0x17, 0x43, 0x3, 0x2f, 0xa0, 0x0, 0x99,
-                0x0, 0x1, 0x3d, 0xe8, 0x2, 0x17, 0x20, 0x1, 0x94, 0x1,
+                0xaf, 0xcd, 0x0, 0x5, 0xfa, 0x17, 0xfa, 0x17, 0x43, 0x3, 0x2f, 0xa0, 0x0, 0x99, 0x0, 0x1,
+                0x3d, 0xe8, 0x2, 0x17, 0x20, 0x1, 0x94, 0x1,
             ]),
         ),
         (
@@ -678,19 +600,13 @@ fn test_transport_layer_cc_marshal() -> Result<()> {
                 ],
                 // 0b10010100
                 recv_deltas: vec![
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 52000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta,
-                        delta: 0,
-                    },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 52000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta, delta: 0 },
                 ],
             },
             Bytes::from_static(&[
-                0xaf, 0xcd, 0x0, 0x6, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x1, 0x74,
-                0x0, 0x2, 0x45, 0xb1, 0x5a, 0x40, 0xd8, 0x0, 0xf0, 0xff, 0xd0, 0x0, 0x0, 0x1,
+                0xaf, 0xcd, 0x0, 0x6, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x1, 0x74, 0x0, 0x2,
+                0x45, 0xb1, 0x5a, 0x40, 0xd8, 0x0, 0xf0, 0xff, 0xd0, 0x0, 0x0, 0x1,
             ]),
         ),
         (
@@ -715,36 +631,17 @@ fn test_transport_layer_cc_marshal() -> Result<()> {
                     }),
                 ],
                 recv_deltas: vec![
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta,
-                        delta: 2047500,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta,
-                        delta: 2022500,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 52000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 0,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 52000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 0,
-                    },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta, delta: 2047500 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta, delta: 2022500 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 52000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 0 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 52000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 0 },
                 ],
             },
             Bytes::from_static(&[
-                0x8f, 0xcd, 0x0, 0x7, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x1, 0x74,
-                0x0, 0x6, 0x45, 0xb1, 0x5a, 0x40, 0x40, 0x2, 0x20, 0x04, 0x1f, 0xfe, 0x1f, 0x9a,
-                0xd0, 0x0, 0xd0, 0x0,
+                0x8f, 0xcd, 0x0, 0x7, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x1, 0x74, 0x0, 0x6,
+                0x45, 0xb1, 0x5a, 0x40, 0x40, 0x2, 0x20, 0x04, 0x1f, 0xfe, 0x1f, 0x9a, 0xd0, 0x0, 0xd0, 0x0,
             ]),
         ),
         (
@@ -762,40 +659,18 @@ fn test_transport_layer_cc_marshal() -> Result<()> {
                     run_length: 7,
                 })],
                 recv_deltas: vec![
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 19000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 9000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 9000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 4000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 3000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 3000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 4000,
-                    },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 19000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 9000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 9000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 4000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 3000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 3000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 4000 },
                 ],
             },
             Bytes::from_static(&[
-                0xaf, 0xcd, 0x0, 0x7, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x0, 0x4,
-                0x0, 0x7, 0x10, 0x63, 0x6e, 0x1, 0x20, 0x7, 0x4c, 0x24, 0x24, 0x10, 0xc, 0xc, 0x10,
-                0x0, 0x0, 0x3,
+                0xaf, 0xcd, 0x0, 0x7, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x0, 0x4, 0x0, 0x7,
+                0x10, 0x63, 0x6e, 0x1, 0x20, 0x7, 0x4c, 0x24, 0x24, 0x10, 0xc, 0xc, 0x10, 0x0, 0x0, 0x3,
             ]),
         ),
         (
@@ -828,27 +703,15 @@ fn test_transport_layer_cc_marshal() -> Result<()> {
                     ],
                 })],
                 recv_deltas: vec![
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 4000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 3000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 3000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 4000,
-                    },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 4000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 3000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 3000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 4000 },
                 ],
             },
             Bytes::from_static(&[
-                0xaf, 0xcd, 0x0, 0x6, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x0, 0x1,
-                0x0, 0xe, 0x10, 0x63, 0x6d, 0x0, 0xba, 0x0, 0x10, 0xc, 0xc, 0x10, 0x0, 0x2,
+                0xaf, 0xcd, 0x0, 0x6, 0xfa, 0x17, 0xfa, 0x17, 0x19, 0x3d, 0xd8, 0xbb, 0x0, 0x1, 0x0, 0xe,
+                0x10, 0x63, 0x6d, 0x0, 0xba, 0x0, 0x10, 0xc, 0xc, 0x10, 0x0, 0x2,
             ]),
         ),
         (
@@ -879,40 +742,18 @@ fn test_transport_layer_cc_marshal() -> Result<()> {
                     ],
                 })],
                 recv_deltas: vec![
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 48250,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 15750,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 14750,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 15750,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 20750,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 36000,
-                    },
-                    RecvDelta {
-                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                        delta: 14750,
-                    },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 48250 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 15750 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 14750 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 15750 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 20750 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 36000 },
+                    RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta: 14750 },
                 ],
             },
             Bytes::from_static(&[
-                0xaf, 0xcd, 0x0, 0x7, 0xfa, 0x17, 0xfa, 0x17, 0x43, 0x3, 0x2f, 0xa0, 0x9c, 0x14,
-                0x0, 0xc, 0x75, 0x84, 0x20, 0x0, 0xbe, 0xc0, 0xc1, 0x3f, 0x3b, 0x3f, 0x53, 0x90,
-                0x3b, 0x0, 0x0, 0x3,
+                0xaf, 0xcd, 0x0, 0x7, 0xfa, 0x17, 0xfa, 0x17, 0x43, 0x3, 0x2f, 0xa0, 0x9c, 0x14, 0x0, 0xc,
+                0x75, 0x84, 0x20, 0x0, 0xbe, 0xc0, 0xc1, 0x3f, 0x3b, 0x3f, 0x53, 0x90, 0x3b, 0x0, 0x0, 0x3,
             ]),
         ),
     ];

@@ -61,10 +61,7 @@ impl Iterator for NackIterator {
 impl NackPair {
     /// A NACK pair naming a single lost sequence number, with no additional bitmask bits set.
     pub fn new(seq: u16) -> Self {
-        Self {
-            packet_id: seq,
-            lost_packets: Default::default(),
-        }
+        Self { packet_id: seq, lost_packets: Default::default() }
     }
 
     /// PacketList returns a list of Nack'd packets that's referenced by a NackPair
@@ -94,11 +91,7 @@ impl IntoIterator for NackPair {
     type IntoIter = NackIterator;
 
     fn into_iter(self) -> Self::IntoIter {
-        NackIterator {
-            packet_id: self.packet_id,
-            bitfield: self.lost_packets,
-            has_yielded_packet_id: false,
-        }
+        NackIterator { packet_id: self.packet_id, bitfield: self.lost_packets, has_yielded_packet_id: false }
     }
 }
 
@@ -238,10 +231,7 @@ impl Unmarshal for TransportLayerNack {
 
         let mut nacks = vec![];
         for _i in 0..(h.length as i32 - NACK_OFFSET as i32 / 4) {
-            nacks.push(NackPair {
-                packet_id: raw_packet.get_u16(),
-                lost_packets: raw_packet.get_u16(),
-            });
+            nacks.push(NackPair { packet_id: raw_packet.get_u16(), lost_packets: raw_packet.get_u16() });
         }
 
         if
@@ -250,11 +240,7 @@ impl Unmarshal for TransportLayerNack {
             raw_packet.advance(raw_packet.remaining());
         }
 
-        Ok(TransportLayerNack {
-            sender_ssrc,
-            media_ssrc,
-            nacks,
-        })
+        Ok(TransportLayerNack { sender_ssrc, media_ssrc, nacks })
     }
 }
 

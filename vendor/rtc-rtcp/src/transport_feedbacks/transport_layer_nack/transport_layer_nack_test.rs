@@ -17,10 +17,7 @@ fn test_transport_layer_nack_unmarshal() {
             TransportLayerNack {
                 sender_ssrc: 0x902f9e2e,
                 media_ssrc: 0x902f9e2e,
-                nacks: vec![NackPair {
-                    packet_id: 0xaaaa,
-                    lost_packets: 0x5555,
-                }],
+                nacks: vec![NackPair { packet_id: 0xaaaa, lost_packets: 0x5555 }],
             },
             None,
         ),
@@ -50,12 +47,7 @@ fn test_transport_layer_nack_unmarshal() {
             TransportLayerNack::default(),
             Some(Error::WrongType),
         ),
-        (
-            "nil",
-            Bytes::from_static(&[]),
-            TransportLayerNack::default(),
-            Some(Error::PacketTooShort),
-        ),
+        ("nil", Bytes::from_static(&[]), TransportLayerNack::default(), Some(Error::PacketTooShort)),
     ];
 
     for (name, mut data, want, want_error) in tests {
@@ -69,16 +61,10 @@ fn test_transport_layer_nack_unmarshal() {
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
         } else {
             let actual = got.unwrap();
-            assert_eq!(
-                actual, want,
-                "Unmarshal {name} rr: got {actual:?}, want {want:?}"
-            );
+            assert_eq!(actual, want, "Unmarshal {name} rr: got {actual:?}, want {want:?}");
         }
     }
 }
@@ -91,14 +77,8 @@ fn test_transport_layer_nack_roundtrip() {
             sender_ssrc: 0x902f9e2e,
             media_ssrc: 0x902f9e2e,
             nacks: vec![
-                NackPair {
-                    packet_id: 1,
-                    lost_packets: 0xAA,
-                },
-                NackPair {
-                    packet_id: 1034,
-                    lost_packets: 0x05,
-                },
+                NackPair { packet_id: 1, lost_packets: 0xAA },
+                NackPair { packet_id: 1034, lost_packets: 0x05 },
             ],
         },
         None,
@@ -107,27 +87,17 @@ fn test_transport_layer_nack_roundtrip() {
     for (name, want, want_error) in tests {
         let got = want.marshal();
 
-        assert_eq!(
-            got.is_ok(),
-            want_error.is_none(),
-            "Marshal {name}: err = {got:?}, want {want_error:?}"
-        );
+        assert_eq!(got.is_ok(), want_error.is_none(), "Marshal {name}: err = {got:?}, want {want_error:?}");
 
         if let Some(err) = want_error {
             let got_err = got.err().unwrap();
-            assert_eq!(
-                err, got_err,
-                "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",
-            );
+            assert_eq!(err, got_err, "Unmarshal {name} rr: err = {got_err:?}, want {err:?}",);
         } else {
             let mut data = got.ok().unwrap();
-            let actual = TransportLayerNack::unmarshal(&mut data)
-                .unwrap_or_else(|_| panic!("Unmarshal {name}"));
+            let actual =
+                TransportLayerNack::unmarshal(&mut data).unwrap_or_else(|_| panic!("Unmarshal {name}"));
 
-            assert_eq!(
-                actual, want,
-                "{name} round trip: got {actual:?}, want {want:?}"
-            )
+            assert_eq!(actual, want, "{name} round trip: got {actual:?}, want {want:?}")
         }
     }
 }
@@ -140,71 +110,26 @@ fn test_nack_pair() {
         assert_eq!(s, l, "{n:?}: expected {s:?}, got {l:?}");
     };
 
-    test_nack(
-        vec![42],
-        NackPair {
-            packet_id: 42,
-            lost_packets: 0,
-        },
-    );
+    test_nack(vec![42], NackPair { packet_id: 42, lost_packets: 0 });
 
-    test_nack(
-        vec![42, 43],
-        NackPair {
-            packet_id: 42,
-            lost_packets: 1,
-        },
-    );
+    test_nack(vec![42, 43], NackPair { packet_id: 42, lost_packets: 1 });
 
-    test_nack(
-        vec![42, 44],
-        NackPair {
-            packet_id: 42,
-            lost_packets: 2,
-        },
-    );
+    test_nack(vec![42, 44], NackPair { packet_id: 42, lost_packets: 2 });
 
-    test_nack(
-        vec![42, 43, 44],
-        NackPair {
-            packet_id: 42,
-            lost_packets: 3,
-        },
-    );
+    test_nack(vec![42, 43, 44], NackPair { packet_id: 42, lost_packets: 3 });
 
-    test_nack(
-        vec![42, 42 + 16],
-        NackPair {
-            packet_id: 42,
-            lost_packets: 0x8000,
-        },
-    );
+    test_nack(vec![42, 42 + 16], NackPair { packet_id: 42, lost_packets: 0x8000 });
 
     // Wrap around
-    test_nack(
-        vec![65534, 65535, 0, 1],
-        NackPair {
-            packet_id: 65534,
-            lost_packets: 0b0000_0111,
-        },
-    );
+    test_nack(vec![65534, 65535, 0, 1], NackPair { packet_id: 65534, lost_packets: 0b0000_0111 });
 
     // Gap
-    test_nack(
-        vec![123, 125, 127, 129],
-        NackPair {
-            packet_id: 123,
-            lost_packets: 0b0010_1010,
-        },
-    );
+    test_nack(vec![123, 125, 127, 129], NackPair { packet_id: 123, lost_packets: 0b0010_1010 });
 }
 
 #[test]
 fn test_nack_pair_range() {
-    let n = NackPair {
-        packet_id: 42,
-        lost_packets: 2,
-    };
+    let n = NackPair { packet_id: 42, lost_packets: 2 };
 
     let out = Arc::new(Mutex::new(vec![]));
     let out1 = Arc::clone(&out);
@@ -239,91 +164,45 @@ fn test_nack_pair_range() {
 fn test_transport_layer_nack_pair_generation() {
     let test = vec![
         ("No Sequence Numbers", vec![], vec![]),
-        (
-            "Single Sequence Number",
-            vec![100u16],
-            vec![NackPair {
-                packet_id: 100,
-                lost_packets: 0x0,
-            }],
-        ),
+        ("Single Sequence Number", vec![100u16], vec![NackPair { packet_id: 100, lost_packets: 0x0 }]),
         // Make sure it doesn't crash.
         (
             "Single Sequence Number (duplicates)",
             vec![100u16, 100],
-            vec![NackPair {
-                packet_id: 100,
-                lost_packets: 0x0,
-            }],
+            vec![NackPair { packet_id: 100, lost_packets: 0x0 }],
         ),
         (
             "Multiple in range, Single NACKPair",
             vec![100, 101, 105, 115],
-            vec![NackPair {
-                packet_id: 100,
-                lost_packets: 0x4011,
-            }],
+            vec![NackPair { packet_id: 100, lost_packets: 0x4011 }],
         ),
         (
             "Multiple Ranges, Multiple NACKPair",
             vec![100, 117, 500, 501, 502],
             vec![
-                NackPair {
-                    packet_id: 100,
-                    lost_packets: 0,
-                },
-                NackPair {
-                    packet_id: 117,
-                    lost_packets: 0,
-                },
-                NackPair {
-                    packet_id: 500,
-                    lost_packets: 0x3,
-                },
+                NackPair { packet_id: 100, lost_packets: 0 },
+                NackPair { packet_id: 117, lost_packets: 0 },
+                NackPair { packet_id: 500, lost_packets: 0x3 },
             ],
         ),
         (
             "Multiple Ranges, Multiple NACKPair",
             vec![100, 117, 500, 501, 502],
             vec![
-                NackPair {
-                    packet_id: 100,
-                    lost_packets: 0,
-                },
-                NackPair {
-                    packet_id: 117,
-                    lost_packets: 0,
-                },
-                NackPair {
-                    packet_id: 500,
-                    lost_packets: 0x3,
-                },
+                NackPair { packet_id: 100, lost_packets: 0 },
+                NackPair { packet_id: 117, lost_packets: 0 },
+                NackPair { packet_id: 500, lost_packets: 0x3 },
             ],
         ),
         (
             "Multiple Ranges, Multiple NACKPair (with rollover)",
             vec![100, 117, 65534, 65535, 0, 1, 99],
             vec![
-                NackPair {
-                    packet_id: 100,
-                    lost_packets: 0,
-                },
-                NackPair {
-                    packet_id: 117,
-                    lost_packets: 0,
-                },
-                NackPair {
-                    packet_id: 65534,
-                    lost_packets: 1,
-                },
-                NackPair {
-                    packet_id: 0,
-                    lost_packets: 1,
-                },
-                NackPair {
-                    packet_id: 99,
-                    lost_packets: 0,
-                },
+                NackPair { packet_id: 100, lost_packets: 0 },
+                NackPair { packet_id: 117, lost_packets: 0 },
+                NackPair { packet_id: 65534, lost_packets: 1 },
+                NackPair { packet_id: 0, lost_packets: 1 },
+                NackPair { packet_id: 99, lost_packets: 0 },
             ],
         ),
     ];
@@ -345,10 +224,7 @@ fn test_lost_packets_is_reset_when_crossing_16_bit_boundary() {
     assert_eq!(
         nack_pairs_from_sequence_numbers(&seq),
         vec![
-            NackPair {
-                packet_id: 0,
-                lost_packets: 0b1111_1111_1111_1111,
-            },
+            NackPair { packet_id: 0, lost_packets: 0b1111_1111_1111_1111 },
             NackPair {
                 packet_id: 17,
                 // Was 0xffff before fixing the bug
