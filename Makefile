@@ -23,10 +23,12 @@ test-lint:
 	cd fuzz && $(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# Unit and integration tests (webrtc-rs client peers against the real server).
+# Unit and integration tests (webrtc-rs client peers against the real server), then
+# the tests of the vendored crates' patches (vendor/PATCHES.md).
 # Building them also builds target/debug/face-echo, which the other suites run.
 test-rust:
 	ORT_DYLIB_PATH=$(CURDIR)/target/onnxruntime/libonnxruntime.so $(CARGO) test --all-targets
+	$(CARGO) test -p rtc-srtp -p rtc-rtcp
 
 # The page in headless Chromium with a fake camera, against the real server: every
 # browser test with plain echo at 320x240, then the page again at 640x480 with the

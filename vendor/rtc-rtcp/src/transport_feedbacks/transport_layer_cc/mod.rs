@@ -609,10 +609,18 @@ impl Unmarshal for TransportLayerCc {
 
         let mut packet_status_pos = HEADER_LENGTH + PACKET_CHUNK_OFFSET;
         let mut processed_packet_num = 0u16;
+        // Bytes the deltas of the received packets named so far will take: each is
+        // at least one byte after the chunks, so the packet's length bounds how many
+        // there can be, and nothing is made for more (face-echo patch, see
+        // vendor/PATCHES.md: a 40-byte packet claiming 65 535 received packets used
+        // to push that many deltas before its length was checked).
+        let mut delta_bytes = 0usize;
+        let fits = |delta_bytes: usize, chunks_end: usize| chunks_end + delta_bytes <= total_length;
         while processed_packet_num < packet_status_count {
             if packet_status_pos + PACKET_STATUS_CHUNK_LENGTH >= total_length {
                 return Err(Error::PacketTooShort);
             }
+            let chunks_end = packet_status_pos + PACKET_STATUS_CHUNK_LENGTH;
 
             let mut chunk_reader = raw_packet.copy_to_bytes(PACKET_STATUS_CHUNK_LENGTH);
             let b0 = chunk_reader[0];
@@ -628,6 +636,14 @@ impl Unmarshal for TransportLayerCc {
                     if packet_status.packet_status_symbol == SymbolTypeTcc::PacketReceivedSmallDelta
                         || packet_status.packet_status_symbol == SymbolTypeTcc::PacketReceivedLargeDelta
                     {
+                        let size = match packet_status.packet_status_symbol {
+                            SymbolTypeTcc::PacketReceivedLargeDelta => 2,
+                            _ => 1,
+                        };
+                        delta_bytes += size * usize::from(packet_number_to_process);
+                        if !fits(delta_bytes, chunks_end) {
+                            return Err(Error::PacketTooShort);
+                        }
                         let mut j = 0u16;
 
                         while j < packet_number_to_process {
@@ -647,6 +663,18 @@ impl Unmarshal for TransportLayerCc {
 
                 StatusChunkTypeTcc::StatusVectorChunk => {
                     let packet_status = StatusVectorChunk::unmarshal(&mut chunk_reader)?;
+                    delta_bytes += packet_status
+                        .symbol_list
+                        .iter()
+                        .map(|symbol| match symbol {
+                            SymbolTypeTcc::PacketReceivedSmallDelta => 1,
+                            SymbolTypeTcc::PacketReceivedLargeDelta => 2,
+                            _ => 0,
+                        })
+                        .sum::<usize>();
+                    if !fits(delta_bytes, chunks_end) {
+                        return Err(Error::PacketTooShort);
+                    }
 
                     match packet_status.symbol_size {
                         SymbolSizeTypeTcc::OneBit => {

@@ -765,3 +765,49 @@ fn test_transport_layer_cc_marshal() -> Result<()> {
 
     Ok(())
 }
+
+/// A 40-byte packet whose status count claims 65 535 packets and whose run-length
+/// chunks claim 8191 received ones each: refused before anything is made for them.
+fn hostile_packet() -> Vec<u8> {
+    let mut packet = vec![0x8f, 205, 0, 9, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0xff, 0xff, 0, 0, 0, 0];
+    for _ in 0..10 {
+        packet.extend_from_slice(&0x3fffu16.to_be_bytes());
+    }
+    assert_eq!(packet.len(), 40);
+    packet
+}
+
+#[test]
+fn test_transport_layer_cc_counts_are_bounded_by_the_packets_length() {
+    let hostile = hostile_packet();
+    assert_eq!(TransportLayerCc::unmarshal(&mut &hostile[..]).unwrap_err(), Error::PacketTooShort);
+    // Large deltas: two bytes each, still bounded.
+    let mut large = hostile.clone();
+    large[20..22].copy_from_slice(&0x5fffu16.to_be_bytes());
+    assert_eq!(TransportLayerCc::unmarshal(&mut &large[..]).unwrap_err(), Error::PacketTooShort);
+    // A vector chunk of 7 large deltas needs 14 bytes; 4 are there.
+    let mut vector = vec![0x8f, 205, 0, 6, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 7, 0, 0, 0, 0];
+    vector.extend_from_slice(&0xeaaau16.to_be_bytes()); // 2-bit symbols, all "large delta"
+    vector.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    assert_eq!(TransportLayerCc::unmarshal(&mut &vector[..]).unwrap_err(), Error::PacketTooShort);
+    // A genuine run of 5 small deltas with its 5 bytes still parses.
+    let mut genuine = vec![0x8f, 205, 0, 6, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 5, 0, 0, 0, 0];
+    genuine.extend_from_slice(&(0x2000u16 | 5).to_be_bytes());
+    genuine.extend_from_slice(&[1, 2, 3, 4, 5, 0]);
+    let parsed = TransportLayerCc::unmarshal(&mut &genuine[..]).expect("parses");
+    assert_eq!(parsed.recv_deltas.len(), 5);
+    assert_eq!(parsed.recv_deltas[4].delta, 5 * 250);
+}
+
+#[test]
+fn test_transport_layer_cc_hostile_packets_make_nothing_whatever_their_number() {
+    // A count, not a time: 100 000 hostile packets produce no delta and no chunk.
+    let hostile = hostile_packet();
+    let mut made = 0usize;
+    for _ in 0..100_000 {
+        if let Ok(packet) = TransportLayerCc::unmarshal(&mut &hostile[..]) {
+            made += packet.recv_deltas.len() + packet.packet_chunks.len();
+        }
+    }
+    assert_eq!(made, 0);
+}
