@@ -1,5 +1,5 @@
 //! SRTP outside webrtc-rs's driver, for the two places that protect media
-//! themselves with the keys DTLS exported (vendor/PATCHES.md, 6): the server's media
+//! themselves with the keys DTLS exported (vendor/PATCHES.md, 2): the server's media
 //! plane (`session::plane`) and the load generator's clients (`loadgen::media`).
 //! Both tell datagrams apart on a socket they share with ICE and DTLS the same way.
 

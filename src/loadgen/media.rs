@@ -1,7 +1,7 @@
 //! A client's own media path ([`super::client::ClientOptions::own_media`], what the
 //! load generator's publishers use): its RTP leaves and its echo arrives on a UDP
 //! socket of its own, protected with SRTP contexts of its own (the keys DTLS
-//! exported, vendor/PATCHES.md 6), past webrtc-rs's driver, which keeps ICE, DTLS
+//! exported, vendor/PATCHES.md 2), past webrtc-rs's driver, which keeps ICE, DTLS
 //! and the data channel.
 //!
 //! Why: a load generator must cost less than the server it measures (issue #13).

@@ -18,7 +18,7 @@
 //! stepped over.
 //!
 //! SRTP: the plane's own contexts, from the keys DTLS exported (vendor/PATCHES.md,
-//! 6); webrtc-rs protects nothing with them, since it sends no RTP or RTCP. Packets
+//! 2), protecting in place (4); webrtc-rs protects nothing with them, since it sends no RTP or RTCP. Packets
 //! that arrive before the keys (the client's DTLS finishes a moment before ours is
 //! reported) wait in a short queue.
 //!

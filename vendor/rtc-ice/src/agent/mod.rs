@@ -588,7 +588,7 @@ impl Agent {
             self.disconnected_timeout,
             self.failed_timeout,
         );
-        // face-echo patch 7 (vendor/PATCHES.md): start from the keepalive interval, as
+        // face-echo patch 3 (vendor/PATCHES.md): start from the keepalive interval, as
         // Pion does; from the check interval, a connected agent woke every 200 ms.
         let mut interval = DEFAULT_KEEPALIVE_INTERVAL;
 

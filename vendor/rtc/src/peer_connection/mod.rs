@@ -2340,7 +2340,7 @@ impl RTCPeerConnection {
     /// without the interceptor pipeline): it builds its own
     /// `srtp::context::Context`s from these. Packets it protects must use SSRCs
     /// this connection does not send on, or share its SRTP indexes. face-echo
-    /// patch (vendor/PATCHES.md, 6).
+    /// patch (vendor/PATCHES.md, 2).
     pub fn srtp_session_keys(
         &self,
     ) -> Option<(

@@ -639,7 +639,7 @@ pub trait PeerConnection: crate::sealed::Sealed + Send + Sync + 'static {
 
     /// The negotiated SRTP protection profile and master keys once DTLS has completed
     /// (`None` before): for an application that protects media on SSRCs of its own
-    /// beside this connection (face-echo patch, vendor/PATCHES.md 6; see
+    /// beside this connection (face-echo patch, vendor/PATCHES.md 2; see
     /// `rtc::peer_connection::RTCPeerConnection::srtp_session_keys`).
     async fn srtp_session_keys(
         &self,
