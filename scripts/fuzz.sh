@@ -11,11 +11,15 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${1:-20}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(tap_pipeline signaling)
+[ ${#targets[@]} -gt 0 ] || targets=(tap_pipeline signaling media_plane mux_demux)
 
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 
 export RUSTC_BOOTSTRAP=1
+# Build first, out loud: a target that does not build is a failure, not a quiet run.
+for target in "${targets[@]}"; do
+  cargo fuzz build -O "$target"
+done
 for target in "${targets[@]}"; do
   mkdir -p "corpus/$target"
   echo "fuzz: $target for ${seconds}s"

@@ -278,6 +278,21 @@ impl UdpMux {
         Arc::new(MuxRuntime { mux: self.clone(), credentials: credentials.clone(), hook })
     }
 
+    /// Sends on the socket at `ip` (bound already): to drive a hook by hand (the
+    /// fuzz targets and benchmarks do).
+    pub fn sender(&self, ip: IpAddr) -> Option<MuxSender> {
+        lock(&self.inner.sockets).get(&ip).map(|shared| MuxSender { shared: Arc::clone(shared) })
+    }
+
+    /// Routes `datagram` from `from` as if the socket at `ip` had just read it (the
+    /// fuzz targets and benchmarks feed the mux this way); false when no socket is
+    /// bound there.
+    pub fn route(&self, ip: IpAddr, datagram: &mut [u8], from: SocketAddr) -> bool {
+        let Some(via) = self.sender(ip) else { return false };
+        via.shared.batched(|| via.shared.dispatch(datagram, from, &via, Instant::now()));
+        true
+    }
+
     /// The shared socket on `ip`, bound (and its reader started) on first use.
     fn socket_for(&self, ip: IpAddr) -> io::Result<Arc<Shared>> {
         let mut sockets = lock(&self.inner.sockets);

@@ -1,0 +1,79 @@
+//! The mux's demultiplexing: arbitrary datagrams from arbitrary addresses, among
+//! them genuine binding requests (so addresses are learned, moved and forgotten),
+//! answers to requests nobody made, and garbage that looks like STUN, DTLS or RTP.
+//! Nothing may panic, and a datagram reaches a PeerConnection only from an address
+//! its binding request taught.
+#![no_main]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+
+use face_echo::udp_mux::{IceCredentials, UdpMux};
+use libfuzzer_sys::fuzz_target;
+use rtc::stun::attributes::ATTR_USERNAME;
+use rtc::stun::fingerprint::FINGERPRINT;
+use rtc::stun::integrity::MessageIntegrity;
+use rtc::stun::message::{BINDING_REQUEST, Message, TransactionId};
+use rtc::stun::textattrs::Username;
+use webrtc::runtime::{AsyncUdpSocket, Runtime};
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+struct Fixture {
+    mux: UdpMux,
+    credentials: Vec<IceCredentials>,
+    /// The PeerConnections' views of the socket (kept: dropping one detaches it).
+    _views: Vec<Arc<dyn AsyncUdpSocket>>,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let mux = UdpMux::bind(LOCALHOST, 0).expect("binds");
+        let credentials: Vec<IceCredentials> = (0..3).map(|_| IceCredentials::random()).collect();
+        let views = credentials
+            .iter()
+            .map(|credentials| {
+                let runtime = mux.runtime_for(credentials, None);
+                let throwaway = std::net::UdpSocket::bind((LOCALHOST, 0)).expect("binds");
+                runtime.wrap_udp_socket(throwaway).expect("attached")
+            })
+            .collect();
+        Fixture { mux, credentials, _views: views }
+    })
+}
+
+fn binding_request(credentials: &IceCredentials) -> Vec<u8> {
+    let provider = rtc::crypto::default_provider().expect("provider");
+    let mut message = Message::new();
+    let built = message.build(&[
+        Box::new(BINDING_REQUEST),
+        Box::new(TransactionId::new()),
+        Box::new(Username::new(ATTR_USERNAME, format!("{}:remote", credentials.ufrag))),
+        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+            credentials.password.clone(),
+            provider.crypto(),
+        )),
+        Box::new(FINGERPRINT),
+    ]);
+    built.map(|()| message.raw).unwrap_or_default()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let fixture = fixture();
+    let mut rest = data;
+    // Each record: [address][kind][len: u16 BE, ≤ 2100][bytes]. Kind 0: the bytes
+    // as they are; 1: a genuine binding request for PeerConnection (byte % 3),
+    // then the bytes as they are, from the same address.
+    while let [address, kind, hi, lo, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(2100).min(tail.len());
+        let (bytes, next) = tail.split_at(len);
+        rest = next;
+        let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, *address & 0x0f)), 1000 + u16::from(*address >> 4));
+        if kind % 2 == 1 {
+            let credentials = &fixture.credentials[usize::from(*kind / 2) % fixture.credentials.len()];
+            fixture.mux.route(LOCALHOST, &mut binding_request(credentials), from);
+        }
+        fixture.mux.route(LOCALHOST, &mut bytes.to_vec(), from);
+    }
+});
