@@ -7,7 +7,7 @@
 //! and refuses (fast, with a `503` or a close) before the limit is reached.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -96,6 +96,20 @@ impl Limits {
     }
 }
 
+/// The address a per-IP cap counts `ip` under. IPv4 as itself, and so an IPv4-mapped
+/// IPv6 address (how a dual-stack listener reports an IPv4 client); IPv6 by its /64,
+/// the smallest block a subscriber is given: counted apart, one client would have
+/// 2^64 addresses to spread over.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
+
 /// Why a [`PerIp`] refused a place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -105,7 +119,8 @@ pub enum Refusal {
     PerIp,
 }
 
-/// Counts things held per client IP under a total cap and a per-IP cap. A place is a
+/// Counts things held per client (see [`client_key`]) under a total cap and a per-client
+/// cap. A place is a
 /// [`Place`], freed on drop, so no way of ending (error, panic, timeout) leaks one.
 pub struct PerIp {
     max: usize,
@@ -139,6 +154,7 @@ impl PerIp {
 
     /// A place for `ip`, or which cap is full.
     pub fn try_take(self: &Arc<Self>, ip: IpAddr) -> Result<Place, Refusal> {
+        let ip = client_key(ip);
         let mut counts = self.counts();
         if counts.total >= self.max {
             return Err(Refusal::Total);
@@ -158,9 +174,9 @@ impl PerIp {
         self.counts().total
     }
 
-    /// Places `ip` holds now.
+    /// Places `ip`'s client holds now.
     pub fn held_by(&self, ip: IpAddr) -> usize {
-        self.counts().by_ip.get(&ip).copied().unwrap_or(0)
+        self.counts().by_ip.get(&client_key(ip)).copied().unwrap_or(0)
     }
 
     pub fn max(&self) -> usize {
@@ -203,6 +219,21 @@ mod tests {
         assert_eq!(counter.held_by(a), 1);
         let _b2 = counter.try_take(b).expect("a place was freed");
         assert_eq!(counter.total(), 3);
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_client_and_mapped_ipv4_is_its_ipv4() {
+        let counter = PerIp::new(8, 1, Gauge::default());
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let _first = counter.try_take(ip("2001:db8:0:1::1")).expect("the /64's first address");
+        let other_host = counter.try_take(ip("2001:db8:0:1:ffff:ffff:ffff:ffff"));
+        assert_eq!(other_host.err(), Some(Refusal::PerIp), "another address of the same /64");
+        let _next = counter.try_take(ip("2001:db8:0:2::1")).expect("the next /64 is another client");
+        let _v4 = counter.try_take(ip("192.0.2.7")).expect("an IPv4 client");
+        assert_eq!(counter.try_take(ip("::ffff:192.0.2.7")).err(), Some(Refusal::PerIp), "mapped = IPv4");
+        // Mapped IPv4 addresses are not one /64 (::ffff:0:0/96 holds every IPv4 client).
+        let _other_v4 = counter.try_take(ip("::ffff:192.0.2.8")).expect("another IPv4 client, mapped");
+        assert_eq!(counter.held_by(ip("2001:db8:0:1::abcd")), 1);
     }
 
     #[test]
