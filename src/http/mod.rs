@@ -240,6 +240,30 @@ fn take_pending(app: &AppState, client: SocketAddr) -> Result<Place, String> {
     Err(message)
 }
 
+/// An offer (publish or watch, over /ws, WHIP or WHEP) with only the candidates a
+/// trickle would have been allowed: reachable, and within the session's
+/// [`ws::MAX_CANDIDATES`] of which `counted` were trickled already. Returns the offer
+/// and how many candidates it kept, for the session's count.
+fn screen_offered_candidates(
+    app: &AppState,
+    client: SocketAddr,
+    offer: String,
+    counted: usize,
+) -> (String, usize) {
+    let room = ws::MAX_CANDIDATES.saturating_sub(counted);
+    let screened = app.network.screen_offered_candidates(offer, room);
+    if screened.unreachable + screened.over_cap > 0 {
+        tracing::info!(
+            %client,
+            kept = screened.kept,
+            unreachable = screened.unreachable,
+            over_cap = screened.over_cap,
+            "dropped candidates from an offer"
+        );
+    }
+    (screened.sdp, screened.kept)
+}
+
 /// A place under --max-sessions and --max-sessions-per-ip, or the `server_full` /
 /// `ip_full` error that refuses it.
 fn take_slot(app: &AppState, ip: std::net::IpAddr) -> Result<Slot, SignalError> {

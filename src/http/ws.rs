@@ -24,7 +24,8 @@ use crate::token_bucket::TokenBucket;
 
 /// Remote candidates kept while waiting for the offer.
 const MAX_EARLY_CANDIDATES: usize = 32;
-/// Remote candidates one session may send in all (a browser sends a handful).
+/// Remote candidates one session may send in all, in its offer and trickled (a
+/// browser sends a handful): each is checked with STUN at an address the client chose.
 pub const MAX_CANDIDATES: usize = 64;
 /// Frames a client may send per second, sustained, and in a burst.
 pub const MAX_FRAMES_PER_SECOND: f64 = 20.0;
@@ -356,6 +357,7 @@ impl Connection {
         let Some(slot) = self.take_slot() else {
             return Flow::Close;
         };
+        let sdp = self.screen_offered_candidates(sdp);
         let id = new_session_id();
         let networks = self.app.network.attempts_for(self.client.ip());
         match Viewer::open(id, &publisher, sdp, &networks).await {
@@ -380,6 +382,7 @@ impl Connection {
         let Some(mut slot) = self.take_slot() else {
             return Flow::Close;
         };
+        let sdp = self.screen_offered_candidates(sdp);
         let id = new_session_id();
         let networks = self.app.network.attempts_for(self.client.ip());
         let max_viewers = self.app.config.max_viewers;
@@ -411,6 +414,14 @@ impl Connection {
             Err(error) => self.send_error(error),
         }
         Flow::Continue
+    }
+
+    /// The offer's candidates count toward the same [`MAX_CANDIDATES`] as trickled ones.
+    fn screen_offered_candidates(&mut self, sdp: String) -> String {
+        let (sdp, kept) =
+            super::screen_offered_candidates(&self.app, self.client, sdp, self.candidates_received);
+        self.candidates_received += kept;
+        sdp
     }
 
     async fn on_candidate(&mut self, candidate: Candidate) {

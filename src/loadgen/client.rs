@@ -363,7 +363,8 @@ struct Answer {
     watch_token: String,
 }
 
-type Signaling = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+/// A client's signaling WebSocket.
+pub type Signaling = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Sends what the peer queues to the server, in order.
 async fn write_signaling(
