@@ -54,9 +54,11 @@ pub struct Config {
     #[arg(long, value_name = "N")]
     pub max_sessions_per_ip: Option<usize>,
 
-    /// Most signaling WebSockets open without a negotiated session, over all clients;
-    /// beyond it /ws answers `503` before the upgrade. Default: 256, or half the
-    /// connections the file limit allows if that is less.
+    /// Most signaling WebSockets open without a negotiated session (and WHIP/WHEP
+    /// POSTs negotiating), over all clients. When full, the socket that has waited
+    /// longest without a session is closed to make room for a newcomer (only when
+    /// none is idle does /ws answer `503`). Default: half the connections the file
+    /// limit allows.
     #[arg(long, value_name = "N")]
     pub max_pending: Option<usize>,
 

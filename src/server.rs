@@ -77,7 +77,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let state = AppState::new(AppInner {
         sessions,
         cluster,
-        pending: PerIp::new(limits.pending, limits.pending_per_ip, metrics.signaling_pending.clone()),
+        pending: PerIp::evicting_idle(
+            limits.pending,
+            limits.pending_per_ip,
+            metrics.signaling_pending.clone(),
+            metrics.signaling_evicted.clone(),
+        ),
         limits,
         network: MediaNetwork::from_config(&config)?,
         assets: Assets::new(config.web_dir.clone()),
