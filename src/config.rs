@@ -118,6 +118,14 @@ pub struct Config {
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
 
+    /// A host name this server answers to besides its --listen address (and, on a
+    /// loopback or wildcard listener, `localhost`), with or without `:PORT`
+    /// (repeatable), e.g. `face.example.org`. Requests naming another host in `Host`
+    /// get `421`: a DNS name that points here is not enough (DNS rebinding). On a
+    /// wildcard --listen any IP address is accepted.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub allowed_host: Vec<String>,
+
     /// Serve HTTPS and WSS with this PEM certificate chain (with --tls-key).
     /// Browsers give the camera only to https:// pages (or localhost).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -305,6 +313,9 @@ impl Config {
             if value == Some(0) {
                 anyhow::bail!("{flag} must be at least 1");
             }
+        }
+        for host in &self.allowed_host {
+            crate::http::check_allowed_host(host)?;
         }
         if let Some(dir) = &self.record {
             crate::record::check_dir(dir)?;

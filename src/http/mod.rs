@@ -2,6 +2,7 @@
 //! and share [`AppState`].
 
 mod assets;
+mod host;
 mod whip;
 mod ws;
 
@@ -18,6 +19,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 pub use assets::Assets;
+pub use host::{AllowedHosts, check_flag as check_allowed_host};
 pub use whip::WHEP_LINK_REL;
 
 use crate::auth;
@@ -53,6 +55,8 @@ pub struct AppInner {
     pub tap: Option<TapConfig>,
     /// Turns true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// The hosts requests may name (`--listen`, `--allowed-host`, `--node-url`).
+    pub hosts: AllowedHosts,
     /// The caps in force (flags, lowered to fit the file limit).
     pub limits: Limits,
     /// Signaling sockets without a negotiated session (`--max-pending[-per-ip]`).
@@ -107,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .merge(whip)
         .route("/models/face-api/{*path}", get(model_file))
         .route("/{*path}", get(web_file))
+        .layer(middleware::from_fn_with_state(state.clone(), host::check_host))
         .with_state(state)
 }
 
