@@ -54,9 +54,11 @@ pub struct Config {
     #[arg(long, value_name = "N")]
     pub max_sessions_per_ip: Option<usize>,
 
-    /// Most signaling WebSockets open without a negotiated session, over all clients;
-    /// beyond it /ws answers `503` before the upgrade. Default: 256, or half the
-    /// connections the file limit allows if that is less.
+    /// Most signaling WebSockets open without a negotiated session (and WHIP/WHEP
+    /// POSTs negotiating), over all clients. When full, the socket that has waited
+    /// longest without a session is closed to make room for a newcomer (only when
+    /// none is idle does /ws answer `503`). Default: half the connections the file
+    /// limit allows.
     #[arg(long, value_name = "N")]
     pub max_pending: Option<usize>,
 
@@ -115,6 +117,14 @@ pub struct Config {
     /// tools that send none are allowed.
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
+
+    /// A host name this server answers to besides its --listen address (and, on a
+    /// loopback or wildcard listener, `localhost`), with or without `:PORT`
+    /// (repeatable), e.g. `face.example.org`. Requests naming another host in `Host`
+    /// get `421`: a DNS name that points here is not enough (DNS rebinding). On a
+    /// wildcard --listen any IP address is accepted.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub allowed_host: Vec<String>,
 
     /// Serve HTTPS and WSS with this PEM certificate chain (with --tls-key).
     /// Browsers give the camera only to https:// pages (or localhost).
@@ -304,6 +314,9 @@ impl Config {
             if value == Some(0) {
                 anyhow::bail!("{flag} must be at least 1");
             }
+        }
+        for host in &self.allowed_host {
+            crate::http::check_allowed_host(host)?;
         }
         if let Some(dir) = &self.record {
             crate::record::check_dir(dir)?;

@@ -45,9 +45,10 @@
 //! # Modules
 //!
 //! - Start-up and HTTP: [`config`] (every flag), [`server`] (bind, serve, shut down),
-//!   [`http`] (router, signaling WebSocket, WHIP/WHEP, assets), `listener` and `limits`
-//!   (file-descriptor budget, per-IP caps), `auth` (tokens), `tls`, [`signaling`]
-//!   (wire types), [`sessions`] (the table and its slots), [`metrics`], [`process`].
+//!   [`http`] (router, Host check, signaling WebSocket, WHIP/WHEP, assets), `listener`
+//!   and `limits` (file-descriptor budget, per-IP caps, pending eviction), `auth`
+//!   (tokens), `tls`, [`signaling`] (wire types), [`sessions`] (the table and its
+//!   slots), [`metrics`], [`process`].
 //! - One PeerConnection: [`peer`] (the recipe every PeerConnection is built from;
 //!   webrtc-rs itself is vendored, with the few changes listed in vendor/PATCHES.md),
 //!   [`session`] (negotiate, echo, the media plane, fan-out, viewers, keyframes,

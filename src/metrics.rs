@@ -65,6 +65,8 @@ pub struct Metrics {
     pub connections_open: Gauge,
     /// Signaling WebSockets without a negotiated session now.
     pub signaling_pending: Gauge,
+    /// Idle signaling WebSockets closed to make room for a newcomer (`--max-pending` full).
+    pub signaling_evicted: Counter,
 }
 
 impl Metrics {
@@ -113,6 +115,7 @@ impl Metrics {
         let connections_refused = Family::default();
         let connections_open = Gauge::default();
         let signaling_pending = Gauge::default();
+        let signaling_evicted = Counter::default();
         registry.register("sessions_active", "Sessions (PeerConnections) open now", sessions_active.clone());
         registry.register("sessions", "Sessions opened since start", sessions_total.clone());
         registry.register(
@@ -305,6 +308,11 @@ impl Metrics {
             "Signaling WebSockets without a negotiated session now",
             signaling_pending.clone(),
         );
+        registry.register(
+            "signaling_evicted",
+            "Signaling WebSockets closed before their offer to make room for a newcomer (--max-pending full)",
+            signaling_evicted.clone(),
+        );
         Metrics {
             registry,
             sessions_active,
@@ -351,6 +359,7 @@ impl Metrics {
             connections_refused,
             connections_open,
             signaling_pending,
+            signaling_evicted,
         }
     }
 

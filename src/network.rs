@@ -107,6 +107,33 @@ impl MediaNetwork {
         }
     }
 
+    /// `offer` without the `a=candidate` lines a trickled candidate would be refused
+    /// for: those [`accepts_remote`](Self::accepts_remote) refuses, then those past
+    /// `room` (what is left of the session's cap). Every line kept is one more ICE
+    /// pair the server checks, with signed STUN, at an address the offerer chose.
+    pub fn screen_offered_candidates(&self, offer: String, room: usize) -> ScreenedOffer {
+        let (mut kept, mut unreachable, mut over_cap) = (0, 0, 0);
+        let mut screened = String::with_capacity(offer.len());
+        for line in offer.split_inclusive('\n') {
+            let attribute = line.trim_end().strip_prefix("a=").filter(|a| a.starts_with("candidate:"));
+            if let Some(attribute) = attribute {
+                let address = crate::signaling::candidate_address(attribute).unwrap_or_default();
+                if !self.accepts_remote(address) {
+                    unreachable += 1;
+                    continue;
+                }
+                if kept >= room {
+                    over_cap += 1;
+                    continue;
+                }
+                kept += 1;
+            }
+            screened.push_str(line);
+        }
+        let sdp = if unreachable + over_cap == 0 { offer } else { screened };
+        ScreenedOffer { sdp, kept, unreachable, over_cap }
+    }
+
     /// The network for a client connecting from `client`: the shared port's mux, or
     /// a mux on the first free port of the range (from a rotating offset). Empty
     /// when every port of the range is taken.
@@ -168,6 +195,18 @@ impl MediaNetwork {
         }
         ips
     }
+}
+
+/// An offer after [`MediaNetwork::screen_offered_candidates`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScreenedOffer {
+    pub sdp: String,
+    /// Candidates left in it.
+    pub kept: usize,
+    /// Candidates taken out because media cannot reach them.
+    pub unreachable: usize,
+    /// Candidates taken out because the session's cap was reached.
+    pub over_cap: usize,
 }
 
 /// Whether this host can open the multicast socket mDNS needs (probed once per
@@ -242,5 +281,36 @@ mod tests {
         assert!(net.attempt_for(client).is_none(), "both ports are taken");
         drop(first);
         assert!(net.attempt_for(client).is_some(), "a port is free again once its session is gone");
+    }
+
+    #[test]
+    fn offered_candidates_are_filtered_then_capped() {
+        let candidate =
+            |ip: &str, port: u16| format!("a=candidate:1 1 udp 2122260223 {ip} {port} typ host\r\n");
+        let mut offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n".to_owned();
+        offer += &candidate("10.1.2.3", 1000);
+        offer += &candidate("4f1c2d3e.local", 1001);
+        offer += "a=candidate:garbage\r\n";
+        for port in 0..5 {
+            offer += &candidate("127.0.0.1", 2000 + port);
+        }
+        offer += "a=end-of-candidates\r\n";
+
+        let screened = network("127.0.0.1:0", None).screen_offered_candidates(offer.clone(), 3);
+        assert_eq!((screened.kept, screened.unreachable, screened.over_cap), (3, 3, 2));
+        let expected: String = ["v=0", "m=video 9 UDP/TLS/RTP/SAVPF 96", "a=mid:0"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain((0..3).map(|port| candidate("127.0.0.1", 2000 + port).trim_end().to_owned()))
+            .chain(["a=end-of-candidates".to_owned()])
+            .map(|line| line + "\r\n")
+            .collect();
+        assert_eq!(screened.sdp, expected);
+
+        // A wildcard listener reaches any IP, and names too where it resolves mDNS
+        // (the garbage line has no address: judged as a name, as when trickled).
+        let open = network("0.0.0.0:0", None).screen_offered_candidates(offer, 64);
+        let names = if multicast_available() { 2 } else { 0 };
+        assert_eq!((open.kept, open.unreachable, open.over_cap), (6 + names, 2 - names, 0));
     }
 }

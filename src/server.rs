@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::detect::Detector;
-use crate::http::{self, AppInner, AppState, Assets};
+use crate::http::{self, AllowedHosts, AppInner, AppState, Assets};
 use crate::limits::{self, Limits, PerIp};
 use crate::listener::CountingListener;
 use crate::metrics::Metrics;
@@ -76,10 +76,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         )?),
         None => None,
     };
+    let hosts = AllowedHosts::new(&config, cluster.as_ref().map(|cluster| cluster.url()));
     let state = AppState::new(AppInner {
+        hosts,
         sessions,
         cluster,
-        pending: PerIp::new(limits.pending, limits.pending_per_ip, metrics.signaling_pending.clone()),
+        pending: PerIp::evicting_idle(
+            limits.pending,
+            limits.pending_per_ip,
+            metrics.signaling_pending.clone(),
+            metrics.signaling_evicted.clone(),
+        ),
         limits,
         network,
         assets: Assets::new(config.web_dir.clone()),

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::limits::Refusal;
+use crate::limits::{Refusal, client_key};
 use crate::metrics::Metrics;
 use crate::session::SessionInfo;
 
@@ -26,7 +26,7 @@ pub struct Sessions {
 struct Table {
     /// Slots taken, including those still negotiating (not yet in `by_id`).
     taken: usize,
-    /// Slots taken per client IP: one client cannot hold every place.
+    /// Slots taken per client ([`client_key`]): one client cannot hold every place.
     by_ip: HashMap<IpAddr, usize>,
     by_id: HashMap<String, Arc<SessionInfo>>,
 }
@@ -50,6 +50,7 @@ impl Sessions {
     /// Takes a place for a new session from `ip`, or says which limit is full:
     /// `--max-sessions` (`Total`) or `--max-sessions-per-ip` (`PerIp`).
     pub fn try_take(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
+        let ip = client_key(ip);
         let mut table = self.table();
         if table.taken >= self.max {
             return Err(Refusal::Total);
@@ -161,5 +162,16 @@ mod tests {
         let _b1 = sessions.try_take(b).expect("another IP still gets in");
         drop(a1);
         let _a3 = sessions.try_take(a).expect("a's freed place is a's again");
+    }
+
+    #[test]
+    fn one_ipv6_slash_64_is_one_client() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let sessions = Sessions::new(4, 1, Arc::new(Metrics::new()));
+        let _first = sessions.try_take(ip("2001:db8::1")).expect("first");
+        assert_eq!(sessions.try_take(ip("2001:db8::2")).err(), Some(Refusal::PerIp), "same /64");
+        let _other = sessions.try_take(ip("2001:db8:1::1")).expect("another /64");
+        let _v4 = sessions.try_take(ip("10.0.0.1")).expect("an IPv4 client");
+        assert_eq!(sessions.try_take(ip("::ffff:10.0.0.1")).err(), Some(Refusal::PerIp), "mapped = IPv4");
     }
 }

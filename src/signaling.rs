@@ -39,11 +39,17 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// The connection address of the candidate line (`candidate:<foundation> <component>
-    /// <transport> <priority> <address> <port> typ ...`), if it has one.
+    /// The connection address of the candidate line ([`candidate_address`]), if it has one.
     pub fn address(&self) -> Option<&str> {
-        self.candidate.strip_prefix("candidate:")?.split_ascii_whitespace().nth(4)
+        candidate_address(&self.candidate)
     }
+}
+
+/// The connection address of a candidate attribute, trickled or an SDP's
+/// `a=candidate:` line without its `a=`: `candidate:<foundation> <component>
+/// <transport> <priority> <address> <port> typ ...`.
+pub fn candidate_address(attribute: &str) -> Option<&str> {
+    attribute.strip_prefix("candidate:")?.split_ascii_whitespace().nth(4)
 }
 
 /// A message to the client.

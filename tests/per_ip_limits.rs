@@ -2,7 +2,8 @@
 //! offer gets `ip_full` while another address still gets a session and its echo;
 //! over `--max-pending-per-ip` its WebSocket is refused (`503`) before the upgrade
 //! while another address still gets one. Two loopback addresses, 127.0.0.1 and
-//! 127.0.0.2, are two clients.
+//! 127.0.0.2, are two clients. And many addresses together cannot lock newcomers
+//! out: over `--max-pending`, the socket that waited longest makes room.
 
 mod common;
 
@@ -11,7 +12,9 @@ use std::time::Duration;
 
 use common::*;
 use face_echo::loadgen::client::{ClientPeer, open_signaling};
+use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const FIRST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
 const SECOND: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
@@ -92,5 +95,68 @@ async fn one_ip_over_its_pending_cap_is_refused_before_the_upgrade() {
     );
     let again = open_signaling(&url, Some(FIRST)).await.expect("a freed place is usable");
     drop((again, other, idle));
+    server.shutdown().await.expect("shutdown");
+}
+
+/// `name`'s value in `/metrics` (0 when absent).
+async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
+    let (_, metrics) = http_get(addr, "/metrics").await;
+    let prefix = format!("{name} ");
+    metrics.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_from_many_addresses_make_room_for_a_newcomer() {
+    const PENDING: usize = 256;
+    const ADDRESSES: u8 = 100;
+    const PER_ADDRESS: usize = 5;
+    let mut config = test_config();
+    config.max_pending = Some(PENDING);
+    let server = start(config).await;
+    let url = ws_url(server.addr);
+
+    // 500 sockets that never offer, from 127.0.0.10-109, each within its address's
+    // cap: every one gets in, the oldest making room once the table is full.
+    let mut idle = Vec::new();
+    for round in 0..PER_ADDRESS {
+        for last in 10..10 + ADDRESSES {
+            let from = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, last));
+            let socket = open_signaling(&url, Some(from)).await;
+            idle.push(socket.unwrap_or_else(|err| panic!("socket {round} from {from} refused: {err:#}")));
+        }
+    }
+    let opened = idle.len();
+    let evicted = (opened - PENDING) as u64;
+    assert_eq!(metric(server.addr, "face_echo_signaling_evicted_total").await, evicted);
+    assert_eq!(metric(server.addr, "face_echo_signaling_pending").await, PENDING as u64);
+
+    // The oldest was told why, then closed with "try again later".
+    let oldest = &mut idle[0];
+    let said = tokio::time::timeout(Duration::from_secs(5), oldest.next()).await.expect("a frame");
+    let said = said.expect("open").expect("frame").into_text().expect("text");
+    assert!(said.contains("idle_timeout") && said.contains("--max-pending"), "{said}");
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), oldest.next()).await.expect("the close") {
+            Some(Ok(tungstenite::Message::Close(frame))) => {
+                break frame.expect("a close frame with a reason");
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.code, CloseCode::Again, "{close:?}");
+    assert!(close.reason.contains("evicted"), "{close:?}");
+
+    // A publisher from yet another address gets in, and its echo, at once.
+    let mut publisher =
+        ClientPeer::connect_from(&url, FIRST, CONNECT_TIMEOUT).await.expect("a newcomer gets a place");
+    let sent = publish(&mut publisher, 30).await;
+    let echoed = collect_echo(&mut publisher, Duration::from_millis(800)).await;
+    assert!(identical_payloads(&sent, &echoed) * 10 >= sent.len() * 9, "the newcomer's echo");
+    assert_eq!(metric(server.addr, "face_echo_signaling_evicted_total").await, evicted + 1);
+    let (_, metrics) = http_get(server.addr, "/metrics").await;
+    assert!(!metrics.contains(r#"reason="pending"}"#), "nobody was refused for a full table: {metrics}");
+    publisher.close().await.expect("close");
+    drop(idle);
     server.shutdown().await.expect("shutdown");
 }

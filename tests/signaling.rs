@@ -7,17 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use face_echo::peer::{self, PeerNetwork};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use webrtc::peer_connection::{PeerConnection, PeerConnectionEventHandler};
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-struct Quiet;
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Quiet {}
 
 async fn connect(addr: std::net::SocketAddr) -> Ws {
     tokio_tungstenite::connect_async(ws_url(addr)).await.expect("ws connects").0
@@ -54,18 +48,6 @@ async fn expect_error(ws: &mut Ws, frame: Message, code: &str) {
     assert_eq!(reply["type"], "error", "reply to {shown}: {reply}");
     assert_eq!(reply["code"], code, "reply to {shown}: {reply}");
     assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()), "{reply}");
-}
-
-/// A real offer from a webrtc-rs peer (kept alive by the caller).
-async fn real_offer() -> (Arc<dyn PeerConnection>, String) {
-    let pc = peer::build(&PeerNetwork::loopback(), None, Arc::new(Quiet), peer::PeerMedia::client())
-        .await
-        .expect("pc");
-    pc.add_track(peer::vp8_rtp_track("s", "t") as _).await.expect("track");
-    let offer = pc.create_offer(None).await.expect("offer");
-    pc.set_local_description(offer).await.expect("sld");
-    let sdp = pc.local_description().await.expect("local").sdp;
-    (pc, sdp)
 }
 
 fn text(value: Value) -> Message {

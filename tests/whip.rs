@@ -29,27 +29,6 @@ async fn post_whip(
     http_request("POST", &whip_url(addr), &headers, body).await.expect("POST /whip")
 }
 
-/// A real offer from a webrtc-rs peer (never answered): to test refusals that come
-/// after the offer is read, with an SDP that would otherwise be accepted.
-async fn real_offer() -> String {
-    use webrtc::peer_connection::PeerConnectionEventHandler;
-    struct Quiet;
-    impl PeerConnectionEventHandler for Quiet {}
-    let pc = face_echo::peer::build(
-        &face_echo::peer::PeerNetwork::loopback(),
-        None,
-        std::sync::Arc::new(Quiet),
-        face_echo::peer::PeerMedia::client(),
-    )
-    .await
-    .expect("peer");
-    let track = face_echo::peer::vp8_rtp_track("t", "t");
-    pc.add_track(track as _).await.expect("track");
-    let offer = pc.create_offer(None).await.expect("offer");
-    let _ = pc.close().await;
-    offer.sdp
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_whip_publisher_gets_its_echo_and_delete_frees_its_slot() {
     let server = start(test_config()).await;
@@ -148,7 +127,7 @@ async fn whip_refusals_are_http_errors_and_the_server_goes_on() {
     config.max_sessions = 1;
     let server = start(config).await;
     let addr = server.addr;
-    let offer = real_offer().await;
+    let (_pc, offer) = real_offer().await;
 
     // Wrong content type: 415, naming what to send.
     let response = post_whip(addr, "application/json", None, offer.as_bytes()).await;
@@ -223,7 +202,7 @@ async fn whip_takes_the_whip_token_or_the_publish_token() {
     config.publish_token = Some("page-secret".parse().unwrap());
     let server = start(config).await;
     let addr = server.addr;
-    let offer = real_offer().await;
+    let (_pc, offer) = real_offer().await;
 
     let response = post_whip(addr, "application/sdp", None, offer.as_bytes()).await;
     assert_eq!(response.status, 401, "{}", response.body);
@@ -317,7 +296,8 @@ async fn a_whip_post_counts_as_negotiating_under_max_pending() {
     let addr = server.addr;
     // A signaling socket without an offer holds 127.0.0.1's one negotiating place.
     let socket = face_echo::loadgen::client::open_signaling(&ws_url(addr), None).await.expect("WebSocket");
-    let response = post_whip(addr, "application/sdp", None, real_offer().await.as_bytes()).await;
+    let (_pc, offer) = real_offer().await;
+    let response = post_whip(addr, "application/sdp", None, offer.as_bytes()).await;
     assert_eq!(response.status, 503, "{}", response.body);
     assert!(response.body.starts_with("too_many_pending: "), "{}", response.body);
     assert_eq!(response.header("retry-after"), Some("5"));

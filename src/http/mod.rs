@@ -2,6 +2,7 @@
 //! and share [`AppState`].
 
 mod assets;
+mod host;
 mod whip;
 mod ws;
 
@@ -18,6 +19,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 pub use assets::Assets;
+pub use host::{AllowedHosts, check_flag as check_allowed_host};
 pub use whip::WHEP_LINK_REL;
 
 use crate::auth;
@@ -53,6 +55,8 @@ pub struct AppInner {
     pub tap: Option<TapConfig>,
     /// Turns true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// The hosts requests may name (`--listen`, `--allowed-host`, `--node-url`).
+    pub hosts: AllowedHosts,
     /// The caps in force (flags, lowered to fit the file limit).
     pub limits: Limits,
     /// Signaling sockets without a negotiated session (`--max-pending[-per-ip]`).
@@ -107,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .merge(whip)
         .route("/models/face-api/{*path}", get(model_file))
         .route("/{*path}", get(web_file))
+        .layer(middleware::from_fn_with_state(state.clone(), host::check_host))
         .with_state(state)
 }
 
@@ -202,30 +207,32 @@ async fn signaling(
         return (StatusCode::FORBIDDEN, Json(json!({"error": "forbidden_origin", "message": message})))
             .into_response();
     }
-    // Before the upgrade, while refusing costs one small response.
-    let pending = match take_pending(&app, client) {
-        Ok(place) => place,
-        Err(message) => return busy("too_many_pending", &message),
+    // Before the upgrade, while refusing costs one small response. Idle until its
+    // offer: a newcomer may evict it when the table is full.
+    let pending = match app.pending.try_take_idle(client.ip()) {
+        Ok(pending) => pending,
+        Err(refusal) => return busy("too_many_pending", &pending_refused(&app, client, refusal)),
     };
     // Browsers cannot set headers on a WebSocket: the page sends `?token=`.
     let token = auth::bearer(&headers).map(str::to_owned).or_else(|| auth::query_token(query.as_deref()));
     upgrade
         .max_message_size(WS_READ_LIMIT_BYTES)
         .max_frame_size(WS_READ_LIMIT_BYTES)
-        .on_upgrade(move |socket| ws::serve(socket, client, app, pending, token))
+        .on_upgrade(move |socket| ws::serve(socket, client, app, pending.0, pending.1, token))
 }
 
-/// A place under --max-pending(-per-ip) for a client still negotiating (a signaling
-/// socket, or a WHIP/WHEP POST), or why not (for a `503 too_many_pending`).
+/// A place under --max-pending(-per-ip) for a WHIP/WHEP POST while it negotiates, or
+/// why not (for a `503 too_many_pending`).
 fn take_pending(app: &AppState, client: SocketAddr) -> Result<Place, String> {
-    let refusal = match app.pending.try_take(client.ip()) {
-        Ok(place) => return Ok(place),
-        Err(refusal) => refusal,
-    };
+    app.pending.try_take(client.ip()).map_err(|refusal| pending_refused(app, client, refusal))
+}
+
+/// Counts a refused --max-pending(-per-ip) place and says why, for the client.
+fn pending_refused(app: &AppState, client: SocketAddr, refusal: Refusal) -> String {
     let (reason, message) = match refusal {
         Refusal::Total => (
             "pending",
-            format!("{} signaling sockets are waiting for an offer (--max-pending)", app.limits.pending),
+            format!("{} clients are negotiating, none of them idle (--max-pending)", app.limits.pending),
         ),
         Refusal::PerIp => (
             "pending_per_ip",
@@ -237,7 +244,31 @@ fn take_pending(app: &AppState, client: SocketAddr) -> Result<Place, String> {
     };
     app.metrics.refused(reason);
     tracing::debug!(%client, reason, "refused while negotiating");
-    Err(message)
+    message
+}
+
+/// An offer (publish or watch, over /ws, WHIP or WHEP) with only the candidates a
+/// trickle would have been allowed: reachable, and within the session's
+/// [`ws::MAX_CANDIDATES`] of which `counted` were trickled already. Returns the offer
+/// and how many candidates it kept, for the session's count.
+fn screen_offered_candidates(
+    app: &AppState,
+    client: SocketAddr,
+    offer: String,
+    counted: usize,
+) -> (String, usize) {
+    let room = ws::MAX_CANDIDATES.saturating_sub(counted);
+    let screened = app.network.screen_offered_candidates(offer, room);
+    if screened.unreachable + screened.over_cap > 0 {
+        tracing::info!(
+            %client,
+            kept = screened.kept,
+            unreachable = screened.unreachable,
+            over_cap = screened.over_cap,
+            "dropped candidates from an offer"
+        );
+    }
+    (screened.sdp, screened.kept)
 }
 
 /// A place under --max-sessions and --max-sessions-per-ip, or the `server_full` /

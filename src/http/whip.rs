@@ -156,6 +156,7 @@ async fn open_publisher(app: AppState, client: SocketAddr, offer: String) -> Res
         Err(refused) => return *refused,
     };
     let ufrag = ice_ufrag(&offer);
+    let (offer, offered_candidates) = super::screen_offered_candidates(&app, client, offer, 0);
     let networks = app.network.attempts_for(client.ip());
     let opened = Session::open(
         ws::new_session_id(),
@@ -176,7 +177,8 @@ async fn open_publisher(app: AppState, client: SocketAddr, offer: String) -> Res
     slot.register(Arc::clone(&session.info));
     let watch = format!("</whep/{}>; rel=\"{WHEP_LINK_REL}\"", session.info.watch_token);
     tracing::info!(session = %session.info.id, %client, "WHIP session opened");
-    let resource = start(&app, Kind::Publisher, ufrag, Peer::Publisher(session), slot, events);
+    let peer = Peer::Publisher(session);
+    let resource = start(&app, Kind::Publisher, ufrag, offered_candidates, peer, slot, events);
     let mut response = created(&app, answer, format!("/whip/{resource}"), &resource);
     if let Ok(link) = HeaderValue::from_str(&watch) {
         response.headers_mut().append(header::LINK, link);
@@ -231,6 +233,7 @@ async fn open_viewer(
         Err(refused) => return *refused,
     };
     let ufrag = ice_ufrag(&offer);
+    let (offer, offered_candidates) = super::screen_offered_candidates(&app, client, offer, 0);
     let networks = app.network.attempts_for(client.ip());
     let (viewer, _, events) = match Viewer::open(ws::new_session_id(), &publisher, offer, &networks).await {
         Ok(opened) => opened,
@@ -238,7 +241,7 @@ async fn open_viewer(
     };
     let answer = viewer.gathered_answer(app.config.offer_timeout()).await;
     tracing::info!(viewer = %viewer.id, session = %publisher.id, %client, "WHEP viewer joined");
-    let resource = start(&app, Kind::Viewer, ufrag, Peer::Viewer(viewer), slot, events);
+    let resource = start(&app, Kind::Viewer, ufrag, offered_candidates, Peer::Viewer(viewer), slot, events);
     created(&app, answer, format!("/whep/{watch_token}/{resource}"), &resource)
 }
 
@@ -386,11 +389,12 @@ pub(super) async fn cors(State(app): State<AppState>, request: Request, next: Ne
 }
 
 /// Lists a negotiated session or viewer and starts the task that owns it; returns
-/// its resource id.
+/// its resource id. `candidates`: how many its offer carried (the cap counts them).
 fn start(
     app: &AppState,
     kind: Kind,
     ufrag: Option<String>,
+    candidates: usize,
     peer: Peer,
     slot: Slot,
     events: mpsc::UnboundedReceiver<SessionEvent>,
@@ -398,7 +402,7 @@ fn start(
     let id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
     let (commands, commands_rx) = mpsc::channel(8);
     app.whip.table().insert(id.clone(), Handle { kind, ufrag, commands });
-    tokio::spawn(run(app.clone(), id.clone(), peer, slot, events, commands_rx));
+    tokio::spawn(run(app.clone(), id.clone(), candidates, peer, slot, events, commands_rx));
     id
 }
 
@@ -407,6 +411,7 @@ fn start(
 async fn run(
     app: AppState,
     id: String,
+    mut candidates: usize,
     peer: Peer,
     slot: Slot,
     mut events: mpsc::UnboundedReceiver<SessionEvent>,
@@ -415,7 +420,6 @@ async fn run(
     let mut shutdown = app.shutdown.clone();
     let mut connect_deadline = Some(Instant::now() + app.config.offer_timeout());
     let mut disconnect_deadline = None;
-    let mut candidates = 0;
     let mut deleted = None;
     let reason = loop {
         tokio::select! {

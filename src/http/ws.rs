@@ -15,7 +15,7 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 
 use super::{AppState, MAX_WS_MESSAGE_BYTES};
 use crate::auth;
-use crate::limits::Place;
+use crate::limits::{Eviction, Place};
 use crate::session::viewer::Viewer;
 use crate::session::{Session, SessionEvent};
 use crate::sessions::Slot;
@@ -24,11 +24,14 @@ use crate::token_bucket::TokenBucket;
 
 /// Remote candidates kept while waiting for the offer.
 const MAX_EARLY_CANDIDATES: usize = 32;
-/// Remote candidates one session may send in all (a browser sends a handful).
+/// Remote candidates one session may send in all, in its offer and trickled (a
+/// browser sends a handful): each is checked with STUN at an address the client chose.
 pub const MAX_CANDIDATES: usize = 64;
 /// Frames a client may send per second, sustained, and in a burst.
 pub const MAX_FRAMES_PER_SECOND: f64 = 20.0;
 pub const MAX_FRAME_BURST: f64 = 100.0;
+/// How long an evicted socket's last frames may take to leave before it is dropped.
+const EVICTED_FLUSH: Duration = Duration::from_millis(100);
 /// Outgoing frames queued for a slow client before we give up on it.
 const OUTBOX_FRAMES: usize = 256;
 
@@ -45,6 +48,10 @@ struct Connection {
     outbox: mpsc::Sender<Message>,
     /// Its place under --max-pending(-per-ip) until it negotiates.
     pending: Option<Place>,
+    /// Says when that place is evicted for a newcomer (until it negotiates).
+    eviction: Option<Eviction>,
+    /// Whether its pending place went to a newcomer (then it closes at once).
+    evicted: bool,
     /// The publish token from the URL (`?token=`) or `Authorization` header, if any.
     token: Option<String>,
     /// Whether the client has sent anything yet (--first-message-timeout).
@@ -69,6 +76,7 @@ pub async fn serve(
     client: SocketAddr,
     app: AppState,
     pending: Place,
+    eviction: Eviction,
     token: Option<String>,
 ) {
     let (mut sink, mut stream) = socket.split();
@@ -88,6 +96,8 @@ pub async fn serve(
         client,
         outbox,
         pending: Some(pending),
+        eviction: Some(eviction),
+        evicted: false,
         token,
         heard: false,
         slot: None,
@@ -122,6 +132,7 @@ pub async fn serve(
                 None => Flow::Close,
             },
             Some(event) = next_event(&mut conn.events) => conn.on_session_event(event),
+            _ = evicted(&mut conn.eviction) => conn.on_evicted(),
             _ = sleep_until(connect_deadline) => {
                 conn.send_error(SignalError::new(
                     ErrorCode::IceFailed,
@@ -170,19 +181,42 @@ pub async fn serve(
     }
     drop(conn.slot.take());
     drop(conn.pending.take());
-    let _ = conn
-        .outbox
-        .try_send(Message::Close(Some(CloseFrame { code: close_code::NORMAL, reason: "bye".into() })));
+    let evicted = conn.evicted;
+    let close = match evicted {
+        true => {
+            CloseFrame { code: close_code::AGAIN, reason: "evicted: waited longest without an offer".into() }
+        }
+        false => CloseFrame { code: close_code::NORMAL, reason: "bye".into() },
+    };
+    let _ = conn.outbox.try_send(Message::Close(Some(close)));
     drop(conn);
-    // Give queued frames (the last error, the close) a moment to leave, and keep
-    // reading (and ignoring) meanwhile: closing with unread input makes the kernel
-    // reset the connection, and the client would lose our last error with it.
     let mut writer = writer;
-    let drain = async { while let Some(Ok(_)) = stream.next().await {} };
-    let _ = tokio::time::timeout(Duration::from_secs(1), async { tokio::join!(&mut writer, drain) }).await;
+    if evicted {
+        // Its descriptor is the newcomer's: the last frames go into the socket's
+        // buffer and the socket closes, without waiting on the client.
+        let _ = tokio::time::timeout(EVICTED_FLUSH, &mut writer).await;
+    } else {
+        // Give queued frames (the last error, the close) a moment to leave, and keep
+        // reading (and ignoring) meanwhile: closing with unread input makes the kernel
+        // reset the connection, and the client would lose our last error with it.
+        let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), async { tokio::join!(&mut writer, drain) }).await;
+    }
     // A client that stopped reading would keep the writer (and the socket) forever.
     writer.abort();
     tracing::debug!(%client, "signaling connection closed");
+}
+
+/// Resolves when the pending place is evicted; pends forever once it cannot be.
+async fn evicted(eviction: &mut Option<Eviction>) {
+    if let Some(receiver) = eviction
+        && receiver.await.is_ok()
+    {
+        return;
+    }
+    *eviction = None;
+    std::future::pending().await
 }
 
 async fn next_event(events: &mut Option<mpsc::UnboundedReceiver<SessionEvent>>) -> Option<SessionEvent> {
@@ -269,6 +303,21 @@ impl Connection {
         }
     }
 
+    /// Its pending place went to a newcomer: the table was full and this socket had
+    /// waited longest without a session. Tell it, and close (try again later).
+    fn on_evicted(&mut self) -> Flow {
+        self.send_error(SignalError::new(
+            ErrorCode::IdleTimeout,
+            format!(
+                "the server's {} places for sockets without a session are full and this one had waited \
+                 longest (--max-pending): send the offer at once",
+                self.app.limits.pending
+            ),
+        ));
+        self.evicted = true;
+        Flow::Close
+    }
+
     /// Refuses a second negotiation on this connection; true if it already has one.
     fn already_negotiated(&self) -> bool {
         let existing = match (&self.session, &self.viewer) {
@@ -321,7 +370,9 @@ impl Connection {
     /// time to connect, and apply the candidates that came before the offer.
     async fn negotiated(&mut self, slot: Slot, events: mpsc::UnboundedReceiver<SessionEvent>) {
         self.slot = Some(slot);
+        // Negotiated: out of the pending table, evicted meanwhile or not.
         self.pending = None;
+        self.eviction = None;
         self.events = Some(events);
         self.connect_deadline = Some(Instant::now() + self.app.config.offer_timeout());
         for candidate in std::mem::take(&mut self.early_candidates) {
@@ -356,6 +407,7 @@ impl Connection {
         let Some(slot) = self.take_slot() else {
             return Flow::Close;
         };
+        let sdp = self.screen_offered_candidates(sdp);
         let id = new_session_id();
         let networks = self.app.network.attempts_for(self.client.ip());
         match Viewer::open(id, &publisher, sdp, &networks).await {
@@ -380,6 +432,7 @@ impl Connection {
         let Some(mut slot) = self.take_slot() else {
             return Flow::Close;
         };
+        let sdp = self.screen_offered_candidates(sdp);
         let id = new_session_id();
         let networks = self.app.network.attempts_for(self.client.ip());
         let max_viewers = self.app.config.max_viewers;
@@ -411,6 +464,14 @@ impl Connection {
             Err(error) => self.send_error(error),
         }
         Flow::Continue
+    }
+
+    /// The offer's candidates count toward the same [`MAX_CANDIDATES`] as trickled ones.
+    fn screen_offered_candidates(&mut self, sdp: String) -> String {
+        let (sdp, kept) =
+            super::screen_offered_candidates(&self.app, self.client, sdp, self.candidates_received);
+        self.candidates_received += kept;
+        sdp
     }
 
     async fn on_candidate(&mut self, candidate: Candidate) {

@@ -132,6 +132,18 @@ struct Channel {
     open: watch::Receiver<bool>,
 }
 
+impl Channel {
+    /// Waits until the channel is open, at most `timeout`.
+    async fn opened(&self, timeout: Duration) -> anyhow::Result<()> {
+        let mut open = self.open.clone();
+        tokio::time::timeout(timeout, open.wait_for(|open| *open))
+            .await
+            .context("data channel not open in time")?
+            .context("data channel gone")?;
+        Ok(())
+    }
+}
+
 /// A connected webrtc-rs client of face-echo: a publisher (its echo arrives in
 /// [`ClientPeer::echoed`]) or, from [`ClientPeer::watch`], a viewer.
 pub struct ClientPeer {
@@ -272,6 +284,19 @@ async fn mid_sending(pc: &Arc<dyn PeerConnection>, sender: &Arc<dyn RtpSender>) 
 
 /// Reads the data channel's events: marks it open, forwards text messages to
 /// `messages` (binary ones are dropped: the server speaks JSON text).
+/// A new ordered `face-echo` data channel on `pc`, the receiver of its text
+/// messages, and the task that reads it.
+async fn create_channel(
+    pc: &Arc<dyn PeerConnection>,
+) -> anyhow::Result<(Channel, mpsc::UnboundedReceiver<String>, JoinHandle<()>)> {
+    let init = RTCDataChannelInit { ordered: true, ..Default::default() };
+    let data_channel = pc.create_data_channel(DATA_CHANNEL_LABEL, Some(init)).await?;
+    let (open_tx, open) = watch::channel(false);
+    let (messages_tx, messages) = mpsc::unbounded_channel();
+    let reader = tokio::spawn(read_channel(Arc::clone(&data_channel), open_tx, messages_tx));
+    Ok((Channel { channel: data_channel, open }, messages, reader))
+}
+
 async fn read_channel(
     channel: Arc<dyn DataChannel>,
     open: watch::Sender<bool>,
@@ -326,7 +351,8 @@ struct Answer {
     watch_token: String,
 }
 
-type Signaling = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+/// A client's signaling WebSocket.
+pub type Signaling = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Sends what the peer queues to the server, in order.
 async fn write_signaling(
@@ -688,12 +714,9 @@ impl ClientPeer {
         let mut tasks = Vec::new();
         let (mut channel, mut channel_messages) = (None, None);
         if options.data_channel {
-            let init = RTCDataChannelInit { ordered: true, ..Default::default() };
-            let data_channel = pc.create_data_channel(DATA_CHANNEL_LABEL, Some(init)).await?;
-            let (open_tx, open) = watch::channel(false);
-            let (messages_tx, messages) = mpsc::unbounded_channel();
-            tasks.push(tokio::spawn(read_channel(Arc::clone(&data_channel), open_tx, messages_tx)));
-            channel = Some(Channel { channel: data_channel, open });
+            let (created, messages, reader) = create_channel(&pc).await?;
+            tasks.push(reader);
+            channel = Some(created);
             channel_messages = Some(messages);
         }
 
@@ -888,12 +911,16 @@ impl ClientPeer {
     /// Waits until the `face-echo` data channel is open, at most `timeout`.
     pub async fn wait_channel_open(&self, timeout: Duration) -> anyhow::Result<()> {
         let channel = self.channel.as_ref().ok_or_else(|| anyhow!("no data channel was offered"))?;
-        let mut open = channel.open.clone();
-        tokio::time::timeout(timeout, open.wait_for(|open| *open))
-            .await
-            .context("data channel not open in time")?
-            .context("data channel gone")?;
-        Ok(())
+        channel.opened(timeout).await
+    }
+
+    /// Opens one more `face-echo` data channel on the connected PeerConnection, and
+    /// waits (at most `timeout`) until it is open: a client with many channels.
+    pub async fn open_another_channel(&self, timeout: Duration) -> anyhow::Result<Arc<dyn DataChannel>> {
+        let (channel, _messages, reader) = create_channel(&self.pc).await?;
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(reader);
+        channel.opened(timeout).await?;
+        Ok(channel.channel)
     }
 
     /// Sends a text message on the `face-echo` data channel.

@@ -6,11 +6,13 @@
 //!   timestamp and the page's frame code), `stats` once a second. Sent with
 //!   `try_send_text` on a bounded send buffer: a client that does not read loses
 //!   messages (counted), never slows anything.
-//! - In: the page's `detections`, parsed strictly and rate-limited; bad or excess
+//! - In: the page's `detections`, parsed strictly and rate-limited (one budget per
+//!   PeerConnection, whatever number of channels it opens); bad or excess
 //!   messages are counted and dropped, the channel stays open.
 //! - Agreement: page and server boxes of the same frame are matched
 //!   (`crate::agreement`).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,6 +59,9 @@ struct Channel {
 /// A publisher session's results and the channels they go to.
 pub struct Results {
     channels: Mutex<Vec<Channel>>,
+    /// Each client's message budget, by owner: one per PeerConnection, shared by all
+    /// its channels, so opening more channels buys no more messages.
+    budgets: Mutex<HashMap<String, TokenBucket>>,
     agreement: Mutex<Agreement>,
     pub stats: LoopStats,
     metrics: Arc<Metrics>,
@@ -75,6 +80,7 @@ impl Results {
         Results {
             recorder,
             channels: Mutex::new(Vec::new()),
+            budgets: Mutex::new(HashMap::new()),
             agreement: Mutex::new(Agreement::new()),
             stats: LoopStats::default(),
             metrics,
@@ -83,6 +89,16 @@ impl Results {
 
     fn channels(&self) -> std::sync::MutexGuard<'_, Vec<Channel>> {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes one message from `owner`'s budget: false when it is over the rate limit.
+    fn within_budget(&self, owner: &str) -> bool {
+        let now = Instant::now();
+        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        let budget = budgets.entry(owner.to_owned()).or_insert_with(|| {
+            TokenBucket::new(loop_messages::MAX_MESSAGES_PER_SECOND, loop_messages::MAX_MESSAGE_BURST, now)
+        });
+        budget.take(now)
     }
 
     fn agreement(&self) -> std::sync::MutexGuard<'_, Agreement> {
@@ -101,11 +117,6 @@ impl Results {
             }
             Err(_) => return,
         }
-        let mut rate = TokenBucket::new(
-            loop_messages::MAX_MESSAGES_PER_SECOND,
-            loop_messages::MAX_MESSAGE_BURST,
-            Instant::now(),
-        );
         while let Some(event) = dc.poll().await {
             match event {
                 DataChannelEvent::OnOpen => {
@@ -120,7 +131,7 @@ impl Results {
                 DataChannelEvent::OnMessage(message) => {
                     self.stats.received.fetch_add(1, Ordering::Relaxed);
                     self.metrics.loop_messages_received.inc();
-                    if !rate.take(Instant::now()) {
+                    if !self.within_budget(&owner) {
                         self.stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
                         self.metrics.loop_messages_dropped.inc();
                         continue;
@@ -145,7 +156,8 @@ impl Results {
                 _ => {}
             }
         }
-        self.leave(&owner);
+        // Only this channel: the owner's others, and its budget, stay until it leaves.
+        self.channels().retain(|channel| !Arc::ptr_eq(&channel.dc, &dc));
     }
 
     /// Ends the session's recording (its thread writes what is queued and stops).
@@ -155,9 +167,10 @@ impl Results {
         }
     }
 
-    /// Forgets `owner`'s channels (a viewer that left).
+    /// Forgets `owner`'s channels and budget (a viewer that left).
     pub fn leave(&self, owner: &str) {
         self.channels().retain(|channel| channel.owner != owner);
+        self.budgets.lock().unwrap_or_else(|e| e.into_inner()).remove(owner);
     }
 
     fn count_agreement(&self, compared: Option<FrameAgreement>) {

@@ -83,6 +83,26 @@ pub async fn sessions(addr: SocketAddr) -> Vec<serde_json::Value> {
     serde_json::from_str::<Vec<serde_json::Value>>(&body).expect("sessions JSON")
 }
 
+/// A PeerConnection handler that ignores every event.
+pub struct Quiet;
+#[async_trait::async_trait]
+impl webrtc::peer_connection::PeerConnectionEventHandler for Quiet {}
+
+/// A real offer from a webrtc-rs peer that nobody answers (kept alive by the caller):
+/// an SDP the server would accept, for tests of what comes with or after it.
+pub async fn real_offer() -> (std::sync::Arc<dyn webrtc::peer_connection::PeerConnection>, String) {
+    use face_echo::peer::{self, PeerNetwork};
+    let pc =
+        peer::build(&PeerNetwork::loopback(), None, std::sync::Arc::new(Quiet), peer::PeerMedia::client())
+            .await
+            .expect("pc");
+    pc.add_track(peer::vp8_rtp_track("s", "t") as _).await.expect("track");
+    let offer = pc.create_offer(None).await.expect("offer");
+    pc.set_local_description(offer).await.expect("sld");
+    let sdp = pc.local_description().await.expect("local").sdp;
+    (pc, sdp)
+}
+
 /// Polls `check` every 50 ms until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
