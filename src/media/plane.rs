@@ -427,49 +427,51 @@ impl MediaPlane {
         };
         count(&self.stats.rtp_in);
         set_route(state, from, via);
-        if let Some(id) = state.extensions.transport_cc
-            && let Some(sequence) =
-                header.extension_element(&datagram[..len], id).and_then(rtp::transport_sequence)
-        {
-            state.twcc.record(ssrc, sequence, now);
-        }
-        state.next_feedback.get_or_insert(now + FEEDBACK_INTERVAL);
-        state.next_report.get_or_insert(now + REPORT_INTERVAL);
-        let receiver = &mut state.receivers[index];
-        receiver.stats.on_packet(header.sequence_number, header.timestamp, now);
-        if receiver.nack {
-            receiver.log.add(header.sequence_number);
-        }
-        let sides = receiver.path.take(&header, &datagram[..len], now);
-        let echoed = receiver.echo.map(|echo| {
-            let (Some(srtp), Some(route), Some(sender)) =
-                (&mut state.srtp, &state.route, state.senders.get_mut(echo))
-            else {
-                return false;
-            };
-            let start = rtp::readdress(datagram, &header, sender.ssrc, sender.payload_type);
-            let payload_len = header.payload.len();
-            match srtp.outbound.encrypt_rtp_in_place(&mut datagram[start..], len - start) {
-                Ok(protected) => {
-                    let kept = sender.history.keep(
-                        header.sequence_number,
-                        payload_len,
-                        &datagram[start..start + protected],
-                        now,
-                    );
-                    route.send(kept);
-                    sender.stats.on_packet(header.sequence_number, header.timestamp, payload_len, now);
-                    count(&self.stats.rtp_out);
-                    true
-                }
-                Err(err) => {
-                    count(&self.stats.errors);
-                    tracing::debug!(%err, "media plane could not protect the echo");
-                    false
-                }
-            }
-        });
+        note_arrival(state, index, &header, &datagram[..len], now);
+        let sides = state.receivers[index].path.take(&header, &datagram[..len], now);
+        let echoed =
+            state.receivers[index].echo.map(|echo| self.echo(state, echo, datagram, len, &header, now));
         state.receivers[index].path.finish(sides, echoed);
+    }
+
+    /// The echo of the unprotected packet `datagram[..len]` on outgoing stream `echo`:
+    /// readdressed and protected in the same buffer, kept for NACKs, sent to the client.
+    #[inline(never)] // a stage of its own in the instruction profile (benches/plane.rs)
+    fn echo(
+        &self,
+        state: &mut PlaneState,
+        echo: usize,
+        datagram: &mut [u8],
+        len: usize,
+        header: &RtpHeader,
+        now: Instant,
+    ) -> bool {
+        let (Some(srtp), Some(route), Some(sender)) =
+            (&mut state.srtp, &state.route, state.senders.get_mut(echo))
+        else {
+            return false;
+        };
+        let start = rtp::readdress(datagram, header, sender.ssrc, sender.payload_type);
+        let payload_len = header.payload.len();
+        match srtp.outbound.encrypt_rtp_in_place(&mut datagram[start..], len - start) {
+            Ok(protected) => {
+                let kept = sender.history.keep(
+                    header.sequence_number,
+                    payload_len,
+                    &datagram[start..start + protected],
+                    now,
+                );
+                route.send(kept);
+                sender.stats.on_packet(header.sequence_number, header.timestamp, payload_len, now);
+                count(&self.stats.rtp_out);
+                true
+            }
+            Err(err) => {
+                count(&self.stats.errors);
+                tracing::debug!(%err, "media plane could not protect the echo");
+                false
+            }
+        }
     }
 
     /// One RTCP datagram: NACKs for our streams are answered, sender reports noted,
@@ -532,6 +534,7 @@ impl MediaPlane {
     }
 
     /// Sends the reports, NACKs and transport-cc feedback that fell due.
+    #[inline(never)] // a stage of its own in the instruction profile (benches/plane.rs)
     fn run_timers(&self, state: &mut PlaneState, now: Instant) {
         let report_due = state.next_report.is_some_and(|at| now >= at);
         let feedback_due = state.next_feedback.is_some_and(|at| now >= at);
@@ -601,6 +604,25 @@ impl MediaPlane {
         };
         state.rtcp.clear();
         sent
+    }
+}
+
+/// What an arriving packet of incoming stream `index` tells the feedback: its
+/// reception (reports), the packets missing before it (NACKs), its transport-wide
+/// arrival (transport-cc); and the timers start with the first.
+#[inline(never)] // a stage of its own in the instruction profile (benches/plane.rs)
+fn note_arrival(state: &mut PlaneState, index: usize, header: &RtpHeader, packet: &[u8], now: Instant) {
+    if let Some(id) = state.extensions.transport_cc
+        && let Some(sequence) = header.extension_element(packet, id).and_then(rtp::transport_sequence)
+    {
+        state.twcc.record(header.ssrc, sequence, now);
+    }
+    state.next_feedback.get_or_insert(now + FEEDBACK_INTERVAL);
+    state.next_report.get_or_insert(now + REPORT_INTERVAL);
+    let receiver = &mut state.receivers[index];
+    receiver.stats.on_packet(header.sequence_number, header.timestamp, now);
+    if receiver.nack {
+        receiver.log.add(header.sequence_number);
     }
 }
 

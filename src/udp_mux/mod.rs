@@ -645,6 +645,7 @@ impl Shared {
 
     /// Sends `datagram` to `to`: now, or, on the reader thread while it routes one
     /// received message, with what else that message's hooks send (see [`Batch`]).
+    #[inline(never)] // a stage of its own in the instruction profile (benches/plane.rs)
     fn send_now(&self, datagram: &[u8], to: SocketAddr) {
         let held = BATCH.with_borrow_mut(|batch| {
             if batch.open {
