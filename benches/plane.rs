@@ -22,7 +22,7 @@ use face_echo::media::feedback::nack::RetransmitStats;
 use face_echo::media::plane::{Extensions, MediaPlane, ReceiveLeg, SendLeg};
 use face_echo::metrics::Metrics;
 use face_echo::session::echo::EchoPath;
-use face_echo::udp_mux::{IceCredentials, MediaHook, UdpMux};
+use face_echo::udp_mux::{IceCredentials, MediaHook, MuxSender, UdpMux};
 use rtc::srtp::config::SessionKeys;
 use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
@@ -31,7 +31,6 @@ use rtc::stun::fingerprint::FINGERPRINT;
 use rtc::stun::integrity::MessageIntegrity;
 use rtc::stun::message::{BINDING_REQUEST, Message, TransactionId};
 use rtc::stun::textattrs::Username;
-use webrtc::runtime::Runtime;
 
 struct Counting;
 
@@ -141,12 +140,17 @@ fn binding_request(credentials: &IceCredentials) -> Vec<u8> {
     message.raw
 }
 
-/// Routes each datagram as the reader would: what callgrind collects.
-#[inline(never)]
-fn measure(mux: &UdpMux, datagrams: &mut [Vec<u8>], from: SocketAddr) {
+/// Routes each datagram as the socket's reader would.
+fn route(via: &MuxSender, datagrams: &mut [Vec<u8>], from: SocketAddr) {
     for datagram in datagrams {
-        mux.route(LOCALHOST, black_box(datagram), from);
+        via.route(black_box(datagram), from);
     }
+}
+
+/// The measured packets: what callgrind collects.
+#[inline(never)]
+fn measure(via: &MuxSender, datagrams: &mut [Vec<u8>], from: SocketAddr) {
+    route(via, datagrams, from);
 }
 
 fn main() {
@@ -158,13 +162,14 @@ fn main() {
     let credentials = IceCredentials::random();
     let runtime = mux.runtime_for(&credentials, Some(Arc::clone(&plane) as Arc<dyn MediaHook>));
     let _view = runtime.wrap_udp_socket(UdpSocket::bind((LOCALHOST, 0)).expect("binds")).expect("attached");
-    mux.route(LOCALHOST, &mut binding_request(&credentials), from);
+    let via = mux.sender(LOCALHOST).expect("the mux's socket");
+    via.route(&mut binding_request(&credentials), from);
 
     let mut datagrams = stream(WARM_UP + packets);
     let (warm_up, measured) = datagrams.split_at_mut(WARM_UP);
-    measure(&mux, warm_up, from);
+    route(&via, warm_up, from);
     let before = ALLOCATIONS.load(Ordering::Relaxed);
-    measure(&mux, measured, from);
+    measure(&via, measured, from);
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
     let hooked = mux.stats().hooked.load(Ordering::Relaxed);
     assert!(hooked as usize > WARM_UP + packets - 1, "every packet reached the plane: {hooked}");

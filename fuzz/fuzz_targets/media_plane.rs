@@ -45,14 +45,38 @@ fn sender() -> &'static (UdpMux, MuxSender) {
 fn plane() -> Arc<MediaPlane> {
     let metrics = Arc::new(Metrics::new());
     let plane = MediaPlane::new(Arc::default(), Arc::new(RetransmitStats::new(Arc::clone(&metrics))));
-    let path = || EchoPath { tap: None, recorder: None, viewers: None, stats: Arc::default(), metrics: Arc::clone(&metrics) };
+    let path = || EchoPath {
+        tap: None,
+        recorder: None,
+        viewers: None,
+        stats: Arc::default(),
+        metrics: Arc::clone(&metrics),
+    };
     let echo = |ssrc| Some(SendLeg { ssrc, payload_type: 100, clock_rate: 90_000, keyframe_wishes: None });
     let legs = vec![
-        ReceiveLeg { mid: "0".into(), ssrc: Some(NAMED), clock_rate: 90_000, nack: true, path: path(), echo: echo(0x2222_2222) },
-        ReceiveLeg { mid: "1".into(), ssrc: None, clock_rate: 90_000, nack: true, path: path(), echo: echo(0x3333_3333) },
+        ReceiveLeg {
+            mid: "0".into(),
+            ssrc: Some(NAMED),
+            clock_rate: 90_000,
+            nack: true,
+            path: path(),
+            echo: echo(0x2222_2222),
+        },
+        ReceiveLeg {
+            mid: "1".into(),
+            ssrc: None,
+            clock_rate: 90_000,
+            nack: true,
+            path: path(),
+            echo: echo(0x3333_3333),
+        },
     ];
     let extensions = Extensions { mid: Some(1), transport_cc: Some(3) };
-    plane.configure(extensions, legs, vec![SendLeg { ssrc: 0x4444_4444, payload_type: 96, clock_rate: 90_000, keyframe_wishes: None }]);
+    plane.configure(
+        extensions,
+        legs,
+        vec![SendLeg { ssrc: 0x4444_4444, payload_type: 96, clock_rate: 90_000, keyframe_wishes: None }],
+    );
     plane.start(ProtectionProfile::Aes128CmHmacSha1_80, &keys()).expect("starts");
     plane
 }

@@ -8,19 +8,21 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
-use face_echo::udp_mux::{IceCredentials, UdpMux};
+use face_echo::udp_mux::{IceCredentials, MuxSender, UdpMux};
 use libfuzzer_sys::fuzz_target;
 use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::fingerprint::FINGERPRINT;
 use rtc::stun::integrity::MessageIntegrity;
 use rtc::stun::message::{BINDING_REQUEST, Message, TransactionId};
 use rtc::stun::textattrs::Username;
-use webrtc::runtime::{AsyncUdpSocket, Runtime};
+use webrtc::runtime::AsyncUdpSocket;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 struct Fixture {
-    mux: UdpMux,
+    /// The mux's socket, as its reader sees it (the mux is kept: dropping it stops it).
+    via: MuxSender,
+    _mux: UdpMux,
     credentials: Vec<IceCredentials>,
     /// The PeerConnections' views of the socket (kept: dropping one detaches it).
     _views: Vec<Arc<dyn AsyncUdpSocket>>,
@@ -39,7 +41,8 @@ fn fixture() -> &'static Fixture {
                 runtime.wrap_udp_socket(throwaway).expect("attached")
             })
             .collect();
-        Fixture { mux, credentials, _views: views }
+        let via = mux.sender(LOCALHOST).expect("the mux's socket");
+        Fixture { via, _mux: mux, credentials, _views: views }
     })
 }
 
@@ -69,11 +72,14 @@ fuzz_target!(|data: &[u8]| {
         let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(2100).min(tail.len());
         let (bytes, next) = tail.split_at(len);
         rest = next;
-        let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, *address & 0x0f)), 1000 + u16::from(*address >> 4));
+        let from = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, *address & 0x0f)),
+            1000 + u16::from(*address >> 4),
+        );
         if kind % 2 == 1 {
             let credentials = &fixture.credentials[usize::from(*kind / 2) % fixture.credentials.len()];
-            fixture.mux.route(LOCALHOST, &mut binding_request(credentials), from);
+            fixture.via.route(&mut binding_request(credentials), from);
         }
-        fixture.mux.route(LOCALHOST, &mut bytes.to_vec(), from);
+        fixture.via.route(&mut bytes.to_vec(), from);
     }
 });

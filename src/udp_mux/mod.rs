@@ -112,6 +112,12 @@ impl MuxSender {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
+    /// Routes `datagram` from `from` as this socket's reader would have, had it just
+    /// read it (the fuzz targets and benchmarks feed a mux this way).
+    pub fn route(&self, datagram: &mut [u8], from: SocketAddr) {
+        self.shared.batched(|| self.shared.dispatch(datagram, from, self, Instant::now()));
+    }
+
     /// Sends `datagram` to `to` now; a full send buffer drops it (counted in
     /// `send_dropped`, as for the drivers' sends).
     pub fn send(&self, datagram: &[u8], to: SocketAddr) {
@@ -284,15 +290,6 @@ impl UdpMux {
         lock(&self.inner.sockets).get(&ip).map(|shared| MuxSender { shared: Arc::clone(shared) })
     }
 
-    /// Routes `datagram` from `from` as if the socket at `ip` had just read it (the
-    /// fuzz targets and benchmarks feed the mux this way); false when no socket is
-    /// bound there.
-    pub fn route(&self, ip: IpAddr, datagram: &mut [u8], from: SocketAddr) -> bool {
-        let Some(via) = self.sender(ip) else { return false };
-        via.shared.batched(|| via.shared.dispatch(datagram, from, &via, Instant::now()));
-        true
-    }
-
     /// The shared socket on `ip`, bound (and its reader started) on first use.
     fn socket_for(&self, ip: IpAddr) -> io::Result<Arc<Shared>> {
         let mut sockets = lock(&self.inner.sockets);
@@ -450,9 +447,66 @@ struct Shared {
 #[derive(Default)]
 struct Table {
     by_ufrag: HashMap<String, Arc<Inbox>>,
-    by_addr: HashMap<SocketAddr, Learned>,
+    by_addr: HashMap<SocketAddr, Learned, AddressHashing>,
     /// When idle addresses were last looked for.
     expired_at: Option<Instant>,
+}
+
+/// Hashes remote addresses for the table every datagram is looked up in: a multiply
+/// per word, seeded per process. The table holds only addresses that authenticated (at
+/// most [`MAX_ADDRESSES`] per PeerConnection), so SipHash's defence against chosen keys
+/// buys nothing here, and it was the costliest thing the mux did per datagram.
+#[derive(Clone, Copy)]
+struct AddressHashing(u64);
+
+impl Default for AddressHashing {
+    fn default() -> Self {
+        AddressHashing(rand::random::<u64>() | 1)
+    }
+}
+
+impl std::hash::BuildHasher for AddressHashing {
+    type Hasher = AddressHasher;
+    fn build_hasher(&self) -> AddressHasher {
+        AddressHasher(self.0)
+    }
+}
+
+struct AddressHasher(u64);
+
+impl AddressHasher {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(23);
+    }
+}
+
+impl std::hash::Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.mix(u64::from(n));
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.mix(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.mix(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        let folded = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        folded ^ (folded >> 29)
+    }
 }
 
 /// A remote address and the PeerConnection it belongs to.

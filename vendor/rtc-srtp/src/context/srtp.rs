@@ -22,36 +22,43 @@ impl Context {
         if packet.len() < rtp.header_len + self.cipher.rtp_auth_tag_len() {
             return Err(Error::ErrTooShortRtp);
         }
-        let known = self.srtp_ssrc_states.contains_key(&rtp.ssrc);
-        let (roc, diff) = match self.srtp_ssrc_states.get_mut(&rtp.ssrc) {
+        let seq = rtp.sequence_number;
+        // One lookup for a known SSRC: its state is held across the cipher's work.
+        let Context { cipher, srtp_ssrc_states, new_srtp_replay_detector, .. } = self;
+        match srtp_ssrc_states.get_mut(&rtp.ssrc) {
             Some(state) => {
-                let (roc, diff, _) = state.next_rollover_count(rtp.sequence_number);
+                let (roc, diff, _) = state.next_rollover_count(seq);
                 if let Some(replay_detector) = &mut state.replay_detector
-                    && !replay_detector.check(rtp.sequence_number as u64)
+                    && !replay_detector.check(seq as u64)
                 {
-                    return Err(Error::SrtpSsrcDuplicated(rtp.ssrc, rtp.sequence_number));
+                    return Err(Error::SrtpSsrcDuplicated(rtp.ssrc, seq));
                 }
-                (roc, diff)
+                let len = cipher.decrypt_rtp(packet, &rtp, roc)?;
+                if let Some(replay_detector) = &mut state.replay_detector {
+                    replay_detector.accept();
+                }
+                state.update_rollover_count(seq, diff);
+                Ok(len)
             }
-            // A new SSRC: what its first state would say, without making it yet.
+            // A new SSRC: what its first state would say, stored only once the packet
+            // authenticated. A fresh window takes any first packet.
             None => {
-                let (roc, diff, _) = SrtpSsrcState::default().next_rollover_count(rtp.sequence_number);
-                (roc, diff)
+                let (roc, diff, _) = SrtpSsrcState::default().next_rollover_count(seq);
+                let len = cipher.decrypt_rtp(packet, &rtp, roc)?;
+                let mut state = SrtpSsrcState {
+                    ssrc: rtp.ssrc,
+                    replay_detector: Some(new_srtp_replay_detector()),
+                    ..Default::default()
+                };
+                if let Some(replay_detector) = &mut state.replay_detector {
+                    replay_detector.check(seq as u64);
+                    replay_detector.accept();
+                }
+                state.update_rollover_count(seq, diff);
+                srtp_ssrc_states.insert(rtp.ssrc, state);
+                Ok(len)
             }
-        };
-
-        let len = self.cipher.decrypt_rtp(packet, &rtp, roc)?;
-
-        let state = self.get_srtp_ssrc_state(rtp.ssrc);
-        if let Some(replay_detector) = &mut state.replay_detector {
-            if !known {
-                // A fresh window takes any first packet.
-                replay_detector.check(rtp.sequence_number as u64);
-            }
-            replay_detector.accept();
         }
-        state.update_rollover_count(rtp.sequence_number, diff);
-        Ok(len)
     }
 
     /// Protects the RTP packet `buf[..len]` in place; `buf` must have room for the
@@ -64,7 +71,13 @@ impl Context {
     /// packets were protected with this key.
     pub fn encrypt_rtp_in_place(&mut self, buf: &mut [u8], len: usize) -> Result<usize> {
         let rtp = RtpFields::read(buf.get(..len).ok_or(Error::ErrTooShortRtp)?)?;
-        let (roc, diff, ovf) = self.get_srtp_ssrc_state(rtp.ssrc).next_rollover_count(rtp.sequence_number);
+        let Context { cipher, srtp_ssrc_states, new_srtp_replay_detector, .. } = self;
+        let state = srtp_ssrc_states.entry(rtp.ssrc).or_insert_with(|| SrtpSsrcState {
+            ssrc: rtp.ssrc,
+            replay_detector: Some(new_srtp_replay_detector()),
+            ..Default::default()
+        });
+        let (roc, diff, ovf) = state.next_rollover_count(rtp.sequence_number);
         if ovf {
             // ... when 2^48 SRTP packets or 2^31 SRTCP packets have been secured with the same key
             // (whichever occurs before), the key management MUST be called to provide new master key(s)
@@ -72,10 +85,8 @@ impl Context {
             // https://www.rfc-editor.org/rfc/rfc3711#section-9.2
             return Err(Error::ErrExceededMaxPackets);
         }
-
-        let protected = self.cipher.encrypt_rtp(buf, len, &rtp, roc)?;
-
-        self.get_srtp_ssrc_state(rtp.ssrc).update_rollover_count(rtp.sequence_number, diff);
+        let protected = cipher.encrypt_rtp(buf, len, &rtp, roc)?;
+        state.update_rollover_count(rtp.sequence_number, diff);
         Ok(protected)
     }
 
