@@ -13,12 +13,26 @@ free_udp_port() {
   python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# free_port: a port free on 127.0.0.1 for TCP and UDP a moment ago (the server's media
+# takes its HTTP port's number, on UDP).
+free_port() {
+  python3 -c '
+import socket
+while True:
+    t = socket.socket(); t.bind(("127.0.0.1", 0)); port = t.getsockname()[1]
+    try:
+        socket.socket(type=socket.SOCK_DGRAM).bind(("127.0.0.1", port)); break
+    except OSError:
+        pass
+print(port)'
+}
+
 # start_server LOG ARGS...: starts the release server with ARGS on a free port, waits
 # until it answers; sets $port and $server (its pid).
 start_server() {
   local log="$1"
   shift
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   RUST_LOG=warn "$bin" --listen "127.0.0.1:$port" "$@" 2> "$log" &
   server=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return; sleep 0.1; done

@@ -12,7 +12,8 @@
 #   feedback   reception stats, missing packets, transport-wide arrivals (note_arrival),
 #              and the reports, NACKs and transport-cc that fell due (run_timers)
 #   protect    SRTP of the echo in place (encrypt_rtp_in_place)
-#   send       the echo's hand-off to the socket and the sendmsg's user-space side
+#   send       the echo's hand-off to the socket (send_now) and the batch's sendmsg,
+#              user-space side (what routing costs beyond dispatching)
 #   the rest   header reading, the echo's bookkeeping, counters
 # Installs valgrind if missing. Results: target/bench/plane.callgrind, a table on stdout.
 set -euo pipefail
@@ -39,16 +40,17 @@ total=$(sed -n 's/^summary: *//p' "$out" | tr -d ,)
 # inclusive NAME: the inclusive instruction count of the first function matching NAME.
 inclusive() { echo "$annotated" | grep -m1 -- "$1" | awk '{ gsub(",", "", $1); print $1 }' || true; }
 dispatch=$(inclusive 'udp_mux::Shared::dispatch')
-hook=$(inclusive 'MediaHook for face_echo::media::plane::MediaPlane>::on_datagram')
+hook=$(inclusive 'MediaPlane as face_echo::udp_mux::MediaHook>::on_datagram')
+route=$(inclusive 'udp_mux::MuxSender::route')
 unprotect=$(inclusive 'decrypt_rtp_in_place')
 arrival=$(inclusive 'plane::note_arrival')
 timers=$(inclusive 'MediaPlane::run_timers')
 protect=$(inclusive 'encrypt_rtp_in_place')
 send_now=$(inclusive 'udp_mux::Shared::send_now')
-flush=$(inclusive 'udp_mux::Batch::flush')
 awk -v n="$packets" -v total="$total" -v dispatch="${dispatch:-0}" -v hook="${hook:-0}" \
     -v unprotect="${unprotect:-0}" -v arrival="${arrival:-0}" -v timers="${timers:-0}" \
-    -v protect="${protect:-0}" -v send_now="${send_now:-0}" -v flush="${flush:-0}" 'BEGIN {
+    -v protect="${protect:-0}" -v send_now="${send_now:-0}" -v route="${route:-0}" 'BEGIN {
+  flush = route - dispatch
   printf "| stage | instructions per echoed packet | share |\n|---|---|---|\n"
   row("demux", dispatch - hook)
   row("unprotect", unprotect)

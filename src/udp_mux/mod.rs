@@ -529,19 +529,27 @@ impl Shared {
             return;
         }
         let now = self.millis(now);
-        let known = || {
+        // The session `from` belongs to, if `accept` takes it: then the address is
+        // in use, as of now.
+        let known = |accept: &dyn Fn(&Inbox) -> bool| {
             let table = self.table.read().unwrap_or_else(|e| e.into_inner());
-            let learned = table.by_addr.get(&from)?;
+            let learned = table.by_addr.get(&from).filter(|learned| accept(&learned.inbox))?;
             learned.last_seen.store(now, Ordering::Relaxed);
             Some(Arc::clone(&learned.inbox))
         };
         let routed = match self.answer_to(data) {
             Some(inbox) => Ok(inbox),
             // A binding request names whom it is for: routed by that, never by address.
-            None if is_binding_request(data) => self.authenticate(data).and_then(|inbox| {
-                self.learn(&inbox, from, now).then_some(inbox).ok_or(Refused::AddressTaken)
-            }),
-            None => known().ok_or(Refused::Unknown),
+            // Naming the session its address already belongs to (a consent check), it
+            // goes there unverified, as the rest of that address's datagrams do (its
+            // ICE agent verifies it); anything else is verified here.
+            None if is_binding_request(data) => match known(&|owner| names(data, owner)) {
+                Some(owner) => Ok(owner),
+                None => self.authenticate(data).and_then(|inbox| {
+                    self.learn(&inbox, from, now).then_some(inbox).ok_or(Refused::AddressTaken)
+                }),
+            },
+            None => known(&|_| true).ok_or(Refused::Unknown),
         };
         let inbox = match routed {
             Ok(inbox) => inbox,
@@ -846,6 +854,32 @@ enum Refused {
     Unknown,
     Unauthenticated,
     AddressTaken,
+}
+
+/// Whether the STUN message `datagram`'s USERNAME (`ours:theirs`, RFC 8445 §7.2.2)
+/// names `inbox`'s ufrag: read in place, nothing parsed beyond it.
+fn names(datagram: &[u8], inbox: &Inbox) -> bool {
+    stun_username(datagram)
+        .and_then(|username| username.split(|b| *b == b':').next())
+        .is_some_and(|ours| ours == inbox.ufrag.as_bytes())
+}
+
+/// The USERNAME attribute of the STUN message `datagram` (RFC 8489 §14.3), found by
+/// walking the attributes where they lie.
+fn stun_username(datagram: &[u8]) -> Option<&[u8]> {
+    const USERNAME: u16 = 0x0006;
+    let length = usize::from(u16::from_be_bytes([*datagram.get(2)?, *datagram.get(3)?]));
+    let mut attributes = datagram.get(20..20 + length)?;
+    while attributes.len() >= 4 {
+        let kind = u16::from_be_bytes([attributes[0], attributes[1]]);
+        let len = usize::from(u16::from_be_bytes([attributes[2], attributes[3]]));
+        let value = attributes.get(4..4 + len)?;
+        if kind == USERNAME {
+            return Some(value);
+        }
+        attributes = attributes.get((4 + len).next_multiple_of(4)..)?;
+    }
+    None
 }
 
 /// Whether `datagram` has a STUN binding request's header (RFC 8489 §5): the cheap
@@ -1240,6 +1274,35 @@ mod tests {
         assert_eq!(count(&stats.dropped_unknown), 4);
         route(&shared, b"\x80\x60 rtp from y", y);
         assert_eq!(received(&socket_b), vec![y]);
+    }
+
+    #[test]
+    fn the_username_is_read_where_it_lies() {
+        let request = binding_request("abcd", "the-password-of-22-chars");
+        assert_eq!(stun_username(&request), Some(&b"abcd:remote"[..]));
+        for len in 0..request.len() {
+            let _ = stun_username(&request[..len]); // never past the end
+        }
+        assert_eq!(stun_username(&request[..20]), None);
+    }
+
+    #[tokio::test]
+    async fn a_consent_check_from_a_known_address_goes_to_its_session_a_forged_one_teaches_nothing() {
+        let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
+        let (a, b) = (credentials("aaaa"), credentials("bbbb"));
+        let (socket_a, socket_b) = (attach(&mux, &a), attach(&mux, &b));
+        let shared = Arc::clone(&socket_a.shared);
+        let (x, y): (SocketAddr, SocketAddr) =
+            ("192.0.2.1:1".parse().unwrap(), "192.0.2.2:2".parse().unwrap());
+        route(&shared, &binding_request("aaaa", &a.password), x);
+        // From x, naming A: A's (its agent verifies it), whatever it is signed with.
+        route(&shared, &binding_request("aaaa", "not-the-password-at-all"), x);
+        assert_eq!(received(&socket_a), vec![x, x]);
+        // From y, unsigned: refused, y stays unknown, for A as for B.
+        route(&shared, &binding_request("aaaa", "not-the-password-at-all"), y);
+        route(&shared, b"\x80\x60 rtp from y", y);
+        assert!(received(&socket_a).is_empty() && received(&socket_b).is_empty());
+        assert_eq!(count(&mux.stats().dropped_unauthenticated), 1);
     }
 
     #[tokio::test]

@@ -31,6 +31,8 @@ pub const HISTORY: u16 = 512;
 pub const RETRANSMIT_SHARE: f64 = 1.0;
 /// A packet is resent at most once within this window.
 pub const REPEAT_WINDOW: Duration = Duration::from_millis(100);
+/// Bytes a place of the history is made with: a protected packet under the path MTU.
+const KEPT_BYTES: usize = 1500;
 /// The stream's rate is measured over windows of this length.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
@@ -262,6 +264,9 @@ impl SendHistory {
         kept.payload_len = u32::try_from(payload_len).unwrap_or(u32::MAX).max(1);
         kept.resent_at = None;
         kept.bytes.clear();
+        // A place grows once, to what any packet on the path needs: not again each
+        // time a larger packet than the last it held comes by.
+        kept.bytes.reserve(bytes.len().max(KEPT_BYTES));
         kept.bytes.extend_from_slice(bytes);
         &kept.bytes
     }
