@@ -39,6 +39,14 @@ pub struct Config {
     #[arg(long, value_name = "PORT|MIN-MAX", value_parser = parse_udp_ports)]
     pub udp_port: Option<UdpPorts>,
 
+    /// TCP port for ICE-TCP, for clients whose UDP is blocked (many office, hotel and
+    /// school networks): every session's passive TCP candidate names it, and UDP is
+    /// tried first. Default: the --listen port itself, which tells ICE-TCP from HTTP
+    /// by their first bytes (a firewall opens one port number, on TCP and UDP). A port
+    /// number: a listener of its own (0: any free port). `off`: no ICE-TCP.
+    #[arg(long, value_name = "PORT|off", value_parser = parse_tcp_port)]
+    pub tcp_port: Option<TcpPort>,
+
     /// Public IP to advertise in ICE candidates instead of the host's own (1:1 NAT,
     /// e.g. a cloud VM with an elastic IP). Repeatable.
     #[arg(long, value_name = "IP")]
@@ -215,6 +223,25 @@ pub enum UdpPorts {
     Shared(u16),
     /// `MIN-MAX`: a port per session, from the range.
     Range(PortRange),
+}
+
+/// What `--tcp-port` asked for (unset: ICE-TCP on the `--listen` port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpPort {
+    /// A listener of its own on this port (0: any free one).
+    Port(u16),
+    /// No ICE-TCP.
+    Off,
+}
+
+fn parse_tcp_port(text: &str) -> Result<TcpPort, String> {
+    match text.trim() {
+        "off" => Ok(TcpPort::Off),
+        port => port
+            .parse()
+            .map(TcpPort::Port)
+            .map_err(|_| format!("`{text}` is neither a port number (0-65535) nor `off`")),
+    }
 }
 
 /// An inclusive UDP port range from `--udp-port`.
@@ -397,6 +424,9 @@ mod tests {
         assert_eq!(parse_udp_ports("5000"), Ok(UdpPorts::Shared(5000)));
         assert_eq!(parse_udp_ports("5000-5000"), Ok(UdpPorts::Range(PortRange { min: 5000, max: 5000 })));
         assert_eq!(parse_udp_ports("0"), Ok(UdpPorts::Shared(0)), "any free port");
+        assert_eq!(parse_tcp_port("443"), Ok(TcpPort::Port(443)));
+        assert_eq!(parse_tcp_port("off"), Ok(TcpPort::Off));
+        assert!(parse_tcp_port("70000").is_err() && parse_tcp_port("on").is_err());
         assert!(parse_udp_ports("0-10").is_err());
     }
 }

@@ -6,6 +6,12 @@
 //! Should `accept` fail anyway (`EMFILE`: media sockets, files), a spare descriptor
 //! is given up to accept and close the waiting connection, then taken back: the
 //! client learns at once instead of waiting in the backlog.
+//!
+//! The same port carries ICE-TCP (`udp_mux::tcp`) unless `--tcp-port` gives it a port
+//! of its own: a connection's first bytes tell which (an RFC 4571 frame of a STUN
+//! binding request starts with a small length, then `00 01` and the magic cookie; HTTP
+//! with a letter, TLS with `16`). Sniffing runs in a task per connection, so a slow
+//! client holds up nobody; one that sends nothing for [`FIRST_BYTES`] is closed.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,17 +22,46 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 use crate::limits::{PerIp, Place, Refusal};
 use crate::metrics::Metrics;
+use crate::udp_mux::TcpMux;
+
+/// A connection that sends nothing this long is closed (no HTTP client or ICE agent
+/// waits that long before its first bytes).
+pub const FIRST_BYTES: Duration = Duration::from_secs(10);
+/// Connections accepted and sniffed, waiting for the HTTP server to take them.
+const WAITING: usize = 1024;
 
 /// What a refused plain-HTTP client reads before the close.
 const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
 Retry-After: 5\r\nConnection: close\r\nContent-Length: 73\r\n\r\n\
 {\"error\":\"busy\",\"message\":\"too many connections; try again in a moment\"}\n";
 
-/// A TCP listener that counts its connections and refuses over budget.
+/// A TCP listener that counts its connections and refuses over budget, and hands
+/// ICE-TCP connections to the TCP mux.
 pub struct CountingListener {
+    local: SocketAddr,
+    /// HTTP (or TLS) connections, from the accepting task.
+    incoming: mpsc::Receiver<(Counted<TcpStream>, SocketAddr)>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CountingListener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+/// An accepted connection; its place in the budget is freed when it closes.
+pub struct Counted<S> {
+    inner: S,
+    _place: Place,
+}
+
+/// What accepts: the socket, the budget, and the spare descriptor.
+struct Acceptor {
     tcp: TcpListener,
     connections: Arc<PerIp>,
     metrics: Arc<Metrics>,
@@ -36,23 +71,74 @@ pub struct CountingListener {
     spare: Option<std::fs::File>,
 }
 
-/// An accepted connection; its place in the budget is freed when it closes.
-pub struct Counted<S> {
-    inner: S,
-    _place: Place,
+/// Where accepted connections go.
+pub enum Serve {
+    /// All to the HTTP server.
+    Http,
+    /// To the HTTP server, or to ICE-TCP's mux when their first bytes are ICE-TCP's.
+    HttpAndIceTcp(TcpMux),
+    /// All to ICE-TCP's mux (a port of its own, `--tcp-port`).
+    IceTcp(TcpMux),
 }
 
 impl CountingListener {
-    pub fn new(tcp: TcpListener, connections: Arc<PerIp>, metrics: Arc<Metrics>, answer_busy: bool) -> Self {
-        CountingListener { tcp, connections, metrics, answer_busy, spare: open_spare() }
+    /// Accepts on `tcp` within `connections`' caps, for `serve`.
+    pub fn new(
+        tcp: TcpListener,
+        connections: Arc<PerIp>,
+        metrics: Arc<Metrics>,
+        answer_busy: bool,
+        serve: Serve,
+    ) -> io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (http, incoming) = mpsc::channel(WAITING);
+        let acceptor = Acceptor { tcp, connections, metrics, answer_busy, spare: open_spare() };
+        let accepting = tokio::spawn(acceptor.run(http, serve));
+        Ok(CountingListener { local, incoming, accepting })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
+        Ok(self.local)
+    }
+
+    /// The next HTTP connection within budget.
+    pub async fn accept_counted(&mut self) -> (Counted<TcpStream>, SocketAddr) {
+        match self.incoming.recv().await {
+            Some(accepted) => accepted,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Acceptor {
+    async fn run(mut self, http: mpsc::Sender<(Counted<TcpStream>, SocketAddr)>, serve: Serve) {
+        loop {
+            let (stream, client, place) = self.accept_within_budget().await;
+            let http = http.clone();
+            match &serve {
+                Serve::Http => {
+                    let _ = http.send((Counted { inner: stream, _place: place }, client)).await;
+                }
+                Serve::IceTcp(ice_tcp) => ice_tcp.accept(stream, client, place),
+                Serve::HttpAndIceTcp(ice_tcp) => {
+                    let (ice_tcp, metrics) = (ice_tcp.clone(), Arc::clone(&self.metrics));
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(FIRST_BYTES, first_bytes(&stream)).await {
+                            Ok(Some(Sniffed::Http)) => {
+                                let _ = http.send((Counted { inner: stream, _place: place }, client)).await;
+                            }
+                            Ok(Some(Sniffed::IceTcp)) => ice_tcp.accept(stream, client, place),
+                            Ok(None) => {}
+                            Err(_) => metrics.refused("silent"),
+                        }
+                    });
+                }
+            }
+        }
     }
 
     /// The next connection within budget; refuses (and counts) the others.
-    pub async fn accept_counted(&mut self) -> (Counted<TcpStream>, SocketAddr) {
+    async fn accept_within_budget(&mut self) -> (TcpStream, SocketAddr, Place) {
         loop {
             let (stream, client) = match self.tcp.accept().await {
                 Ok(accepted) => accepted,
@@ -62,7 +148,7 @@ impl CountingListener {
                 }
             };
             match self.connections.try_take(client.ip()) {
-                Ok(place) => return (Counted { inner: stream, _place: place }, client),
+                Ok(place) => return (stream, client, place),
                 Err(refusal) => {
                     let reason = match refusal {
                         Refusal::Total => "connections",
@@ -113,6 +199,34 @@ impl CountingListener {
     }
 }
 
+/// What a connection's first bytes say it is.
+enum Sniffed {
+    Http,
+    IceTcp,
+}
+
+/// Looks at `stream`'s first bytes without taking them (`None`: it closed, or they
+/// are neither HTTP, TLS nor a STUN binding request in an RFC 4571 frame).
+async fn first_bytes(stream: &TcpStream) -> Option<Sniffed> {
+    const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+    let mut head = [0u8; 10];
+    loop {
+        let n = stream.peek(&mut head).await.ok()?;
+        match head[..n] {
+            [] => return None,
+            // A letter (an HTTP method) or a TLS record: the HTTP server's.
+            [first, ..] if first == 0x16 || first >= 0x20 => return Some(Sniffed::Http),
+            // A frame of under 5632 bytes: STUN, if its header says so.
+            [_, _, 0x00, 0x01, _, _, a, b, c, d] if [a, b, c, d] == MAGIC_COOKIE => {
+                return Some(Sniffed::IceTcp);
+            }
+            _ if n == head.len() => return None,
+            // Not all ten bytes yet: they come in the same segment, or soon after.
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
 fn open_spare() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
@@ -126,7 +240,7 @@ impl axum::serve::Listener for CountingListener {
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
+        Ok(self.local)
     }
 }
 

@@ -19,7 +19,7 @@ use anyhow::Context;
 
 use crate::config::{Config, PortRange, UdpPorts};
 use crate::peer::PeerNetwork;
-use crate::udp_mux::{MuxStats, ReaderGroup, UdpMux};
+use crate::udp_mux::{MuxStats, ReaderGroup, TcpMux, UdpMux};
 
 /// How sessions get their media port.
 #[derive(Debug)]
@@ -38,13 +38,15 @@ pub struct MediaNetwork {
     multicast_dns: bool,
     stun_urls: Vec<String>,
     nat_ips: Vec<IpAddr>,
+    /// ICE-TCP's port, for clients whose UDP is blocked (`--tcp-port`).
+    tcp: Option<TcpMux>,
 }
 
 impl MediaNetwork {
     /// Reads the media flags and binds the shared port now (so a taken port fails
     /// start-up, naming the flag); `http_port` is the port the HTTP listener got,
-    /// whose number the shared port takes by default.
-    pub fn from_config(config: &Config, http_port: u16) -> anyhow::Result<Self> {
+    /// whose number the shared port takes by default; `tcp` the ICE-TCP port, if any.
+    pub fn from_config(config: &Config, http_port: u16, tcp: Option<TcpMux>) -> anyhow::Result<Self> {
         let listen_ip = config.listen.ip();
         let ports = match config.udp_port {
             Some(UdpPorts::Range(range)) => Ports::Range {
@@ -72,6 +74,7 @@ impl MediaNetwork {
             multicast_dns: !listen_ip.is_loopback() && multicast_available(),
             stun_urls: config.stun.clone(),
             nat_ips: config.nat_ip.clone(),
+            tcp,
         })
     }
 
@@ -82,7 +85,7 @@ impl MediaNetwork {
 
     /// What start-up says about media: where it goes, what a firewall opens.
     pub fn describe(&self) -> String {
-        match &self.ports {
+        let udp = match &self.ports {
             Ports::Shared(mux) => {
                 format!(
                     "media on UDP {}:{} for every session (open UDP {})",
@@ -95,11 +98,28 @@ impl MediaNetwork {
                 "media on UDP {} ports {}-{}, one per session (open UDP {}-{})",
                 self.listen_ip, range.min, range.max, range.min, range.max
             ),
+        };
+        match &self.tcp {
+            Some(tcp) => {
+                format!("{udp}; ICE-TCP on TCP {}:{} when UDP is blocked", self.listen_ip, tcp.port())
+            }
+            None => format!("{udp}; no ICE-TCP"),
         }
     }
 
+    /// Whether a remote candidate (an `a=candidate` attribute without its `a=`, or a
+    /// trickled one) can be used: UDP only, at an address [`accepts_remote`](Self::accepts_remote)
+    /// takes. A TCP candidate never is: the server dials nobody (a client's passive
+    /// candidate would make it connect wherever the client said), and a client's
+    /// ICE-TCP connection reaches it as a peer-reflexive candidate anyway.
+    pub fn accepts_candidate(&self, attribute: &str) -> bool {
+        let udp =
+            crate::signaling::candidate_transport(attribute).is_some_and(|t| t.eq_ignore_ascii_case("udp"));
+        udp && self.accepts_remote(crate::signaling::candidate_address(attribute).unwrap_or_default())
+    }
+
     /// Whether a remote candidate at `address` (an IP or an mDNS name) can be used.
-    pub fn accepts_remote(&self, address: &str) -> bool {
+    fn accepts_remote(&self, address: &str) -> bool {
         match address.parse::<IpAddr>() {
             Ok(ip) => !self.loopback_only() || ip.is_loopback(),
             // mDNS names (`<uuid>.local`) never resolve to loopback.
@@ -108,7 +128,7 @@ impl MediaNetwork {
     }
 
     /// `offer` without the `a=candidate` lines a trickled candidate would be refused
-    /// for: those [`accepts_remote`](Self::accepts_remote) refuses, then those past
+    /// for: those [`accepts_candidate`](Self::accepts_candidate) refuses, then those past
     /// `room` (what is left of the session's cap). Every line kept is one more ICE
     /// pair the server checks, with signed STUN, at an address the offerer chose.
     pub fn screen_offered_candidates(&self, offer: String, room: usize) -> ScreenedOffer {
@@ -117,8 +137,7 @@ impl MediaNetwork {
         for line in offer.split_inclusive('\n') {
             let attribute = line.trim_end().strip_prefix("a=").filter(|a| a.starts_with("candidate:"));
             if let Some(attribute) = attribute {
-                let address = crate::signaling::candidate_address(attribute).unwrap_or_default();
-                if !self.accepts_remote(address) {
+                if !self.accepts_candidate(attribute) {
                     unreachable += 1;
                     continue;
                 }
@@ -153,18 +172,26 @@ impl MediaNetwork {
                 })?
             }
         };
+        let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect();
         Some(PeerNetwork {
-            udp_addrs: ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect(),
+            // The TCP listeners bound here are dropped for views of the shared port.
+            tcp_addrs: if self.tcp.is_some() { addrs.clone() } else { Vec::new() },
+            udp_addrs: addrs,
             stun_urls: self.stun_urls.clone(),
             nat_ips: self.nat_ips.clone(),
             mux: Some(mux),
             multicast_dns: self.multicast_dns,
+            tcp: self.tcp.clone(),
         })
     }
 
     /// What `/api/sessions` says about media: the mode, and the shared sockets.
     pub fn to_json(&self) -> serde_json::Value {
-        match &self.ports {
+        let tcp = self
+            .tcp
+            .as_ref()
+            .map(|tcp| serde_json::json!({"port": tcp.port(), "stats": tcp.stats().to_json()}));
+        let mut media = match &self.ports {
             Ports::Shared(mux) => serde_json::json!({
                 "udp": "shared",
                 "port": mux.port(),
@@ -179,7 +206,9 @@ impl MediaNetwork {
                 "mux": stats.to_json(),
                 "mdns": self.multicast_dns,
             }),
-        }
+        };
+        media["tcp"] = tcp.unwrap_or_default();
+        media
     }
 
     fn bind_ips(&self, client: IpAddr) -> Vec<IpAddr> {
@@ -234,7 +263,7 @@ mod tests {
     fn network(listen: &str, ports: Option<UdpPorts>) -> MediaNetwork {
         let mut config = Config::new(listen.parse().unwrap());
         config.udp_port = ports;
-        MediaNetwork::from_config(&config, 0).expect("binds")
+        MediaNetwork::from_config(&config, 0, None).expect("binds")
     }
 
     #[test]
@@ -243,9 +272,9 @@ mod tests {
         let attempt = net.attempt_for("127.0.0.1".parse().unwrap()).expect("a network");
         assert_eq!(attempt.udp_addrs, vec![socket("127.0.0.1:0")]);
         assert!(attempt.mux.is_some(), "media is always on a mux");
-        assert!(net.accepts_remote("127.0.0.1"));
-        assert!(!net.accepts_remote("10.1.2.3"));
-        assert!(!net.accepts_remote("4f1c2d3e.local"));
+        assert!(net.accepts_candidate(&udp("127.0.0.1")));
+        assert!(!net.accepts_candidate(&udp("10.1.2.3")));
+        assert!(!net.accepts_candidate(&udp("4f1c2d3e.local")));
     }
 
     #[test]
@@ -255,14 +284,28 @@ mod tests {
         assert_eq!(local.udp_addrs.len(), 2);
         let remote = net.attempt_for("192.0.2.7".parse().unwrap()).expect("a network");
         assert_eq!(remote.udp_addrs, vec![socket("0.0.0.0:0")]);
-        assert!(net.accepts_remote("10.1.2.3"));
+        assert!(net.accepts_candidate(&udp("10.1.2.3")));
+    }
+
+    #[test]
+    fn tcp_candidates_are_never_used() {
+        let net = network("0.0.0.0:0", None);
+        for tcptype in ["passive", "active", "so"] {
+            let attribute = format!("candidate:1 1 tcp 2105458943 10.1.2.3 9 typ host tcptype {tcptype}");
+            assert!(!net.accepts_candidate(&attribute), "{attribute}");
+        }
+        assert!(!net.accepts_candidate("candidate:1 1"), "no transport");
+    }
+
+    fn udp(address: &str) -> String {
+        format!("candidate:1 1 udp 2130706431 {address} 50000 typ host")
     }
 
     #[test]
     fn the_shared_port_is_the_listen_port_by_default() {
         let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = Config::new(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
-        let net = MediaNetwork::from_config(&config, port).expect("binds");
+        let net = MediaNetwork::from_config(&config, port, None).expect("binds");
         assert_eq!(net.to_json()["port"], port);
         assert!(net.describe().contains(&format!("127.0.0.1:{port}")), "{}", net.describe());
     }
@@ -308,9 +351,9 @@ mod tests {
         assert_eq!(screened.sdp, expected);
 
         // A wildcard listener reaches any IP, and names too where it resolves mDNS
-        // (the garbage line has no address: judged as a name, as when trickled).
+        // (the garbage line names no transport: never used).
         let open = network("0.0.0.0:0", None).screen_offered_candidates(offer, 64);
-        let names = if multicast_available() { 2 } else { 0 };
+        let names = if multicast_available() { 1 } else { 0 };
         assert_eq!((open.kept, open.unreachable, open.over_cap), (6 + names, 2 - names, 0));
     }
 }

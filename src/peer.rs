@@ -19,7 +19,7 @@ use webrtc::media_stream::MediaStreamTrack;
 
 use crate::keyframe_feedback::{self, KeyframeRequestMarker};
 use crate::media::feedback::nack::HISTORY;
-use crate::udp_mux::{IceCredentials, MediaHook, UdpMux};
+use crate::udp_mux::{IceCredentials, MediaHook, TcpMux, UdpMux};
 use rtc::ice::mdns::MulticastDnsMode;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
@@ -87,6 +87,13 @@ pub struct PeerNetwork {
     /// Resolve the remote's `.local` (mDNS) candidates. Off, no multicast socket is
     /// opened at all (webrtc-rs opens one per PeerConnection otherwise).
     pub multicast_dns: bool,
+    /// Local TCP addresses for ICE-TCP, resolved as `udp_addrs` are: a server's
+    /// passive candidates (on `tcp`'s port), a client's active ones (it dials the
+    /// server's passive candidates as they trickle in).
+    pub tcp_addrs: Vec<SocketAddr>,
+    /// The server's ICE-TCP port (on the mux's runtime), for clients whose UDP is
+    /// blocked: every connection to it is handed to the PeerConnection it names.
+    pub tcp: Option<TcpMux>,
 }
 
 /// The DTLS role an answerer must take for an offer, from its `a=setup:` lines
@@ -220,7 +227,10 @@ pub async fn build(
 
     let mut builder = PeerConnectionBuilder::new();
     if let (Some(mux), Some(credentials)) = (&network.mux, &credentials) {
-        builder = builder.with_runtime(mux.runtime_for(credentials, hook));
+        builder = builder.with_runtime(mux.runtime_for(credentials, hook, network.tcp.clone()));
+    }
+    if !network.tcp_addrs.is_empty() {
+        builder = builder.with_tcp_addrs(network.tcp_addrs.clone());
     }
     let pc = builder
         .with_configuration(config)

@@ -11,16 +11,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cluster::{self, Cluster};
-use crate::config::Config;
+use crate::config::{Config, TcpPort};
 use crate::detect::Detector;
 use crate::http::{self, AllowedHosts, AppInner, AppState, Assets};
 use crate::limits::{self, Limits, PerIp};
-use crate::listener::CountingListener;
+use crate::listener::{CountingListener, Serve};
 use crate::metrics::Metrics;
 use crate::network::MediaNetwork;
 use crate::sessions::Sessions;
 use crate::tap::TapConfig;
 use crate::tls::TlsListener;
+use crate::udp_mux::TcpMux;
 use axum::serve::ListenerExt;
 
 /// How long shutdown waits for sessions to close before giving up on them.
@@ -33,6 +34,8 @@ pub struct RunningServer {
     pub state: AppState,
     stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    /// ICE-TCP's own listener (`--tcp-port PORT`): accepting until the server is dropped.
+    _ice_tcp_listener: Option<CountingListener>,
 }
 
 /// Binds `config.listen` and starts serving in the background.
@@ -47,10 +50,37 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
     let addr = listener.local_addr()?;
-    let network = MediaNetwork::from_config(&config, addr.port())?;
-    tracing::info!("{}", network.describe());
     let (stop, stopping) = watch::channel(false);
     let metrics = Arc::new(Metrics::new());
+    let connections =
+        PerIp::new(limits.connections, limits.connections_per_ip, metrics.connections_open.clone());
+    let mut ice_tcp_listener = None;
+    // ICE-TCP: on the HTTP port (told apart by the first bytes), a port of its own, or off.
+    let (ice_tcp, http_serves) = match config.tcp_port {
+        None => {
+            let mux = TcpMux::new(addr.port())?;
+            (Some(mux.clone()), Serve::HttpAndIceTcp(mux))
+        }
+        Some(TcpPort::Off) => (None, Serve::Http),
+        Some(TcpPort::Port(port)) => {
+            let ip = config.listen.ip();
+            let tcp = TcpListener::bind((ip, port))
+                .await
+                .with_context(|| format!("cannot listen on TCP {ip} port {port} for ICE-TCP (--tcp-port)"))?;
+            let mux = TcpMux::new(tcp.local_addr()?.port())?;
+            let serve = Serve::IceTcp(mux.clone());
+            ice_tcp_listener = Some(CountingListener::new(
+                tcp,
+                Arc::clone(&connections),
+                Arc::clone(&metrics),
+                false,
+                serve,
+            )?);
+            (Some(mux), Serve::Http)
+        }
+    };
+    let network = MediaNetwork::from_config(&config, addr.port(), ice_tcp)?;
+    tracing::info!("{}", network.describe());
     let tap = match (config.tap(), config.detect()) {
         (Some(tap), Some(detect)) => {
             let workers = crate::detect::default_workers();
@@ -61,9 +91,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         }
         (tap, _) => tap,
     };
-    let connections =
-        PerIp::new(limits.connections, limits.connections_per_ip, metrics.connections_open.clone());
-    let listener = CountingListener::new(listener, connections, Arc::clone(&metrics), tls.is_none());
+    let listener =
+        CountingListener::new(listener, connections, Arc::clone(&metrics), tls.is_none(), http_serves)?;
     let sessions = Sessions::new(limits.sessions, limits.sessions_per_ip, Arc::clone(&metrics));
     let cluster = match &config.cluster {
         Some(redis) => Some(Cluster::join(
@@ -112,7 +141,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stopped).await })
         }
     };
-    Ok(RunningServer { addr, state, stop, task })
+    Ok(RunningServer { addr, state, stop, task, _ice_tcp_listener: ice_tcp_listener })
 }
 
 /// Raises the file limit as far as it goes and derives the caps from it; logs both.

@@ -52,6 +52,11 @@ pub fn candidate_address(attribute: &str) -> Option<&str> {
     attribute.strip_prefix("candidate:")?.split_ascii_whitespace().nth(4)
 }
 
+/// The transport (`udp`, `tcp`) of a candidate attribute, as [`candidate_address`] reads it.
+pub fn candidate_transport(attribute: &str) -> Option<&str> {
+    attribute.strip_prefix("candidate:")?.split_ascii_whitespace().nth(2)
+}
+
 /// A message to the client.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

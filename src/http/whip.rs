@@ -328,7 +328,7 @@ async fn patch(app: &AppState, kind: Kind, id: &str, headers: &HeaderMap, body: 
     }
     let candidates: Vec<Candidate> = candidates
         .into_iter()
-        .filter(|candidate| app.network.accepts_remote(candidate.address().unwrap_or_default()))
+        .filter(|candidate| app.network.accepts_candidate(&candidate.candidate))
         .collect();
     let (reply, applied) = oneshot::channel();
     if commands.send(Command::Trickle(candidates, reply)).await.is_err() {

@@ -488,9 +488,8 @@ impl Connection {
 
     /// Applies a candidate to the session or viewer, or keeps it for the offer.
     async fn route_candidate(&mut self, candidate: Candidate) {
-        let address = candidate.address().unwrap_or_default();
-        if !self.app.network.accepts_remote(address) {
-            tracing::debug!(client = %self.client, address, "ignoring a candidate media cannot reach");
+        if !self.app.network.accepts_candidate(&candidate.candidate) {
+            tracing::debug!(client = %self.client, candidate = %candidate.candidate, "ignoring a candidate media cannot use");
             return;
         }
         let added = match (&self.session, &self.viewer) {

@@ -88,6 +88,10 @@ pub struct ClientOptions {
     /// The SRTP profiles to offer in DTLS (empty: webrtc-rs's, AES-GCM first; a
     /// libsrtp peer such as GStreamer offers AES-CM).
     pub srtp_profiles: Vec<webrtc::peer_connection::SrtpProtectionProfile>,
+    /// ICE over TCP only (no UDP socket at all): the client dials the server's
+    /// passive TCP candidate when it trickles in, as a browser behind a UDP-blocking
+    /// firewall does.
+    pub tcp_only: bool,
 }
 
 impl Default for ClientOptions {
@@ -104,6 +108,7 @@ impl Default for ClientOptions {
             own_media: false,
             srtp_profiles: Vec::new(),
             reader: None,
+            tcp_only: false,
         }
     }
 }
@@ -672,10 +677,13 @@ impl ClientPeer {
         } else {
             peer::number_sent_packets
         };
-        let network = PeerNetwork {
+        let mut network = PeerNetwork {
             mux: own_media.as_ref().map(|media| media.mux().clone()),
             ..PeerNetwork::loopback()
         };
+        if options.tcp_only {
+            network.tcp_addrs = std::mem::take(&mut network.udp_addrs);
+        }
         // Its own media path's hook sees the server's packets first.
         let media = PeerMedia::Client {
             extend: Box::new(interceptors),

@@ -28,7 +28,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -48,7 +48,7 @@ use crate::media::rtp::{self, RtpHeader};
 use crate::session::echo::EchoPath;
 use crate::srtp::{self, Kind, kind};
 use crate::token_bucket::TokenBucket;
-use crate::udp_mux::{MediaHook, MuxSender};
+use crate::udp_mux::{MediaHook, MuxSender, Transport};
 
 /// RTP datagrams one session may have handled per second, and in a burst: far
 /// above any video it sends (4K at 30 Mbit/s is ~3 000 packets a second), far
@@ -90,6 +90,8 @@ pub struct PlaneStats {
     pub rtcp_out: AtomicU64,
     /// Packets that could not be protected, or had nowhere to go yet.
     pub errors: AtomicU64,
+    /// What the client's media arrives over now: 0 nothing yet, 1 UDP, 2 ICE-TCP.
+    transport: AtomicU8,
 }
 
 impl PlaneStats {
@@ -107,6 +109,15 @@ impl PlaneStats {
             "rtcp_out": get(&self.rtcp_out),
             "errors": get(&self.errors),
         })
+    }
+
+    /// `"udp"` or `"tcp"`: what the client's media arrives over (`None` before any).
+    pub fn transport(&self) -> Option<&'static str> {
+        match self.transport.load(Ordering::Relaxed) {
+            1 => Some(Transport::Udp.name()),
+            2 => Some(Transport::Tcp.name()),
+            _ => None,
+        }
     }
 }
 
@@ -364,7 +375,7 @@ impl MediaPlane {
             Kind::Dtls => {
                 // DTLS runs on the pair ICE selected: the way to the client until
                 // its media says otherwise.
-                set_route(state, from, via);
+                set_route(state, &self.stats, from, via);
                 return false;
             }
             Kind::Other => return false,
@@ -426,7 +437,7 @@ impl MediaPlane {
             return;
         };
         count(&self.stats.rtp_in);
-        set_route(state, from, via);
+        set_route(state, &self.stats, from, via);
         note_arrival(state, index, &header, &datagram[..len], now);
         let sides = state.receivers[index].path.take(&header, &datagram[..len], now);
         let echoed =
@@ -494,7 +505,7 @@ impl MediaPlane {
             }
         };
         count(&self.stats.rtcp_in);
-        set_route(state, from, via);
+        set_route(state, &self.stats, from, via);
         let mut compound = Compound::new(&datagram[..len]);
         for packet in compound.by_ref() {
             if let Some((ssrc, ntp)) = packet.sender_report() {
@@ -631,9 +642,14 @@ fn feedback_ssrc() -> u32 {
     rand::random::<u32>().max(1)
 }
 
-fn set_route(state: &mut PlaneState, from: SocketAddr, via: &MuxSender) {
+fn set_route(state: &mut PlaneState, stats: &PlaneStats, from: SocketAddr, via: &MuxSender) {
     if state.route.as_ref().is_none_or(|route| route.to != from || !route.via.same_socket(via)) {
         state.route = Some(Route { to: from, via: via.clone() });
+        let transport = match via.transport() {
+            Transport::Udp => 1,
+            Transport::Tcp => 2,
+        };
+        stats.transport.store(transport, Ordering::Relaxed);
     }
 }
 

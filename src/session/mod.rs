@@ -140,6 +140,8 @@ impl SessionInfo {
             "state": self.state().to_string(),
             "signaling": self.signaling.get().copied().unwrap_or("ws"),
             "created_at": self.created_at_ms,
+            // What the client's media arrives over: "udp", "tcp" (ICE-TCP), or null.
+            "transport": self.plane.transport(),
             "echo": {
                 "packets_in": n(&echo.packets_in),
                 "packets_on_plane": n(&echo.packets_on_plane),

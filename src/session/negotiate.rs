@@ -25,6 +25,7 @@ pub const MAX_VIDEO_TRACKS: usize = 4;
 /// A local candidate as the event to trickle to the client.
 pub(crate) fn candidate_event(event: RTCPeerConnectionIceEvent) -> Option<SessionEvent> {
     match event.candidate.to_json() {
+        Ok(init) if dials_out(&init.candidate) => None,
         Ok(init) => Some(SessionEvent::Candidate(Candidate {
             candidate: init.candidate,
             sdp_mid: init.sdp_mid,
@@ -87,6 +88,22 @@ fn video_codecs(sdp: &str) -> Vec<String> {
     names
 }
 
+/// Whether a local candidate is the `tcptype active` one webrtc-rs gathers beside
+/// each passive one (port 9): the server never dials, so clients are not told of it.
+fn dials_out(attribute: &str) -> bool {
+    attribute.split_ascii_whitespace().skip_while(|word| *word != "tcptype").nth(1) == Some("active")
+}
+
+/// `sdp` without the candidates [`dials_out`] keeps from clients.
+fn without_active_tcp(sdp: String) -> String {
+    if !sdp.contains("tcptype active") {
+        return sdp;
+    }
+    sdp.split_inclusive('\n')
+        .filter(|line| !line.strip_prefix("a=").is_some_and(|attribute| dials_out(attribute.trim_end())))
+        .collect()
+}
+
 /// Applies `offer` and returns the answer's SDP (tracks must be added already).
 pub(crate) async fn answer_offer(
     pc: &Arc<dyn PeerConnection>,
@@ -106,7 +123,7 @@ pub(crate) async fn answer_offer(
         .local_description()
         .await
         .ok_or_else(|| SignalError::new(ErrorCode::Internal, "no local description"))?;
-    Ok(local.sdp)
+    Ok(without_active_tcp(local.sdp))
 }
 
 /// The local description once ICE gathering is complete (it then carries every local
@@ -117,7 +134,7 @@ pub(crate) async fn gathered_local_sdp(pc: &Arc<dyn PeerConnection>, within: Dur
     loop {
         let sdp = pc.local_description().await.map(|local| local.sdp).unwrap_or_default();
         if sdp.contains("a=end-of-candidates") || tokio::time::Instant::now() >= deadline {
-            return sdp;
+            return without_active_tcp(sdp);
         }
         // Host candidates take a few ms; STUN ones up to the STUN timeout.
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -312,6 +329,16 @@ pub(crate) fn trickle(events: &mpsc::UnboundedSender<SessionEvent>, event: RTCPe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_are_not_told_of_the_active_tcp_candidate() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host\r\n\
+            a=candidate:2 1 tcp 2124414975 10.0.0.1 5000 typ host tcptype passive\r\n\
+            a=candidate:3 1 tcp 2128609279 10.0.0.1 9 typ host tcptype active\r\na=end-of-candidates\r\n";
+        let kept = without_active_tcp(sdp.to_string());
+        assert_eq!(kept.lines().count(), 4, "{kept}");
+        assert!(kept.contains("tcptype passive") && !kept.contains("tcptype active"));
+    }
 
     #[test]
     fn incoming_streams_are_read_from_the_answer_with_their_echo_and_offered_ssrc() {

@@ -56,7 +56,9 @@ use webrtc::runtime::{
 };
 
 mod reader;
+pub mod tcp;
 pub use reader::ReaderGroup;
+pub use tcp::TcpMux;
 
 /// Datagrams an inbox holds for a PeerConnection whose driver has not read them yet
 /// (as the echo's event channel: a stalled session loses its own packets, nobody else's).
@@ -100,35 +102,85 @@ pub const HOOK_TICK: Duration = Duration::from_millis(200);
 /// a hook attached meanwhile gets its first tick after at most this).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
-/// Sends on a mux socket, for a [`MediaHook`] (from the reader or elsewhere).
+/// Sends on a mux's socket, or on one ICE-TCP connection, for a [`MediaHook`] (from
+/// the reader or elsewhere).
 #[derive(Clone)]
 pub struct MuxSender {
-    shared: Arc<Shared>,
+    via: Via,
+}
+
+#[derive(Clone)]
+enum Via {
+    Udp(Arc<Shared>),
+    Tcp(Arc<tcp::Connection>),
+}
+
+/// Which transport a [`MuxSender`] sends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
 }
 
 impl MuxSender {
-    /// Whether both send on the same socket.
+    fn udp(shared: &Arc<Shared>) -> MuxSender {
+        MuxSender { via: Via::Udp(Arc::clone(shared)) }
+    }
+
+    /// Whether both send on the same socket (or connection).
     pub fn same_socket(&self, other: &MuxSender) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
+        match (&self.via, &other.via) {
+            (Via::Udp(a), Via::Udp(b)) => Arc::ptr_eq(a, b),
+            (Via::Tcp(a), Via::Tcp(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    pub fn transport(&self) -> Transport {
+        match self.via {
+            Via::Udp(_) => Transport::Udp,
+            Via::Tcp(_) => Transport::Tcp,
+        }
     }
 
     /// Routes `datagram` from `from` as this socket's reader would have, had it just
-    /// read it (the fuzz targets and benchmarks feed a mux this way).
+    /// read it (the fuzz targets and benchmarks feed a mux this way; nothing for TCP).
     pub fn route(&self, datagram: &mut [u8], from: SocketAddr) {
-        self.shared.batched(|| self.shared.dispatch(datagram, from, self, Instant::now()));
+        if let Via::Udp(shared) = &self.via {
+            shared.batched(|| shared.dispatch(datagram, from, self, Instant::now()));
+        }
     }
 
-    /// Sends `datagram` to `to` now; a full send buffer drops it (counted in
-    /// `send_dropped`, as for the drivers' sends).
+    /// Sends `datagram` to `to` now (on TCP, framed, to the connection's peer); a
+    /// full send buffer drops it (counted in `send_dropped`, as for the drivers' sends).
     pub fn send(&self, datagram: &[u8], to: SocketAddr) {
-        self.shared.send_now(datagram, to);
+        match &self.via {
+            Via::Udp(shared) => shared.send_now(datagram, to),
+            Via::Tcp(connection) => connection.send_frame(datagram),
+        }
     }
 
     /// Sends `datagrams` to `to` in as few `sendmsg`s as UDP GSO allows (a frame's
     /// packets, of one size but the last, leave in one), as webrtc-rs's driver sends
     /// what one write queued.
     pub fn send_all<'a>(&self, datagrams: impl IntoIterator<Item = &'a [u8]>, to: SocketAddr) {
-        self.shared.batched(|| datagrams.into_iter().for_each(|datagram| self.shared.send_now(datagram, to)));
+        match &self.via {
+            Via::Udp(shared) => {
+                shared.batched(|| datagrams.into_iter().for_each(|datagram| shared.send_now(datagram, to)))
+            }
+            Via::Tcp(connection) => {
+                datagrams.into_iter().for_each(|datagram| connection.send_frame(datagram))
+            }
+        }
     }
 }
 
@@ -276,18 +328,22 @@ impl UdpMux {
 
     /// The runtime one PeerConnection runs on, with the ICE credentials it is built
     /// with (see [`IceCredentials`]) and the hook that sees its datagrams first.
+    ///
+    /// With `tcp`, its TCP listeners are views of that ICE-TCP port (and it never
+    /// dials out over TCP).
     pub fn runtime_for(
         &self,
         credentials: &IceCredentials,
         hook: Option<Arc<dyn MediaHook>>,
+        tcp: Option<TcpMux>,
     ) -> Arc<dyn Runtime> {
-        Arc::new(MuxRuntime { mux: self.clone(), credentials: credentials.clone(), hook })
+        Arc::new(MuxRuntime { mux: self.clone(), credentials: credentials.clone(), hook, tcp })
     }
 
     /// Sends on the socket at `ip` (bound already): to drive a hook by hand (the
     /// fuzz targets and benchmarks do).
     pub fn sender(&self, ip: IpAddr) -> Option<MuxSender> {
-        lock(&self.inner.sockets).get(&ip).map(|shared| MuxSender { shared: Arc::clone(shared) })
+        lock(&self.inner.sockets).get(&ip).map(MuxSender::udp)
     }
 
     /// The shared socket on `ip`, bound (and its reader started) on first use.
@@ -752,31 +808,10 @@ impl Shared {
     /// whose USERNAME (`ours:theirs`) names one of our ufrags and whose
     /// MESSAGE-INTEGRITY verifies with that ufrag's password.
     fn authenticate(&self, data: &[u8]) -> Result<Arc<Inbox>, Refused> {
-        if !is_binding_request(data) {
-            return Err(Refused::Unknown);
-        }
-        let mut message = Message::new();
-        message.unmarshal_binary(data).map_err(|_| Refused::Unknown)?;
-        if message.typ != BINDING_REQUEST {
-            return Err(Refused::Unknown);
-        }
-        let username = message.get(ATTR_USERNAME).map_err(|_| Refused::Unknown)?;
-        let ours = username.split(|b| *b == b':').next().unwrap_or_default();
-        let ours = std::str::from_utf8(ours).map_err(|_| Refused::Unknown)?;
-        let inbox = self
-            .table
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_ufrag
-            .get(ours)
-            .cloned()
-            .ok_or(Refused::Unknown)?;
-        if message.get(ATTR_MESSAGE_INTEGRITY).is_err() {
-            return Err(Refused::Unauthenticated);
-        }
-        MessageIntegrity::check(&mut message, inbox.password.as_bytes(), self.crypto.crypto())
-            .map_err(|_| Refused::Unauthenticated)?;
-        Ok(inbox)
+        authenticate(data, self.crypto.crypto(), |ufrag| {
+            let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+            table.by_ufrag.get(ufrag).map(|inbox| (Arc::clone(inbox), inbox.password.clone()))
+        })
     }
 
     /// Notes the transaction id of a STUN request `sender` sends (see `asked`).
@@ -854,6 +889,34 @@ enum Refused {
     Unknown,
     Unauthenticated,
     AddressTaken,
+}
+
+/// What a STUN binding request authenticates as: `find` gives what its USERNAME's
+/// ufrag (`ours:theirs`) names and that one's ICE password, and its MESSAGE-INTEGRITY
+/// must verify with it. Shared by the UDP and the TCP mux.
+fn authenticate<T>(
+    data: &[u8],
+    crypto: &dyn rtc::crypto::RTCCrypto,
+    find: impl FnOnce(&str) -> Option<(T, String)>,
+) -> Result<T, Refused> {
+    if !is_binding_request(data) {
+        return Err(Refused::Unknown);
+    }
+    let mut message = Message::new();
+    message.unmarshal_binary(data).map_err(|_| Refused::Unknown)?;
+    if message.typ != BINDING_REQUEST {
+        return Err(Refused::Unknown);
+    }
+    let username = message.get(ATTR_USERNAME).map_err(|_| Refused::Unknown)?;
+    let ours = username.split(|b| *b == b':').next().unwrap_or_default();
+    let ours = std::str::from_utf8(ours).map_err(|_| Refused::Unknown)?;
+    let (found, password) = find(ours).ok_or(Refused::Unknown)?;
+    if message.get(ATTR_MESSAGE_INTEGRITY).is_err() {
+        return Err(Refused::Unauthenticated);
+    }
+    MessageIntegrity::check(&mut message, password.as_bytes(), crypto)
+        .map_err(|_| Refused::Unauthenticated)?;
+    Ok(found)
 }
 
 /// Whether the STUN message `datagram`'s USERNAME (`ours:theirs`, RFC 8445 §7.2.2)
@@ -1097,6 +1160,7 @@ struct MuxRuntime {
     mux: UdpMux,
     credentials: IceCredentials,
     hook: Option<Arc<dyn MediaHook>>,
+    tcp: Option<TcpMux>,
 }
 
 impl fmt::Debug for MuxRuntime {
@@ -1128,15 +1192,27 @@ impl Runtime for MuxRuntime {
         }
     }
 
+    /// Drops the driver's ephemeral listener and returns a view of the ICE-TCP port
+    /// on the same address.
     fn wrap_tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Arc<dyn AsyncTcpListener>> {
-        TOKIO.wrap_tcp_listener(listener)
+        match &self.tcp {
+            Some(tcp) => Ok(tcp.view(listener.local_addr()?, &self.credentials, self.hook.clone())),
+            None => TOKIO.wrap_tcp_listener(listener),
+        }
     }
 
+    /// Never: a server answers on its passive candidates only, and a trickled
+    /// `tcptype passive` candidate must not make it dial an address a client chose.
     fn connect_tcp<'a>(
         &'a self,
         remote_addr: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
-        TOKIO.connect_tcp(remote_addr)
+        Box::pin(async move {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("no outgoing TCP (to {remote_addr})"),
+            ))
+        })
     }
 
     fn resolve_host<'a>(
@@ -1217,7 +1293,7 @@ mod tests {
 
     /// Routes a copy of `data` from `from` at `now`, as the reader would.
     fn route_at(shared: &Arc<Shared>, data: &[u8], from: SocketAddr, now: Instant) {
-        let via = MuxSender { shared: Arc::clone(shared) };
+        let via = MuxSender::udp(shared);
         shared.dispatch(&mut data.to_vec(), from, &via, now);
     }
 

@@ -117,7 +117,7 @@ fn timeout_ms(until: Instant) -> libc::c_int {
 /// until the socket is readable or the hooks' next tick, and stops when the mux
 /// is dropped ([`Shared::stop`] wakes it at once).
 pub(super) fn read_loop(shared: Arc<Shared>) {
-    let via = MuxSender { shared: Arc::clone(&shared) };
+    let via = MuxSender::udp(&shared);
     let mut buffers = ReadBuffers::new();
     buffers.fit(&shared);
     let fd = shared.socket.as_raw_fd();
@@ -164,8 +164,8 @@ struct GroupInner {
     epoll: OwnedFd,
     /// An eventfd in the epoll set: written to stop the thread at once.
     wake: OwnedFd,
-    /// The sockets read, by file descriptor (the epoll token), as their senders.
-    members: Mutex<HashMap<RawFd, MuxSender>>,
+    /// The sockets read, by file descriptor (the epoll token), with their senders.
+    members: Mutex<HashMap<RawFd, (Arc<Shared>, MuxSender)>>,
     stopping: AtomicBool,
 }
 
@@ -202,7 +202,8 @@ impl ReaderGroup {
     /// Reads `shared`'s socket from now on.
     pub(super) fn add(&self, shared: Arc<Shared>) -> io::Result<()> {
         let fd = shared.socket.as_raw_fd();
-        lock(&self.handle.inner.members).insert(fd, MuxSender { shared });
+        let via = MuxSender::udp(&shared);
+        lock(&self.handle.inner.members).insert(fd, (shared, via));
         let watched = self.handle.inner.watch(fd, fd as u64);
         if watched.is_err() {
             lock(&self.handle.inner.members).remove(&fd);
@@ -253,8 +254,9 @@ fn group_loop(group: Arc<GroupInner>) {
     while !group.stopping.load(Ordering::Relaxed) {
         let now = Instant::now();
         if now >= next_tick {
-            let members: Vec<MuxSender> = lock(&group.members).values().cloned().collect();
-            let ticking = members.iter().fold(false, |ticking, via| via.shared.tick_hooks(now) | ticking);
+            let members: Vec<Arc<Shared>> =
+                lock(&group.members).values().map(|(shared, _)| Arc::clone(shared)).collect();
+            let ticking = members.iter().fold(false, |ticking, shared| shared.tick_hooks(now) | ticking);
             next_tick = now + if ticking { HOOK_TICK } else { IDLE_WAIT };
         }
         // SAFETY: `events` has room for EVENTS entries.
@@ -271,9 +273,9 @@ fn group_loop(group: Arc<GroupInner>) {
             if token == WAKE_TOKEN {
                 continue;
             }
-            let Some(via) = lock(&group.members).get(&(token as RawFd)).cloned() else { continue };
-            buffers.fit(&via.shared);
-            while let Read::Full | Read::Again = read_batch(&via.shared, &via, &mut buffers) {}
+            let Some((shared, via)) = lock(&group.members).get(&(token as RawFd)).cloned() else { continue };
+            buffers.fit(&shared);
+            while let Read::Full | Read::Again = read_batch(&shared, &via, &mut buffers) {}
         }
     }
 }

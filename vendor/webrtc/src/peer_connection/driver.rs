@@ -681,8 +681,11 @@ where
                 }
             };
             listener.set_nonblocking(true)?;
-            let local_addr = listener.local_addr()?;
-            tcp_listeners.insert(local_addr, runtime.wrap_tcp_listener(listener)?);
+            // Keyed by the *wrapped* listener's address, which names the passive
+            // candidate: a runtime may hand back a listener of its own (one port shared
+            // by every connection) in place of the one bound here.
+            let listener = runtime.wrap_tcp_listener(listener)?;
+            tcp_listeners.insert(listener.local_addr()?, listener);
         }
         if self.udp_sockets.is_empty() && tcp_listeners.is_empty() {
             return Err(Error::Other(
