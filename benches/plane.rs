@@ -160,7 +160,7 @@ fn main() {
     let mux = UdpMux::bind(LOCALHOST, 0).expect("binds");
     let plane = plane();
     let credentials = IceCredentials::random();
-    let runtime = mux.runtime_for(&credentials, Some(Arc::clone(&plane) as Arc<dyn MediaHook>));
+    let runtime = mux.runtime_for(&credentials, Some(Arc::clone(&plane) as Arc<dyn MediaHook>), None);
     let _view = runtime.wrap_udp_socket(UdpSocket::bind((LOCALHOST, 0)).expect("binds")).expect("attached");
     let via = mux.sender(LOCALHOST).expect("the mux's socket");
     via.route(&mut binding_request(&credentials), from);

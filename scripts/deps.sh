@@ -4,13 +4,14 @@
 #                           ONNX Runtime (target/onnxruntime/) for --detect
 #   scripts/deps.sh test    the above, plus Chromium and the npm packages of the browser
 #                           test and of the WHIP/WHEP interop client (and redis-server,
-#                           which the --cluster tests start)
+#                           which the --cluster tests start, and nftables, which drops
+#                           UDP in the ICE-TCP browser test's network namespace)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want=(pkg-config libvpx-dev)
 if [ "${1:-build}" = test ]; then
-  want+=(chromium vpx-tools redis-server)
+  want+=(chromium vpx-tools redis-server nftables)
 fi
 # Debian's own python3 comes without pip (used to fetch the ONNX Runtime wheel) and
 # takes Pillow from apt; another python3 (pyenv, a venv) brings its pip.

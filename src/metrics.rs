@@ -15,6 +15,8 @@ pub struct Metrics {
     registry: Registry,
     pub sessions_active: Gauge,
     pub sessions_total: Counter,
+    /// Sessions by what their media arrives over now (`udp`, `tcp`), set when scraped.
+    pub sessions_by_transport: Family<[(&'static str, &'static str); 1], Gauge>,
     pub rtp_packets_received: Counter,
     /// Of those, handled by a session's media plane (`--udp-port`), not webrtc-rs.
     pub rtp_packets_on_plane: Counter,
@@ -74,6 +76,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("face_echo");
         let sessions_active = Gauge::default();
         let sessions_total = Counter::default();
+        let sessions_by_transport = Family::default();
         let rtp_packets_received = Counter::default();
         let rtp_packets_on_plane = Counter::default();
         let rtp_packets_forwarded = Counter::default();
@@ -118,6 +121,11 @@ impl Metrics {
         let signaling_evicted = Counter::default();
         registry.register("sessions_active", "Sessions (PeerConnections) open now", sessions_active.clone());
         registry.register("sessions", "Sessions opened since start", sessions_total.clone());
+        registry.register(
+            "sessions_transport",
+            "Sessions whose media arrives over this transport now (udp, or tcp: ICE-TCP)",
+            sessions_by_transport.clone(),
+        );
         registry.register(
             "rtp_packets_received",
             "RTP packets received from publishers",
@@ -317,6 +325,7 @@ impl Metrics {
             registry,
             sessions_active,
             sessions_total,
+            sessions_by_transport,
             rtp_packets_received,
             rtp_packets_on_plane,
             rtp_packets_forwarded,

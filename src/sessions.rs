@@ -92,6 +92,13 @@ impl Sessions {
         self.table().by_id.values().map(|info| info.watch_token.clone()).collect()
     }
 
+    /// How many live sessions' media arrives over UDP, and over TCP.
+    pub fn count_transports(&self) -> (usize, usize) {
+        let table = self.table();
+        let count = |name| table.by_id.values().filter(|info| info.plane.transport() == Some(name)).count();
+        (count("udp"), count("tcp"))
+    }
+
     pub fn len(&self) -> usize {
         self.table().by_id.len()
     }

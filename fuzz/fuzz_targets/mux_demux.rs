@@ -36,7 +36,7 @@ fn fixture() -> &'static Fixture {
         let views = credentials
             .iter()
             .map(|credentials| {
-                let runtime = mux.runtime_for(credentials, None);
+                let runtime = mux.runtime_for(credentials, None, None);
                 let throwaway = std::net::UdpSocket::bind((LOCALHOST, 0)).expect("binds");
                 runtime.wrap_udp_socket(throwaway).expect("attached")
             })

@@ -383,6 +383,10 @@ async fn process() -> Json<crate::process::ProcessStats> {
 }
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    let (udp, tcp) = app.sessions.count_transports();
+    for (transport, sessions) in [("udp", udp), ("tcp", tcp)] {
+        app.metrics.sessions_by_transport.get_or_create(&[("transport", transport)]).set(sessions as i64);
+    }
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         match &app.cluster {

@@ -194,6 +194,16 @@ struct Handler {
     tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
 
+/// The `tcptype passive` candidates (attributes without `a=`) an SDP names.
+fn passive_tcp_candidates(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|line| line.trim_end().strip_prefix("a="))
+        .filter(|attribute| attribute.starts_with("candidate:"))
+        .filter(|attribute| attribute.split_ascii_whitespace().skip_while(|w| *w != "tcptype").nth(1) == Some("passive"))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A local candidate as the signaling message that trickles it to the server.
 pub fn candidate_message(event: RTCPeerConnectionIceEvent) -> Option<String> {
     let init = event.candidate.to_json().ok()?;
@@ -372,12 +382,14 @@ async fn write_signaling(
 }
 
 /// Reads signaling: the answer once, candidates and errors as they come. An error
-/// before the answer fails the negotiation.
+/// before the answer fails the negotiation. A candidate waits until `applied` says
+/// the answer is set (webrtc-rs refuses one before, where a browser would queue it).
 async fn read_signaling(
     mut stream: futures_util::stream::SplitStream<Signaling>,
     pc: Arc<dyn PeerConnection>,
     errors: Arc<std::sync::Mutex<Vec<String>>>,
     answer: oneshot::Sender<anyhow::Result<Answer>>,
+    mut applied: watch::Receiver<bool>,
 ) {
     let mut answer = Some(answer);
     while let Some(Ok(frame)) = stream.next().await {
@@ -398,6 +410,7 @@ async fn read_signaling(
             }
             Some("ice") => {
                 if let Ok(init) = serde_json::from_value::<RTCIceCandidateInit>(message["candidate"].clone())
+                    && applied.wait_for(|applied| *applied).await.is_ok()
                 {
                     let _ = pc.add_ice_candidate(init).await;
                 }
@@ -730,6 +743,7 @@ impl ClientPeer {
 
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (answer_tx, answer_rx) = oneshot::channel();
+        let (applied_tx, applied_rx) = watch::channel(false);
         let offer = pc.create_offer(None).await?;
         pc.set_local_description(offer).await?;
         let mut resource = None;
@@ -742,6 +756,7 @@ impl ClientPeer {
                     Arc::clone(&pc),
                     Arc::clone(&errors),
                     answer_tx,
+                    applied_rx,
                 )));
                 let local = pc.local_description().await.ok_or_else(|| anyhow!("no local offer"))?;
                 let sdp = match options.edit_offer {
@@ -777,7 +792,15 @@ impl ClientPeer {
                 .await
                 .context("no answer in time")?
                 .context("signaling closed before the answer")??;
+            let passive = if options.tcp_only { passive_tcp_candidates(&sdp) } else { Vec::new() };
             pc.set_remote_description(RTCSessionDescription::answer(sdp)?).await?;
+            let _ = applied_tx.send(true);
+            // webrtc-rs dials a passive candidate only when it is trickled, never one
+            // that came in an SDP: a browser would dial these (a WHIP or WHEP answer
+            // names every candidate; the WebSocket's trickle them anyway).
+            for candidate in passive {
+                let _ = pc.add_ice_candidate(RTCIceCandidateInit { candidate, ..Default::default() }).await;
+            }
             for (track, sender) in tracks.iter_mut().zip(&senders) {
                 track.mid = mid_sending(&pc, sender).await.unwrap_or_default();
                 let counter =

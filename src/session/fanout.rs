@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::media::feedback::nack::RetransmitStats;
+use crate::media::plane::PlaneStats;
 use crate::metrics::Metrics;
 use crate::signaling::{ErrorCode, SignalError};
 
@@ -29,6 +30,8 @@ pub struct ViewerStats {
     pub dropped: AtomicU64,
     /// The viewer's NACKs and what its retransmission budget let through.
     pub retransmit: Arc<RetransmitStats>,
+    /// Its media plane's counters (and the transport it is reached over).
+    pub plane: Arc<PlaneStats>,
 }
 
 /// One viewer's end of the fan-out.
@@ -125,6 +128,7 @@ impl FanOut {
         &self,
         id: &str,
         retransmit: Arc<RetransmitStats>,
+        plane: Arc<PlaneStats>,
     ) -> Result<(mpsc::Receiver<rtp::Packet>, Arc<ViewerStats>), SignalError> {
         let mut outlets = self.write();
         self.room(&outlets)?;
@@ -134,6 +138,7 @@ impl FanOut {
             bytes: AtomicU64::default(),
             dropped: AtomicU64::default(),
             retransmit,
+            plane,
         });
         outlets.push(Outlet { id: id.to_owned(), packets, stats: Arc::clone(&stats) });
         self.metrics.viewers_active.inc();
@@ -184,6 +189,7 @@ impl FanOut {
                         "bytes": n(&o.stats.bytes),
                         "dropped": n(&o.stats.dropped),
                         "retransmit": o.stats.retransmit.to_json(),
+                        "transport": o.stats.plane.transport(),
                     })
                 })
                 .collect(),
@@ -205,9 +211,9 @@ mod tests {
     #[test]
     fn a_full_viewer_drops_alone_and_limits_hold() {
         let fanout = FanOut::new(2, Arc::new(Metrics::new()));
-        let (mut fast, _) = fanout.join("fast", Arc::default()).unwrap();
-        let (_slow, slow_stats) = fanout.join("slow", Arc::default()).unwrap();
-        assert_eq!(fanout.join("third", Arc::default()).unwrap_err().code, ErrorCode::ViewersFull);
+        let (mut fast, _) = fanout.join("fast", Arc::default(), Arc::default()).unwrap();
+        let (_slow, slow_stats) = fanout.join("slow", Arc::default(), Arc::default()).unwrap();
+        assert_eq!(fanout.join("third", Arc::default(), Arc::default()).unwrap_err().code, ErrorCode::ViewersFull);
         for seq in 0..(VIEWER_QUEUE_PACKETS as u16 + 10) {
             fanout.send(&packet(seq));
             assert_eq!(
@@ -221,6 +227,6 @@ mod tests {
         assert_eq!(fanout.count(), 1);
         fanout.close();
         assert!(fast.try_recv().is_err());
-        assert_eq!(fanout.join("late", Arc::default()).unwrap_err().code, ErrorCode::NoSuchSession);
+        assert_eq!(fanout.join("late", Arc::default(), Arc::default()).unwrap_err().code, ErrorCode::NoSuchSession);
     }
 }

@@ -25,7 +25,7 @@ use super::negotiate::{
 };
 use super::results::Results;
 use crate::media::feedback::nack::RetransmitStats;
-use crate::media::plane::{Extensions, MediaPlane, SendLeg};
+use crate::media::plane::{Extensions, MediaPlane, PlaneStats, SendLeg};
 use crate::peer::{self, PeerNetwork};
 use crate::signaling::{Candidate, ErrorCode, SignalError};
 use webrtc::data_channel::DataChannel;
@@ -92,7 +92,8 @@ impl Viewer {
         let (events, events_rx) = mpsc::unbounded_channel();
         let results = Arc::clone(&publisher.results);
         let retransmit = Arc::new(RetransmitStats::new(fanout.metrics()));
-        let plane = MediaPlane::new(Arc::default(), Arc::clone(&retransmit));
+        let plane_stats = Arc::new(PlaneStats::default());
+        let plane = MediaPlane::new(Arc::clone(&plane_stats), Arc::clone(&retransmit));
         let pc_slot = Arc::new(OnceLock::new());
         let handler = Handler {
             id: id.clone(),
@@ -121,7 +122,7 @@ impl Viewer {
                 return Err(err);
             }
         };
-        let (packets, stats) = match fanout.join(&id, retransmit) {
+        let (packets, stats) = match fanout.join(&id, retransmit, plane_stats) {
             Ok(joined) => joined,
             Err(err) => {
                 negotiate::close(&pc, "viewer").await;

@@ -38,7 +38,6 @@ use webrtc::runtime::{AsyncTcpListener, AsyncTcpStream};
 
 use super::{IceCredentials, MediaHook, MuxSender, Via, authenticate, lock};
 use crate::limits::Place;
-use crate::srtp::{Kind, kind};
 
 /// The first frame (a binding request) must arrive within this.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -217,8 +216,9 @@ async fn serve(inner: &Arc<TcpInner>, stream: TcpStream, peer: SocketAddr) {
             }
             Ok(_) => break,
         };
-        let media = matches!(kind(&frame), Kind::Rtp { .. } | Kind::Rtcp);
-        if let (true, Some(hook)) = (media, &view.hook)
+        // The hook sees every frame, as on UDP: it takes media, and learns the way
+        // back to the client from DTLS.
+        if let Some(hook) = &view.hook
             && hook.on_datagram(&mut frame, peer, &via)
         {
             count(&inner.stats.hooked);

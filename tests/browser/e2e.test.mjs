@@ -110,6 +110,9 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     assert.ok(plane.rtcp_in > 0 && plane.rtcp_out > 0, `RTCP both ways: ${JSON.stringify(plane)}`);
     assert.equal(mine.media.udp, 'shared');
     assert.equal(mine.media.port, port);
+    // ICE-TCP is offered too (on the same port number), and UDP wins where it works.
+    assert.equal(mine.media.tcp.port, port);
+    assert.equal(mine.transport, 'udp', 'UDP where it works');
 
     // The page as an instrument: backend chosen by the probe, glass-to-glass latency
     // from the frame codes, both detectors finding the face, plots with data.

@@ -12,8 +12,9 @@ export const CHROMIUM_FLAGS = [
   '--disable-component-update', '--disable-sync', '--no-first-run',
 ];
 
-/** Debian's Chromium, headless, profile in `work`, its camera playing `y4m`. */
-export function launchWithFakeCamera(work, y4m) {
+/** Debian's Chromium, headless, profile in `work`, its camera playing `y4m`;
+ *  `extraArgs` for more flags. */
+export function launchWithFakeCamera(work, y4m, extraArgs = []) {
   return chromium.launchPersistentContext(join(work, 'profile'), {
     executablePath: '/usr/bin/chromium',
     headless: true,
@@ -21,6 +22,7 @@ export function launchWithFakeCamera(work, y4m) {
       ...CHROMIUM_FLAGS,
       '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
       `--use-file-for-fake-video-capture=${y4m}`, '--allow-loopback-in-peer-connection',
+      ...extraArgs,
     ],
   });
 }
