@@ -26,11 +26,6 @@ use face_echo::udp_mux::{IceCredentials, MediaHook, MuxSender, UdpMux};
 use rtc::srtp::config::SessionKeys;
 use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
-use rtc::stun::attributes::ATTR_USERNAME;
-use rtc::stun::fingerprint::FINGERPRINT;
-use rtc::stun::integrity::MessageIntegrity;
-use rtc::stun::message::{BINDING_REQUEST, Message, TransactionId};
-use rtc::stun::textattrs::Username;
 
 struct Counting;
 
@@ -122,24 +117,6 @@ fn stream(count: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn binding_request(credentials: &IceCredentials) -> Vec<u8> {
-    let provider = rtc::crypto::default_provider().expect("provider");
-    let mut message = Message::new();
-    message
-        .build(&[
-            Box::new(BINDING_REQUEST),
-            Box::new(TransactionId::new()),
-            Box::new(Username::new(ATTR_USERNAME, format!("{}:browser", credentials.ufrag))),
-            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
-                credentials.password.clone(),
-                provider.crypto(),
-            )),
-            Box::new(FINGERPRINT),
-        ])
-        .expect("a binding request");
-    message.raw
-}
-
 /// Routes each datagram as the socket's reader would.
 fn route(via: &MuxSender, datagrams: &mut [Vec<u8>], from: SocketAddr) {
     for datagram in datagrams {
@@ -163,7 +140,7 @@ fn main() {
     let runtime = mux.runtime_for(&credentials, Some(Arc::clone(&plane) as Arc<dyn MediaHook>), None);
     let _view = runtime.wrap_udp_socket(UdpSocket::bind((LOCALHOST, 0)).expect("binds")).expect("attached");
     let via = mux.sender(LOCALHOST).expect("the mux's socket");
-    via.route(&mut binding_request(&credentials), from);
+    via.route(&mut credentials.binding_request(), from);
 
     let mut datagrams = stream(WARM_UP + packets);
     let (warm_up, measured) = datagrams.split_at_mut(WARM_UP);

@@ -128,6 +128,7 @@ impl Acceptor {
                                 let _ = http.send((Counted { inner: stream, _place: place }, client)).await;
                             }
                             Ok(Some(Sniffed::IceTcp)) => ice_tcp.accept(stream, client, place),
+                            Ok(Some(Sniffed::Neither)) => metrics.refused("unrecognized"),
                             Ok(None) => {}
                             Err(_) => metrics.refused("silent"),
                         }
@@ -203,28 +204,31 @@ impl Acceptor {
 enum Sniffed {
     Http,
     IceTcp,
+    /// Neither HTTP, TLS nor a STUN binding request in an RFC 4571 frame.
+    Neither,
 }
 
-/// Looks at `stream`'s first bytes without taking them (`None`: it closed, or they
-/// are neither HTTP, TLS nor a STUN binding request in an RFC 4571 frame).
+/// Looks at `stream`'s first bytes without taking them (`None`: it closed first).
 async fn first_bytes(stream: &TcpStream) -> Option<Sniffed> {
     const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
     let mut head = [0u8; 10];
-    loop {
+    for waits in 0u32.. {
         let n = stream.peek(&mut head).await.ok()?;
         match head[..n] {
             [] => return None,
             // A letter (an HTTP method) or a TLS record: the HTTP server's.
             [first, ..] if first == 0x16 || first >= 0x20 => return Some(Sniffed::Http),
-            // A frame of under 5632 bytes: STUN, if its header says so.
+            // A frame of under 8192 bytes: STUN, if its header says so.
             [_, _, 0x00, 0x01, _, _, a, b, c, d] if [a, b, c, d] == MAGIC_COOKIE => {
                 return Some(Sniffed::IceTcp);
             }
-            _ if n == head.len() => return None,
-            // Not all ten bytes yet: they come in the same segment, or soon after.
-            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            _ if n == head.len() => return Some(Sniffed::Neither),
+            // Not all ten bytes yet: they come in the same segment, or soon after. A
+            // client that dribbles them is looked at less and less often.
+            _ => tokio::time::sleep(Duration::from_millis(5 << waits.min(8))).await,
         }
     }
+    None
 }
 
 fn open_spare() -> Option<std::fs::File> {

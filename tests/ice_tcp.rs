@@ -68,14 +68,16 @@ async fn whip_whep_and_watch_work_over_tcp() {
     };
     let whep_url = format!("http://{addr}/whep/{}", publisher.watch_token);
     let mut whep = ClientPeer::whep(&whep_url, receive_only(), CONNECT_TIMEOUT).await.expect("WHEP over TCP");
-    let mut watcher = ClientPeer::watch_options(&ws_url(addr), &publisher.watch_token, receive_only(), CONNECT_TIMEOUT)
-        .await
-        .expect("watch over TCP");
+    let mut watcher =
+        ClientPeer::watch_options(&ws_url(addr), &publisher.watch_token, receive_only(), CONNECT_TIMEOUT)
+            .await
+            .expect("watch over TCP");
 
     let sent = publish(&mut publisher, 60).await;
     for (name, viewer) in [("WHEP", &mut whep), ("watch", &mut watcher)] {
         let mut received = Vec::new();
-        while let Ok(Some(packet)) = tokio::time::timeout(Duration::from_secs(2), viewer.echoed.recv()).await {
+        while let Ok(Some(packet)) = tokio::time::timeout(Duration::from_secs(2), viewer.echoed.recv()).await
+        {
             received.push(packet);
         }
         // A viewer joins from a keyframe on: most of the clip, payloads untouched.

@@ -10,11 +10,6 @@ use std::sync::{Arc, OnceLock};
 
 use face_echo::udp_mux::{IceCredentials, MuxSender, UdpMux};
 use libfuzzer_sys::fuzz_target;
-use rtc::stun::attributes::ATTR_USERNAME;
-use rtc::stun::fingerprint::FINGERPRINT;
-use rtc::stun::integrity::MessageIntegrity;
-use rtc::stun::message::{BINDING_REQUEST, Message, TransactionId};
-use rtc::stun::textattrs::Username;
 use webrtc::runtime::AsyncUdpSocket;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -46,22 +41,6 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-fn binding_request(credentials: &IceCredentials) -> Vec<u8> {
-    let provider = rtc::crypto::default_provider().expect("provider");
-    let mut message = Message::new();
-    let built = message.build(&[
-        Box::new(BINDING_REQUEST),
-        Box::new(TransactionId::new()),
-        Box::new(Username::new(ATTR_USERNAME, format!("{}:remote", credentials.ufrag))),
-        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
-            credentials.password.clone(),
-            provider.crypto(),
-        )),
-        Box::new(FINGERPRINT),
-    ]);
-    built.map(|()| message.raw).unwrap_or_default()
-}
-
 fuzz_target!(|data: &[u8]| {
     let fixture = fixture();
     let mut rest = data;
@@ -78,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
         );
         if kind % 2 == 1 {
             let credentials = &fixture.credentials[usize::from(*kind / 2) % fixture.credentials.len()];
-            fixture.via.route(&mut binding_request(credentials), from);
+            fixture.via.route(&mut credentials.binding_request(), from);
         }
         fixture.via.route(&mut bytes.to_vec(), from);
     }

@@ -199,7 +199,9 @@ fn passive_tcp_candidates(sdp: &str) -> Vec<String> {
     sdp.lines()
         .filter_map(|line| line.trim_end().strip_prefix("a="))
         .filter(|attribute| attribute.starts_with("candidate:"))
-        .filter(|attribute| attribute.split_ascii_whitespace().skip_while(|w| *w != "tcptype").nth(1) == Some("passive"))
+        .filter(|attribute| {
+            attribute.split_ascii_whitespace().skip_while(|w| *w != "tcptype").nth(1) == Some("passive")
+        })
         .map(str::to_owned)
         .collect()
 }

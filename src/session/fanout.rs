@@ -213,7 +213,10 @@ mod tests {
         let fanout = FanOut::new(2, Arc::new(Metrics::new()));
         let (mut fast, _) = fanout.join("fast", Arc::default(), Arc::default()).unwrap();
         let (_slow, slow_stats) = fanout.join("slow", Arc::default(), Arc::default()).unwrap();
-        assert_eq!(fanout.join("third", Arc::default(), Arc::default()).unwrap_err().code, ErrorCode::ViewersFull);
+        assert_eq!(
+            fanout.join("third", Arc::default(), Arc::default()).unwrap_err().code,
+            ErrorCode::ViewersFull
+        );
         for seq in 0..(VIEWER_QUEUE_PACKETS as u16 + 10) {
             fanout.send(&packet(seq));
             assert_eq!(
@@ -227,6 +230,9 @@ mod tests {
         assert_eq!(fanout.count(), 1);
         fanout.close();
         assert!(fast.try_recv().is_err());
-        assert_eq!(fanout.join("late", Arc::default(), Arc::default()).unwrap_err().code, ErrorCode::NoSuchSession);
+        assert_eq!(
+            fanout.join("late", Arc::default(), Arc::default()).unwrap_err().code,
+            ErrorCode::NoSuchSession
+        );
     }
 }

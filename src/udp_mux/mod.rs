@@ -48,8 +48,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 use rtc::stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_USERNAME};
+use rtc::stun::fingerprint::FINGERPRINT;
 use rtc::stun::integrity::MessageIntegrity;
 use rtc::stun::message::{BINDING_REQUEST, MAGIC_COOKIE, Message};
+use rtc::stun::textattrs::Username;
 use webrtc::runtime::{
     AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
     TokioRuntime, Transmit, UdpSockRef, UdpSocketState,
@@ -477,6 +479,25 @@ impl IceCredentials {
             ufrag: Alphanumeric.sample_string(&mut rng, 16),
             password: Alphanumeric.sample_string(&mut rng, 32),
         }
+    }
+
+    /// A binding request to the PeerConnection with these credentials, signed as a
+    /// remote agent signs one (USERNAME `ufrag:remote`): what the mux's tests, the
+    /// benchmarks, the fuzz targets and the hostile-client tests send.
+    pub fn binding_request(&self) -> Vec<u8> {
+        let Ok(provider) = rtc::crypto::default_provider() else { return Vec::new() };
+        let mut message = Message::new();
+        let built = message.build(&[
+            Box::new(BINDING_REQUEST),
+            Box::new(rtc::stun::message::TransactionId::new()),
+            Box::new(Username::new(ATTR_USERNAME, format!("{}:remote", self.ufrag))),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                self.password.clone(),
+                provider.crypto(),
+            )),
+            Box::new(FINGERPRINT),
+        ]);
+        built.map(|()| message.raw).unwrap_or_default()
     }
 }
 
@@ -1250,31 +1271,13 @@ impl Runtime for MuxRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc::stun::fingerprint::FINGERPRINT;
-    use rtc::stun::message::TransactionId;
-    use rtc::stun::textattrs::Username;
+
+    fn binding_request(ufrag: &str, password: &str) -> Vec<u8> {
+        IceCredentials { ufrag: ufrag.to_owned(), password: password.to_owned() }.binding_request()
+    }
 
     fn credentials(ufrag: &str) -> IceCredentials {
         IceCredentials { ufrag: ufrag.to_owned(), password: format!("{ufrag}-password-of-22-chars") }
-    }
-
-    /// A binding request to `ufrag`, signed with `password`, as a browser sends it.
-    fn binding_request(ufrag: &str, password: &str) -> Vec<u8> {
-        let crypto = rtc::crypto::default_provider().expect("crypto");
-        let mut message = Message::new();
-        message
-            .build(&[
-                Box::new(BINDING_REQUEST),
-                Box::new(TransactionId::new()),
-                Box::new(Username::new(ATTR_USERNAME, format!("{ufrag}:remote"))),
-                Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
-                    password.to_owned(),
-                    crypto.crypto(),
-                )),
-                Box::new(FINGERPRINT),
-            ])
-            .expect("a binding request");
-        message.raw
     }
 
     fn received(socket: &MuxSocket) -> Vec<SocketAddr> {

@@ -25,7 +25,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -49,6 +49,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_FRAME: usize = 4096;
 /// Bytes that may wait to be written to one connection, or to be read by its driver.
 pub const MAX_QUEUED: usize = 256 * 1024;
+/// Connections one session may hold at once (ICE tries one per candidate pair; a
+/// client with its session's credentials gets no more queues than this).
+pub const MAX_PER_SESSION: usize = 4;
 
 /// What the TCP mux counted, for `/api/sessions` (`media.tcp`).
 #[derive(Debug, Default)]
@@ -59,6 +62,8 @@ pub struct TcpStats {
     pub bound: AtomicU64,
     /// Refused: the first frame was no binding request for a session, or did not verify.
     pub unauthenticated: AtomicU64,
+    /// Refused: the session held [`MAX_PER_SESSION`] connections already.
+    pub over_session_cap: AtomicU64,
     /// Closed for silence: no first frame in [`AUTH_TIMEOUT`], or none for [`IDLE_TIMEOUT`].
     pub timed_out: AtomicU64,
     /// Closed for a frame over [`MAX_FRAME`].
@@ -80,6 +85,7 @@ impl TcpStats {
             "accepted": get(&self.accepted),
             "bound": get(&self.bound),
             "unauthenticated": get(&self.unauthenticated),
+            "over_session_cap": get(&self.over_session_cap),
             "timed_out": get(&self.timed_out),
             "oversize": get(&self.oversize),
             "open": get(&self.open),
@@ -157,6 +163,8 @@ impl TcpMux {
             hook,
             accepted: Mutex::default(),
             waker: AtomicWaker::new(),
+            seats: Arc::default(),
+            ended: tokio::sync::watch::Sender::new(()),
         });
         let mut views = self.inner.views.write().unwrap_or_else(|e| e.into_inner());
         views.retain(|_, view| view.strong_count() > 0);
@@ -171,20 +179,21 @@ async fn serve(inner: &Arc<TcpInner>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
     let (read, write) = stream.into_split();
-    let mut frames = Frames { read, buf: Vec::with_capacity(2 * MAX_FRAME), start: 0 };
+    let mut frames = Frames::new(read);
     let first = match tokio::time::timeout(AUTH_TIMEOUT, frames.next()).await {
         Ok(Ok(Some(frame))) => frame,
         Ok(Err(FrameError::Oversize)) => return count(&inner.stats.oversize),
         Err(_) => return count(&inner.stats.timed_out),
         Ok(_) => return,
     };
-    let found = authenticate(&first, inner.crypto.crypto(), |ufrag| {
+    let found = authenticate(first, inner.crypto.crypto(), |ufrag| {
         let views = inner.views.read().unwrap_or_else(|e| e.into_inner());
         let view = views.get(ufrag)?.upgrade()?;
         let password = view.password.clone();
         Some((view, password))
     });
     let Ok(view) = found else { return count(&inner.stats.unauthenticated) };
+    let Some(_seat) = Seat::take(&view.seats) else { return count(&inner.stats.over_session_cap) };
     count(&inner.stats.bound);
     let connection = Arc::new(Connection {
         queue: Mutex::default(),
@@ -201,10 +210,19 @@ async fn serve(inner: &Arc<TcpInner>, stream: TcpStream, peer: SocketAddr) {
         waker: AtomicWaker::new(),
     });
     view.offer(Arc::clone(&to_driver));
-    to_driver.deliver(&first, &inner.stats);
+    to_driver.deliver(first, &inner.stats);
+    frames.chunk = MAX_FRAME;
+    let (hook, mut ended) = (view.hook.clone(), view.ended.subscribe());
+    // Only the driver holds its view: when it lets go, the PeerConnection is over,
+    // and so is this connection.
+    drop(view);
     let via = MuxSender { via: Via::Tcp(Arc::clone(&connection)) };
     loop {
-        let mut frame = match tokio::time::timeout(IDLE_TIMEOUT, frames.next()).await {
+        let read = tokio::select! {
+            read = tokio::time::timeout(IDLE_TIMEOUT, frames.next()) => read,
+            _ = ended.changed() => break,
+        };
+        let frame = match read {
             Ok(Ok(Some(frame))) => frame,
             Ok(Err(FrameError::Oversize)) => {
                 count(&inner.stats.oversize);
@@ -218,16 +236,33 @@ async fn serve(inner: &Arc<TcpInner>, stream: TcpStream, peer: SocketAddr) {
         };
         // The hook sees every frame, as on UDP: it takes media, and learns the way
         // back to the client from DTLS.
-        if let Some(hook) = &view.hook
-            && hook.on_datagram(&mut frame, peer, &via)
+        if let Some(hook) = &hook
+            && hook.on_datagram(frame, peer, &via)
         {
             count(&inner.stats.hooked);
             continue;
         }
-        to_driver.deliver(&frame, &inner.stats);
+        to_driver.deliver(frame, &inner.stats);
     }
     to_driver.end();
     connection.close();
+}
+
+/// One of a session's [`MAX_PER_SESSION`] places for connections, held while one is open.
+struct Seat(Arc<AtomicUsize>);
+
+impl Seat {
+    fn take(seats: &Arc<AtomicUsize>) -> Option<Seat> {
+        let taken = seats.fetch_add(1, Ordering::Relaxed);
+        let seat = Seat(Arc::clone(seats));
+        (taken < MAX_PER_SESSION).then_some(seat)
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn count(counter: &AtomicU64) {
@@ -239,17 +274,28 @@ enum FrameError {
     Io,
 }
 
-/// RFC 4571 frames (a 2-byte length, then the packet) read from a connection.
+/// Bytes read at a time before a connection has authenticated (a binding request
+/// fits): a stranger's connection holds no more than this.
+const FIRST_READ: usize = 512;
+
+/// RFC 4571 frames (a 2-byte length, then the packet) read from a connection into
+/// one buffer, handed out in place.
 struct Frames {
     read: tokio::net::tcp::OwnedReadHalf,
     buf: Vec<u8>,
     /// Where the unread bytes of `buf` start.
     start: usize,
+    /// How much one read asks for.
+    chunk: usize,
 }
 
 impl Frames {
-    /// The next frame; `None` at the end of the stream.
-    async fn next(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+    fn new(read: tokio::net::tcp::OwnedReadHalf) -> Frames {
+        Frames { read, buf: Vec::new(), start: 0, chunk: FIRST_READ }
+    }
+
+    /// The next frame (`None` at the end of the stream), valid until the next call.
+    async fn next(&mut self) -> Result<Option<&mut [u8]>, FrameError> {
         loop {
             let unread = &self.buf[self.start..];
             if unread.len() >= 2 {
@@ -258,16 +304,16 @@ impl Frames {
                     return Err(FrameError::Oversize);
                 }
                 if unread.len() >= 2 + len {
-                    let frame = unread[2..2 + len].to_vec();
-                    self.start += 2 + len;
-                    return Ok(Some(frame));
+                    let frame = self.start + 2..self.start + 2 + len;
+                    self.start = frame.end;
+                    return Ok(Some(&mut self.buf[frame]));
                 }
             }
             // Keep what is unread at the front, then read more after it.
             self.buf.drain(..self.start);
             self.start = 0;
             let filled = self.buf.len();
-            self.buf.resize(filled + MAX_FRAME, 0);
+            self.buf.resize(filled + self.chunk, 0);
             match self.read.read(&mut self.buf[filled..]).await {
                 Ok(0) => return Ok(None),
                 Ok(n) => self.buf.truncate(filled + n),
@@ -367,6 +413,10 @@ pub struct View {
     hook: Option<Arc<dyn MediaHook>>,
     accepted: Mutex<VecDeque<Arc<Stream>>>,
     waker: AtomicWaker,
+    /// Connections bound to it now (at most [`MAX_PER_SESSION`]).
+    seats: Arc<AtomicUsize>,
+    /// Dropped with the view: every connection bound to it ends.
+    ended: tokio::sync::watch::Sender<()>,
 }
 
 impl std::fmt::Debug for View {
@@ -542,13 +592,45 @@ mod tests {
         });
         let (server, _) = listener.accept().await.unwrap();
         let (read, _write) = server.into_split();
-        let mut frames = Frames { read, buf: Vec::new(), start: 0 };
+        let mut frames = Frames::new(read);
         let mut got = Vec::new();
         for _ in 0..3 {
-            got.push(frames.next().await.ok().flatten().expect("a frame"));
+            got.push(frames.next().await.ok().flatten().expect("a frame").to_vec());
         }
         assert_eq!(got, [b"first".to_vec(), Vec::new(), b"the third frame".to_vec()]);
         assert!(matches!(frames.next().await, Err(FrameError::Oversize)));
         drop(writer.await.unwrap());
+    }
+
+    /// A peer that never reads: what waits for it stays under MAX_QUEUED, the rest is
+    /// dropped and counted, and the sender never waits.
+    #[tokio::test]
+    async fn a_slow_reader_costs_its_own_frames_not_memory() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mux = TcpMux::new(0).unwrap();
+        let connection = Arc::new(Connection {
+            queue: Mutex::default(),
+            ready: Notify::new(),
+            closed: AtomicBool::new(false),
+            stats: Arc::downgrade(&mux.inner),
+        });
+        let (_read, write) = server.into_split();
+        tokio::spawn(write_out(write, Arc::clone(&connection)));
+        let frame = [0x80u8; 1200];
+        let sent = 10_000; // 12 MB, far past what the kernel's buffers take
+        let started = std::time::Instant::now();
+        for _ in 0..sent {
+            connection.send_frame(&frame);
+            tokio::task::yield_now().await;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "sending never waits for the peer");
+        let queued = lock(&connection.queue).len();
+        let dropped = mux.stats().dropped.load(Ordering::Relaxed);
+        println!("queued {queued} bytes, dropped {dropped} of {sent} frames");
+        assert!(queued <= MAX_QUEUED, "{queued} bytes queued");
+        assert!(dropped > sent / 2, "only {dropped} dropped");
+        drop(client);
     }
 }
