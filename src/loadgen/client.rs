@@ -385,13 +385,16 @@ async fn write_signaling(
 
 /// Reads signaling: the answer once, candidates and errors as they come. An error
 /// before the answer fails the negotiation. A candidate waits until `applied` says
-/// the answer is set (webrtc-rs refuses one before, where a browser would queue it).
+/// the answer is set (webrtc-rs refuses one before, where a browser would queue it);
+/// one of another transport than `transport` (`udp`, `tcp`) is left out, as a peer
+/// with no socket of that kind has nothing to check it from.
 async fn read_signaling(
     mut stream: futures_util::stream::SplitStream<Signaling>,
     pc: Arc<dyn PeerConnection>,
     errors: Arc<std::sync::Mutex<Vec<String>>>,
     answer: oneshot::Sender<anyhow::Result<Answer>>,
     mut applied: watch::Receiver<bool>,
+    transport: &'static str,
 ) {
     let mut answer = Some(answer);
     while let Some(Ok(frame)) = stream.next().await {
@@ -412,6 +415,8 @@ async fn read_signaling(
             }
             Some("ice") => {
                 if let Ok(init) = serde_json::from_value::<RTCIceCandidateInit>(message["candidate"].clone())
+                    && crate::signaling::candidate_transport(&init.candidate)
+                        .is_some_and(|t| t.eq_ignore_ascii_case(transport))
                     && applied.wait_for(|applied| *applied).await.is_ok()
                 {
                     let _ = pc.add_ice_candidate(init).await;
@@ -759,6 +764,7 @@ impl ClientPeer {
                     Arc::clone(&errors),
                     answer_tx,
                     applied_rx,
+                    if options.tcp_only { "tcp" } else { "udp" },
                 )));
                 let local = pc.local_description().await.ok_or_else(|| anyhow!("no local offer"))?;
                 let sdp = match options.edit_offer {

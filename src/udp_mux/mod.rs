@@ -3,11 +3,13 @@
 //! session from a range) and demultiplexes what arrives to the PeerConnections.
 //!
 //! How it plugs into webrtc-rs: every server PeerConnection runs on its own
-//! `MuxRuntime`, which is webrtc's `TokioRuntime` except for `wrap_udp_socket`.
-//! The driver binds an ephemeral socket per local address and asks the runtime to
-//! wrap it; we drop that socket and hand back a `MuxSocket` whose `local_addr()`
-//! is the mux socket's address, so the host candidate names the mux port (that
-//! takes the one-line change to the driver listed in vendor/PATCHES.md).
+//! `MuxRuntime`, which is webrtc's `TokioRuntime` except for its sockets. The
+//! driver binds an ephemeral socket per local address and asks the runtime to wrap
+//! it; we drop that socket and hand back a `MuxSocket` whose `local_addr()` is the
+//! mux socket's address, so the host candidate names the mux port, or decline the
+//! address where the mux cannot serve it (a wildcard: no interface to name), so no
+//! media ever arrives beside the mux (vendor/PATCHES.md, patches 1 and 9; TCP
+//! listeners likewise become views of the ICE-TCP port, `tcp`).
 //!
 //! Demultiplexing, as Pion's UDPMux does, in this order:
 //! - an answer to a STUN request one of our PeerConnections sent (its transaction
@@ -247,7 +249,7 @@ pub struct UdpMux {
 struct MuxInner {
     port: u16,
     sockets: Mutex<HashMap<IpAddr, Arc<Shared>>>,
-    /// Addresses whose bind failed: sessions fall back to an ephemeral port there.
+    /// Addresses whose bind failed: sessions get no candidate there.
     unbindable: Mutex<HashSet<IpAddr>>,
     stats: Arc<MuxStats>,
     next_id: AtomicU64,
@@ -382,26 +384,33 @@ impl UdpMux {
         Ok(shared)
     }
 
-    /// A PeerConnection's socket on the shared socket at `ip`, or `None` when that
-    /// address cannot be bound (logged once; the session keeps its own port there).
+    /// A PeerConnection's socket on the shared socket at `ip`, or `None` for the
+    /// driver's mDNS socket (a multicast address: its own). An address the mux
+    /// cannot serve is declined (`AddrNotAvailable`, which the driver skips): media
+    /// on a port of its own would bypass the media plane.
     fn attach(
         &self,
         ip: IpAddr,
         credentials: &IceCredentials,
         hook: Option<Arc<dyn MediaHook>>,
     ) -> io::Result<Option<MuxSocket>> {
-        // A wildcard means the driver found no interface to name: its candidate is
-        // unusable either way, and a wildcard socket on the port would block the rest.
-        // A multicast address is the driver's mDNS socket (224.0.0.251:5353): its own.
-        if ip.is_unspecified() || ip.is_multicast() || lock(&self.inner.unbindable).contains(&ip) {
+        if ip.is_multicast() {
             return Ok(None);
+        }
+        // A wildcard means the driver found no interface to name: no peer could use
+        // its candidate, and a wildcard socket on the port would block the rest.
+        if ip.is_unspecified() {
+            return Err(declined(ip, "no interface to name"));
+        }
+        if lock(&self.inner.unbindable).contains(&ip) {
+            return Err(declined(ip, "the mux port cannot be bound here"));
         }
         let shared = match self.socket_for(ip) {
             Ok(shared) => shared,
             Err(err) => {
-                tracing::warn!(%ip, port = self.inner.port, %err, "cannot bind the UDP mux port here; sessions use an ephemeral port on this address");
+                tracing::warn!(%ip, port = self.inner.port, %err, "cannot bind the UDP mux port here; sessions get no candidate on this address");
                 lock(&self.inner.unbindable).insert(ip);
-                return Ok(None);
+                return Err(declined(ip, "the mux port cannot be bound here"));
             }
         };
         let inbox = Arc::new(Inbox {
@@ -422,6 +431,11 @@ impl UdpMux {
         }
         Ok(Some(MuxSocket { shared, inbox }))
     }
+}
+
+/// What a runtime says to skip an address (the driver binds the rest).
+fn declined(ip: IpAddr, why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::AddrNotAvailable, format!("no media socket on {ip}: {why}"))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1204,7 +1218,7 @@ impl Runtime for MuxRuntime {
     }
 
     /// Drops the driver's ephemeral socket and returns a view of the shared one on
-    /// the same address (or keeps the ephemeral one where the mux cannot bind).
+    /// the same address (declining an address the mux cannot serve).
     fn wrap_udp_socket(&self, socket: StdUdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let ip = socket.local_addr()?.ip();
         match self.mux.attach(ip, &self.credentials, self.hook.clone())? {
@@ -1216,8 +1230,10 @@ impl Runtime for MuxRuntime {
     /// Drops the driver's ephemeral listener and returns a view of the ICE-TCP port
     /// on the same address.
     fn wrap_tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        let local = listener.local_addr()?;
         match &self.tcp {
-            Some(tcp) => Ok(tcp.view(listener.local_addr()?, &self.credentials, self.hook.clone())),
+            Some(_) if local.ip().is_unspecified() => Err(declined(local.ip(), "no interface to name")),
+            Some(tcp) => Ok(tcp.view(local, &self.credentials, self.hook.clone())),
             None => TOKIO.wrap_tcp_listener(listener),
         }
     }
@@ -1508,11 +1524,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_mdns_socket_and_a_wildcard_keep_their_own_sockets() {
+    async fn the_mdns_socket_keeps_its_own_and_a_wildcard_is_declined() {
         let mux = UdpMux::bind("127.0.0.1".parse().unwrap(), 0).expect("binds");
         let creds = credentials("hhhh");
         assert!(mux.attach("224.0.0.251".parse().unwrap(), &creds, None).unwrap().is_none());
-        assert!(mux.attach("0.0.0.0".parse().unwrap(), &creds, None).unwrap().is_none());
+        let declined = mux.attach("0.0.0.0".parse().unwrap(), &creds, None).map(|_| ()).unwrap_err();
+        assert_eq!(declined.kind(), io::ErrorKind::AddrNotAvailable, "the driver skips it");
         assert_eq!(mux.local_addrs().len(), 1, "nothing bound for them");
     }
 

@@ -662,8 +662,15 @@ where
             socket.set_nonblocking(true)?;
             // Keyed by the *wrapped* socket's address, which names the host candidate: a
             // runtime may hand back a socket of its own (e.g. one port shared by every
-            // connection) in place of the one bound here.
-            let socket = runtime.wrap_udp_socket(socket)?;
+            // connection) in place of the one bound here, or decline the address.
+            let socket = match runtime.wrap_udp_socket(socket) {
+                Ok(socket) => socket,
+                Err(err) if err.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                    debug!("Runtime declined UDP on {}: {err}", bind.addr);
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            };
             self.udp_sockets.insert(socket.local_addr()?, socket);
         }
 
@@ -684,7 +691,14 @@ where
             // Keyed by the *wrapped* listener's address, which names the passive
             // candidate: a runtime may hand back a listener of its own (one port shared
             // by every connection) in place of the one bound here.
-            let listener = runtime.wrap_tcp_listener(listener)?;
+            let listener = match runtime.wrap_tcp_listener(listener) {
+                Ok(listener) => listener,
+                Err(err) if err.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                    debug!("Runtime declined TCP on {}: {err}", bind.addr);
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            };
             tcp_listeners.insert(listener.local_addr()?, listener);
         }
         if self.udp_sockets.is_empty() && tcp_listeners.is_empty() {
