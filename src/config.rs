@@ -47,8 +47,9 @@ pub struct Config {
     #[arg(long, value_name = "PORT|off", value_parser = parse_tcp_port)]
     pub tcp_port: Option<TcpPort>,
 
-    /// Public IP to advertise in ICE candidates instead of the host's own (1:1 NAT,
-    /// e.g. a cloud VM with an elastic IP). Repeatable.
+    /// Public IP to tell clients in place of the host's own (1:1 NAT, e.g. a cloud
+    /// VM with an elastic IP): every host candidate beyond loopback, UDP and TCP,
+    /// names it. One per address family (IPv4, IPv6).
     #[arg(long, value_name = "IP")]
     pub nat_ip: Vec<IpAddr>,
 

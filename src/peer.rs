@@ -10,7 +10,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
     configure_twcc_receiver_only,
 };
-use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateType};
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RtpCodecKind,
@@ -78,7 +78,8 @@ pub struct PeerNetwork {
     /// included); a wildcard expands to every non-loopback interface.
     pub udp_addrs: Vec<SocketAddr>,
     pub stun_urls: Vec<String>,
-    /// Public addresses to advertise instead of the host's (1:1 NAT).
+    /// Public addresses to advertise instead of the host's (1:1 NAT): what clients
+    /// are told of host candidates (`session::negotiate::Advertise`).
     pub nat_ips: Vec<IpAddr>,
     /// The mux the PeerConnection's sockets become views of (the ephemeral ports
     /// bound for `udp_addrs` are dropped): the server's always; a client's with its
@@ -109,7 +110,7 @@ pub fn answering_dtls_role(offer_sdp: &str) -> Option<RTCDtlsRole> {
 }
 
 impl PeerNetwork {
-    /// One ephemeral port on 127.0.0.1: what tests and the load generator use.
+    /// One ephemeral port on 127.0.0.1: what test peers use.
     pub fn loopback() -> Self {
         PeerNetwork {
             udp_addrs: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)],
@@ -217,12 +218,6 @@ pub async fn build(
     }
     if !srtp_profiles.is_empty() {
         settings = settings.with_srtp_protection_profiles(srtp_profiles);
-    }
-    if !network.nat_ips.is_empty() {
-        settings = settings.with_nat_1to1_ips(
-            network.nat_ips.iter().map(IpAddr::to_string).collect(),
-            RTCIceCandidateType::Host,
-        );
     }
 
     let mut builder = PeerConnectionBuilder::new();

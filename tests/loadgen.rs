@@ -22,6 +22,7 @@ async fn loadgen_echoes_and_the_tap_decodes() {
         json: true,
         viewers_per_peer: 1,
         results: true,
+        local_ip: None,
     })
     .await
     .expect("loadgen runs");

@@ -17,6 +17,7 @@ fn help_explains_every_flag() {
         "--web-dir",
         "--stun",
         "--udp-port",
+        "--tcp-port",
         "--nat-ip",
         "--max-sessions",
         "--disconnect-timeout",

@@ -100,6 +100,7 @@ async fn thirty_two_tapped_sessions_hold() {
         json: false,
         viewers_per_peer: 0,
         results: false,
+        local_ip: None,
     })
     .await
     .expect("load runs");

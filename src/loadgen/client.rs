@@ -56,7 +56,9 @@ pub struct ClientOptions {
     pub tracks: usize,
     /// Create an ordered data channel labelled [`DATA_CHANNEL_LABEL`] before the offer.
     pub data_channel: bool,
-    /// Bind the signaling socket to this address (e.g. 127.0.0.2).
+    /// Send from this address, signaling and media (e.g. 127.0.0.2, or the one the
+    /// route to a server on another host leaves from); `None`: media from
+    /// 127.0.0.1, signaling from where the kernel picks.
     pub local: Option<IpAddr>,
     /// Changes the offer before it is sent (tests use it to pin the DTLS role).
     pub edit_offer: Option<OfferEdit>,
@@ -80,7 +82,7 @@ pub struct ClientOptions {
     pub lean: bool,
     /// Send RTP and receive the echo on a socket of the peer's own, with its own
     /// SRTP, past webrtc-rs's driver (see [`super::media`]): the load generator's
-    /// path. Needs `on_echo` (the echo goes there); loopback only.
+    /// path. Needs `on_echo` (the echo goes there).
     pub own_media: bool,
     /// With `own_media`: the thread that reads the peer's socket, shared with other
     /// peers (the load generator's publishers share one); `None`: a thread of its own.
@@ -662,8 +664,11 @@ impl ClientPeer {
         if options.tracks == 0 {
             bail!("a client peer offers at least one video track");
         }
+        let media_ip = options.local.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
         let own_media = match (&options.on_echo, options.own_media) {
-            (Some(on_echo), true) => Some(Pending::bind(Arc::clone(on_echo), options.reader.as_ref())?),
+            (Some(on_echo), true) => {
+                Some(Pending::bind(Arc::clone(on_echo), media_ip, options.reader.as_ref())?)
+            }
             (None, true) => bail!("own_media needs on_echo: the echo is handed there"),
             (_, false) => None,
         };
@@ -698,8 +703,9 @@ impl ClientPeer {
             peer::number_sent_packets
         };
         let mut network = PeerNetwork {
+            udp_addrs: vec![std::net::SocketAddr::new(media_ip, 0)],
             mux: own_media.as_ref().map(|media| media.mux().clone()),
-            ..PeerNetwork::loopback()
+            ..Default::default()
         };
         if options.tcp_only {
             network.tcp_addrs = std::mem::take(&mut network.udp_addrs);
@@ -779,7 +785,8 @@ impl ClientPeer {
             }
             (Signal::Http { url, token }, _) => {
                 // No trickle: the offer carries every candidate.
-                let sdp = crate::session::negotiate::gathered_local_sdp(&pc, timeout).await;
+                let sdp =
+                    crate::session::negotiate::gathered_local_sdp(&pc, timeout, &Default::default()).await;
                 let sdp = match options.edit_offer {
                     Some(edit) => edit(sdp),
                     None => sdp,

@@ -18,7 +18,7 @@
 //! What the server sends back besides the echo (receiver reports, transport-cc) is
 //! counted and dropped: like the lean client before it, nothing here adapts its rate.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -76,11 +76,15 @@ struct EchoReceiver {
 }
 
 impl Pending {
-    /// A socket of its own on 127.0.0.1 (an ephemeral port), for
+    /// A socket of its own on `ip` (an ephemeral port), for
     /// [`crate::peer::PeerNetwork::mux`]; read by `group`'s thread if given.
-    pub(crate) fn bind(on_echo: EchoCallback, group: Option<&ReaderGroup>) -> anyhow::Result<Pending> {
-        let mux = UdpMux::bind_in(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, group, Arc::default())
-            .context("binding the client's socket")?;
+    pub(crate) fn bind(
+        on_echo: EchoCallback,
+        ip: IpAddr,
+        group: Option<&ReaderGroup>,
+    ) -> anyhow::Result<Pending> {
+        let mux = UdpMux::bind_in(ip, 0, group, Arc::default())
+            .with_context(|| format!("binding the client's socket on {ip}"))?;
         let receiver = Arc::new(EchoReceiver {
             inbound: OnceLock::new(),
             server: Mutex::new(None),

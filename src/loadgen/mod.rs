@@ -5,6 +5,7 @@
 //! Round-trip time is matched by sequence number: the echo keeps it, and the
 //! payload comes back unmodified.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -58,6 +59,10 @@ pub struct LoadgenArgs {
     /// the server (`age_ms`) against the model's own time (`infer_ms`).
     #[arg(long)]
     pub results: bool,
+    /// The address the peers send from, signaling and media. Default: the one the
+    /// route to the server leaves from (127.0.0.1 for a server on this host).
+    #[arg(long, value_name = "IP")]
+    pub local_ip: Option<IpAddr>,
 }
 
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
@@ -93,7 +98,7 @@ pub struct Summary {
     pub server_cpu_percent: Option<f64>,
     pub server_cpu_percent_per_peer: Option<f64>,
     /// Server CPU (utime + stime from its /proc/PID/stat, via /api/process) over the run
-    /// ÷ packets echoed: the per-packet cost issue #13 tracks.
+    /// ÷ packets echoed: the per-packet cost BENCHMARKS.md compares.
     pub server_cpu_us_per_packet: Option<f64>,
     pub server_rss_mb_start: Option<f64>,
     pub server_rss_mb_max: Option<f64>,
@@ -189,6 +194,10 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
         bail!("--peers and --fps must be at least 1");
     }
     let http_base = http_base(&args.url)?;
+    let local = match args.local_ip {
+        Some(ip) => ip,
+        None => route_source(&http_base).await?,
+    };
     let (width, height) = args.size;
     let clip = Arc::new(
         encode_test_pattern(width, height, (args.fps * 2) as usize, args.fps, args.bitrate)
@@ -196,11 +205,11 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
     );
     eprintln!("loadgen: clip of {} frames at {width}x{height}, connecting {} peers", clip.len(), args.peers);
 
-    let (publishers, mut connect_failures) = connect_publishers(&args).await?;
+    let (publishers, mut connect_failures) = connect_publishers(&args, local).await?;
     let counters: Vec<Arc<PeerCounters>> = publishers.iter().map(|(_, e)| Arc::clone(&e.counters)).collect();
     let echoes: Vec<Arc<Echoes>> = publishers.iter().map(|(_, e)| Arc::clone(e)).collect();
     // Viewers (if any) join before the clock starts.
-    let (viewers, viewer_failures) = join_viewers(&args, &publishers).await;
+    let (viewers, viewer_failures) = join_viewers(&args, local, &publishers).await;
     connect_failures += viewer_failures;
 
     let before = fetch_process(&http_base).await;
@@ -269,7 +278,10 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
 
 /// Connects `--peers` publishers, 8 at a time, each with its echo bookkeeping;
 /// fails only if none connects.
-async fn connect_publishers(args: &LoadgenArgs) -> anyhow::Result<(Vec<(ClientPeer, Arc<Echoes>)>, usize)> {
+async fn connect_publishers(
+    args: &LoadgenArgs,
+    local: IpAddr,
+) -> anyhow::Result<(Vec<(ClientPeer, Arc<Echoes>)>, usize)> {
     let mut publishers = Vec::new();
     let mut failures = 0;
     // One thread reads every publisher's socket (see `udp_mux::ReaderGroup`).
@@ -284,6 +296,7 @@ async fn connect_publishers(args: &LoadgenArgs) -> anyhow::Result<(Vec<(ClientPe
                 lean: true,
                 own_media: true,
                 reader: Some(reader.clone()),
+                local: Some(local),
                 ..Default::default()
             };
             let publisher = ClientPeer::connect_options(&args.url, options, Duration::from_secs(20)).await;
@@ -308,6 +321,7 @@ async fn connect_publishers(args: &LoadgenArgs) -> anyhow::Result<(Vec<(ClientPe
 /// `--viewers-per-peer` viewers for each publisher, each counting what it receives.
 async fn join_viewers(
     args: &LoadgenArgs,
+    local: IpAddr,
     publishers: &[(ClientPeer, Arc<Echoes>)],
 ) -> (Vec<(ClientPeer, JoinHandle<()>)>, usize) {
     let mut viewers = Vec::new();
@@ -315,7 +329,9 @@ async fn join_viewers(
     for (publisher, echoes) in publishers {
         let peer = &echoes.counters;
         for _ in 0..args.viewers_per_peer {
-            match ClientPeer::watch(&args.url, &publisher.watch_token, Duration::from_secs(20)).await {
+            let options = client::ClientOptions { local: Some(local), ..Default::default() };
+            let timeout = Duration::from_secs(20);
+            match ClientPeer::watch_options(&args.url, &publisher.watch_token, options, timeout).await {
                 Ok(mut viewer) => {
                     peer.viewers.fetch_add(1, Ordering::Relaxed);
                     let mut received = viewer.take_echoed();
@@ -528,6 +544,24 @@ fn http_base(ws_url: &str) -> anyhow::Result<String> {
     Ok(format!("http://{host}"))
 }
 
+/// The local address the route to the server at `http_base` leaves from (what a
+/// connected UDP socket is given; nothing is sent).
+async fn route_source(http_base: &str) -> anyhow::Result<IpAddr> {
+    let authority = http_base.strip_prefix("http://").unwrap_or(http_base);
+    let has_port = authority.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+    let authority = if has_port { authority.to_owned() } else { format!("{authority}:80") };
+    let server = tokio::net::lookup_host(authority.as_str())
+        .await
+        .with_context(|| format!("cannot resolve {authority}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{authority}: no address"))?;
+    let unspecified: SocketAddr =
+        if server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let socket = std::net::UdpSocket::bind(unspecified)?;
+    socket.connect(server).with_context(|| format!("no route to {server}"))?;
+    Ok(socket.local_addr()?.ip())
+}
+
 /// The server's `/api/process`, or `None` if it cannot be read.
 async fn fetch_process(http_base: &str) -> Option<ProcessStats> {
     let host = http_base.strip_prefix("http://")?;
@@ -609,6 +643,12 @@ mod tests {
             assert_eq!(times.echoed(sequence_number), None, "a retransmission matches nothing");
             sequence_number = sequence_number.wrapping_add(1);
         }
+    }
+
+    #[tokio::test]
+    async fn peers_send_from_where_the_route_to_the_server_leaves() {
+        assert_eq!(route_source("http://127.0.0.1:8080").await.unwrap().to_string(), "127.0.0.1");
+        assert!(route_source("http://localhost").await.unwrap().is_loopback());
     }
 
     #[test]

@@ -189,6 +189,7 @@ struct Shared {
     /// handler), for the SRTP keys once DTLS is done.
     pc: std::sync::OnceLock<std::sync::Weak<dyn PeerConnection>>,
     plane: Arc<MediaPlane>,
+    advertise: negotiate::Advertise,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -206,7 +207,7 @@ struct Handler(Arc<Shared>);
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         self.0.info.add_candidate(&event.candidate);
-        negotiate::trickle(&self.0.events, event);
+        self.0.advertise.trickle(&self.0.events, event);
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
@@ -297,6 +298,7 @@ impl Session {
             events: events_tx,
             pc: std::sync::OnceLock::new(),
             plane: Arc::clone(&plane),
+            advertise: networks.first().map(negotiate::Advertise::new).unwrap_or_default(),
             tasks: Mutex::new(Vec::new()),
         });
         let (pc, _) =
@@ -327,7 +329,7 @@ impl Session {
     ) -> Result<String, SignalError> {
         negotiate::add_echo_tracks(&self.pc, video_tracks).await?;
         let offer_sdp = offer.sdp.clone();
-        let answer = answer_offer(&self.pc, offer).await?;
+        let answer = answer_offer(&self.pc, offer, &self.shared.advertise).await?;
         let (extensions, streams) = negotiate::incoming_streams(&answer, &offer_sdp);
         let mut receive = Vec::with_capacity(streams.len());
         for (index, stream) in streams.into_iter().enumerate() {
@@ -379,7 +381,7 @@ impl Session {
 
     /// The answer with every local candidate in it, once gathered (at most `within`).
     pub(crate) async fn gathered_answer(&self, within: std::time::Duration) -> String {
-        negotiate::gathered_local_sdp(&self.pc, within).await
+        negotiate::gathered_local_sdp(&self.pc, within, &self.shared.advertise).await
     }
 
     /// Ends the recording, if any, and waits (briefly) for its files to be final.

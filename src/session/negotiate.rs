@@ -1,6 +1,7 @@
 //! Negotiation, as sessions and viewers both do it: check and parse the offer,
 //! build the PeerConnection, answer, trickle candidates both ways, close.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,19 +23,90 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most video tracks one offer may carry (each gets an echo track).
 pub const MAX_VIDEO_TRACKS: usize = 4;
 
-/// A local candidate as the event to trickle to the client.
-pub(crate) fn candidate_event(event: RTCPeerConnectionIceEvent) -> Option<SessionEvent> {
-    match event.candidate.to_json() {
-        Ok(init) if dials_out(&init.candidate) => None,
-        Ok(init) => Some(SessionEvent::Candidate(Candidate {
-            candidate: init.candidate,
-            sdp_mid: init.sdp_mid,
-            sdp_mline_index: init.sdp_mline_index,
-            username_fragment: None,
-        })),
-        Err(err) => {
-            tracing::warn!(%err, "could not serialize a local candidate");
-            None
+/// What clients are told of the server's candidates, in answers and trickled: not
+/// the `tcptype active` ones (the server never dials), and behind 1:1 NAT
+/// (`--nat-ip`) each host candidate on an address beyond loopback names the public
+/// address of its family in place of its own (the NAT maps it back; the ICE agent
+/// keeps the address its sockets have).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Advertise {
+    nat_ips: Vec<IpAddr>,
+}
+
+impl Advertise {
+    pub(crate) fn new(network: &PeerNetwork) -> Self {
+        Advertise { nat_ips: network.nat_ips.clone() }
+    }
+
+    /// The candidate attribute (without `a=`) clients are told, or `None`.
+    fn candidate(&self, attribute: &str) -> Option<String> {
+        if dials_out(attribute) {
+            return None;
+        }
+        Some(self.public(attribute).unwrap_or_else(|| attribute.to_owned()))
+    }
+
+    /// `attribute` naming the public address, where one stands for its address.
+    fn public(&self, attribute: &str) -> Option<String> {
+        let fields: Vec<&str> = attribute.split(' ').collect();
+        let (address, kind) = (fields.get(4)?, fields.get(7)?);
+        let ip: IpAddr = address.parse().ok()?;
+        if *kind != "host" || ip.is_loopback() {
+            return None;
+        }
+        let public = self.nat_ips.iter().find(|nat| nat.is_ipv4() == ip.is_ipv4())?;
+        let public = public.to_string();
+        let mut fields = fields;
+        fields[4] = &public;
+        Some(fields.join(" "))
+    }
+
+    /// `sdp` with its candidate lines as [`candidate`](Self::candidate) tells them.
+    fn sdp(&self, sdp: String) -> String {
+        if self.nat_ips.is_empty() && !sdp.contains("tcptype active") {
+            return sdp;
+        }
+        let mut told = String::with_capacity(sdp.len());
+        for line in sdp.split_inclusive('\n') {
+            let body = line.trim_end();
+            match body.strip_prefix("a=").filter(|a| a.starts_with("candidate:")) {
+                Some(attribute) => {
+                    if let Some(attribute) = self.candidate(attribute) {
+                        told.push_str("a=");
+                        told.push_str(&attribute);
+                        told.push_str(&line[body.len()..]);
+                    }
+                }
+                None => told.push_str(line),
+            }
+        }
+        told
+    }
+
+    /// A local candidate as the event to trickle to the client.
+    fn candidate_event(&self, event: RTCPeerConnectionIceEvent) -> Option<SessionEvent> {
+        match event.candidate.to_json() {
+            Ok(init) => Some(SessionEvent::Candidate(Candidate {
+                candidate: self.candidate(&init.candidate)?,
+                sdp_mid: init.sdp_mid,
+                sdp_mline_index: init.sdp_mline_index,
+                username_fragment: None,
+            })),
+            Err(err) => {
+                tracing::warn!(%err, "could not serialize a local candidate");
+                None
+            }
+        }
+    }
+
+    /// Trickles a local candidate to the client through the owner's `events`.
+    pub(crate) fn trickle(
+        &self,
+        events: &mpsc::UnboundedSender<SessionEvent>,
+        event: RTCPeerConnectionIceEvent,
+    ) {
+        if let Some(event) = self.candidate_event(event) {
+            let _ = events.send(event);
         }
     }
 }
@@ -94,20 +166,12 @@ fn dials_out(attribute: &str) -> bool {
     attribute.split_ascii_whitespace().skip_while(|word| *word != "tcptype").nth(1) == Some("active")
 }
 
-/// `sdp` without the candidates [`dials_out`] keeps from clients.
-fn without_active_tcp(sdp: String) -> String {
-    if !sdp.contains("tcptype active") {
-        return sdp;
-    }
-    sdp.split_inclusive('\n')
-        .filter(|line| !line.strip_prefix("a=").is_some_and(|attribute| dials_out(attribute.trim_end())))
-        .collect()
-}
-
-/// Applies `offer` and returns the answer's SDP (tracks must be added already).
+/// Applies `offer` and returns the answer's SDP as clients are told it (tracks must
+/// be added already).
 pub(crate) async fn answer_offer(
     pc: &Arc<dyn PeerConnection>,
     offer: RTCSessionDescription,
+    advertise: &Advertise,
 ) -> Result<String, SignalError> {
     pc.set_remote_description(offer)
         .await
@@ -123,18 +187,22 @@ pub(crate) async fn answer_offer(
         .local_description()
         .await
         .ok_or_else(|| SignalError::new(ErrorCode::Internal, "no local description"))?;
-    Ok(without_active_tcp(local.sdp))
+    Ok(advertise.sdp(local.sdp))
 }
 
 /// The local description once ICE gathering is complete (it then carries every local
 /// candidate and `a=end-of-candidates`), or as it is after `within`: for clients that
 /// cannot trickle (WHIP, WHEP), whose answer must name the server's candidates.
-pub(crate) async fn gathered_local_sdp(pc: &Arc<dyn PeerConnection>, within: Duration) -> String {
+pub(crate) async fn gathered_local_sdp(
+    pc: &Arc<dyn PeerConnection>,
+    within: Duration,
+    advertise: &Advertise,
+) -> String {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let sdp = pc.local_description().await.map(|local| local.sdp).unwrap_or_default();
         if sdp.contains("a=end-of-candidates") || tokio::time::Instant::now() >= deadline {
-            return without_active_tcp(sdp);
+            return advertise.sdp(sdp);
         }
         // Host candidates take a few ms; STUN ones up to the STUN timeout.
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -319,25 +387,41 @@ pub(crate) async fn close(pc: &Arc<dyn PeerConnection>, what: &str) {
     }
 }
 
-/// Trickles a local candidate to the client through the owner's `events`.
-pub(crate) fn trickle(events: &mpsc::UnboundedSender<SessionEvent>, event: RTCPeerConnectionIceEvent) {
-    if let Some(event) = candidate_event(event) {
-        let _ = events.send(event);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const GATHERED: &str = "v=0\r\na=candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host\r\n\
+        a=candidate:2 1 tcp 2124414975 10.0.0.1 5000 typ host tcptype passive\r\n\
+        a=candidate:3 1 tcp 2128609279 10.0.0.1 9 typ host tcptype active\r\n\
+        a=candidate:4 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+        a=candidate:5 1 udp 2130706431 fd00::1 5000 typ host\r\n\
+        a=candidate:6 1 udp 1694498815 198.51.100.1 6000 typ srflx raddr 10.0.0.1 rport 5000\r\n\
+        a=end-of-candidates\r\n";
+
     #[test]
     fn clients_are_not_told_of_the_active_tcp_candidate() {
-        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host\r\n\
-            a=candidate:2 1 tcp 2124414975 10.0.0.1 5000 typ host tcptype passive\r\n\
-            a=candidate:3 1 tcp 2128609279 10.0.0.1 9 typ host tcptype active\r\na=end-of-candidates\r\n";
-        let kept = without_active_tcp(sdp.to_string());
-        assert_eq!(kept.lines().count(), 4, "{kept}");
-        assert!(kept.contains("tcptype passive") && !kept.contains("tcptype active"));
+        let told = Advertise::default().sdp(GATHERED.to_string());
+        assert_eq!(told.lines().count(), GATHERED.lines().count() - 1, "{told}");
+        assert!(told.contains("tcptype passive") && !told.contains("tcptype active"));
+        assert!(told.contains("10.0.0.1 5000 typ host\r\n"), "addresses as they are: {told}");
+    }
+
+    #[test]
+    fn behind_nat_host_candidates_name_the_public_address_of_their_family() {
+        let advertise = Advertise { nat_ips: vec!["203.0.113.7".parse().unwrap()] };
+        let told = advertise.sdp(GATHERED.to_string());
+        assert!(told.contains("a=candidate:1 1 udp 2130706431 203.0.113.7 5000 typ host\r\n"), "{told}");
+        assert!(
+            told.contains("a=candidate:2 1 tcp 2124414975 203.0.113.7 5000 typ host tcptype passive\r\n")
+        );
+        assert!(told.contains(" 127.0.0.1 5000 "), "loopback stays: {told}");
+        assert!(told.contains(" fd00::1 5000 "), "no public IPv6 given: {told}");
+        assert!(
+            told.contains(" 198.51.100.1 6000 typ srflx raddr 10.0.0.1 "),
+            "server reflexive as found: {told}"
+        );
+        assert!(!told.contains("tcptype active"));
     }
 
     #[test]

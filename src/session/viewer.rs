@@ -21,7 +21,8 @@ use super::SessionEvent;
 use super::SessionInfo;
 use super::fanout::{FanOut, ViewerStats};
 use super::negotiate::{
-    self, ReadOffer, add_remote_candidate, answer_offer, build_peer, negotiated_vp8_payload_type, read_offer,
+    self, Advertise, ReadOffer, add_remote_candidate, answer_offer, build_peer, negotiated_vp8_payload_type,
+    read_offer,
 };
 use super::results::Results;
 use crate::media::feedback::nack::RetransmitStats;
@@ -38,6 +39,7 @@ pub struct Viewer {
     fanout: Arc<FanOut>,
     /// The publisher's results, which this viewer's data channel also gets.
     results: Arc<Results>,
+    advertise: Advertise,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -48,12 +50,13 @@ struct Handler {
     plane: Arc<MediaPlane>,
     fanout: Arc<FanOut>,
     results: Arc<Results>,
+    advertise: Advertise,
 }
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        negotiate::trickle(&self.events, event);
+        self.advertise.trickle(&self.events, event);
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
@@ -95,6 +98,7 @@ impl Viewer {
         let plane_stats = Arc::new(PlaneStats::default());
         let plane = MediaPlane::new(Arc::clone(&plane_stats), Arc::clone(&retransmit));
         let pc_slot = Arc::new(OnceLock::new());
+        let advertise = networks.first().map(Advertise::new).unwrap_or_default();
         let handler = Handler {
             id: id.clone(),
             events: events.clone(),
@@ -102,6 +106,7 @@ impl Viewer {
             plane: Arc::clone(&plane),
             fanout: Arc::clone(&fanout),
             results: Arc::clone(&results),
+            advertise: advertise.clone(),
         };
         let (pc, _) = build_peer(networks, answer_role, Arc::new(handler), &plane).await?;
         let _ = pc_slot.set(Arc::downgrade(&pc));
@@ -111,7 +116,7 @@ impl Viewer {
                 .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
                 .await
                 .map_err(|e| SignalError::new(ErrorCode::Internal, format!("add_track: {e}")))?;
-            let answer = answer_offer(&pc, offer).await?;
+            let answer = answer_offer(&pc, offer, &advertise).await?;
             Ok::<_, SignalError>((sender, answer))
         }
         .await;
@@ -145,7 +150,7 @@ impl Viewer {
         plane.configure(Extensions::default(), Vec::new(), vec![stream]);
         let tasks = vec![tokio::spawn(forward(packets, Arc::clone(&plane), stats, events))];
         tracing::info!(viewer = %id, session = %publisher.id, "viewer joined");
-        Ok((Viewer { id, pc, plane, fanout, results, tasks }, answer, events_rx))
+        Ok((Viewer { id, pc, plane, fanout, results, advertise, tasks }, answer, events_rx))
     }
 
     /// Applies a remote ICE candidate.
@@ -155,7 +160,7 @@ impl Viewer {
 
     /// The answer with every local candidate in it, once gathered (at most `within`).
     pub(crate) async fn gathered_answer(&self, within: std::time::Duration) -> String {
-        negotiate::gathered_local_sdp(&self.pc, within).await
+        negotiate::gathered_local_sdp(&self.pc, within, &self.advertise).await
     }
 
     /// Leaves the publisher's viewers, closes the PeerConnection, ends the tasks.

@@ -6,8 +6,8 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { freePort, launchWithFakeCamera } from './harness.mjs';
-import { mkdirSync, mkdtempSync, rmSync, createWriteStream, readFileSync, existsSync } from 'node:fs';
+import { freePort, launchWithFakeCamera, tail, waitFor } from './harness.mjs';
+import { mkdirSync, mkdtempSync, rmSync, createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,19 +22,6 @@ const [WIDTH, HEIGHT] = (process.env.FACE_ECHO_SIZE ?? '640x480').split('x').map
 const detect = extraArgs.includes('--detect');
 const tapOn = detect || extraArgs.includes('--decode-tap');
 
-async function waitFor(what, check, timeoutMs, describe) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${await describe()}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-function tail(path, lines = 40) {
-  return existsSync(path) ? readFileSync(path, 'utf8').split('\n').slice(-lines).join('\n') : '(no log)';
-}
 
 /// JPEG width and height from its SOF marker.
 function jpegSize(bytes) {

@@ -3,6 +3,7 @@
 // Chromium with a fake camera playing a Y4M file.
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -55,4 +56,21 @@ export async function freePort() {
     const port = await freeTcpPort();
     if (await udpFree(port)) return port;
   }
+}
+
+/** Polls `check` every 250 ms until it returns something truthy (returned), or
+ *  throws after `timeoutMs` with what `describe` says. */
+export async function waitFor(what, check, timeoutMs, describe) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${await describe()}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** The last `lines` lines of the file at `path` (a server log). */
+export function tail(path, lines = 40) {
+  return existsSync(path) ? readFileSync(path, 'utf8').split('\n').slice(-lines).join('\n') : '(no log)';
 }

@@ -9,11 +9,11 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, createWriteStream, readFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, launchWithFakeCamera } from './harness.mjs';
+import { freePort, launchWithFakeCamera, tail, waitFor } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../..');
@@ -32,19 +32,6 @@ nft add chain inet blocked out '{ type filter hook output priority 0; }'
 nft add rule inet blocked out meta l4proto udp counter drop
 `;
 
-async function waitFor(what, check, timeoutMs, describe) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${await describe()}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-function tail(path, lines = 40) {
-  return existsSync(path) ? readFileSync(path, 'utf8').split('\n').slice(-lines).join('\n') : '(no log)';
-}
 
 /** UDP datagrams the namespace's firewall dropped so far. */
 function udpDropped() {

@@ -1,0 +1,119 @@
+// Bench: what ICE-TCP costs in glass-to-glass latency, against UDP, with and without
+// loss, in the same run. Not a test; numbers for BENCHMARKS.md and the deployment
+// docs. Run by hand (as root, or where `unshare -rn` is allowed; needs nftables):
+//
+//   node tests/browser/loss-bench.mjs [--json]
+//   env: FACE_ECHO_BIN (default target/debug/face-echo), BENCH_SECONDS=20,
+//        BENCH_LOSS=3 (percent), FACE_ECHO_SIZE=320x240
+//
+// Each case runs in a network namespace of its own (a veth address, 10.99.0.1), where
+// nftables drops what the case says: nothing, BENCH_LOSS % of the media port's UDP
+// datagrams, or every UDP datagram (so the page falls back to ICE-TCP on
+// `--tcp-port`) and BENCH_LOSS % of that port's TCP segments. One page, one
+// session, the fake camera at 30 fps; after 30 echoed frames, the page's echo
+// latency (from the frame codes) is read every 4 s; the medians of the windows'
+// p50 and p95 are printed with the echo's frame rate.
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { launchWithFakeCamera, waitFor } from './harness.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '../..');
+const bin = process.env.FACE_ECHO_BIN ?? join(repo, 'target/debug/face-echo');
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
+const LOSS = Number(process.env.BENCH_LOSS ?? 3);
+const [WIDTH, HEIGHT] = (process.env.FACE_ECHO_SIZE ?? '320x240').split('x').map(Number);
+const IP = '10.99.0.1';
+const PORT = 18080;
+const TCP_PORT = 18443;
+const WINDOW_MS = 4000;
+
+const drop = (what) => `nft add rule inet bench out ${what} drop`;
+const CASES = {
+  'udp': [],
+  [`udp, ${LOSS} % loss`]: [drop(`udp dport ${PORT} numgen random mod 100 < ${LOSS}`), drop(`udp sport ${PORT} numgen random mod 100 < ${LOSS}`)],
+  'tcp': [drop('meta l4proto udp')],
+  [`tcp, ${LOSS} % loss`]: [drop('meta l4proto udp'), drop(`tcp dport ${TCP_PORT} numgen random mod 100 < ${LOSS}`), drop(`tcp sport ${TCP_PORT} numgen random mod 100 < ${LOSS}`)],
+};
+
+const median = (xs) => {
+  const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  return v.length ? v[Math.floor((v.length - 1) / 2)] : null;
+};
+const round = (x) => (Number.isFinite(x) ? Math.round(x) : null);
+
+/** One case, inside its namespace: the JSON line the outer run reads. */
+async function runCase(name) {
+  const work = mkdtempSync(join(tmpdir(), 'face-echo-loss-'));
+  const y4m = join(work, 'camera.y4m');
+  execFileSync('python3', [join(here, 'make_y4m.py'), join(repo, 'tests/fixtures/astronaut.png'), y4m, `${WIDTH}`, `${HEIGHT}`, '30']);
+  const base = `http://${IP}:${PORT}`;
+  const server = spawn(bin, ['--listen', `${IP}:${PORT}`, '--tcp-port', `${TCP_PORT}`], { stdio: 'ignore', env: { ...process.env, RUST_LOG: 'warn' } });
+  let context;
+  try {
+    await waitFor('the server', async () => {
+      try { return (await fetch(`${base}/healthz`)).ok; } catch { return false; }
+    }, 20_000, async () => '');
+    context = await launchWithFakeCamera(work, y4m, [`--unsafely-treat-insecure-origin-as-secure=${base}`]);
+    const page = context.pages()[0] ?? await context.newPage();
+    await page.goto(base);
+    await page.click('#start');
+    const snapshot = async () => JSON.parse(await page.evaluate(() => JSON.stringify(window.faceEcho)));
+    await waitFor('30 echoed frames', async () => (await snapshot()).echoFramesRendered >= 30, 60_000,
+      async () => JSON.stringify(await snapshot()));
+    const windows = [];
+    const first = await snapshot();
+    const started = Date.now();
+    for (let t = 0; t < SECONDS * 1000; t += WINDOW_MS) {
+      await new Promise((r) => setTimeout(r, WINDOW_MS));
+      windows.push((await snapshot()).latencyMs);
+    }
+    const last = await snapshot();
+    const session = (await (await fetch(`${base}/api/sessions`)).json())[0];
+    return {
+      case: name,
+      transport: session?.transport ?? null,
+      p50_ms: round(median(windows.map((w) => w.p50))),
+      p95_ms: round(median(windows.map((w) => w.p95))),
+      echo_fps: Number(((last.echoFramesRendered - first.echoFramesRendered) / ((Date.now() - started) / 1000)).toFixed(1)),
+      nacks_received: session?.retransmit?.nacks_received ?? null,
+    };
+  } finally {
+    await context?.close().catch(() => {});
+    server.kill('SIGTERM');
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+if (process.env.LOSS_BENCH_CASE) {
+  console.log(JSON.stringify(await runCase(process.env.LOSS_BENCH_CASE)));
+  process.exit(0);
+}
+
+const flags = ['-n', '-rn'].find((f) => spawnSync('unshare', [f, 'true']).status === 0);
+if (!flags) throw new Error('no network namespace allowed here (unshare -n and -rn both refused)');
+const results = [];
+for (const [name, rules] of Object.entries(CASES)) {
+  const setup = [
+    'set -e', 'ip link set lo up', 'ip link add fe0 type veth peer name fe1',
+    `ip addr add ${IP}/24 dev fe0`, 'ip link set fe0 up', 'ip link set fe1 up',
+    'nft add table inet bench', "nft add chain inet bench out '{ type filter hook output priority 0; }'",
+    ...rules, `exec node ${fileURLToPath(import.meta.url)}`,
+  ].join('\n');
+  const run = spawnSync('unshare', [flags, 'bash', '-c', setup], {
+    env: { ...process.env, LOSS_BENCH_CASE: name }, encoding: 'utf8', timeout: (SECONDS + 120) * 1000,
+  });
+  const line = run.stdout.trim().split('\n').pop();
+  let result;
+  try { result = JSON.parse(line); } catch { result = { case: name, error: (run.stderr || line || '').slice(-400) }; }
+  results.push(result);
+  if (!process.argv.includes('--json')) console.log(JSON.stringify(result));
+}
+if (process.argv.includes('--json')) console.log(JSON.stringify(results));
+else {
+  console.log(`\n| case | transport | echo p50 | echo p95 | echo fps | NACKs |\n|---|---|---|---|---|---|`);
+  for (const r of results) console.log(`| ${r.case} | ${r.transport} | ${r.p50_ms} ms | ${r.p95_ms} ms | ${r.echo_fps} | ${r.nacks_received} |`);
+}
