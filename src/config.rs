@@ -1,4 +1,5 @@
-//! Every flag of `face-echo serve`, with its default, in one struct.
+//! Every flag of the server (`face-echo` with no subcommand), with its default,
+//! in one struct, in the groups `--help` shows.
 //!
 //! clap parses and documents the flags (`--help`); [`Config::validate`] checks what
 //! clap cannot, so a bad combination fails at start-up with a message naming the flag.
@@ -18,17 +19,17 @@ use crate::tap::TapConfig;
 pub struct Config {
     /// Address for HTTP, the page and the signaling WebSocket. Loopback by default:
     /// the demo is meant for this machine; bind elsewhere only behind TLS or a proxy.
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+    #[arg(help_heading = "Network", long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
     pub listen: SocketAddr,
 
     /// Serve the page from this folder instead of the copy embedded in the binary
     /// (for editing web/ without rebuilding). Models are always served from the binary.
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Network", long, value_name = "DIR")]
     pub web_dir: Option<PathBuf>,
 
     /// STUN server URL, e.g. stun:stun.example.org:3478. Repeatable. None by default,
     /// so the demo works offline; add one when clients reach the server through NAT.
-    #[arg(long = "stun", value_name = "URL")]
+    #[arg(help_heading = "Network", long = "stun", value_name = "URL")]
     pub stun: Vec<String>,
 
     /// UDP port for media (ICE, DTLS, RTP, RTCP). One number (PORT): every session
@@ -36,7 +37,7 @@ pub struct Config {
     /// by ICE username and remote address); a firewall opens just it. 0: any free
     /// port. A range (MIN-MAX): a port per session, from the range. Default: the
     /// --listen port's number, on UDP (8080).
-    #[arg(long, value_name = "PORT|MIN-MAX", value_parser = parse_udp_ports)]
+    #[arg(help_heading = "Network", long, value_name = "PORT|MIN-MAX", value_parser = parse_udp_ports)]
     pub udp_port: Option<UdpPorts>,
 
     /// TCP port for ICE-TCP, for clients whose UDP is blocked (many office, hotel and
@@ -44,23 +45,23 @@ pub struct Config {
     /// tried first. Default: the --listen port itself, which tells ICE-TCP from HTTP
     /// by their first bytes (a firewall opens one port number, on TCP and UDP). A port
     /// number: a listener of its own (0: any free port). `off`: no ICE-TCP.
-    #[arg(long, value_name = "PORT|off", value_parser = parse_tcp_port)]
+    #[arg(help_heading = "Network", long, value_name = "PORT|off", value_parser = parse_tcp_port)]
     pub tcp_port: Option<TcpPort>,
 
     /// Public IP to tell clients in place of the host's own (1:1 NAT, e.g. a cloud
     /// VM with an elastic IP): every host candidate beyond loopback, UDP and TCP,
     /// names it. One per address family (IPv4, IPv6).
-    #[arg(long, value_name = "IP")]
+    #[arg(help_heading = "Network", long, value_name = "IP")]
     pub nat_ip: Vec<IpAddr>,
 
     /// Most concurrent sessions (PeerConnections). Beyond it a new offer gets the
     /// error `server_full`.
-    #[arg(long, default_value_t = 64, value_name = "N")]
+    #[arg(help_heading = "Limits", long, default_value_t = 64, value_name = "N")]
     pub max_sessions: usize,
 
     /// Most sessions (publishers and viewers) from one client IP; beyond it a new
     /// offer gets `ip_full`. Default: a quarter of --max-sessions (at least 1).
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "Limits", long, value_name = "N")]
     pub max_sessions_per_ip: Option<usize>,
 
     /// Most signaling WebSockets open without a negotiated session (and WHIP/WHEP
@@ -68,63 +69,81 @@ pub struct Config {
     /// longest without a session is closed to make room for a newcomer (only when
     /// none is idle does /ws answer `503`). Default: half the connections the file
     /// limit allows.
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "Limits", long, value_name = "N")]
     pub max_pending: Option<usize>,
 
     /// Most signaling WebSockets without a negotiated session from one client IP;
     /// beyond it /ws answers `503` before the upgrade.
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    #[arg(help_heading = "Limits", long, default_value_t = 8, value_name = "N")]
     pub max_pending_per_ip: usize,
 
     /// Most open TCP connections (HTTP and WebSocket) from one client IP; beyond it
     /// new ones get `503` at once. Default: a quarter of what the file limit allows.
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "Limits", long, value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
 
     /// Most viewers watching one session (GET /watch/{session}). Beyond it a new
     /// viewer gets the error `viewers_full`.
-    #[arg(long, default_value_t = 16, value_name = "N")]
+    #[arg(help_heading = "Limits", long, default_value_t = 16, value_name = "N")]
     pub max_viewers: usize,
 
     /// Seconds an ICE connection may stay `disconnected` before the session is closed
     /// and the client told.
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    #[arg(help_heading = "Timeouts", long, default_value_t = 10, value_name = "SECS")]
     pub disconnect_timeout: u64,
 
     /// Seconds a signaling WebSocket may stay open without sending an offer; also
     /// how long a negotiated session or viewer may take to connect (ICE) after the
     /// answer before it is closed (`ice_failed`).
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    #[arg(help_heading = "Timeouts", long, default_value_t = 30, value_name = "SECS")]
     pub offer_timeout: u64,
 
     /// Seconds a new signaling WebSocket may stay silent before its first message
     /// (the page sends its offer at once); then `idle_timeout` and close.
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    #[arg(help_heading = "Timeouts", long, default_value_t = 10, value_name = "SECS")]
     pub first_message_timeout: u64,
 
     /// Token a client needs to publish (an `offer` on /ws): `Authorization: Bearer`,
     /// `/ws?token=`, or the offer's `token` field. Watching needs none. Without it,
     /// anyone who reaches the port may publish. Prefer the environment variable:
     /// command lines are visible to other users.
-    #[arg(long, env = "FACE_ECHO_PUBLISH_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        help_heading = "TLS, tokens and origins",
+        long,
+        env = "FACE_ECHO_PUBLISH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub publish_token: Option<Secret>,
 
     /// Token a WHIP encoder needs to publish (`POST /whip` with `Authorization:
     /// Bearer`), so encoders can get a token apart from the page's. /whip also accepts
     /// --publish-token: with either set, /whip is closed to anyone without one of them.
-    #[arg(long, env = "FACE_ECHO_WHIP_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        help_heading = "TLS, tokens and origins",
+        long,
+        env = "FACE_ECHO_WHIP_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub whip_token: Option<Secret>,
 
     /// Token for the operator's endpoints (/api/*, snapshots, /metrics), as
     /// `Authorization: Bearer` (or `?token=`). Without it they are open to anyone who
     /// reaches the port.
-    #[arg(long, env = "FACE_ECHO_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        help_heading = "TLS, tokens and origins",
+        long,
+        env = "FACE_ECHO_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub admin_token: Option<Secret>,
 
     /// Browser origin allowed to open /ws and to use WHIP/WHEP (CORS) besides the
     /// server's own (repeatable), e.g. `https://demo.example.org`. Browsers send Origin;
     /// tools that send none are allowed.
-    #[arg(long, value_name = "ORIGIN")]
+    #[arg(help_heading = "TLS, tokens and origins", long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
 
     /// A host name this server answers to besides its --listen address (and, on a
@@ -132,69 +151,75 @@ pub struct Config {
     /// (repeatable), e.g. `face.example.org`. Requests naming another host in `Host`
     /// get `421`: a DNS name that points here is not enough (DNS rebinding). On a
     /// wildcard --listen any IP address is accepted.
-    #[arg(long, value_name = "HOST[:PORT]")]
+    #[arg(help_heading = "TLS, tokens and origins", long, value_name = "HOST[:PORT]")]
     pub allowed_host: Vec<String>,
 
     /// Serve HTTPS and WSS with this PEM certificate chain (with --tls-key).
     /// Browsers give the camera only to https:// pages (or localhost).
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(help_heading = "TLS, tokens and origins", long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
     /// The PEM private key for --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(help_heading = "TLS, tokens and origins", long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
     /// Decode the VP8 each session forwards (depacketize, assemble, libvpx) for
     /// metrics in /api/sessions and /metrics and a snapshot at
     /// /api/sessions/{id}/snapshot.jpg. The echo never waits for it.
-    #[arg(long)]
+    #[arg(help_heading = "Decode tap and detection", long)]
     pub decode_tap: bool,
 
     /// With --decode-tap: while the tap waits for a keyframe (after loss), ask the
     /// publisher for one (within the publisher's keyframe budget: one PLI per 500 ms
     /// for the echo's receiver, the tap and the viewers together).
-    #[arg(long)]
+    #[arg(help_heading = "Decode tap and detection", long)]
     pub tap_pli: bool,
 
     /// With --decode-tap: the largest keyframe (width × height) the tap decodes.
     /// Bigger ones, and the frames after them, are refused before libvpx
     /// (`frames_refused`) and a keyframe is asked for. Memory and decode time per
-    /// session follow this number. Default: 4096x2160.
-    #[arg(long, default_value_t = crate::tap::admission::DEFAULT_MAX_PIXELS, value_name = "PIXELS")]
+    /// session follow this number. A size (`1920x1080`) or a count of pixels.
+    #[arg(
+        help_heading = "Decode tap and detection",
+        long,
+        default_value = crate::tap::admission::DEFAULT_MAX_PIXELS_TEXT,
+        value_parser = crate::tap::admission::parse_max_pixels,
+        value_name = "WxH|PIXELS"
+    )]
     pub tap_max_pixels: u64,
 
     /// With --decode-tap: packets the tap may fall behind the echo before it drops
     /// them (counted as tap_packets_dropped).
-    #[arg(long, default_value_t = crate::tap::DEFAULT_QUEUE_PACKETS, value_name = "PACKETS")]
+    #[arg(help_heading = "Decode tap and detection", long, default_value_t = crate::tap::DEFAULT_QUEUE_PACKETS, value_name = "PACKETS")]
     pub tap_queue: usize,
 
     /// Run a face detector (BlazeFace, ONNX Runtime) on the frames the decode tap
     /// decoded; implies --decode-tap. Faces appear in /api/sessions under "detect"
     /// and as boxes in the snapshot. Needs libonnxruntime.so (see --ort-lib).
-    #[arg(long)]
+    #[arg(help_heading = "Decode tap and detection", long)]
     pub detect: bool,
 
     /// With --detect: `back` (256x256, faces near and far) or `front` (128x128,
     /// one close face, faster).
-    #[arg(long, value_enum, default_value_t = ModelKind::Back, value_name = "MODEL")]
+    #[arg(help_heading = "Decode tap and detection", long, value_enum, default_value_t = ModelKind::Back, value_name = "MODEL")]
     pub detect_model: ModelKind,
 
     /// With --detect: most detections per second per session. Frames in between,
     /// and frames arriving while the detector is busy, are skipped.
-    #[arg(long, default_value_t = 5.0, value_name = "FPS")]
+    #[arg(help_heading = "Decode tap and detection", long, default_value_t = 5.0, value_name = "FPS")]
     pub detect_fps: f64,
 
     /// With --detect: the ONNX Runtime library (1.24 or newer). Default:
     /// ../onnxruntime/libonnxruntime.so beside the binary's folder, where
     /// scripts/onnxruntime.sh (run by `make run`) puts it, i.e. target/onnxruntime/.
-    #[arg(long, env = "ORT_DYLIB_PATH", value_name = "FILE")]
+    #[arg(help_heading = "Decode tap and detection", long, env = "ORT_DYLIB_PATH", value_name = "FILE")]
     pub ort_lib: Option<PathBuf>,
 
     /// Record each publisher's incoming VP8, as it arrived, to DIR/<session>.ivf
     /// (plays in vpxdec; `face-echo replay` runs it through the decoder and
     /// detector) and what is known about each frame to DIR/<session>.jsonl. Created
     /// if missing; a directory that cannot be written is a start-up error.
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Recording", long, value_name = "DIR")]
     pub record: Option<PathBuf>,
 
     /// Join a cluster of face-echo nodes sharing a session directory in this Redis
@@ -202,18 +227,18 @@ pub struct Config {
     /// other than the publisher's is sent there, a full node names a less loaded one,
     /// and /api/cluster lists the fleet. Without it nothing is shared and no Redis
     /// is needed. Redis unreachable: this node keeps serving its own sessions.
-    #[arg(long, value_name = "redis://HOST:PORT")]
+    #[arg(help_heading = "Cluster", long, value_name = "redis://HOST:PORT")]
     pub cluster: Option<String>,
 
     /// With --cluster: the URL clients reach this node at, http(s)://HOST[:PORT], as
     /// other nodes name it in redirects. Default: http(s)://<the --listen address>
     /// (then --listen must not be 0.0.0.0 or [::]).
-    #[arg(long, value_name = "URL", requires = "cluster")]
+    #[arg(help_heading = "Cluster", long, value_name = "URL", requires = "cluster")]
     pub node_url: Option<url::Url>,
 
     /// With --cluster: seconds this node's entries stay in Redis without a heartbeat
     /// (renewed every third of it). A node that dies drops out within this time.
-    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    #[arg(help_heading = "Cluster", long, default_value_t = 5, value_name = "SECS")]
     pub cluster_ttl: u64,
 }
 

@@ -7,6 +7,47 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_face-echo");
 
+/// `face-echo [SUBCOMMAND] --help` as a reader sees it: no environment of this
+/// machine in it (an `[env: …=…]` value), the width clap uses with no terminal.
+fn help_of(subcommand: Option<&str>) -> String {
+    let mut command = Command::new(BIN);
+    command.args(subcommand).arg("--help");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("FACE_ECHO_") || name == "ORT_DYLIB_PATH" || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    let output = command.output().expect("runs");
+    assert!(output.status.success(), "{subcommand:?} --help failed");
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
+/// docs/configuration.md is `--help`, word for word, the server's and each
+/// subcommand's: it cannot drift. `UPDATE_DOCS=1` writes it anew.
+#[test]
+fn the_configuration_doc_is_the_help() {
+    let mut doc = String::from(
+        "# Configuration\n\n\
+         Every flag, as `face-echo --help` and each subcommand's `--help` print it (this page is\n\
+         made from them and checked against them by `tests/process.rs`; after changing a flag,\n\
+         `UPDATE_DOCS=1 cargo test --test process` writes it anew).\n\n\
+         Flags that name an environment variable (`[env: …]`) take it from there when not given.\n",
+    );
+    for subcommand in [None, Some("loadgen"), Some("replay"), Some("record-stats")] {
+        let title = subcommand.map_or("face-echo".to_owned(), |name| format!("face-echo {name}"));
+        doc.push_str(&format!("\n## `{title}`\n\n```text\n{}```\n", help_of(subcommand)));
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &doc).expect("writes docs/configuration.md");
+    }
+    let written = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        written == doc,
+        "docs/configuration.md differs from --help: run `UPDATE_DOCS=1 cargo test --test process`"
+    );
+}
+
 #[test]
 fn help_explains_every_flag() {
     let output = Command::new(BIN).arg("--help").output().expect("runs");

@@ -40,7 +40,12 @@ pub struct ReplayArgs {
     #[arg(long, env = "ORT_DYLIB_PATH", value_name = "FILE")]
     pub ort_lib: Option<PathBuf>,
     /// The largest keyframe (width × height) decoded, as the server's --tap-max-pixels.
-    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_name = "PIXELS")]
+    #[arg(
+        long,
+        default_value = crate::tap::admission::DEFAULT_MAX_PIXELS_TEXT,
+        value_parser = crate::tap::admission::parse_max_pixels,
+        value_name = "WxH|PIXELS"
+    )]
     pub tap_max_pixels: u64,
     /// Print the report as JSON.
     #[arg(long)]

@@ -19,6 +19,21 @@ use super::vp8_header::{self, HeaderError};
 
 /// The default `--tap-max-pixels`: DCI 4K (4096x2160), a little above 4K UHD.
 pub const DEFAULT_MAX_PIXELS: u64 = 4096 * 2160;
+/// [`DEFAULT_MAX_PIXELS`] as `--help` shows it.
+pub const DEFAULT_MAX_PIXELS_TEXT: &str = "4096x2160";
+
+/// `--tap-max-pixels`: `WIDTHxHEIGHT` (their product) or a count of pixels.
+pub fn parse_max_pixels(text: &str) -> Result<u64, String> {
+    let number = |s: &str| s.trim().parse::<u64>().map_err(|_| format!("`{s}` is not a number"));
+    let pixels = match text.split_once(['x', 'X']) {
+        Some((width, height)) => number(width)?.saturating_mul(number(height)?),
+        None => number(text)?,
+    };
+    if pixels < 16 * 16 {
+        return Err(format!("at least 16x16 (256 pixels), got `{text}`"));
+    }
+    Ok(pixels)
+}
 /// Size changes let through per second (a publisher adapting its resolution makes
 /// one every few seconds at most).
 pub const MAX_RESIZES_PER_SECOND: usize = 2;
@@ -117,6 +132,15 @@ impl FrameGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_keyframe_is_a_size_or_a_pixel_count() {
+        assert_eq!(parse_max_pixels("1920x1080"), Ok(1920 * 1080));
+        assert_eq!(parse_max_pixels(DEFAULT_MAX_PIXELS_TEXT), Ok(DEFAULT_MAX_PIXELS));
+        assert_eq!(parse_max_pixels("307200"), Ok(640 * 480));
+        assert!(parse_max_pixels("8x8").unwrap_err().contains("16x16"));
+        assert!(parse_max_pixels("widex1").unwrap_err().contains("`wide`"));
+    }
 
     fn keyframe(width: u16, height: u16) -> Vec<u8> {
         let mut frame = vec![0x10, 0, 0, 0x9d, 0x01, 0x2a];
