@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The kernel floor under the server's CPU per echoed RTP packet (issue #13): CPU per echoed
+# The kernel floor under the server's CPU per echoed RTP packet: CPU per echoed
 # UDP datagram of the cheapest possible userspace reflector (scripts/udp-floor.c: poll, then
 # recvmmsg, then one sendmsg per datagram, as the server's media plane echoes) over loopback,
 # with the load generator's arrivals: per peer one UDP socket, 39 datagrams/s of 1000 bytes

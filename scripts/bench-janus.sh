@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Server CPU per echoed RTP packet, face-echo vs Janus EchoTest, side by side in one run (issue #13).
+# Server CPU per echoed RTP packet, face-echo vs Janus EchoTest, side by side in one run.
 #
 #   scripts/bench-janus.sh [-u] [-r REPEATS] [-s SECONDS] [PEERS...]
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Server CPU per echoed RTP packet (issue #13), A/B against a baseline binary in the same run.
+# Server CPU per echoed RTP packet, A/B against a baseline binary in the same run.
 #
 #   scripts/bench-packet.sh [-b BASELINE_BIN] [-l] [-u] [-r REPEATS] [-s SECONDS] [-p] [PEERS...]
 #

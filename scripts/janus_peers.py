@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""N aiortc echo peers in one process, against Janus's EchoTest or face-echo (issue #13).
+"""N aiortc echo peers in one process, against Janus's EchoTest or face-echo.
 
 Usage (scripts/bench-janus.sh runs it; it needs the venv of tests/interop/run.sh):
 

@@ -1,7 +1,7 @@
 /*
  * udp-floor: the cheapest userspace UDP reflector we can write, and a load generator for
- * it, to measure the kernel/wake-up floor under face-echo's CPU per echoed packet (issue
- * #13). Built and driven by scripts/bench-floor.sh.
+ * it, to measure the kernel/wake-up floor under face-echo's CPU per echoed packet.
+ * Built and driven by scripts/bench-floor.sh.
  *
  *   udp-floor reflect PORT
  *   udp-floor reflect-blocking PORT

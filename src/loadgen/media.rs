@@ -4,7 +4,7 @@
 //! exported, vendor/PATCHES.md 2), past webrtc-rs's driver, which keeps ICE, DTLS
 //! and the data channel.
 //!
-//! Why: a load generator must cost less than the server it measures (issue #13).
+//! Why: a load generator must cost less than the server it measures.
 //! Through the driver each of its packets paid webrtc-rs's whole pipeline twice,
 //! once out and once back, the cost the server's media plane (`session::plane`)
 //! removed on the other side. Here a frame costs its SRTP and one GSO `sendmsg`,

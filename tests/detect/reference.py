@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Python reference for server-side BlazeFace (issue 4): what the Rust port must match.
+"""Python reference for server-side BlazeFace: what the Rust port must match.
 
 Run with the venv that scripts/onnxruntime.sh makes:
 
