@@ -78,7 +78,7 @@ fn plane() -> Arc<MediaPlane> {
         ssrc: Some(PUBLISHER_SSRC),
         clock_rate: 90_000,
         nack: true,
-        path,
+        path: Box::new(path),
         echo: Some(echo),
     };
     plane.configure(Extensions { mid: Some(4), transport_cc: Some(3) }, vec![leg], Vec::new());

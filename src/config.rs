@@ -329,7 +329,8 @@ impl Config {
         config
     }
 
-    /// Checks what clap cannot check flag by flag.
+    /// Checks what clap cannot check flag by flag (the flags whose meaning a part of
+    /// the server owns, that part checks: see `server::check`).
     pub fn validate(&self) -> anyhow::Result<()> {
         for url in &self.stun {
             if !(url.starts_with("stun:") || url.starts_with("stuns:")) {
@@ -367,15 +368,6 @@ impl Config {
             if value == Some(0) {
                 anyhow::bail!("{flag} must be at least 1");
             }
-        }
-        for host in &self.allowed_host {
-            crate::http::check_allowed_host(host)?;
-        }
-        if let Some(dir) = &self.record {
-            crate::record::check_dir(dir)?;
-        }
-        if let Some(redis) = &self.cluster {
-            crate::cluster::check_flags(redis, self.node_url.as_ref())?;
         }
         if self.cluster_ttl == 0 {
             anyhow::bail!("--cluster-ttl must be at least 1 second");

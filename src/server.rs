@@ -38,9 +38,25 @@ pub struct RunningServer {
     _ice_tcp_listener: Option<CountingListener>,
 }
 
+/// Every flag checked before anything starts: by the config, then by the part that
+/// owns its meaning (Host names, the recording directory, the cluster's URLs).
+pub fn check(config: &Config) -> anyhow::Result<()> {
+    config.validate()?;
+    for host in &config.allowed_host {
+        crate::http::check_allowed_host(host)?;
+    }
+    if let Some(dir) = &config.record {
+        crate::record::check_dir(dir)?;
+    }
+    if let Some(redis) = &config.cluster {
+        crate::cluster::check_flags(redis, config.node_url.as_ref())?;
+    }
+    Ok(())
+}
+
 /// Binds `config.listen` and starts serving in the background.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
-    config.validate()?;
+    check(&config)?;
     let limits = fd_budget(&config);
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),

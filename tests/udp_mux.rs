@@ -59,14 +59,15 @@ fn parse_proc_addr(text: &str) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-/// The port of every candidate the server listed for its sessions.
+/// The port of every UDP candidate the server listed for its sessions.
 fn candidate_ports(sessions: &[serde_json::Value]) -> Vec<u16> {
     sessions
         .iter()
         .flat_map(|session| session["candidates"].as_array().cloned().unwrap_or_default())
+        .filter(|candidate| candidate.as_str().is_some_and(|text| text.contains(" udp ")))
         .map(|candidate| {
             let text = candidate.as_str().expect("a candidate string");
-            text.rsplit(':').next().and_then(|port| port.parse().ok()).expect("typ address:port")
+            text.rsplit(':').next().and_then(|port| port.parse().ok()).expect("typ udp address:port")
         })
         .collect()
 }

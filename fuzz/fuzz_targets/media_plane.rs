@@ -59,7 +59,7 @@ fn plane() -> Arc<MediaPlane> {
             ssrc: Some(NAMED),
             clock_rate: 90_000,
             nack: true,
-            path: path(),
+            path: Box::new(path()),
             echo: echo(0x2222_2222),
         },
         ReceiveLeg {
@@ -67,7 +67,7 @@ fn plane() -> Arc<MediaPlane> {
             ssrc: None,
             clock_rate: 90_000,
             nack: true,
-            path: path(),
+            path: Box::new(path()),
             echo: echo(0x3333_3333),
         },
     ];

@@ -37,15 +37,13 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpSender};
 
+pub use super::media::EchoCallback;
 use super::media::{OwnMedia, Pending};
 use crate::peer::{self, PeerMedia, PeerNetwork};
 use crate::udp_mux::ReaderGroup;
 
 /// Changes the offer before it is sent (tests use it to pin the DTLS role).
 pub type OfferEdit = Box<dyn FnOnce(String) -> String + Send>;
-
-/// Called with each echoed packet (see [`ClientOptions::on_echo`]); must not block.
-pub type EchoCallback = Arc<dyn Fn(rtp::Packet) + Send + Sync>;
 
 /// The label of the data channel face-echo's server talks JSON on.
 pub const DATA_CHANNEL_LABEL: &str = "face-echo";

@@ -28,9 +28,11 @@ use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::srtp::context::Context as SrtpContext;
 use webrtc::peer_connection::PeerConnection;
 
-use super::client::EchoCallback;
 use crate::srtp::{self, Kind, kind};
 use crate::udp_mux::{MediaHook, MuxSender, ReaderGroup, UdpMux};
+
+/// Called with each echoed packet (see `ClientOptions::on_echo`); must not block.
+pub type EchoCallback = Arc<dyn Fn(rtp::Packet) + Send + Sync>;
 
 /// What a client's own media path counted.
 #[derive(Debug, Default)]

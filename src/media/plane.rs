@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use bytes::Bytes;
 use rtc::srtp::config::SessionKeys;
 use rtc::srtp::context::Context as SrtpContext;
 use rtc::srtp::protection_profile::ProtectionProfile;
@@ -45,7 +46,6 @@ use crate::media::rtcp::{
     self, Compound, FMT_NACK, MAX_REPORT_BLOCKS, PAYLOAD_FEEDBACK, ReportBlock, TRANSPORT_FEEDBACK,
 };
 use crate::media::rtp::{self, RtpHeader};
-use crate::session::echo::EchoPath;
 use crate::srtp::{self, Kind, kind};
 use crate::token_bucket::TokenBucket;
 use crate::udp_mux::{MediaHook, MuxSender, Transport};
@@ -135,9 +135,33 @@ pub struct ReceiveLeg {
     /// NACK was negotiated: the plane asks for what is lost.
     pub nack: bool,
     /// The packet's counters and side consumers (viewers, recorder, tap).
-    pub path: EchoPath,
+    pub path: Box<dyn Beside>,
     /// Where its echo goes (`None`: nothing goes back, e.g. a WHIP `sendonly`).
     pub echo: Option<SendLeg>,
+}
+
+/// What a received packet means beside its echo: its counters, and the consumers
+/// on the side (a session's viewers, recorder and decode tap). The plane asks first
+/// whether anyone wants the payload, and takes one copy for all of them before the
+/// echo reuses the buffer; it hands the copy over once the echo has gone.
+pub trait Beside: Send + Sync {
+    /// Counts `arrival` in; whether a copy of its payload is wanted.
+    fn wants_payload(&self, arrival: &Arrival) -> bool;
+    /// After the echo (`echoed`: `None` with nothing to echo to, else whether it
+    /// went), with the payload if it was wanted.
+    fn after_echo(&self, arrival: Arrival, payload: Option<Bytes>, echoed: Option<bool>);
+}
+
+/// A received RTP packet, as the consumers beside the echo see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub marker: bool,
+    pub payload_type: u8,
+    pub sequence_number: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    pub payload_len: usize,
+    pub at: Instant,
 }
 
 /// An outgoing stream: an echo, or a viewer's copy of a publisher's stream.
@@ -145,7 +169,8 @@ pub struct SendLeg {
     pub ssrc: u32,
     pub payload_type: u8,
     pub clock_rate: u32,
-    /// PLI and FIR for this stream become these wishes ([`crate::session::keyframes`]).
+    /// PLI and FIR for this stream become these wishes (the session's keyframe
+    /// scheduler's).
     pub keyframe_wishes: Option<mpsc::Sender<()>>,
 }
 
@@ -176,7 +201,7 @@ struct Receiver {
     nack: bool,
     stats: ReceiveStats,
     log: ReceiveLog,
-    path: EchoPath,
+    path: Box<dyn Beside>,
     /// Its echo's index in `senders`.
     echo: Option<usize>,
 }
@@ -439,10 +464,22 @@ impl MediaPlane {
         count(&self.stats.rtp_in);
         set_route(state, &self.stats, from, via);
         note_arrival(state, index, &header, &datagram[..len], now);
-        let sides = state.receivers[index].path.take(&header, &datagram[..len], now);
+        let arrival = Arrival {
+            marker: header.marker,
+            payload_type: header.payload_type,
+            sequence_number: header.sequence_number,
+            timestamp: header.timestamp,
+            ssrc: header.ssrc,
+            payload_len: header.payload.len(),
+            at: now,
+        };
+        let payload = state.receivers[index]
+            .path
+            .wants_payload(&arrival)
+            .then(|| Bytes::copy_from_slice(&datagram[header.payload.clone()]));
         let echoed =
             state.receivers[index].echo.map(|echo| self.echo(state, echo, datagram, len, &header, now));
-        state.receivers[index].path.finish(sides, echoed);
+        state.receivers[index].path.after_echo(arrival, payload, echoed);
     }
 
     /// The echo of the unprotected packet `datagram[..len]` on outgoing stream `echo`:

@@ -2,18 +2,17 @@
 //! counters, and the side consumers (viewers, recorder, decode tap), each fed
 //! through a bounded `try_send` after the echo has gone.
 //!
-//! The media plane ([`crate::media::plane`]) calls it where it reads the packet, on
-//! the mux's reader: nothing here waits. The side consumers get a copy of the
-//! payload (one, shared by all of them) only when one of them is there.
+//! The media plane calls it (as its [`Beside`]) where it reads the packet, on the
+//! mux's reader: nothing here waits. The side consumers get a copy of the payload
+//! (one, shared by all of them) only when one of them is there.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::fanout::FanOut;
-use crate::media::rtp::RtpHeader;
+use crate::media::plane::{Arrival, Beside};
 use crate::metrics::Metrics;
 use crate::record::RecorderInput;
 use crate::tap::TapInput;
@@ -47,60 +46,45 @@ pub struct EchoPath {
     pub metrics: Arc<Metrics>,
 }
 
-/// What a packet leaves for the side consumers once its echo has gone.
-pub(crate) struct Sides {
-    payload_len: u64,
-    for_tap: Option<TapPacket>,
-    for_viewers: Option<rtc::rtp::Packet>,
-}
-
-impl EchoPath {
-    /// Counts the unprotected RTP `packet` in and copies out what the side
-    /// consumers need of it, before its echo is readdressed in the same buffer.
-    pub(crate) fn take(&self, header: &RtpHeader, packet: &[u8], now: Instant) -> Sides {
-        let payload = &packet[header.payload.clone()];
-        let payload_len = payload.len() as u64;
+impl Beside for EchoPath {
+    fn wants_payload(&self, arrival: &Arrival) -> bool {
+        let payload_len = arrival.payload_len as u64;
         self.stats.packets_in.fetch_add(1, Ordering::Relaxed);
         self.stats.packets_on_plane.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_in.fetch_add(payload_len, Ordering::Relaxed);
         self.metrics.rtp_packets_received.inc();
         self.metrics.rtp_packets_on_plane.inc();
-        let wants_tap = self.tap.is_some() || self.recorder.is_some();
-        let wants_viewers = self.viewers.as_ref().is_some_and(|viewers| viewers.count() > 0);
-        let copy = (wants_tap || wants_viewers).then(|| Bytes::copy_from_slice(payload));
-        let for_tap = copy.clone().filter(|_| wants_tap).map(|payload| TapPacket {
-            sequence_number: header.sequence_number,
-            timestamp: header.timestamp,
-            marker: header.marker,
-            payload,
-            arrived: now,
-        });
-        let for_viewers = copy.filter(|_| wants_viewers).map(|payload| rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                marker: header.marker,
-                payload_type: header.payload_type,
-                sequence_number: header.sequence_number,
-                timestamp: header.timestamp,
-                ssrc: header.ssrc,
-                ..Default::default()
-            },
-            payload,
-        });
-        Sides { payload_len, for_tap, for_viewers }
+        self.tap.is_some() || self.recorder.is_some() || self.viewers.as_ref().is_some_and(|v| v.count() > 0)
     }
 
-    /// After the echo (`None`: nothing to echo to; else whether it went): the
-    /// viewers, each on its own bounded queue, the recorder, the counters, the tap.
-    pub(crate) fn finish(&self, sides: Sides, echoed: Option<bool>) {
-        let Sides { payload_len, for_tap, for_viewers } = sides;
-        if let (Some(viewers), Some(packet)) = (&self.viewers, for_viewers) {
-            viewers.send(&packet);
+    /// The viewers, each on its own bounded queue, the recorder, the counters, the tap.
+    fn after_echo(&self, arrival: Arrival, payload: Option<Bytes>, echoed: Option<bool>) {
+        if let (Some(viewers), Some(payload)) = (&self.viewers, &payload) {
+            viewers.send(&rtc::rtp::Packet {
+                header: rtc::rtp::header::Header {
+                    version: 2,
+                    marker: arrival.marker,
+                    payload_type: arrival.payload_type,
+                    sequence_number: arrival.sequence_number,
+                    timestamp: arrival.timestamp,
+                    ssrc: arrival.ssrc,
+                    ..Default::default()
+                },
+                payload: payload.clone(),
+            });
         }
+        let for_tap = payload.map(|payload| TapPacket {
+            sequence_number: arrival.sequence_number,
+            timestamp: arrival.timestamp,
+            marker: arrival.marker,
+            payload,
+            arrived: arrival.at,
+        });
         // The recording takes what came in, echoed or not.
         if let (Some(recorder), Some(packet)) = (&self.recorder, &for_tap) {
             recorder.offer(packet.clone());
         }
+        let payload_len = arrival.payload_len as u64;
         match echoed {
             Some(true) => {
                 self.stats.packets_out.fetch_add(1, Ordering::Relaxed);

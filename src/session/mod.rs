@@ -113,13 +113,20 @@ impl SessionInfo {
         let _ = self.signaling.set(how);
     }
 
-    /// Notes a local candidate for `/api/sessions`.
-    pub(crate) fn add_candidate(&self, candidate: &rtc::peer_connection::transport::RTCIceCandidate) {
-        let address = match candidate.address.contains(':') {
-            true => format!("[{}]:{}", candidate.address, candidate.port),
-            false => format!("{}:{}", candidate.address, candidate.port),
+    /// Notes a local candidate as the client was told it (an `a=candidate` attribute)
+    /// for `/api/sessions`: `<type> <transport> <address>:<port>`.
+    pub(crate) fn add_candidate(&self, attribute: &str) {
+        let fields: Vec<&str> = attribute.split_ascii_whitespace().collect();
+        let (Some(transport), Some(address), Some(port), Some(typ)) =
+            (fields.get(2), fields.get(4), fields.get(5), fields.get(7))
+        else {
+            return;
         };
-        let text = format!("{} {address}", candidate.typ);
+        let address = match address.contains(':') {
+            true => format!("[{address}]:{port}"),
+            false => format!("{address}:{port}"),
+        };
+        let text = format!("{typ} {} {address}", transport.to_ascii_lowercase());
         self.candidates.lock().unwrap_or_else(|e| e.into_inner()).push(text);
     }
 
@@ -206,8 +213,9 @@ struct Handler(Arc<Shared>);
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        self.0.info.add_candidate(&event.candidate);
-        self.0.advertise.trickle(&self.0.events, event);
+        if let Some(told) = self.0.advertise.trickle(&self.0.events, event) {
+            self.0.info.add_candidate(&told);
+        }
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
@@ -366,7 +374,7 @@ impl Session {
                 ssrc: stream.ssrc,
                 clock_rate: peer::VP8_CLOCK_RATE,
                 nack: stream.nack,
-                path,
+                path: Box::new(path),
                 echo,
             });
         }

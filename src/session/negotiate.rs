@@ -99,15 +99,18 @@ impl Advertise {
         }
     }
 
-    /// Trickles a local candidate to the client through the owner's `events`.
+    /// Trickles a local candidate to the client through the owner's `events`; the
+    /// attribute told, if any.
     pub(crate) fn trickle(
         &self,
         events: &mpsc::UnboundedSender<SessionEvent>,
         event: RTCPeerConnectionIceEvent,
-    ) {
-        if let Some(event) = self.candidate_event(event) {
-            let _ = events.send(event);
-        }
+    ) -> Option<String> {
+        let event = self.candidate_event(event)?;
+        let SessionEvent::Candidate(candidate) = &event else { return None };
+        let told = candidate.candidate.clone();
+        let _ = events.send(event);
+        Some(told)
     }
 }
 

@@ -56,7 +56,7 @@ struct Handler {
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        self.advertise.trickle(&self.events, event);
+        let _ = self.advertise.trickle(&self.events, event);
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {

@@ -37,7 +37,6 @@ use tokio::sync::Notify;
 use webrtc::runtime::{AsyncTcpListener, AsyncTcpStream};
 
 use super::{IceCredentials, MediaHook, MuxSender, Via, authenticate, lock};
-use crate::limits::Place;
 
 /// The first frame (a binding request) must arrive within this.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -134,8 +133,9 @@ impl TcpMux {
     }
 
     /// Serves `stream` from `peer`, whose first bytes are ICE-TCP's, on a task of its
-    /// own; `place` (its share of the connection caps) is held until it closes.
-    pub fn accept(&self, stream: TcpStream, peer: SocketAddr, place: Place) {
+    /// own; `place` (what the caller holds for it, e.g. its share of the connection
+    /// caps) is dropped when it closes.
+    pub fn accept(&self, stream: TcpStream, peer: SocketAddr, place: impl Send + 'static) {
         self.inner.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
