@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use face_echo::cluster::directory::{Directory, NodeStatus, watch_key};
-use face_echo::config::Config;
+use face_echo::control::cluster::directory::{Directory, NodeStatus, watch_key};
+use face_echo::control::config::Config;
 use face_echo::loadgen::client::ClientPeer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

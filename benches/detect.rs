@@ -12,11 +12,11 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use face_echo::detect::FaceModel;
-use face_echo::detect::blazeface::{self, ModelKind};
-use face_echo::detect::letterbox;
-use face_echo::frame::I420Frame;
 use face_echo::loadgen::clip::rgb_to_i420;
+use face_echo::seeing::detect::FaceModel;
+use face_echo::seeing::detect::blazeface::{self, ModelKind};
+use face_echo::seeing::detect::letterbox;
+use face_echo::seeing::frame::I420Frame;
 use image::{Rgb, RgbImage, imageops};
 
 fn ort_lib() -> PathBuf {
@@ -57,7 +57,7 @@ fn benches(c: &mut Criterion) {
         group.sample_size(30);
         group.bench_function("input_via_rgb_640x480", |b| {
             b.iter(|| {
-                let rgb = face_echo::frame::to_rgb(black_box(&decoded)).expect("rgb");
+                let rgb = face_echo::seeing::frame::to_rgb(black_box(&decoded)).expect("rgb");
                 let rgb = RgbImage::from_raw(decoded.width, decoded.height, rgb).expect("size");
                 letterbox::from_rgb(&rgb, spec.size)
             })

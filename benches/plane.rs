@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use face_echo::media::feedback::nack::RetransmitStats;
 use face_echo::media::plane::{Extensions, MediaPlane, ReceiveLeg, SendLeg};
+use face_echo::media::udp_mux::{IceCredentials, MediaHook, MuxSender, UdpMux};
 use face_echo::metrics::Metrics;
 use face_echo::session::echo::EchoPath;
-use face_echo::udp_mux::{IceCredentials, MediaHook, MuxSender, UdpMux};
 use rtc::srtp::config::SessionKeys;
 use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;

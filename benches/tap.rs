@@ -11,10 +11,10 @@ use std::ptr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use face_echo::loadgen::clip::{EncodedFrame, encode_test_pattern, packetize};
-use face_echo::tap::TapPipeline;
-use face_echo::tap::assemble::{FrameAssembler, TapPacket};
-use face_echo::tap::decode::Vp8Decoder;
-use face_echo::tap::snapshot;
+use face_echo::seeing::tap::TapPipeline;
+use face_echo::seeing::tap::assemble::{FrameAssembler, TapPacket};
+use face_echo::seeing::tap::decode::Vp8Decoder;
+use face_echo::seeing::tap::snapshot;
 
 const FRAMES: usize = 120;
 
@@ -103,13 +103,15 @@ fn benches(c: &mut Criterion) {
         let picture = packets
             .iter()
             .filter_map(|p| match pipeline.push(&mut decoder, p) {
-                Some(face_echo::tap::Decoded::Picture { frame, .. }) => Some(frame),
+                Some(face_echo::seeing::tap::Decoded::Picture { frame, .. }) => Some(frame),
                 _ => None,
             })
             .last()
             .expect("a picture");
         let mut group = c.benchmark_group(format!("snapshot_{width}x{height}"));
-        group.bench_function("i420_to_rgb", |b| b.iter(|| face_echo::frame::to_rgb(black_box(&picture))));
+        group.bench_function("i420_to_rgb", |b| {
+            b.iter(|| face_echo::seeing::frame::to_rgb(black_box(&picture)))
+        });
         group.bench_function("i420_to_jpeg", |b| b.iter(|| snapshot::jpeg(black_box(&picture), &[], 80)));
         group.finish();
     }

@@ -1,7 +1,7 @@
 //! The `face-echo` binary: parse flags, set up logging, run until Ctrl-C/SIGTERM.
 
 use clap::{Parser, Subcommand};
-use face_echo::config::Config;
+use face_echo::control::config::Config;
 use face_echo::loadgen::{self, LoadgenArgs};
 use face_echo::record::{replay, stats};
 use tracing_subscriber::EnvFilter;

@@ -10,18 +10,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cluster::{self, Cluster};
-use crate::config::{Config, TcpPort};
-use crate::detect::Detector;
-use crate::http::{self, AllowedHosts, AppInner, AppState, Assets};
-use crate::limits::{self, Limits, PerIp};
-use crate::listener::{CountingListener, Serve};
+use crate::control::cluster::{self, Cluster};
+use crate::control::config::{Config, TcpPort};
+use crate::control::http::{self, AllowedHosts, AppInner, AppState, Assets};
+use crate::control::limits::{self, Limits, PerIp};
+use crate::control::listener::{CountingListener, Serve};
+use crate::control::network::MediaNetwork;
+use crate::control::sessions::Sessions;
+use crate::control::tls::TlsListener;
+use crate::media::udp_mux::TcpMux;
 use crate::metrics::Metrics;
-use crate::network::MediaNetwork;
-use crate::sessions::Sessions;
-use crate::tap::TapConfig;
-use crate::tls::TlsListener;
-use crate::udp_mux::TcpMux;
+use crate::seeing::detect::Detector;
+use crate::seeing::tap::TapConfig;
 use axum::serve::ListenerExt;
 
 /// How long shutdown waits for sessions to close before giving up on them.
@@ -43,13 +43,13 @@ pub struct RunningServer {
 pub fn check(config: &Config) -> anyhow::Result<()> {
     config.validate()?;
     for host in &config.allowed_host {
-        crate::http::check_allowed_host(host)?;
+        crate::control::http::check_allowed_host(host)?;
     }
     if let Some(dir) = &config.record {
         crate::record::check_dir(dir)?;
     }
     if let Some(redis) = &config.cluster {
-        crate::cluster::check_flags(redis, config.node_url.as_ref())?;
+        crate::control::cluster::check_flags(redis, config.node_url.as_ref())?;
     }
     Ok(())
 }
@@ -59,7 +59,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     check(&config)?;
     let limits = fd_budget(&config);
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(crate::control::tls::server_config(cert, key)?),
         _ => None,
     };
     let listener = TcpListener::bind(config.listen)
@@ -99,7 +99,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     tracing::info!("{}", network.describe());
     let tap = match (config.tap(), config.detect()) {
         (Some(tap), Some(detect)) => {
-            let workers = crate::detect::default_workers();
+            let workers = crate::seeing::detect::default_workers();
             // Loading takes ~0.1 s, once, before serving anything.
             let detector = Detector::start(&detect, workers, Arc::clone(&metrics))?;
             tracing::info!(model = detect.model.name(), workers, fps = detect.fps, "face detection on");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::redis_server::RedisServer;
 use common::*;
-use face_echo::config::Config;
+use face_echo::control::config::Config;
 use face_echo::loadgen::client::{ClientPeer, http_request};
 
 /// A node of the cluster at `redis`, on a free loopback port.

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use face_echo::detect::{Face, FaceModel, ModelKind};
 use face_echo::loadgen::client::ClientPeer;
 use face_echo::loadgen::clip::{encode_clip, rgb_to_i420};
+use face_echo::seeing::detect::{Face, FaceModel, ModelKind};
 use image::{Rgb, RgbImage, imageops};
 use serde_json::Value;
 

@@ -7,9 +7,9 @@
 mod common;
 
 use common::*;
-use face_echo::detect::{Face, ModelKind};
-use face_echo::frame::{I420Frame, to_rgb};
 use face_echo::loadgen::clip::rgb_to_i420;
+use face_echo::seeing::detect::{Face, ModelKind};
+use face_echo::seeing::frame::{I420Frame, to_rgb};
 use image::{Rgb, RgbImage, imageops};
 
 /// The photo scaled to `side`² and placed at (`left`, `top`) on a `width×height`

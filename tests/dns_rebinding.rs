@@ -94,7 +94,7 @@ async fn a_foreign_host_is_refused_and_our_own_names_are_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_hosts_and_ip_literals_on_a_wildcard_listener() {
-    let mut config = face_echo::config::Config::new("0.0.0.0:0".parse().unwrap());
+    let mut config = face_echo::control::config::Config::new("0.0.0.0:0".parse().unwrap());
     config.allowed_host = vec!["face.example".into(), "other.example:9000".into()];
     let server = start(config).await;
     let addr: SocketAddr = ([127, 0, 0, 1], server.addr.port()).into();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use face_echo::loadgen::client::{ClientOptions, ClientPeer};
-use face_echo::udp_mux::IceCredentials;
+use face_echo::media::udp_mux::IceCredentials;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

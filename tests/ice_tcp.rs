@@ -6,11 +6,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use face_echo::config::TcpPort;
+use face_echo::control::config::TcpPort;
 use face_echo::loadgen::client::{ClientOptions, ClientPeer};
 
 async fn echo_over_tcp(
-    config: face_echo::config::Config,
+    config: face_echo::control::config::Config,
 ) -> (face_echo::server::RunningServer, serde_json::Value) {
     let server = start(config).await;
     let options = ClientOptions { tcp_only: true, ..Default::default() };

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use face_echo::loadgen::client::{ClientOptions, ClientPeer};
-use face_echo::udp_mux::ReaderGroup;
+use face_echo::media::udp_mux::ReaderGroup;
 use rtc::rtp;
 
 const TRANSPORT_CC_URI: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";

@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use face_echo::detect::Face;
 use face_echo::loadgen::client::{ClientOptions, ClientPeer};
 use face_echo::loadgen::clip::encode_test_pattern;
 use face_echo::record::ivf::{self, IvfWriter};
 use face_echo::record::replay::{ReplayArgs, replay};
+use face_echo::seeing::detect::Face;
 use serde_json::{Value, json};
 
 const WIDTH: u32 = 320;
@@ -129,7 +129,8 @@ fn a_hostile_ivf_is_refused_before_libvpx() {
     let report = replay(&ReplayArgs::new(path.clone()), |_, _| {}).expect("replays");
     assert_eq!((report.frames, report.frames_refused, report.frames_decoded), (2, 2, 0));
     assert!(report.last_refusal.as_deref().is_some_and(|r| r.contains("refused keyframe")), "{report:?}");
-    let first = face_echo::tap::admission::FrameGate::default().admit(&huge, std::time::Instant::now());
+    let first =
+        face_echo::seeing::tap::admission::FrameGate::default().admit(&huge, std::time::Instant::now());
     assert!(first.is_err_and(|refusal| refusal.to_string().contains("16383x16383")));
 
     // A frame header claiming 4 GiB is an error, not an allocation.

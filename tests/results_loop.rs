@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::*;
-use face_echo::detect::Face;
 use face_echo::loadgen::client::{ClientOptions, ClientPeer};
+use face_echo::seeing::detect::Face;
 use serde_json::{Value, json};
 
 const WIDTH: u32 = 320;
@@ -21,7 +21,7 @@ fn with_channel() -> ClientOptions {
     ClientOptions { data_channel: true, ..Default::default() }
 }
 
-fn server_config() -> face_echo::config::Config {
+fn server_config() -> face_echo::control::config::Config {
     let mut config = test_config();
     config.detect = true;
     config.detect_fps = 15.0;

@@ -2,9 +2,9 @@
 //! from libvpx, packetized by webrtc-rs's payloader, clean and damaged.
 
 use face_echo::loadgen::clip::{encode_test_pattern, packetize};
-use face_echo::tap::assemble::TapPacket;
-use face_echo::tap::decode::Vp8Decoder;
-use face_echo::tap::{Decoded, TapPipeline};
+use face_echo::seeing::tap::assemble::TapPacket;
+use face_echo::seeing::tap::decode::Vp8Decoder;
+use face_echo::seeing::tap::{Decoded, TapPipeline};
 
 /// What feeding `packets` through a fresh pipeline gave.
 #[derive(Debug, Default)]

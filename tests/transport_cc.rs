@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use face_echo::loadgen::client::open_signaling;
 use face_echo::loadgen::clip::{encode_test_pattern, vp8_packetizer};
-use face_echo::peer::{self, PeerNetwork};
+use face_echo::session::peer::{self, PeerNetwork};
 use futures_util::{SinkExt, StreamExt};
 use rtc::interceptor::{Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
@@ -198,7 +198,7 @@ async fn the_answer_advertises_exactly_the_congestion_feedback_the_server_sends(
 
 /// One publisher's three seconds against a server started with `config`; returns
 /// its session's `echo` counters.
-async fn congestion_feedback(config: face_echo::config::Config) -> Value {
+async fn congestion_feedback(config: face_echo::control::config::Config) -> Value {
     let server = start(config).await;
 
     // Signaling, as the page does it: offer, answer, trickled candidates both ways.

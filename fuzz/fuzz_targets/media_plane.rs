@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use face_echo::media::feedback::nack::RetransmitStats;
 use face_echo::media::plane::{Extensions, MediaPlane, ReceiveLeg, SendLeg};
+use face_echo::media::udp_mux::{MediaHook, MuxSender, UdpMux};
 use face_echo::metrics::Metrics;
 use face_echo::session::echo::EchoPath;
-use face_echo::udp_mux::{MediaHook, MuxSender, UdpMux};
 use libfuzzer_sys::fuzz_target;
 use rtc::srtp::config::SessionKeys;
 use rtc::srtp::context::Context;

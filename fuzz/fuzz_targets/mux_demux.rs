@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
-use face_echo::udp_mux::{IceCredentials, MuxSender, UdpMux};
+use face_echo::media::udp_mux::{IceCredentials, MuxSender, UdpMux};
 use libfuzzer_sys::fuzz_target;
 use webrtc::runtime::AsyncUdpSocket;
 

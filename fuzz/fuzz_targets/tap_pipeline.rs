@@ -2,9 +2,9 @@
 //! Nothing may panic, whatever the payloads, sequence numbers or timestamps.
 #![no_main]
 
-use face_echo::tap::TapPipeline;
-use face_echo::tap::assemble::TapPacket;
-use face_echo::tap::decode::Vp8Decoder;
+use face_echo::seeing::tap::TapPipeline;
+use face_echo::seeing::tap::assemble::TapPacket;
+use face_echo::seeing::tap::decode::Vp8Decoder;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -39,8 +39,8 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
 
 pub use super::media::EchoCallback;
 use super::media::{OwnMedia, Pending};
-use crate::peer::{self, PeerMedia, PeerNetwork};
-use crate::udp_mux::ReaderGroup;
+use crate::media::udp_mux::ReaderGroup;
+use crate::session::peer::{self, PeerMedia, PeerNetwork};
 
 /// Changes the offer before it is sent (tests use it to pin the DTLS role).
 pub type OfferEdit = Box<dyn FnOnce(String) -> String + Send>;
@@ -415,7 +415,7 @@ async fn read_signaling(
             }
             Some("ice") => {
                 if let Ok(init) = serde_json::from_value::<RTCIceCandidateInit>(message["candidate"].clone())
-                    && crate::signaling::candidate_transport(&init.candidate)
+                    && crate::session::signaling::candidate_transport(&init.candidate)
                         .is_some_and(|t| t.eq_ignore_ascii_case(transport))
                     && applied.wait_for(|applied| *applied).await.is_ok()
                 {
@@ -453,7 +453,7 @@ async fn post_offer(
     let location = response.header("location").ok_or_else(|| anyhow!("POST {url}: 201 without Location"))?;
     let location = absolute_url(url, location);
     // A WHIP session's WHEP URL: `Link: </whep/<watch token>>; rel="urn:face-echo:whep"`.
-    let rel = format!("rel=\"{}\"", crate::http::WHEP_LINK_REL);
+    let rel = format!("rel=\"{}\"", crate::control::http::WHEP_LINK_REL);
     let watch_token = response
         .headers_named("link")
         .filter(|link| link.contains(&rel))

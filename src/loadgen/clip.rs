@@ -14,7 +14,7 @@ use yuvutils_rs::{
 };
 
 use super::encode::{Encoded, Vp8Encoder};
-use crate::peer::{RTP_MTU, VP8_CLOCK_RATE, VP8_PAYLOAD_TYPE};
+use crate::session::peer::{RTP_MTU, VP8_CLOCK_RATE, VP8_PAYLOAD_TYPE};
 
 /// One encoded VP8 frame.
 #[derive(Debug, Clone)]

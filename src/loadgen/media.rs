@@ -9,7 +9,7 @@
 //! once out and once back, the cost the server's media plane (`session::plane`)
 //! removed on the other side. Here a frame costs its SRTP and one GSO `sendmsg`,
 //! and an echo an SRTP unprotect and the caller's callback on the socket's reader
-//! (the load generator's publishers share one, [`crate::udp_mux::ReaderGroup`]: what
+//! (the load generator's publishers share one, [`crate::media::udp_mux::ReaderGroup`]: what
 //! arrives together is read in one wake-up).
 //!
 //! What the server sees does not change: the same SRTP, a frame's packets in one
@@ -28,8 +28,8 @@ use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::srtp::context::Context as SrtpContext;
 use webrtc::peer_connection::PeerConnection;
 
-use crate::srtp::{self, Kind, kind};
-use crate::udp_mux::{MediaHook, MuxSender, ReaderGroup, UdpMux};
+use crate::media::srtp::{self, Kind, kind};
+use crate::media::udp_mux::{MediaHook, MuxSender, ReaderGroup, UdpMux};
 
 /// Called with each echoed packet (see `ClientOptions::on_echo`); must not block.
 pub type EchoCallback = Arc<dyn Fn(rtp::Packet) + Send + Sync>;
@@ -79,7 +79,7 @@ struct EchoReceiver {
 
 impl Pending {
     /// A socket of its own on `ip` (an ephemeral port), for
-    /// [`crate::peer::PeerNetwork::mux`]; read by `group`'s thread if given.
+    /// [`crate::session::peer::PeerNetwork::mux`]; read by `group`'s thread if given.
     pub(crate) fn bind(
         on_echo: EchoCallback,
         ip: IpAddr,

@@ -21,9 +21,9 @@ pub mod clip;
 mod encode;
 pub mod media;
 
-use crate::peer::VP8_CLOCK_RATE;
 use crate::process::ProcessStats;
-use crate::stats::percentile;
+use crate::seeing::stats::percentile;
+use crate::session::peer::VP8_CLOCK_RATE;
 use client::ClientPeer;
 use clip::{EncodedFrame, encode_test_pattern};
 
@@ -285,7 +285,7 @@ async fn connect_publishers(
     let mut publishers = Vec::new();
     let mut failures = 0;
     // One thread reads every publisher's socket (see `udp_mux::ReaderGroup`).
-    let reader = crate::udp_mux::ReaderGroup::new().context("starting the socket reader")?;
+    let reader = crate::media::udp_mux::ReaderGroup::new().context("starting the socket reader")?;
     for batch in (0..args.peers).collect::<Vec<_>>().chunks(8) {
         let attempts = batch.iter().map(|_| async {
             let echoes = Arc::new(Echoes::default());

@@ -46,9 +46,9 @@ use crate::media::rtcp::{
     self, Compound, FMT_NACK, MAX_REPORT_BLOCKS, PAYLOAD_FEEDBACK, ReportBlock, TRANSPORT_FEEDBACK,
 };
 use crate::media::rtp::{self, RtpHeader};
-use crate::srtp::{self, Kind, kind};
-use crate::token_bucket::TokenBucket;
-use crate::udp_mux::{MediaHook, MuxSender, Transport};
+use crate::media::srtp::{self, Kind, kind};
+use crate::media::token_bucket::TokenBucket;
+use crate::media::udp_mux::{MediaHook, MuxSender, Transport};
 
 /// RTP datagrams one session may have handled per second, and in a burst: far
 /// above any video it sends (4K at 30 Mbit/s is ~3 000 packets a second), far

@@ -3,7 +3,7 @@
 //!
 //! Ours rather than rtc-media's `io::ivf_writer`/`ivf_reader`: that writer
 //! depacketizes RTP itself (the recorder already has whole frames from
-//! [`crate::tap::assemble::FrameAssembler`], with its gap and keyframe rules) and
+//! [`crate::seeing::tap::assemble::FrameAssembler`], with its gap and keyframe rules) and
 //! numbers frames 0, 1, 2 (we keep the RTP timestamp, timebase 1/90000); that
 //! reader allocates whatever size a frame header claims. This one:
 //!
@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 
-pub use crate::tap::assemble::MAX_FRAME_BYTES;
+pub use crate::seeing::tap::assemble::MAX_FRAME_BYTES;
 
 pub const FILE_HEADER_BYTES: usize = 32;
 pub const FRAME_HEADER_BYTES: usize = 12;

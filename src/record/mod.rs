@@ -40,10 +40,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::detect::{Detection, Face};
 use crate::metrics::Metrics;
-use crate::tap::assemble::{FrameAssembler, TapPacket};
-use crate::tap::vp8_header;
+use crate::seeing::detect::{Detection, Face};
+use crate::seeing::tap::assemble::{FrameAssembler, TapPacket};
+use crate::seeing::tap::vp8_header;
 use ivf::IvfWriter;
 
 /// Packets and detections the recorder may fall behind by before it drops.

@@ -18,11 +18,11 @@ use serde_json::{Value, json};
 
 use super::ivf::IvfReader;
 use super::stats::{self, RecordedDetections, RecordingSummary};
-use crate::agreement::{Agreement, Side};
-use crate::detect::{FaceModel, ModelKind};
-use crate::stats::percentile;
-use crate::tap::admission::{DEFAULT_MAX_PIXELS, FrameGate};
-use crate::tap::decode::Vp8Decoder;
+use crate::seeing::agreement::{Agreement, Side};
+use crate::seeing::detect::{FaceModel, ModelKind};
+use crate::seeing::stats::percentile;
+use crate::seeing::tap::admission::{DEFAULT_MAX_PIXELS, FrameGate};
+use crate::seeing::tap::decode::Vp8Decoder;
 
 /// Flags of `face-echo replay`.
 #[derive(Args, Debug, Clone)]
@@ -42,8 +42,8 @@ pub struct ReplayArgs {
     /// The largest keyframe (width × height) decoded, as the server's --tap-max-pixels.
     #[arg(
         long,
-        default_value = crate::tap::admission::DEFAULT_MAX_PIXELS_TEXT,
-        value_parser = crate::tap::admission::parse_max_pixels,
+        default_value = crate::seeing::tap::admission::DEFAULT_MAX_PIXELS_TEXT,
+        value_parser = crate::seeing::tap::admission::parse_max_pixels,
         value_name = "WxH|PIXELS"
     )]
     pub tap_max_pixels: u64,
@@ -145,7 +145,7 @@ pub fn replay(args: &ReplayArgs, mut progress: impl FnMut(u64, f64)) -> anyhow::
     }
     let mut model = match args.detect {
         true => {
-            let ort_lib = args.ort_lib.clone().unwrap_or_else(crate::config::default_ort_lib);
+            let ort_lib = args.ort_lib.clone().unwrap_or_else(crate::seeing::detect::default_ort_lib);
             Some(FaceModel::load(&ort_lib, args.detect_model)?)
         }
         false => None,

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::ivf::IvfReader;
-use crate::detect::Face;
+use crate::seeing::detect::Face;
 
 /// Most JSONL bytes read from one recording (the file is input).
 pub const MAX_JSONL_BYTES: u64 = 256 * 1024 * 1024;

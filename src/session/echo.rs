@@ -15,8 +15,8 @@ use super::fanout::FanOut;
 use crate::media::plane::{Arrival, Beside};
 use crate::metrics::Metrics;
 use crate::record::RecorderInput;
-use crate::tap::TapInput;
-use crate::tap::assemble::TapPacket;
+use crate::seeing::tap::TapInput;
+use crate::seeing::tap::assemble::TapPacket;
 
 /// Per-session echo counters, read by `/api/sessions`.
 #[derive(Debug, Default)]

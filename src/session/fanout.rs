@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::media::feedback::nack::RetransmitStats;
 use crate::media::plane::PlaneStats;
 use crate::metrics::Metrics;
-use crate::signaling::{ErrorCode, SignalError};
+use crate::session::signaling::{ErrorCode, SignalError};
 
 /// Packets a viewer may fall behind before its packets are dropped.
 pub const VIEWER_QUEUE_PACKETS: usize = 512;

@@ -8,12 +8,18 @@
 //! Its media never reaches webrtc-rs: the plane ([`crate::media::plane`]) is hooked
 //! on the mux before the PeerConnection is built, learns the streams from the
 //! negotiation, and starts protecting once DTLS has given the keys.
+//!
+//! Also here: the recipe every PeerConnection is built from ([`peer`]) and the
+//! signaling's wire types ([`signaling`]). May use: `media`, `seeing`, `record`,
+//! `metrics`. Nothing of control: it is given its network and its limits.
 
 pub mod echo;
 pub mod fanout;
 pub mod keyframes;
 pub(crate) mod negotiate;
+pub mod peer;
 pub mod results;
+pub mod signaling;
 pub mod viewer;
 
 use std::sync::atomic::Ordering;
@@ -33,14 +39,14 @@ use webrtc::peer_connection::{
 use crate::media::feedback::nack::RetransmitStats;
 use crate::media::plane::{MediaPlane, PlaneStats, ReceiveLeg, SendLeg};
 use crate::metrics::Metrics;
-use crate::peer::{self, PeerNetwork};
 use crate::record::{self, RecordState, RecorderInput};
-use crate::signaling::{Candidate, ErrorCode, SignalError};
-use crate::tap::{self, TapConfig, TapInput, TapState};
+use crate::seeing::tap::{self, TapConfig, TapInput, TapState};
+use crate::session::signaling::{Candidate, ErrorCode, SignalError};
 use echo::{EchoPath, EchoStats};
 use fanout::FanOut;
 pub use negotiate::MAX_VIDEO_TRACKS;
 use negotiate::{ReadOffer, add_remote_candidate, answer_offer, build_peer, read_offer};
+use peer::PeerNetwork;
 
 /// What a session tells the connection that owns it.
 #[derive(Debug)]

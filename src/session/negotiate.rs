@@ -14,8 +14,8 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use super::SessionEvent;
 use crate::media::plane::{Extensions, MediaPlane};
-use crate::peer::{self, PeerMedia, PeerNetwork};
-use crate::signaling::{Candidate, ErrorCode, SignalError};
+use crate::session::peer::{self, PeerMedia, PeerNetwork};
+use crate::session::signaling::{Candidate, ErrorCode, SignalError};
 
 /// How long closing a PeerConnection may take before we stop waiting for it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -10,7 +10,7 @@
 //!   PeerConnection, whatever number of channels it opens); bad or excess
 //!   messages are counted and dropped, the channel stays open.
 //! - Agreement: page and server boxes of the same frame are matched
-//!   (`crate::agreement`).
+//!   (`crate::seeing::agreement`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,12 +22,12 @@ use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
 use super::SessionInfo;
-use crate::agreement::{Agreement, FrameAgreement};
-use crate::detect::Detection;
-use crate::loop_messages::{self, ClientMessage, ServerDetections, ServerMessage};
+use crate::media::token_bucket::TokenBucket;
 use crate::metrics::Metrics;
 use crate::record::RecorderInput;
-use crate::token_bucket::TokenBucket;
+use crate::seeing::agreement::{Agreement, FrameAgreement};
+use crate::seeing::detect::Detection;
+use crate::seeing::loop_messages::{self, ClientMessage, ServerDetections, ServerMessage};
 
 /// Detections waiting to be sent: a few frames' worth (newer ones matter more).
 pub const QUEUED_DETECTIONS: usize = 8;

@@ -27,8 +27,8 @@ use super::negotiate::{
 use super::results::Results;
 use crate::media::feedback::nack::RetransmitStats;
 use crate::media::plane::{Extensions, MediaPlane, PlaneStats, SendLeg};
-use crate::peer::{self, PeerNetwork};
-use crate::signaling::{Candidate, ErrorCode, SignalError};
+use crate::session::peer::{self, PeerNetwork};
+use crate::session::signaling::{Candidate, ErrorCode, SignalError};
 use webrtc::data_channel::DataChannel;
 
 /// One viewer of one publisher's session.

@@ -8,7 +8,7 @@ pub mod redis_server;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use face_echo::config::Config;
+use face_echo::control::config::Config;
 use face_echo::loadgen::client::ClientPeer;
 use face_echo::loadgen::clip::encode_test_pattern;
 use face_echo::process::ProcessStats;
@@ -91,7 +91,7 @@ impl webrtc::peer_connection::PeerConnectionEventHandler for Quiet {}
 /// A real offer from a webrtc-rs peer that nobody answers (kept alive by the caller):
 /// an SDP the server would accept, for tests of what comes with or after it.
 pub async fn real_offer() -> (std::sync::Arc<dyn webrtc::peer_connection::PeerConnection>, String) {
-    use face_echo::peer::{self, PeerNetwork};
+    use face_echo::session::peer::{self, PeerNetwork};
     let pc =
         peer::build(&PeerNetwork::loopback(), None, std::sync::Arc::new(Quiet), peer::PeerMedia::client())
             .await
@@ -267,11 +267,11 @@ pub const FACE_CLIP_SIZE: (u32, u32) = (320, 240);
 
 /// The face in the letterboxed astronaut ([`stamped_face_clip`]): the box of
 /// tests/fixtures/astronaut_face.json, scaled from 512 to 240 and moved 40 px right.
-pub fn letterboxed_face() -> face_echo::detect::Face {
+pub fn letterboxed_face() -> face_echo::seeing::detect::Face {
     let text = std::fs::read_to_string(fixture("astronaut_face.json")).expect("face JSON");
     let json: serde_json::Value = serde_json::from_str(&text).expect("face JSON");
     let get = |key: &str| json[key].as_f64().expect(key) as f32 * 240.0 / 512.0;
-    face_echo::detect::Face { x: get("x") + 40.0, y: get("y"), w: get("w"), h: get("h"), score: 1.0 }
+    face_echo::seeing::detect::Face { x: get("x") + 40.0, y: get("y"), w: get("w"), h: get("h"), score: 1.0 }
 }
 
 /// `frames` frames of the astronaut letterboxed into 320x240, each stamped with its
@@ -285,7 +285,7 @@ pub fn stamped_face_clip(frames: usize) -> Vec<face_echo::loadgen::clip::Encoded
     let picture = face_echo::loadgen::clip::rgb_to_i420(frame.as_raw(), width, height).expect("I420");
     face_echo::loadgen::clip::encode_clip(width, height, frames, 30, 900, |index| {
         let mut stamped = picture.clone();
-        face_echo::framecode::stamp_luma(&mut stamped, width, height, index as u16);
+        face_echo::seeing::framecode::stamp_luma(&mut stamped, width, height, index as u16);
         stamped
     })
     .expect("clip")
@@ -302,8 +302,8 @@ pub fn ort_lib() -> std::path::PathBuf {
 }
 
 /// A BlazeFace model on [`ort_lib`].
-pub fn face_model(kind: face_echo::detect::ModelKind) -> face_echo::detect::FaceModel {
-    face_echo::detect::FaceModel::load(&ort_lib(), kind).expect("model loads")
+pub fn face_model(kind: face_echo::seeing::detect::ModelKind) -> face_echo::seeing::detect::FaceModel {
+    face_echo::seeing::detect::FaceModel::load(&ort_lib(), kind).expect("model loads")
 }
 
 /// tests/fixtures/astronaut.png: a 512² photo with one face.

@@ -29,7 +29,7 @@
 //! may downscale the canvas under load (libwebrtc steps by 3/4 and 2/3); [`read`]
 //! also tries the cell sizes those steps give.
 
-use crate::frame::I420Frame;
+use crate::seeing::frame::I420Frame;
 
 /// Bits of the frame number.
 pub const BITS: usize = 16;
@@ -196,7 +196,7 @@ pub fn stamp(frame: &mut I420Frame, n: u16) {
 mod tests {
     use super::*;
     use crate::loadgen::clip::encode_clip;
-    use crate::tap::decode::Vp8Decoder;
+    use crate::seeing::tap::decode::Vp8Decoder;
 
     /// A mid-grey frame with some texture (a diagonal gradient), chroma neutral.
     fn picture(width: u32, height: u32, seed: usize) -> I420Frame {

@@ -6,7 +6,7 @@
 use std::mem::MaybeUninit;
 use std::ptr;
 
-use crate::frame::I420Frame;
+use crate::seeing::frame::I420Frame;
 use vpx_sys::{
     VPX_DECODER_ABI_VERSION, vpx_codec_ctx_t, vpx_codec_dec_cfg_t, vpx_codec_dec_init_ver, vpx_codec_decode,
     vpx_codec_destroy, vpx_codec_err_t, vpx_codec_get_frame, vpx_codec_vp8_dx, vpx_img_fmt,

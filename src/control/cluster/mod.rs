@@ -28,9 +28,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use url::Url;
 
-use crate::config::Config;
+use crate::control::config::Config;
+use crate::control::sessions::Sessions;
 use crate::metrics::Metrics;
-use crate::sessions::Sessions;
 use directory::{Directory, NodeStatus, now_ms};
 use gauges::Gauges;
 

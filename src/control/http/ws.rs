@@ -14,13 +14,13 @@ use tokio::time::Instant;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use super::{AppState, MAX_WS_MESSAGE_BYTES};
-use crate::auth;
-use crate::limits::{Eviction, Place};
+use crate::control::auth;
+use crate::control::limits::{Eviction, Place};
+use crate::control::sessions::Slot;
+use crate::media::token_bucket::TokenBucket;
+use crate::session::signaling::{self, Candidate, ClientMessage, ErrorCode, ServerMessage, SignalError};
 use crate::session::viewer::Viewer;
 use crate::session::{Session, SessionEvent};
-use crate::sessions::Slot;
-use crate::signaling::{self, Candidate, ClientMessage, ErrorCode, ServerMessage, SignalError};
-use crate::token_bucket::TokenBucket;
 
 /// Remote candidates kept while waiting for the offer.
 const MAX_EARLY_CANDIDATES: usize = 32;

@@ -17,9 +17,9 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use webrtc::media_stream::MediaStreamTrack;
 
-use crate::keyframe_feedback::{self, KeyframeRequestMarker};
 use crate::media::feedback::nack::HISTORY;
-use crate::udp_mux::{IceCredentials, MediaHook, TcpMux, UdpMux};
+use crate::media::keyframe_feedback::{self, KeyframeRequestMarker};
+use crate::media::udp_mux::{IceCredentials, MediaHook, TcpMux, UdpMux};
 use rtc::ice::mdns::MulticastDnsMode;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{

@@ -5,14 +5,14 @@
 //! clap cannot, so a bad combination fails at start-up with a message naming the flag.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::auth::Secret;
-use crate::detect::{DetectConfig, ModelKind};
-use crate::tap::TapConfig;
+use crate::control::auth::Secret;
+use crate::seeing::detect::{DetectConfig, ModelKind};
+use crate::seeing::tap::TapConfig;
 
 /// How the server runs. Built from the command line by clap, or directly by tests.
 #[derive(Args, Debug, Clone)]
@@ -182,15 +182,15 @@ pub struct Config {
     #[arg(
         help_heading = "Decode tap and detection",
         long,
-        default_value = crate::tap::admission::DEFAULT_MAX_PIXELS_TEXT,
-        value_parser = crate::tap::admission::parse_max_pixels,
+        default_value = crate::seeing::tap::admission::DEFAULT_MAX_PIXELS_TEXT,
+        value_parser = crate::seeing::tap::admission::parse_max_pixels,
         value_name = "WxH|PIXELS"
     )]
     pub tap_max_pixels: u64,
 
     /// With --decode-tap: packets the tap may fall behind the echo before it drops
     /// them (counted as tap_packets_dropped).
-    #[arg(help_heading = "Decode tap and detection", long, default_value_t = crate::tap::DEFAULT_QUEUE_PACKETS, value_name = "PACKETS")]
+    #[arg(help_heading = "Decode tap and detection", long, default_value_t = crate::seeing::tap::DEFAULT_QUEUE_PACKETS, value_name = "PACKETS")]
     pub tap_queue: usize,
 
     /// Run a face detector (BlazeFace, ONNX Runtime) on the frames the decode tap
@@ -282,13 +282,6 @@ impl PortRange {
     pub fn count(&self) -> usize {
         usize::from(self.max - self.min) + 1
     }
-}
-
-/// `target/onnxruntime/libonnxruntime.so` for a binary in `target/{debug,release}/`.
-pub(crate) fn default_ort_lib() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let build_dir = exe.parent().and_then(Path::parent).unwrap_or(Path::new("."));
-    build_dir.join("onnxruntime").join("libonnxruntime.so")
 }
 
 fn parse_udp_ports(text: &str) -> Result<UdpPorts, String> {
@@ -396,7 +389,7 @@ impl Config {
         self.detect.then(|| DetectConfig {
             model: self.detect_model,
             fps: self.detect_fps,
-            ort_lib: self.ort_lib.clone().unwrap_or_else(default_ort_lib),
+            ort_lib: self.ort_lib.clone().unwrap_or_else(crate::seeing::detect::default_ort_lib),
         })
     }
 

@@ -2,7 +2,7 @@
 //!
 //! The page says which boxes it drew on the frame it stamped with code N; the server
 //! says which faces it found in the frame it decoded with code N (see
-//! [`crate::framecode`]). Either may come first, or never. When both sides have the
+//! [`crate::seeing::framecode`]). Either may come first, or never. When both sides have the
 //! same frame, its boxes are matched greedily by IoU (≥ [`MIN_IOU`]), in coordinates
 //! normalised to each side's frame size (the sender may have scaled the picture),
 //! and the counts grow. Sans-IO: feed it, read [`Agreement::stats`].
@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 
 use serde_json::{Value, json};
 
-use crate::detect::Face;
+use crate::seeing::detect::Face;
 
 /// Least IoU for two boxes to be the same face.
 pub const MIN_IOU: f32 = 0.5;

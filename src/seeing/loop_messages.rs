@@ -8,7 +8,7 @@
 //!   `{"type":"detections","source":"server","rtp_ts":u32,"frame":u16|null,"width":W,
 //!   "height":H,"faces":[{"x","y","w","h","score"}],"infer_ms":F,"age_ms":F}` where
 //!   `frame` is the page's frame code read from the decoded picture
-//!   ([`crate::framecode`]), `infer_ms` the model's time and `age_ms` the time from
+//!   ([`crate::seeing::framecode`]), `infer_ms` the model's time and `age_ms` the time from
 //!   the frame's arrival to this message.
 //! - server → page, once a second ([`ServerMessage::Stats`]):
 //!   `{"type":"stats","tap":{...},"detect":{...},"agreement":{"frames","matched",
@@ -20,7 +20,7 @@
 //!   page drew on the canvas frame it stamped with code N, in that canvas's pixels.
 //!
 //! Parsing of client messages is strict and total, as for signaling
-//! ([`crate::signaling`]): every message becomes a [`ClientMessage`] or a
+//! ([`crate::session::signaling`]): every message becomes a [`ClientMessage`] or a
 //! [`LoopError`] with a stable snake_case [`LoopErrorCode`]. A bad message is
 //! dropped and counted; it never closes the channel. [`MessageRate`] limits how
 //! many a page may send; over the limit messages are dropped and counted.
@@ -28,7 +28,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::detect::Face;
+use crate::seeing::detect::Face;
 
 /// The data channel's label.
 pub const CHANNEL_LABEL: &str = "face-echo";
@@ -146,7 +146,7 @@ impl ServerDetections {
 pub enum ServerMessage {
     Detections(ServerDetections),
     /// Once a second: the tap's and the detector's numbers (as `/api/sessions` has
-    /// them) and [`crate::agreement::Agreement::to_json`].
+    /// them) and [`crate::seeing::agreement::Agreement::to_json`].
     Stats {
         tap: Value,
         detect: Value,
@@ -459,7 +459,7 @@ mod tests {
         let stats = ServerMessage::Stats {
             tap: json!({"fps": 30}),
             detect: json!({"enabled": false}),
-            agreement: crate::agreement::Agreement::new().to_json(),
+            agreement: crate::seeing::agreement::Agreement::new().to_json(),
         };
         assert_eq!(
             stats.to_json(),

@@ -17,9 +17,9 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 
-use crate::config::{Config, PortRange, UdpPorts};
-use crate::peer::PeerNetwork;
-use crate::udp_mux::{MuxStats, ReaderGroup, TcpMux, UdpMux};
+use crate::control::config::{Config, PortRange, UdpPorts};
+use crate::media::udp_mux::{MuxStats, ReaderGroup, TcpMux, UdpMux};
+use crate::session::peer::PeerNetwork;
 
 /// How sessions get their media port.
 #[derive(Debug)]
@@ -113,9 +113,10 @@ impl MediaNetwork {
     /// candidate would make it connect wherever the client said), and a client's
     /// ICE-TCP connection reaches it as a peer-reflexive candidate anyway.
     pub fn accepts_candidate(&self, attribute: &str) -> bool {
-        let udp =
-            crate::signaling::candidate_transport(attribute).is_some_and(|t| t.eq_ignore_ascii_case("udp"));
-        udp && self.accepts_remote(crate::signaling::candidate_address(attribute).unwrap_or_default())
+        let udp = crate::session::signaling::candidate_transport(attribute)
+            .is_some_and(|t| t.eq_ignore_ascii_case("udp"));
+        udp && self
+            .accepts_remote(crate::session::signaling::candidate_address(attribute).unwrap_or_default())
     }
 
     /// Whether a remote candidate at `address` (an IP or an mDNS name) can be used.

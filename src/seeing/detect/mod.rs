@@ -23,9 +23,9 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 use serde_json::{Value, json};
 
-use crate::frame::{FrameInfo, I420Frame};
 use crate::metrics::Metrics;
-use crate::stats::percentile;
+use crate::seeing::frame::{FrameInfo, I420Frame};
+use crate::seeing::stats::percentile;
 pub use blazeface::{Face, ModelKind, ModelSpec};
 use letterbox::Letterbox;
 
@@ -444,4 +444,11 @@ impl Drop for DetectState {
         let faces = self.window().faces.len() as i64;
         self.metrics.detect_faces.dec_by(faces);
     }
+}
+
+/// `target/onnxruntime/libonnxruntime.so` for a binary in `target/{debug,release}/`.
+pub fn default_ort_lib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let build_dir = exe.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    build_dir.join("onnxruntime").join("libonnxruntime.so")
 }

@@ -12,7 +12,7 @@
 use image::imageops::FilterType;
 use image::{RgbImage, imageops};
 
-use crate::frame::I420Frame;
+use crate::seeing::frame::I420Frame;
 
 /// Where the frame sits inside the square model input.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,7 +69,7 @@ pub fn from_rgb(rgb: &RgbImage, size: u32) -> (Vec<f32>, Letterbox) {
 }
 
 /// Samples the fitted picture straight from I420 (BT.601, limited range: what
-/// [`crate::frame::to_rgb`] assumes too).
+/// [`crate::seeing::frame::to_rgb`] assumes too).
 pub fn from_i420(frame: &I420Frame, size: u32) -> (Vec<f32>, Letterbox) {
     let fit = fit(frame.width, frame.height, size);
     let (y, u, v) = frame.planes();

@@ -2,7 +2,7 @@
 //! framing), for clients whose UDP is blocked.
 //!
 //! Connections come from the HTTP listener, which tells them from HTTP by their first
-//! bytes (`crate::listener`), or from a listener of their own (`--tcp-port`). A
+//! bytes (`crate::control::listener`), or from a listener of their own (`--tcp-port`). A
 //! connection's first frame must be a STUN binding request whose USERNAME names a
 //! session's ICE ufrag and whose MESSAGE-INTEGRITY verifies with its password (the UDP
 //! mux's rule); then it belongs to that session. Each PeerConnection's driver sees a

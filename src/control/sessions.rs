@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::limits::{Refusal, client_key};
+use crate::control::limits::{Refusal, client_key};
 use crate::metrics::Metrics;
 use crate::session::SessionInfo;
 

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Json, Response};
 use serde_json::json;
 
 use super::AppState;
-use crate::config::Config;
+use crate::control::config::Config;
 
 /// What a `Host` names: an IP literal or a DNS name (lower case, no trailing dot).
 #[derive(Debug, Clone, PartialEq, Eq)]

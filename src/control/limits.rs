@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::oneshot;
 
-use crate::config::Config;
+use crate::control::config::Config;
 
 /// Descriptors kept aside for the listener, the runtime (epoll, eventfds), stdio,
 /// logs, `/proc` reads, model files and the odd HTTP request.

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::detect::{DetectHandle, DetectState, Detection, Detector};
-use crate::frame::{FrameInfo, I420Frame};
-use crate::framecode;
 use crate::metrics::Metrics;
-use crate::stats::percentile;
+use crate::seeing::detect::{DetectHandle, DetectState, Detection, Detector};
+use crate::seeing::frame::{FrameInfo, I420Frame};
+use crate::seeing::framecode;
+use crate::seeing::stats::percentile;
 use admission::{FrameGate, Refusal};
 use assemble::{AssemblyCounts, FrameAssembler, TapPacket};
 use decode::Vp8Decoder;

@@ -57,6 +57,6 @@ pub struct FrameInfo {
     pub rtp_ts: u32,
     /// When its last packet arrived: results are timed from here.
     pub arrived: Instant,
-    /// The page's frame code read from its pixels ([`crate::framecode`]), if any.
+    /// The page's frame code read from its pixels ([`crate::seeing::framecode`]), if any.
     pub page_frame: Option<u16>,
 }

@@ -31,12 +31,12 @@ use tokio::time::Instant;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use super::{AppState, ws};
-use crate::auth;
-use crate::limits::Place;
+use crate::control::auth;
+use crate::control::limits::Place;
+use crate::control::sessions::Slot;
+use crate::session::signaling::{Candidate, ErrorCode, MAX_SDP_BYTES, SignalError};
 use crate::session::viewer::Viewer;
 use crate::session::{Session, SessionEvent, SessionInfo};
-use crate::sessions::Slot;
-use crate::signaling::{Candidate, ErrorCode, MAX_SDP_BYTES, SignalError};
 
 /// The `Link` relation naming a WHIP session's WHEP URL (an extension relation type,
 /// RFC 8288 §2.1.2: a URI of our own).

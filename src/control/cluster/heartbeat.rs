@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use super::Cluster;
 use super::directory::{NodeStatus, now_ms, watch_key};
+use crate::control::sessions::Sessions;
 use crate::metrics::Metrics;
-use crate::sessions::Sessions;
 
 /// What a node reports about itself.
 pub(crate) struct Local {

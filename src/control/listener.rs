@@ -24,9 +24,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::limits::{PerIp, Place, Refusal};
+use crate::control::limits::{PerIp, Place, Refusal};
+use crate::media::udp_mux::TcpMux;
 use crate::metrics::Metrics;
-use crate::udp_mux::TcpMux;
 
 /// A connection that sends nothing this long is closed (no HTTP client or ICE agent
 /// waits that long before its first bytes).

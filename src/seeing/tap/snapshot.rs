@@ -4,8 +4,8 @@
 use image::ExtendedColorType;
 use image::codecs::jpeg::JpegEncoder;
 
-use crate::detect::Face;
-use crate::frame::{I420Frame, to_rgb};
+use crate::seeing::detect::Face;
+use crate::seeing::frame::{I420Frame, to_rgb};
 
 /// Encodes `frame` as a JPEG of its own size, `faces` outlined.
 pub fn jpeg(frame: &I420Frame, faces: &[Face], quality: u8) -> Result<Vec<u8>, String> {

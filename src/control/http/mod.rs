@@ -22,15 +22,15 @@ pub use assets::Assets;
 pub use host::{AllowedHosts, check_flag as check_allowed_host};
 pub use whip::WHEP_LINK_REL;
 
-use crate::auth;
-use crate::cluster::Cluster;
-use crate::config::Config;
-use crate::limits::{Limits, PerIp, Place, Refusal};
+use crate::control::auth;
+use crate::control::cluster::Cluster;
+use crate::control::config::Config;
+use crate::control::limits::{Limits, PerIp, Place, Refusal};
+use crate::control::network::MediaNetwork;
+use crate::control::sessions::{Sessions, Slot};
 use crate::metrics::Metrics;
-use crate::network::MediaNetwork;
-use crate::sessions::{Sessions, Slot};
-use crate::signaling::{ErrorCode, SignalError};
-use crate::tap::{TapConfig, snapshot};
+use crate::seeing::tap::{TapConfig, snapshot};
+use crate::session::signaling::{ErrorCode, SignalError};
 
 /// Largest signaling frame we accept; a browser offer is ~5 KB. Bigger frames get
 /// `too_large` and the socket closes.
