@@ -3,8 +3,8 @@
 #
 #   scripts/bench-janus.sh [-u] [-r REPEATS] [-s SECONDS] [PEERS...]
 #
-#   -u  face-echo on one shared UDP port (`--udp-port`, a free one per run), where its media
-#       plane (`session::plane`) takes the echo
+#   -u  face-echo on a shared UDP port of its own (`--udp-port`, a free one per run) instead
+#       of the default (the --listen port's number)
 #   -r  repeats (default 3); runs are interleaved janus, face-echo, janus, face-echo, … at each
 #       peer count, and medians quoted
 #   -s  seconds of the load window (default 20; /proc CPU counters tick at 10 ms)

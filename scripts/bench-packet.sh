@@ -7,8 +7,8 @@
 #       without it only the current build is measured
 #   -l  A/B the load generator instead: BASELINE_BIN runs the load in the base runs, and the
 #       server is the current build in every run (loadgen CPU per peer is the figure to read)
-#   -u  both servers on one shared UDP port (`--udp-port`, a free one per run): the media plane
-#       (`session::plane`) takes the echo there
+#   -u  both servers on a shared UDP port of their own (`--udp-port`, a free one per run)
+#       instead of the default (the --listen port's number)
 #   -r  repeats (default 3): runs are interleaved base, new, base, new, … and medians quoted
 #   -s  seconds of load per run (default 10)
 #   -p  also profile each server once (first repeat): top symbols (perf record), and syscalls and

@@ -1,11 +1,11 @@
 // The closed loop's logic, with no DOM: the messages of the `face-echo` data
-// channel (src/loop_messages.rs has the protocol), the ring of the server's recent
+// channel (src/seeing/loop_messages.rs has the protocol), the ring of the server's recent
 // detections, and which of them belongs to the echo frame on screen. Unit-tested
 // in node (tests/browser/detections.test.mjs); loop.js does the drawing.
 
-/** The data channel's label (CHANNEL_LABEL in src/loop_messages.rs). */
+/** The data channel's label (CHANNEL_LABEL in src/seeing/loop_messages.rs). */
 export const CHANNEL_LABEL = 'face-echo';
-/** Most faces in one message (MAX_FACES in src/loop_messages.rs). */
+/** Most faces in one message (MAX_FACES in src/seeing/loop_messages.rs). */
 export const MAX_FACES = 64;
 /** RTP clock rate of video: RTP timestamp ticks per millisecond. */
 export const RTP_TICKS_PER_MS = 90;

@@ -3,7 +3,7 @@
 // matched to the time the frame was drawn. Reading costs one tiny drawImage and
 // getImageData of the code's pixels only.
 //
-// The layout is described once, in src/framecode.rs (the server reads the same
+// The layout is described once, in src/seeing/framecode.rs (the server reads the same
 // code from the frames it decodes): left to right along the bottom row, a white
 // and a black guard cell, 16 bits of the frame number (most significant first),
 // one even-parity cell; cells are max(8, floor(width / 48)) pixels. Keep BITS,

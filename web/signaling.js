@@ -1,5 +1,5 @@
 // Signaling for both pages (publisher and viewer): one WebSocket to /ws carrying
-// JSON text frames (src/signaling.rs has the protocol), the offer sent when it
+// JSON text frames (src/session/signaling.rs has the protocol), the offer sent when it
 // opens, the answer applied, and ICE trickled both ways (remote candidates that
 // come before the answer wait for it).
 //

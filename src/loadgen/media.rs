@@ -6,7 +6,7 @@
 //!
 //! Why: a load generator must cost less than the server it measures.
 //! Through the driver each of its packets paid webrtc-rs's whole pipeline twice,
-//! once out and once back, the cost the server's media plane (`session::plane`)
+//! once out and once back, the cost the server's media plane (`media::plane`)
 //! removed on the other side. Here a frame costs its SRTP and one GSO `sendmsg`,
 //! and an echo an SRTP unprotect and the caller's callback on the socket's reader
 //! (the load generator's publishers share one, [`crate::media::udp_mux::ReaderGroup`]: what

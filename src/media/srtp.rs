@@ -1,6 +1,6 @@
 //! SRTP outside webrtc-rs's driver, for the two places that protect media
 //! themselves with the keys DTLS exported (vendor/PATCHES.md, 2): the server's media
-//! plane (`session::plane`) and the load generator's clients (`loadgen::media`).
+//! plane (`media::plane`) and the load generator's clients (`loadgen::media`).
 //! Both tell datagrams apart on a socket they share with ICE and DTLS the same way.
 
 use rtc::srtp::config::SessionKeys;

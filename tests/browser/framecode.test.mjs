@@ -1,4 +1,4 @@
-// The frame code has one layout, described in src/framecode.rs; web/framecode.js
+// The frame code has one layout, described in src/seeing/framecode.rs; web/framecode.js
 // stamps it and the server reads it. This checks the page's side against the Rust
 // constants and the cells the Rust tests expect. Plain `node --test`.
 import test from 'node:test';
@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { FrameStamper, cellSize } from '../../web/framecode.js';
 
-const rust = readFileSync(new URL('../../src/framecode.rs', import.meta.url), 'utf8');
+const rust = readFileSync(new URL('../../src/seeing/framecode.rs', import.meta.url), 'utf8');
 const constant = (name) => Number(rust.match(new RegExp(`pub const ${name}: \\w+ = (\\d+);`))[1]);
 
 /** The cells FrameStamper draws for its next frame on a width×height canvas: [x, y, size, white]. */
@@ -20,7 +20,7 @@ function stampedCells(stamper, width, height) {
   return { n, cells };
 }
 
-test('cell size and cell count follow src/framecode.rs', () => {
+test('cell size and cell count follow src/seeing/framecode.rs', () => {
   const [minCell, divisor, bits] = [constant('MIN_CELL'), constant('CELL_DIVISOR'), constant('BITS')];
   assert.deepEqual([minCell, divisor, bits], [8, 48, 16]);
   for (const width of [1, 160, 320, 383, 384, 640, 1280, 1920]) {
@@ -35,7 +35,7 @@ test('the stamped cells are the ones the server reads', () => {
   stamper.next = 0xa5f0;
   const { n, cells } = stampedCells(stamper, 641, 481);
   assert.equal(n, 0xa5f0, 'stamp returns the number it drew');
-  // The same cells as the_cells_follow_the_layout in src/framecode.rs.
+  // The same cells as the_cells_follow_the_layout in src/seeing/framecode.rs.
   assert.deepEqual(cells.map((c) => c[3]), [1, 0, 1, 0, 1, 0, 0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0]);
   const size = cellSize(641);
   cells.forEach(([x, y, s], i) => assert.deepEqual([x, y, s], [i * size, 481 - size, size]));

@@ -31,7 +31,7 @@ const PORT = 18080;
 const TCP_PORT = 18443;
 const WINDOW_MS = 4000;
 
-const drop = (what) => `nft add rule inet bench out ${what} drop`;
+const drop = (what) => `nft 'add rule inet bench out ${what} drop'`;
 const CASES = {
   'udp': [],
   [`udp, ${LOSS} % loss`]: [drop(`udp dport ${PORT} numgen random mod 100 < ${LOSS}`), drop(`udp sport ${PORT} numgen random mod 100 < ${LOSS}`)],
