@@ -18,7 +18,8 @@ pub struct Metrics {
     /// Sessions by what their media arrives over now (`udp`, `tcp`), set when scraped.
     pub sessions_by_transport: Family<[(&'static str, &'static str); 1], Gauge>,
     pub rtp_packets_received: Counter,
-    /// Of those, handled by a session's media plane (`--udp-port`), not webrtc-rs.
+    /// Of those, handled by a session's media plane: every one, since the plane is
+    /// the only media path.
     pub rtp_packets_on_plane: Counter,
     pub rtp_packets_forwarded: Counter,
     pub rtp_bytes_forwarded: Counter,
@@ -63,7 +64,7 @@ pub struct Metrics {
     pub fanout_packets_dropped: Counter,
     /// Connections, upgrades and offers refused by a limit or a token, by reason.
     pub connections_refused: Family<[(&'static str, &'static str); 1], Counter>,
-    /// TCP connections (HTTP and WebSocket) open now.
+    /// TCP connections (HTTP, WebSocket and ICE-TCP) open now.
     pub connections_open: Gauge,
     /// Signaling WebSockets without a negotiated session now.
     pub signaling_pending: Gauge,
@@ -133,7 +134,7 @@ impl Metrics {
         );
         registry.register(
             "rtp_packets_on_plane",
-            "RTP packets received that a session's media plane handled (one shared UDP port)",
+            "RTP packets received that a session's media plane handled (all of them)",
             rtp_packets_on_plane.clone(),
         );
         registry.register("rtp_packets_forwarded", "RTP packets echoed back", rtp_packets_forwarded.clone());
@@ -144,12 +145,12 @@ impl Metrics {
         );
         registry.register(
             "rtp_forward_errors",
-            "RTP packets the echo track refused to send",
+            "RTP echoes the media plane could not protect and send",
             rtp_forward_errors.clone(),
         );
         registry.register(
             "plis_relayed",
-            "Keyframe requests (PLI/FIR) relayed to publishers",
+            "Keyframe requests (PLI) sent to publishers for their receivers, viewers and decode tap",
             plis_relayed.clone(),
         );
         registry.register(

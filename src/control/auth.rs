@@ -1,6 +1,7 @@
-//! Who may do what: an optional bearer token to publish (`--publish-token`) and one
-//! for the operator's endpoints (`--admin-token`). Without them, anyone who reaches
-//! the port may do both, which is fine on loopback and logged as a warning elsewhere.
+//! Who may do what: an optional bearer token to publish (`--publish-token`, and
+//! `--whip-token` for WHIP encoders) and one for the operator's endpoints
+//! (`--admin-token`). Without them, anyone who reaches the port may do both, which
+//! is fine on loopback and logged as a warning elsewhere.
 //!
 //! Tokens are compared in constant time and never logged (their `Debug` is redacted).
 

@@ -77,8 +77,9 @@ pub struct Config {
     #[arg(help_heading = "Limits", long, default_value_t = 8, value_name = "N")]
     pub max_pending_per_ip: usize,
 
-    /// Most open TCP connections (HTTP and WebSocket) from one client IP; beyond it
-    /// new ones get `503` at once. Default: a quarter of what the file limit allows.
+    /// Most open TCP connections (HTTP, WebSocket and ICE-TCP) from one client IP;
+    /// beyond it new ones get `503` at once. Default: a quarter of what the file
+    /// limit allows.
     #[arg(help_heading = "Limits", long, value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
 

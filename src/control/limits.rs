@@ -61,7 +61,8 @@ pub fn raise_fd_limit() -> std::io::Result<FdLimit> {
 pub struct Limits {
     /// The soft file limit they were derived from.
     pub fds: u64,
-    /// Open TCP connections (HTTP and WebSocket), beyond which new ones are refused.
+    /// Open TCP connections (HTTP, WebSocket and ICE-TCP), beyond which new ones are
+    /// refused.
     pub connections: usize,
     pub connections_per_ip: usize,
     /// Signaling sockets that have not negotiated yet (`--max-pending`).

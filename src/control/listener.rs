@@ -7,7 +7,7 @@
 //! is given up to accept and close the waiting connection, then taken back: the
 //! client learns at once instead of waiting in the backlog.
 //!
-//! The same port carries ICE-TCP (`udp_mux::tcp`) unless `--tcp-port` gives it a port
+//! The same port carries ICE-TCP (`media::udp_mux::tcp`) unless `--tcp-port` gives it a port
 //! of its own: a connection's first bytes tell which (an RFC 4571 frame of a STUN
 //! binding request starts with a small length, then `00 01` and the magic cookie; HTTP
 //! with a letter, TLS with `16`). Sniffing runs in a task per connection, so a slow

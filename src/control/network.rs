@@ -38,7 +38,8 @@ pub struct MediaNetwork {
     multicast_dns: bool,
     stun_urls: Vec<String>,
     nat_ips: Vec<IpAddr>,
-    /// ICE-TCP's port, for clients whose UDP is blocked (`--tcp-port`).
+    /// ICE-TCP's port, for clients whose UDP is blocked: the `--listen` port, or
+    /// `--tcp-port`'s (`None` with `--tcp-port off`).
     tcp: Option<TcpMux>,
 }
 
@@ -175,7 +176,7 @@ impl MediaNetwork {
         };
         let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect();
         Some(PeerNetwork {
-            // The TCP listeners bound here are dropped for views of the shared port.
+            // The TCP listeners bound here are dropped for views of the ICE-TCP port.
             tcp_addrs: if self.tcp.is_some() { addrs.clone() } else { Vec::new() },
             udp_addrs: addrs,
             stun_urls: self.stun_urls.clone(),

@@ -238,8 +238,8 @@ impl PeerConnectionEventHandler for Handler {
             let mid = match &echoed {
                 EchoSink::ByMid(_) => mid_receiving(&pc, &track).await.unwrap_or_default(),
                 EchoSink::Plain(_) => String::new(),
-                // Echoes go to the callback on the driver itself (vendored webrtc patch 5);
-                // what was queued before that still comes through here.
+                // With `own_media` echoes go to the callback on the socket's reader
+                // (`super::media`); what webrtc-rs took before that still comes through here.
                 EchoSink::Callback(_) => String::new(),
             };
             while let Some(event) = track.poll().await {
@@ -299,8 +299,6 @@ async fn mid_sending(pc: &Arc<dyn PeerConnection>, sender: &Arc<dyn RtpSender>) 
     None
 }
 
-/// Reads the data channel's events: marks it open, forwards text messages to
-/// `messages` (binary ones are dropped: the server speaks JSON text).
 /// A new ordered `face-echo` data channel on `pc`, the receiver of its text
 /// messages, and the task that reads it.
 async fn create_channel(
@@ -314,6 +312,8 @@ async fn create_channel(
     Ok((Channel { channel: data_channel, open }, messages, reader))
 }
 
+/// Reads the data channel's events: marks it open, forwards text messages to
+/// `messages` (binary ones are dropped: the server speaks JSON text).
 async fn read_channel(
     channel: Arc<dyn DataChannel>,
     open: watch::Sender<bool>,

@@ -1,12 +1,12 @@
-//! VP8 encoding with libvpx for the clip test peers and the load generator loop,
-//! configured to give the same bytes on every run.
+//! VP8 encoding with libvpx for the clip that test peers and the load generator
+//! loop, configured to give the same bytes on every run.
 //!
-//! libvpx's realtime mode picks its speed from how long frames took to encode, so
-//! the same pictures came out differently sized from run to run: a clip of
-//! ~1 200-byte frames went from 1.3 to 1.9 RTP packets per frame with the load on
-//! the machine, and A/B runs that each encode their own clip compared different
-//! loads. One thread, the good-quality deadline and a fixed speed make it
-//! deterministic.
+//! libvpx's realtime mode picks its speed from how long frames take to encode, so
+//! the same pictures come out differently sized from run to run: a clip of
+//! ~1 200-byte frames goes from 1.3 to 1.9 RTP packets per frame with the load on
+//! the machine, and A/B runs that each encode their own clip would compare
+//! different loads. One thread, the good-quality deadline and a fixed speed make
+//! it deterministic.
 
 use std::mem::MaybeUninit;
 use std::os::raw::{c_int, c_ulong};

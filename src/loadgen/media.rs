@@ -5,18 +5,19 @@
 //! and the data channel.
 //!
 //! Why: a load generator must cost less than the server it measures.
-//! Through the driver each of its packets paid webrtc-rs's whole pipeline twice,
-//! once out and once back, the cost the server's media plane (`media::plane`)
-//! removed on the other side. Here a frame costs its SRTP and one GSO `sendmsg`,
-//! and an echo an SRTP unprotect and the caller's callback on the socket's reader
-//! (the load generator's publishers share one, [`crate::media::udp_mux::ReaderGroup`]: what
-//! arrives together is read in one wake-up).
+//! Through the driver each of its packets would pay webrtc-rs's whole pipeline
+//! twice, once out and once back: the cost the server's media plane
+//! (`media::plane`) avoids on the other side. Here a frame costs its SRTP and one
+//! GSO `sendmsg`, and an echo an SRTP unprotect and the caller's callback on the
+//! socket's reader (the load generator's publishers share one,
+//! [`crate::media::udp_mux::ReaderGroup`]: what arrives together is read in one
+//! wake-up).
 //!
 //! What the server sees does not change: the same SRTP, a frame's packets in one
 //! send, and each packet numbered with the transport-wide sequence number as
 //! webrtc-rs's TWCC sender would (the server's transport-cc feedback reports on it).
 //! What the server sends back besides the echo (receiver reports, transport-cc) is
-//! counted and dropped: like the lean client before it, nothing here adapts its rate.
+//! counted and dropped: as in a `lean` client, nothing here adapts its rate.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};

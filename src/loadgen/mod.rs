@@ -284,7 +284,7 @@ async fn connect_publishers(
 ) -> anyhow::Result<(Vec<(ClientPeer, Arc<Echoes>)>, usize)> {
     let mut publishers = Vec::new();
     let mut failures = 0;
-    // One thread reads every publisher's socket (see `udp_mux::ReaderGroup`).
+    // One thread reads every publisher's socket (see `media::udp_mux::ReaderGroup`).
     let reader = crate::media::udp_mux::ReaderGroup::new().context("starting the socket reader")?;
     for batch in (0..args.peers).collect::<Vec<_>>().chunks(8) {
         let attempts = batch.iter().map(|_| async {

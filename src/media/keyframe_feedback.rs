@@ -1,8 +1,10 @@
-//! An interceptor that lets keyframe requests reach the application.
+//! An interceptor that lets keyframe requests reach the application, for the client
+//! peers (the tests' and the load generator's, `session::peer::PeerMedia::Client`);
+//! the server's media plane reads PLI and FIR itself.
 //!
 //! webrtc-rs ends every interceptor chain with a terminus that drops inbound RTCP
 //! unless some interceptor marks it `DeliverToApplication`, and none of the default
-//! ones marks PLI or FIR. A relay that forwards keyframe requests upstream needs
+//! ones marks PLI or FIR. A publisher that counts the keyframes asked of it needs
 //! them, so this marks exactly those and passes everything else through untouched.
 
 use std::collections::VecDeque;

@@ -18,9 +18,9 @@
 //! stepped over.
 //!
 //! SRTP: the plane's own contexts, from the keys DTLS exported (vendor/PATCHES.md,
-//! 2), protecting in place (4); webrtc-rs protects nothing with them, since it sends no RTP or RTCP. Packets
-//! that arrive before the keys (the client's DTLS finishes a moment before ours is
-//! reported) wait in a short queue.
+//! 2), protecting in place (6); webrtc-rs sends no RTP or RTCP, so it protects
+//! nothing with them. Packets that arrive before the keys (the client's DTLS
+//! finishes a moment before ours is reported) wait in a short queue.
 //!
 //! What may cost a session work is bounded: datagrams per second per kind (a
 //! budget checked before anything is unprotected), SSRCs it may bring, and every

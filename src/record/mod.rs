@@ -1,12 +1,13 @@
 //! Recording (`--record DIR`): each publisher's incoming VP8, as it arrived, to
 //! `DIR/<session>.ivf`, and what is known about each frame to `DIR/<session>.jsonl`.
 //!
-//! Off the echo's path like the tap: the echo loop offers each forwarded packet
-//! with `try_send` on a bounded queue ([`RecorderInput::offer`]); the session's
-//! results loop offers the server's and the page's detections the same way. A
-//! full queue counts a drop. A thread of the recorder's own (file I/O blocks)
-//! assembles frames with [`FrameAssembler`] (keyframe first; after a gap, frames
-//! are skipped to the next keyframe and counted) and writes them, unchanged.
+//! Off the echo's path like the tap: the echo path (`session::echo::EchoPath`)
+//! offers each incoming packet, echoed or not, with `try_send` on a bounded queue
+//! ([`RecorderInput::offer`]); the session's results loop offers the server's and
+//! the page's detections the same way. A full queue counts a drop. A thread of the
+//! recorder's own (file I/O blocks) assembles frames with [`FrameAssembler`]
+//! (keyframe first; after a gap, frames are skipped to the next keyframe and
+//! counted) and writes them, unchanged.
 //!
 //! A write error (disk full, directory gone) is logged once and stops this
 //! recording; the echo never notices. Files stay readable after a kill: every IVF
@@ -116,7 +117,7 @@ impl RecordState {
     }
 }
 
-/// The echo loop's and the results loop's end of a recording. Never waits.
+/// The echo path's and the results loop's end of a recording. Never waits.
 #[derive(Clone)]
 pub struct RecorderInput {
     items: SyncSender<Item>,
@@ -137,7 +138,7 @@ impl RecorderInput {
         }
     }
 
-    /// One forwarded packet.
+    /// One incoming packet (echoed or not).
     pub fn offer(&self, packet: TapPacket) {
         self.send(Item::Packet(packet));
     }

@@ -96,7 +96,7 @@ impl Times {
 pub struct DetectReport {
     pub model: &'static str,
     pub frames: u64,
-    /// I420 → RGB, letterbox and model, per frame.
+    /// Letterbox from I420 and the model, per frame.
     pub detect_us: Option<Times>,
     pub faces_per_frame: f64,
     pub frames_with_faces: u64,

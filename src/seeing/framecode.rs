@@ -44,7 +44,8 @@ pub const CELL_DIVISOR: u32 = 48;
 /// The least luma difference between the guards for a code to count.
 pub const MIN_CONTRAST: f32 = 48.0;
 /// Scales a sender may have applied to the stamped canvas (libwebrtc's adapter
-/// steps: ×3/4, ×2/3, ...), tried in order after the unscaled size.
+/// steps by ×3/4 and ×2/3 in turn: 3/4, 1/2, 3/8, 1/4), tried in order after the
+/// unscaled size.
 const SENDER_SCALES: [(u32, u32); 4] = [(3, 4), (1, 2), (3, 8), (1, 4)];
 
 /// Cell size in pixels for a canvas `width` wide (`cellSize` in framecode.js).

@@ -22,8 +22,10 @@
 //! Parsing of client messages is strict and total, as for signaling
 //! ([`crate::session::signaling`]): every message becomes a [`ClientMessage`] or a
 //! [`LoopError`] with a stable snake_case [`LoopErrorCode`]. A bad message is
-//! dropped and counted; it never closes the channel. [`MessageRate`] limits how
-//! many a page may send; over the limit messages are dropped and counted.
+//! dropped and counted; it never closes the channel. [`MAX_MESSAGES_PER_SECOND`]
+//! and [`MAX_MESSAGE_BURST`] limit how many a page may send (one budget per
+//! PeerConnection, `session::results`); over the limit messages are dropped and
+//! counted.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -27,8 +27,8 @@ pub struct EchoStats {
     pub packets_out: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
-    /// PLIs sent to the publisher that served the echo's receiver (shared with
-    /// the keyframe scheduler).
+    /// PLIs sent to the publisher on behalf of the echo's receiver (counted by the
+    /// keyframe scheduler).
     pub plis_relayed: Arc<AtomicU64>,
     /// Echoes that could not be protected and sent.
     pub forward_errors: AtomicU64,

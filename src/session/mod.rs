@@ -82,7 +82,8 @@ pub struct SessionInfo {
     pub record: Option<Arc<RecordState>>,
     /// How the session was negotiated, when not over /ws (`whip`).
     signaling: std::sync::OnceLock<&'static str>,
-    /// Our ICE candidates (`typ address:port`): with `--udp-port PORT`, the shared port.
+    /// Our ICE candidates as the client was told them (`typ transport address:port`):
+    /// the shared port by default, the session's own with a `--udp-port` range.
     candidates: Mutex<Vec<String>>,
 }
 
@@ -255,8 +256,8 @@ struct FirstStream {
 }
 
 impl Session {
-    /// Builds a PeerConnection for `offer_sdp` on the first of `networks` whose
-    /// sockets bind, adds one echo track per offered video m-line and answers.
+    /// Builds a PeerConnection for `offer_sdp` on the first of `networks` (the media
+    /// port it was given), adds one echo track per offered video m-line and answers.
     /// Local candidates then trickle out as events.
     pub async fn open(
         id: String,

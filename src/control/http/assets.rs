@@ -1,8 +1,8 @@
 //! The page and its models, embedded in the binary so it runs from anywhere.
 //!
 //! `web/` is served from the root (`/`, `/app.js`, `/vendor/...`) and the page's
-//! models (`models/face-api/`) under `/models/face-api/`. `--web-dir` swaps the embedded `web/` for a folder on disk,
-//! for editing the page without rebuilding.
+//! models (`models/face-api/`) under `/models/face-api/`. `--web-dir` swaps the
+//! embedded `web/` for a folder on disk, for editing the page without rebuilding.
 
 use std::borrow::Cow;
 use std::path::{Component, Path, PathBuf};
@@ -15,7 +15,7 @@ use rust_embed::RustEmbed;
 #[folder = "web/"]
 struct WebFiles;
 
-/// The page's models (face-api); the server's own (BlazeFace) belong to `detect`.
+/// The page's models (face-api); the server's own (BlazeFace) belong to `seeing::detect`.
 #[derive(RustEmbed)]
 #[folder = "models/face-api/"]
 struct ModelFiles;

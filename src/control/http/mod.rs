@@ -119,7 +119,7 @@ async fn index(State(app): State<AppState>) -> Response {
     app.assets.web("index.html").await
 }
 
-/// The viewer page; it reads the session id from its own URL. In a cluster, a
+/// The viewer page; it reads the session's watch token from its own URL. In a cluster, a
 /// session held by another node is watched there: `307` to that node.
 async fn watch_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
     if let Some(elsewhere) = elsewhere(&app, &token, &format!("/watch/{token}")).await {
@@ -334,7 +334,7 @@ fn check_origin<'h>(headers: &'h HeaderMap, allowed: &[String]) -> Result<(), &'
 
 async fn sessions(State(app): State<AppState>) -> Json<serde_json::Value> {
     let mut sessions = app.sessions.to_json();
-    // The media network (UDP mode, shared port and its counters) with each session.
+    // The media network (UDP mode, its ports and mux counters, ICE-TCP) with each session.
     let media = app.network.to_json();
     for session in sessions.as_array_mut().into_iter().flatten() {
         session["media"] = media.clone();

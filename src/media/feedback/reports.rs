@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::media::rtcp::{ReportBlock, SenderInfo};
 
-/// How often reports go out (webrtc-rs's interval, and RFC 3550's 5 % rule is far
-/// below it at video rates).
+/// How often reports go out (webrtc-rs's interval; at video rates it stays far
+/// under RFC 3550's 5 % share of the session's bandwidth).
 pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The reception of one incoming stream, kept as RFC 3550 A.1, A.3 and A.8 do.

@@ -65,7 +65,7 @@ pub use reader::ReaderGroup;
 pub use tcp::TcpMux;
 
 /// Datagrams an inbox holds for a PeerConnection whose driver has not read them yet
-/// (as the echo's event channel: a stalled session loses its own packets, nobody else's).
+/// (bounded: a stalled session loses its own packets, nobody else's).
 const INBOX_DEPTH: usize = 256;
 /// Largest datagram the mux passes on (the driver's receive buffer); WebRTC stays
 /// under the path MTU (~1500).
@@ -239,8 +239,9 @@ impl MuxStats {
     }
 }
 
-/// The shared sockets of one `--udp-port`, one per local address, bound on first use
-/// (a wildcard listener learns its interface addresses from the driver).
+/// The sockets of one media port, one per local address, bound on first use (a
+/// wildcard listener learns its interface addresses from the driver): the shared
+/// port, or one port of a `--udp-port MIN-MAX` range.
 #[derive(Clone)]
 pub struct UdpMux {
     inner: Arc<MuxInner>,
@@ -464,11 +465,6 @@ fn set_socket_option(fd: std::os::fd::RawFd, name: libc::c_int, value: libc::c_i
     unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, name, (&value as *const libc::c_int).cast(), len) == 0 }
 }
 
-/// The ICE ufrag an SDP names (`a=ice-ufrag:`).
-pub fn ice_ufrag(sdp: &str) -> Option<&str> {
-    sdp.lines().find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
-}
-
 /// The local ICE username fragment and password of one PeerConnection: chosen here
 /// (and given to webrtc via `with_ice_credentials`) so the mux can check a binding
 /// request before the PeerConnection has seen a packet.
@@ -517,8 +513,8 @@ impl IceCredentials {
 
 /// One shared socket and who is behind it.
 struct Shared {
-    /// Non-blocking; read by its own thread (`reader`), written by anyone
-    /// (drivers, media hooks) straight through `state`.
+    /// Non-blocking; read by its own thread or its group's (`reader`), written by
+    /// anyone (drivers, media hooks) straight through `state`.
     socket: StdUdpSocket,
     state: UdpSocketState,
     local: SocketAddr,
@@ -987,8 +983,9 @@ fn is_binding_request(datagram: &[u8]) -> bool {
 }
 
 thread_local! {
-    /// The reader thread's sends while it routes one received message; its buffer
-    /// is kept from message to message (one allocation per thread, not per packet).
+    /// This thread's sends while a batch is open ([`Shared::batched`]: the reader
+    /// routing one received message, or a sender's frame); its buffer is kept from
+    /// batch to batch (one allocation per thread, not per packet).
     static BATCH: std::cell::RefCell<Batch> = std::cell::RefCell::new(Batch::default());
 }
 

@@ -1,5 +1,6 @@
-//! Who reads a mux's sockets: a thread per socket (the server: one shared socket per
-//! address), or one thread for many sockets ([`ReaderGroup`]: the load generator's
+//! Who reads a mux's sockets: a thread per socket (the server's shared port: one
+//! socket per address), or one thread for many sockets ([`ReaderGroup`]: the
+//! server's `--udp-port MIN-MAX` range, a mux per session; the load generator's
 //! clients, which need a socket each because the server tells sessions apart by
 //! address). Either sleeps in the kernel (`poll`, `epoll_wait`), not in an async
 //! runtime, so a packet costs no task scheduling on its way to its hook or inbox, and
@@ -145,11 +146,11 @@ fn wait_readable(fd: RawFd, until: Instant) {
 }
 
 /// One reader thread for the sockets of many muxes ([`super::UdpMux::bind_in`]),
-/// woken by `epoll` when any is readable. Why: each of the load generator's
-/// publishers has a socket of its own, and a thread per socket wakes once per echo;
-/// one thread for all of them reads what arrives together in one wake-up, as the
-/// server's reader does for its sessions. The thread ends when the last clone of
-/// the group is dropped.
+/// woken by `epoll` when any is readable. Why: each session of a port range, and
+/// each of the load generator's publishers, has a socket of its own, and a thread
+/// per socket wakes once per packet; one thread for all of them reads what arrives
+/// together in one wake-up, as the shared port's reader does for its sessions. The
+/// thread ends when the last clone of the group is dropped.
 #[derive(Clone)]
 pub struct ReaderGroup {
     handle: Arc<GroupHandle>,

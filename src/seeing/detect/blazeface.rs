@@ -24,7 +24,7 @@ pub enum ModelKind {
 #[derive(Debug, Clone, Copy)]
 pub struct ModelSpec {
     pub kind: ModelKind,
-    /// Path of the ONNX file under `models/`.
+    /// Name of the ONNX file under `models/blazeface/` (carried in the binary).
     pub file: &'static str,
     /// Input side in pixels.
     pub size: u32,

@@ -5,9 +5,10 @@
 //! ([`from_i420`]): each plane is box-averaged by most of the scale factor, then
 //! triangle-filtered to the fitted size, then BT.601 turns only the `S×S` pixels
 //! the model sees into RGB, not the whole frame. (Chroma resampled to half the
-//! fitted size moved the front model's boxes by more than IoU 0.95.) Going
-//! through a full-frame RGB picture and a second resize ([`from_rgb`], kept for
-//! photos and as the reference in tests) cost as much as half the model's run.
+//! fitted size moves the front model's boxes too far: IoU under 0.95 with the
+//! reference's.) Going through a full-frame RGB picture and a second resize
+//! ([`from_rgb`], kept for photos and as the reference in tests) costs as much as
+//! half the model's run.
 
 use image::imageops::FilterType;
 use image::{RgbImage, imageops};

@@ -272,8 +272,8 @@ impl Detector {
     }
 }
 
-/// Threads a worker count from the machine: half the cores (at least one), so
-/// detection never takes every core from the echo.
+/// How many detection threads this machine gets: half the cores (at least one),
+/// so detection never takes every core from the echo.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1)
 }

@@ -4,7 +4,7 @@
 //! - A keyframe's size must be non-zero and at most `max_pixels` (libvpx sizes its
 //!   buffers from it: memory and decode time follow the pixel count).
 //! - A keyframe that changes the size makes libvpx reallocate everything; at most
-//!   `max_resizes_per_second` are let through, so flipping sizes every frame costs
+//!   [`MAX_RESIZES_PER_SECOND`] are let through, so flipping sizes every frame costs
 //!   the publisher its tap, not the server its memory allocator.
 //! - After a refused keyframe, inter frames refer to a picture the decoder never
 //!   saw: they are refused too, until an acceptable keyframe.

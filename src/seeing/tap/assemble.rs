@@ -18,7 +18,7 @@ pub struct TapPacket {
     pub timestamp: u32,
     pub marker: bool,
     pub payload: Bytes,
-    /// When the echo loop took it from the track: a frame's age starts at its
+    /// When the media plane read it off the socket: a frame's age starts at its
     /// last packet's arrival.
     pub arrived: Instant,
 }
@@ -57,7 +57,7 @@ pub struct AssemblyCounts {
     pub keyframes: u64,
     /// Packets that came again or too late to use.
     pub duplicates: u64,
-    /// Payloads that are not VP8 (bad descriptor) .
+    /// Payloads that are not VP8 (bad descriptor).
     pub malformed: u64,
     /// Empty (padding-only) packets.
     pub padding: u64,

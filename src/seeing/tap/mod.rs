@@ -1,10 +1,12 @@
-//! The decode tap: reads the VP8 the session forwards, for metrics and a snapshot,
+//! The decode tap: reads the VP8 the session echoes, for metrics and a snapshot,
 //! without ever slowing or altering the echo.
 //!
-//! The echo loop offers each forwarded packet with `try_send` on a bounded
-//! channel ([`TapInput::offer`]); when the tap falls behind, packets are counted
-//! as dropped and the echo goes on. A thread of the tap's own (libvpx decoding is
-//! CPU work: never on the async runtime) depacketizes, assembles and decodes.
+//! The echo path (`session::echo::EchoPath`, on the mux's reader) offers each
+//! echoed packet (or, with nothing to echo to, each received one) with `try_send`
+//! on a bounded channel ([`TapInput::offer`]); when the tap falls behind, packets
+//! are counted as dropped and the echo goes on. A thread of the tap's own (libvpx
+//! decoding is CPU work: never on the async runtime) depacketizes, assembles and
+//! decodes.
 
 pub mod admission;
 pub mod assemble;
@@ -29,7 +31,8 @@ use admission::{FrameGate, Refusal};
 use assemble::{AssemblyCounts, FrameAssembler, TapPacket};
 use decode::Vp8Decoder;
 
-/// How the tap runs (from `--decode-tap`, `--tap-pli`, `--tap-queue`, `--detect`).
+/// How the tap runs (from `--decode-tap`, `--tap-pli`, `--tap-max-pixels`, `--tap-queue`,
+/// `--detect`).
 #[derive(Debug, Clone)]
 pub struct TapConfig {
     /// Packets the tap may fall behind before it drops.
@@ -61,7 +64,7 @@ pub const DEFAULT_QUEUE_PACKETS: usize = 1024;
 /// libvpx cannot be interrupted; the pixel budget is what bounds a decode's time.
 pub const SLOW_DECODE: Duration = Duration::from_millis(100);
 
-/// The echo loop's end of the tap.
+/// The echo path's end of the tap.
 pub struct TapInput {
     packets: mpsc::Sender<TapPacket>,
     state: Arc<TapState>,
@@ -69,7 +72,7 @@ pub struct TapInput {
 }
 
 impl TapInput {
-    /// Offers one forwarded packet; never waits. A full queue counts a drop.
+    /// Offers one echoed packet; never waits. A full queue counts a drop.
     pub fn offer(&self, packet: TapPacket) {
         if self.packets.try_send(packet).is_err() {
             self.state.packets_dropped.fetch_add(1, Ordering::Relaxed);
@@ -159,7 +162,7 @@ impl TapState {
     }
 }
 
-/// Starts a session's tap thread. Returns the echo loop's input, the shared
+/// Starts a session's tap thread. Returns the echo path's input, the shared
 /// state, and a receiver of keyframe wishes.
 pub fn start(
     session_id: &str,
@@ -188,7 +191,7 @@ pub fn start(
     Ok((input, state, wishes_rx))
 }
 
-/// The tap's thread: ends when the echo loop drops its [`TapInput`].
+/// The tap's thread: ends when the echo path drops its [`TapInput`].
 struct Worker {
     packets: mpsc::Receiver<TapPacket>,
     pipeline: TapPipeline,
