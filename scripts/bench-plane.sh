@@ -40,7 +40,7 @@ total=$(sed -n 's/^summary: *//p' "$out" | tr -d ,)
 # inclusive NAME: the inclusive instruction count of the first function matching NAME.
 inclusive() { echo "$annotated" | grep -m1 -- "$1" | awk '{ gsub(",", "", $1); print $1 }' || true; }
 dispatch=$(inclusive 'udp_mux::Shared::dispatch')
-hook=$(inclusive 'MediaPlane as face_echo::udp_mux::MediaHook>::on_datagram')
+hook=$(inclusive 'MediaPlane as face_echo::media::udp_mux::MediaHook>::on_datagram')
 route=$(inclusive 'udp_mux::MuxSender::route')
 unprotect=$(inclusive 'decrypt_rtp_in_place')
 arrival=$(inclusive 'plane::note_arrival')
