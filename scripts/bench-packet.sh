@@ -17,7 +17,8 @@
 #
 # Per-packet CPU = the server's utime+stime (/proc/PID/stat) over the load window ÷ echoed
 # packets; the load generator (always the current build, so the client is the same for both
-# servers; with -l the server is the same and the client differs) reports its own CPU too. Results: target/bench/packet.jsonl, tables on stdout.
+# servers; with -l the server is the same and the client differs) reports its own CPU too. Results: target/bench/packet.jsonl, tables on stdout,
+# a chart of CPU per packet against peers in target/bench/packet.svg (scripts/plot-svg.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -145,3 +146,8 @@ if any(b == "base" for _, b in by):
         if ratios:
             print(f"| {p} | {med(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)}) |")
 PY
+
+# CPU per packet against peers says more than a table: target/bench/packet.svg.
+python3 scripts/plot-svg.py "$out" target/bench/packet.svg --x peers --y server_cpu_us_per_packet \
+  --series build --title "Server CPU per echoed packet (load generator, 320x240@30)" \
+  --xlabel "publishers" --ylabel "µs CPU per echoed packet" && echo "bench: chart in target/bench/packet.svg" >&2
