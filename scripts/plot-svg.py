@@ -65,7 +65,7 @@ def main():
             out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{colour}" opacity="0.5"/>')
         for x, y in medians:
             out.append(f'<text x="{px(x) + 6:.1f}" y="{py(y) - 6:.1f}" fill="{colour}">{y:.1f}</text>')
-        if name:
+        if name and len(series) > 1:
             out.append(f'<text x="{W - RIGHT - 4}" y="{TOP + 14 + 16 * i}" text-anchor="end" fill="{colour}">{name}</text>')
     out.append("</svg>")
     with open(a.out, "w") as f:
