@@ -83,22 +83,6 @@ impl Advertise {
         told
     }
 
-    /// A local candidate as the event to trickle to the client.
-    fn candidate_event(&self, event: RTCPeerConnectionIceEvent) -> Option<SessionEvent> {
-        match event.candidate.to_json() {
-            Ok(init) => Some(SessionEvent::Candidate(Candidate {
-                candidate: self.candidate(&init.candidate)?,
-                sdp_mid: init.sdp_mid,
-                sdp_mline_index: init.sdp_mline_index,
-                username_fragment: None,
-            })),
-            Err(err) => {
-                tracing::warn!(%err, "could not serialize a local candidate");
-                None
-            }
-        }
-    }
-
     /// Trickles a local candidate to the client through the owner's `events`; the
     /// attribute told, if any.
     pub(crate) fn trickle(
@@ -106,10 +90,20 @@ impl Advertise {
         events: &mpsc::UnboundedSender<SessionEvent>,
         event: RTCPeerConnectionIceEvent,
     ) -> Option<String> {
-        let event = self.candidate_event(event)?;
-        let SessionEvent::Candidate(candidate) = &event else { return None };
-        let told = candidate.candidate.clone();
-        let _ = events.send(event);
+        let init = match event.candidate.to_json() {
+            Ok(init) => init,
+            Err(err) => {
+                tracing::warn!(%err, "could not serialize a local candidate");
+                return None;
+            }
+        };
+        let told = self.candidate(&init.candidate)?;
+        let _ = events.send(SessionEvent::Candidate(Candidate {
+            candidate: told.clone(),
+            sdp_mid: init.sdp_mid,
+            sdp_mline_index: init.sdp_mline_index,
+            username_fragment: None,
+        }));
         Some(told)
     }
 }
