@@ -26,6 +26,7 @@ const state = window.faceEcho = {
   viewers: 0,                 // people watching this session (/watch/<session>)
   serverFaces: null,          // faces the server's own detector (--detect) found, or null
   latencyMs: { p50: null, p95: null, samples: 0 },
+  latencyFrames: [],          // [frame number, echo latency ms] of the last ~4 s, for benches
   detector: null,             // 'tiny' | 'ssd'
   backend: null,              // tfjs backend running the page's detector: 'wasm' | 'webgl' | 'cpu'
   backendProbeMs: {},         // ms per TinyFaceDetector pass in the start-up probe
@@ -204,6 +205,7 @@ function watchEcho() {
     state.echoFramesRendered++;
     $('echo-frames').textContent = state.echoFramesRendered;
     state.latencyMs = echoLatency.summary();
+    state.latencyFrames = [...echoLatency.byFrame];
     if (state.latencyMs.samples === 0) return;
     $('latency').textContent = p50p95(state.latencyMs);
     showFloor();

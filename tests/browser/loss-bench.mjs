@@ -12,9 +12,10 @@
 // `--tcp-port`) and BENCH_LOSS % of that port's TCP segments. One page, one
 // session, the fake camera at 30 fps; after 30 echoed frames, the page's echo
 // latency (from the frame codes) is read every 4 s; the medians of the windows'
-// p50 and p95 are printed with the echo's frame rate.
+// p50 and p95 are printed with the echo's frame rate, and every frame's latency is
+// drawn as a distribution per case in target/bench/loss-latency.svg.
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,6 +46,37 @@ const median = (xs) => {
 };
 const round = (x) => (Number.isFinite(x) ? Math.round(x) : null);
 
+/** The cases' echo latencies as an SVG: for each, the share of frames (y) that came
+ *  back within x ms (a cumulative distribution, one line per case). */
+function distributionSvg(results) {
+  const [w, h, left, right, top, bottom] = [680, 360, 60, 190, 40, 50];
+  const cases = results.filter((r) => r.latencies_ms?.length);
+  const xmax = Math.max(50, ...cases.flatMap((r) => r.latencies_ms)) * 1.05;
+  const px = (ms) => left + (ms / xmax) * (w - left - right);
+  const py = (share) => top + (1 - share) * (h - top - bottom);
+  const colours = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd'];
+  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${w}" height="${h}" fill="white"/>`,
+    `<text x="${(w - right + left) / 2}" y="22" text-anchor="middle" font-size="14">Echo latency, headless Chromium: share of frames within x ms</text>`];
+  for (let i = 0; i <= 4; i++) {
+    out.push(`<line x1="${left}" x2="${w - right}" y1="${py(i / 4)}" y2="${py(i / 4)}" stroke="#ddd"/>`,
+      `<text x="${left - 6}" y="${py(i / 4) + 4}" text-anchor="end">${i * 25} %</text>`);
+  }
+  const step = xmax > 200 ? 50 : 20;
+  for (let ms = 0; ms <= xmax; ms += step) {
+    out.push(`<text x="${px(ms)}" y="${h - bottom + 16}" text-anchor="middle">${ms}</text>`);
+  }
+  out.push(`<text x="${(w - right + left) / 2}" y="${h - 10}" text-anchor="middle">echo latency, ms</text>`);
+  cases.forEach((r, i) => {
+    const v = [...r.latencies_ms].sort((a, b) => a - b);
+    const points = v.map((ms, k) => `${px(ms).toFixed(1)},${py((k + 1) / v.length).toFixed(1)}`).join(' ');
+    out.push(`<polyline points="${points}" fill="none" stroke="${colours[i % colours.length]}" stroke-width="2"/>`,
+      `<text x="${w - right + 10}" y="${top + 14 + 18 * i}" fill="${colours[i % colours.length]}">${r.case} (${v.length} frames)</text>`);
+  });
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
+
 /** One case, inside its namespace: the JSON line the outer run reads. */
 async function runCase(name) {
   const work = mkdtempSync(join(tmpdir(), 'face-echo-loss-'));
@@ -65,11 +97,14 @@ async function runCase(name) {
     await waitFor('30 echoed frames', async () => (await snapshot()).echoFramesRendered >= 30, 60_000,
       async () => JSON.stringify(await snapshot()));
     const windows = [];
+    const byFrame = new Map(); // every frame's echo latency over the run, for the distribution
     const first = await snapshot();
     const started = Date.now();
     for (let t = 0; t < SECONDS * 1000; t += WINDOW_MS) {
       await new Promise((r) => setTimeout(r, WINDOW_MS));
-      windows.push((await snapshot()).latencyMs);
+      const now = await snapshot();
+      windows.push(now.latencyMs);
+      for (const [frame, ms] of now.latencyFrames ?? []) byFrame.set(frame, ms);
     }
     const last = await snapshot();
     const session = (await (await fetch(`${base}/api/sessions`)).json())[0];
@@ -80,6 +115,7 @@ async function runCase(name) {
       p95_ms: round(median(windows.map((w) => w.p95))),
       echo_fps: Number(((last.echoFramesRendered - first.echoFramesRendered) / ((Date.now() - started) / 1000)).toFixed(1)),
       nacks_received: session?.retransmit?.nacks_received ?? null,
+      latencies_ms: [...byFrame.values()],
     };
   } finally {
     await context?.close().catch(() => {});
@@ -110,8 +146,12 @@ for (const [name, rules] of Object.entries(CASES)) {
   let result;
   try { result = JSON.parse(line); } catch { result = { case: name, error: (run.stderr || line || '').slice(-400) }; }
   results.push(result);
-  if (!process.argv.includes('--json')) console.log(JSON.stringify(result));
+  if (!process.argv.includes('--json')) console.log(JSON.stringify({ ...result, latencies_ms: undefined }));
 }
+const chart = join(repo, 'target/bench/loss-latency.svg');
+mkdirSync(dirname(chart), { recursive: true });
+writeFileSync(chart, distributionSvg(results));
+console.error(`bench: latency distributions in ${chart}`);
 if (process.argv.includes('--json')) console.log(JSON.stringify(results));
 else {
   console.log(`\n| case | transport | echo p50 | echo p95 | echo fps | NACKs |\n|---|---|---|---|---|---|`);
