@@ -123,10 +123,13 @@ impl SessionInfo {
     /// Notes a local candidate as the client was told it (an `a=candidate` attribute)
     /// for `/api/sessions`: `<type> <transport> <address>:<port>`.
     pub(crate) fn add_candidate(&self, attribute: &str) {
-        let fields: Vec<&str> = attribute.split_ascii_whitespace().collect();
-        let (Some(transport), Some(address), Some(port), Some(typ)) =
-            (fields.get(2), fields.get(4), fields.get(5), fields.get(7))
-        else {
+        use signaling::{candidate_address, candidate_port, candidate_transport, candidate_type};
+        let (Some(transport), Some(address), Some(port), Some(typ)) = (
+            candidate_transport(attribute),
+            candidate_address(attribute),
+            candidate_port(attribute),
+            candidate_type(attribute),
+        ) else {
             return;
         };
         let address = match address.contains(':') {

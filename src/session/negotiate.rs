@@ -15,7 +15,7 @@ use webrtc::rtp_transceiver::RtpSender;
 use super::SessionEvent;
 use crate::media::plane::{Extensions, MediaPlane};
 use crate::session::peer::{self, PeerMedia, PeerNetwork};
-use crate::session::signaling::{Candidate, ErrorCode, SignalError};
+use crate::session::signaling::{Candidate, ErrorCode, SignalError, candidate_address, candidate_type};
 
 /// How long closing a PeerConnection may take before we stop waiting for it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,16 +48,13 @@ impl Advertise {
 
     /// `attribute` naming the public address, where one stands for its address.
     fn public(&self, attribute: &str) -> Option<String> {
-        let fields: Vec<&str> = attribute.split(' ').collect();
-        let (address, kind) = (fields.get(4)?, fields.get(7)?);
-        let ip: IpAddr = address.parse().ok()?;
-        if *kind != "host" || ip.is_loopback() {
+        let ip: IpAddr = candidate_address(attribute)?.parse().ok()?;
+        if candidate_type(attribute)? != "host" || ip.is_loopback() {
             return None;
         }
-        let public = self.nat_ips.iter().find(|nat| nat.is_ipv4() == ip.is_ipv4())?;
-        let public = public.to_string();
-        let mut fields = fields;
-        fields[4] = &public;
+        let public = self.nat_ips.iter().find(|nat| nat.is_ipv4() == ip.is_ipv4())?.to_string();
+        let mut fields: Vec<&str> = attribute.split_ascii_whitespace().collect();
+        fields[4] = &public; // the address, as candidate_address read it
         Some(fields.join(" "))
     }
 

@@ -45,16 +45,31 @@ impl Candidate {
     }
 }
 
-/// The connection address of a candidate attribute, trickled or an SDP's
-/// `a=candidate:` line without its `a=`: `candidate:<foundation> <component>
-/// <transport> <priority> <address> <port> typ ...`.
-pub fn candidate_address(attribute: &str) -> Option<&str> {
-    attribute.strip_prefix("candidate:")?.split_ascii_whitespace().nth(4)
+/// Word `n` of a candidate attribute, trickled or an SDP's `a=candidate:` line
+/// without its `a=`: `candidate:<foundation> <component> <transport> <priority>
+/// <address> <port> typ <type> ...`.
+fn candidate_word(attribute: &str, n: usize) -> Option<&str> {
+    attribute.strip_prefix("candidate:")?.split_ascii_whitespace().nth(n)
 }
 
-/// The transport (`udp`, `tcp`) of a candidate attribute, as [`candidate_address`] reads it.
+/// The connection address of a candidate attribute.
+pub fn candidate_address(attribute: &str) -> Option<&str> {
+    candidate_word(attribute, 4)
+}
+
+/// The transport (`udp`, `tcp`) of a candidate attribute.
 pub fn candidate_transport(attribute: &str) -> Option<&str> {
-    attribute.strip_prefix("candidate:")?.split_ascii_whitespace().nth(2)
+    candidate_word(attribute, 2)
+}
+
+/// The port of a candidate attribute.
+pub fn candidate_port(attribute: &str) -> Option<&str> {
+    candidate_word(attribute, 5)
+}
+
+/// The type (`host`, `srflx`, `prflx`, `relay`) of a candidate attribute.
+pub fn candidate_type(attribute: &str) -> Option<&str> {
+    candidate_word(attribute, 7)
 }
 
 /// A message to the client.
