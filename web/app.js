@@ -2,11 +2,12 @@
 // code → WebRTC (VP8) → server → echo video. Drawing runs at video rate with the
 // latest boxes; detection runs beside it, one pass at a time, and never holds a
 // frame back. The echo's frame codes give the glass-to-glass latency.
-// The loop closes over the `face-echo` data channel (loop.js): the boxes drawn on
-// each stamped frame go to the server, the server's own detections come back and
-// are drawn (magenta) over the echo frame they belong to.
+// The loop closes over the `face-echo` data channel (loop.js): the page names the
+// stamped frame its detector runs on and then what it found there, the server's
+// detector takes that same frame, and the server's detections come back and are
+// drawn (magenta) over the echo frame they belong to.
 import { PageDetector } from '/detector.js';
-import { pageDetections } from '/detections.js';
+import { ReportPacer, pageDetecting, pageDetections } from '/detections.js';
 import { Floor, PathStats, overFloor } from '/floor.js';
 import { FrameStamper, VideoLatency } from '/framecode.js';
 import { LoopChannel, ServerOverlay } from '/loop.js';
@@ -41,7 +42,10 @@ const state = window.faceEcho = {
   serverFacesOnEcho: 0,
   serverBoxesAgeMs: null,
   serverBoxesAligned: null,   // true: by RTP timestamp; false: newest (no timestamp)
-  agreement: { frames: 0, matched: 0, meanIou: null, pageOnly: 0, serverOnly: 0 },
+  // Frames both detectors ran on, compared: faces matched, found by one side only,
+  // and the matched pairs' mean IoU as drawn and in one box convention.
+  agreement: { frames: 0, matched: 0, pageOnly: 0, serverOnly: 0, meanIou: null, meanIouCalibrated: null },
+  reportedFrames: 0,          // detection passes reported to the server (frame named, then faces)
   // The floor (floor.js): the same stream through an in-page loopback, timed the
   // same way; echo − floor per frame; and each path's stages (PathStats).
   floor: { enabled: false, state: 'off', latencyMs: { p50: null, p95: null, samples: 0 }, framesRendered: 0 },
@@ -86,6 +90,8 @@ let signaling = null;
 let loop = null;              // the current connection's LoopChannel
 let drawHandle = null;
 let detectTimes = [];         // completion times of recent detections, for detections/s
+const pacer = new ReportPacer();
+let serverDetectFps = null;   // the server's --detect-fps, from its stats: reports are paced to it
 let lastDetectMs = null;
 let echoLatency = null;      // the current echo's VideoLatency (the last ~4 s of frames)
 let sent = null;              // the canvas stream being sent, which the floor sends too
@@ -147,31 +153,36 @@ function draw() {
       ctx.fillText(score.toFixed(2), x, Math.max(12, y - 4));
     }
     const frame = stamper.stamp(ctx, canvas.width, canvas.height);
-    // The boxes just drawn on frame `frame`, for the server to compare with its own.
-    if (loop) {
-      loop.send(pageDetections(frame, canvas.width, canvas.height, boxes));
-      state.dc.sent = loop.sent;
-      state.dc.dropped = loop.dropped;
-    }
     state.framesDrawn++;
-    detect();
+    detect(frame);
   }
   drawHandle = camera.requestVideoFrameCallback
     ? camera.requestVideoFrameCallback(draw)
     : requestAnimationFrame(draw);
 }
 
-// One detection at a time, never queued: a new pass starts only when the last ended.
-async function detect() {
+// One detection at a time, never queued: a new pass starts only when the last ended,
+// on the camera picture just drawn into frame `frame` (taken before any await). A
+// reported pass names its frame first, so that the server's detector takes the same
+// picture, then says what it found; passes are paced to the server's detection rate.
+async function detect(frame) {
   if (detecting || !running) return;
   detecting = true;
+  const picture = createImageBitmap(camera);
+  const [width, height] = [canvas.width, canvas.height];
+  const channel = detector.started && loop && pacer.take(performance.now(), serverDetectFps) ? loop : null;
+  channel?.send(pageDetecting(frame));
   try {
     await detector.start(camera);
     showBackend();
     const started = performance.now();
     const used = detector.settings.detector;
-    boxes = await detector.detect(camera);
+    boxes = await detector.detect(await picture);
     const now = performance.now();
+    if (channel && channel === loop && channel.send(pageDetections(frame, width, height, boxes, used))) {
+      state.reportedFrames++;
+    }
+    if (channel) Object.assign(state.dc, { sent: channel.sent, dropped: channel.dropped });
     state.facesByDetector[used] = Math.max(state.facesByDetector[used], boxes.length);
     lastDetectMs = now - started;
     state.facesLastFrame = boxes.length;
@@ -338,12 +349,15 @@ function openLoop(peer) {
       state.serverDetections++;
       overlay.add(detection);
     },
-    onStats: ({ agreement }) => {
+    onStats: ({ agreement, detect }) => {
       if (peer !== pc) return;
+      serverDetectFps = Number.isFinite(detect?.fps) ? detect.fps : null;
       state.agreement = agreement;
+      const iou = (v) => (v === null ? '–' : v.toFixed(2));
       $('agreement').textContent = agreement.frames
-        ? `${agreement.frames} frames · mean IoU ${agreement.meanIou === null ? '–' : agreement.meanIou.toFixed(2)}` +
-          ` · page only ${agreement.pageOnly} · server only ${agreement.serverOnly}`
+        ? `${agreement.frames} frames compared · ${agreement.matched} faces matched · page only ` +
+          `${agreement.pageOnly} · server only ${agreement.serverOnly} · mean IoU ${iou(agreement.meanIou)} ` +
+          `(${iou(agreement.meanIouCalibrated)} in one box convention)`
         : 'no frames compared yet';
     },
     onError: ({ code, message }) => { if (peer === pc) console.warn(`face-echo: data channel: ${code}: ${message}`); },

@@ -19,12 +19,18 @@ export function rtpDiff(a, b) {
   return ((a - b) | 0);
 }
 
+/** The page's message when its detector starts on the picture of frame `frame`. */
+export function pageDetecting(frame) {
+  return { type: 'detecting', frame };
+}
+
 /**
- * The page's detections message for the frame it stamped with `frame`: face-api
- * boxes ({x, y, width, height, score}, canvas pixels) on a `width`×`height` canvas.
- * Boxes that are not finite are left out, at most MAX_FACES kept.
+ * The page's detections message for the frame it stamped with `frame`, which its
+ * detector (`detector`: 'tiny' | 'ssd') ran on: face-api boxes ({x, y, width,
+ * height, score}, canvas pixels) on a `width`×`height` canvas. Boxes that are not
+ * finite are left out, at most MAX_FACES kept.
  */
-export function pageDetections(frame, width, height, boxes) {
+export function pageDetections(frame, width, height, boxes, detector) {
   const round = (v) => Math.round(v * 10) / 10;
   const faces = [];
   for (const box of boxes) {
@@ -34,7 +40,26 @@ export function pageDetections(frame, width, height, boxes) {
     if (![x, y, w, h, score].every(Number.isFinite) || w < 0 || h < 0) continue;
     faces.push({ x: round(x), y: round(y), w: round(w), h: round(h), score: Math.round(score * 1000) / 1000 });
   }
-  return { type: 'detections', source: 'page', frame, width, height, faces };
+  return { type: 'detections', source: 'page', frame, detector, width, height, faces };
+}
+
+/**
+ * Which of the page's detection passes it reports to the server: at most `fps` a
+ * second (the server's --detect-fps, from its stats), so that the server's
+ * detector, which takes the frames the page names first, can run on every one.
+ * Any pass while the server's rate is not known.
+ */
+export class ReportPacer {
+  constructor() {
+    this.last = -Infinity;
+  }
+
+  /** Whether to report a pass starting at `now` (ms). */
+  take(now, fps) {
+    if (Number.isFinite(fps) && fps > 0 && now - this.last < 1000 / fps) return false;
+    this.last = now;
+    return true;
+  }
 }
 
 const isCount = (v) => Number.isInteger(v) && v >= 0;
@@ -76,14 +101,16 @@ export function parseServerMessage(text) {
   if (m.type === 'stats') {
     const a = m.agreement && typeof m.agreement === 'object' ? m.agreement : {};
     const count = (v) => (isCount(v) ? v : 0);
+    const mean = (v) => (Number.isFinite(v) ? v : null);
     return {
       kind: 'stats',
       agreement: {
         frames: count(a.frames),
         matched: count(a.matched),
-        meanIou: Number.isFinite(a.mean_iou) ? a.mean_iou : null,
         pageOnly: count(a.page_only),
         serverOnly: count(a.server_only),
+        meanIou: mean(a.mean_iou),
+        meanIouCalibrated: mean(a.mean_iou_calibrated),
       },
       tap: m.tap ?? null,
       detect: m.detect ?? null,

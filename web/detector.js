@@ -56,10 +56,14 @@ export class PageDetector {
     return DETECTORS[this.settings.detector];
   }
 
-  /** One pass on the current frame of `video`: boxes in its pixels. */
-  async detect(video) {
+  /** Whether the models are loaded and the backend chosen. */
+  get started() {
+    return this.backend !== null;
+  }
+
+  /** One pass on `bitmap` (an ImageBitmap, handed over to the worker): boxes in its pixels. */
+  async detect(bitmap) {
     await this.ready;
-    const bitmap = await createImageBitmap(video);
     const { boxes } = await this.ask({ type: 'detect', settings: { ...this.settings } }, bitmap);
     return boxes;
   }

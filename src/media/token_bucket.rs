@@ -20,10 +20,16 @@ impl TokenBucket {
 
     /// Takes one token: true to handle the message, false when over the limit.
     pub fn take(&mut self, now: Instant) -> bool {
+        self.take_leaving(now, 0.0)
+    }
+
+    /// Takes one token only if `reserve` more stay in the bucket: a lesser claim
+    /// that yields to callers of [`TokenBucket::take`].
+    pub fn take_leaving(&mut self, now: Instant, reserve: f64) -> bool {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
         self.at = self.at.max(now);
-        if self.tokens < 1.0 {
+        if self.tokens < 1.0 + reserve {
             return false;
         }
         self.tokens -= 1.0;
@@ -55,5 +61,15 @@ mod tests {
         for frame in 0..3000u64 {
             assert!(rate.take(start + Duration::from_millis(frame * 1000 / 30)));
         }
+    }
+
+    #[test]
+    fn a_lesser_claim_leaves_the_reserve() {
+        let start = Instant::now();
+        let mut rate = TokenBucket::new(10.0, 2.0, start);
+        assert!(rate.take_leaving(start, 1.0), "full: 2 tokens, one may go");
+        assert!(!rate.take_leaving(start, 1.0), "one left: it is the reserve");
+        assert!(rate.take(start), "a full claim takes the reserve");
+        assert!(!rate.take(start));
     }
 }

@@ -23,7 +23,7 @@
 //!   code read from the pixels, or null), `width`, `height`, `faces`, `infer_ms`.
 //!   A frame's page number is known only once it is decoded, so it lives on this
 //!   line; join with `frame` lines on `rtp_ts`.
-//! - `page_detections`: `page_frame`, `width`, `height`, `faces`, as the page sent them.
+//! - `page_detections`: `page_frame`, `detector`, `width`, `height`, `faces`, as the page sent them.
 //! - `end` (on a clean close): the counts, and `error` if the recording stopped early.
 
 pub mod ivf;
@@ -42,7 +42,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
-use crate::seeing::detect::{Detection, Face};
+use crate::seeing::agreement::PageDetector;
+use crate::seeing::detect::Detection;
+use crate::seeing::loop_messages::PageDetections;
 use crate::seeing::tap::assemble::{FrameAssembler, TapPacket};
 use crate::seeing::tap::vp8_header;
 use ivf::IvfWriter;
@@ -75,7 +77,7 @@ pub fn paths(dir: &Path, session_id: &str) -> (PathBuf, PathBuf) {
 enum Item {
     Packet(TapPacket),
     Server(Detection),
-    Page { frame: u16, width: u32, height: u32, faces: Vec<Face> },
+    Page(PageDetections),
 }
 
 /// One recording's counters, for `/api/sessions` (`"record"`).
@@ -148,9 +150,9 @@ impl RecorderInput {
         self.send(Item::Server(detection.clone()));
     }
 
-    /// What the page says it found on its frame `frame`.
-    pub fn page_detections(&self, frame: u16, width: u32, height: u32, faces: &[Face]) {
-        self.send(Item::Page { frame, width, height, faces: faces.to_vec() });
+    /// What the page says its detector found on one of its frames.
+    pub fn page_detections(&self, page: &PageDetections) {
+        self.send(Item::Page(page.clone()));
     }
 
     /// Ends the recording: the thread writes what is queued, fixes the IVF header
@@ -287,12 +289,13 @@ impl Recording {
                 "faces": detection.faces,
                 "infer_ms": detection.infer.as_secs_f64() * 1000.0,
             })),
-            Item::Page { frame, width, height, faces } => self.line(&json!({
+            Item::Page(page) => self.line(&json!({
                 "type": "page_detections",
-                "page_frame": frame,
-                "width": width,
-                "height": height,
-                "faces": faces,
+                "page_frame": page.frame,
+                "detector": page.detector.map(PageDetector::name),
+                "width": page.width,
+                "height": page.height,
+                "faces": page.faces,
             })),
         }
     }

@@ -217,8 +217,8 @@ pub fn replay(args: &ReplayArgs, mut progress: impl FnMut(u64, f64)) -> anyhow::
                         // One frame at a time: both sides of frame `compared` at once.
                         let key = compared as u16;
                         compared += 1;
-                        agreement.report(Side::Page, key, *width, *height, recorded);
-                        agreement.report(Side::Server, key, picture.width, picture.height, &faces);
+                        agreement.report(Side::Page, key, *width, *height, recorded, None);
+                        agreement.report(Side::Server, key, picture.width, picture.height, &faces, None);
                     }
                 }
                 Err(_) => detect_errors += 1,

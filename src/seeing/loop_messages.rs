@@ -11,13 +11,19 @@
 //!   ([`crate::seeing::framecode`]), `infer_ms` the model's time and `age_ms` the time from
 //!   the frame's arrival to this message.
 //! - server → page, once a second ([`ServerMessage::Stats`]):
-//!   `{"type":"stats","tap":{...},"detect":{...},"agreement":{"frames","matched",
-//!   "mean_iou","page_only","server_only"}}`.
+//!   `{"type":"stats","tap":{...},"detect":{...,"fps"},"agreement":{"frames",
+//!   "matched","page_only","server_only","mean_iou","mean_iou_calibrated",...}}`.
 //! - server → page, when a message was refused ([`ServerMessage::Error`], optional):
 //!   `{"type":"error","code":"bad_detections","message":"..."}`.
-//! - page → server ([`ClientMessage::Detections`]): `{"type":"detections",
-//!   "source":"page","frame":N,"width":W,"height":H,"faces":[...]}`, the boxes the
-//!   page drew on the canvas frame it stamped with code N, in that canvas's pixels.
+//! - page → server, when its detector starts on the picture of the canvas frame
+//!   it stamped with code N ([`ClientMessage::Detecting`]): `{"type":"detecting",
+//!   "frame":N}`. The server's detector takes that frame first
+//!   ([`crate::seeing::detect::choice`]), so both look at the same picture.
+//! - page → server, when that pass is done ([`ClientMessage::Detections`]):
+//!   `{"type":"detections","source":"page","frame":N,"detector":"tiny"|"ssd",
+//!   "width":W,"height":H,"faces":[...]}`, what it found in frame N, in that
+//!   canvas's pixels (`detector` optional). Only frames the page's detector ran on
+//!   are reported: a frame it did not look at is never "no faces".
 //!
 //! Parsing of client messages is strict and total, as for signaling
 //! ([`crate::session::signaling`]): every message becomes a [`ClientMessage`] or a
@@ -30,6 +36,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::seeing::agreement::PageDetector;
 use crate::seeing::detect::Face;
 
 /// The data channel's label.
@@ -76,11 +83,13 @@ pub enum Source {
     Server,
 }
 
-/// The page's boxes on one stamped frame.
+/// What the page's detector found in one stamped frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PageDetections {
-    /// The frame code the page stamped on that frame.
+    /// The frame code the page stamped on the frame its detector ran on.
     pub frame: u16,
+    /// Which of the page's detectors, when it said.
+    pub detector: Option<PageDetector>,
     /// The canvas's size (the sender may scale it before encoding).
     pub width: u32,
     pub height: u32,
@@ -96,6 +105,8 @@ impl PageDetections {
 /// A message from the page.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
+    /// The page's detector started on its frame `frame`.
+    Detecting { frame: u16 },
     Detections(PageDetections),
 }
 
@@ -183,7 +194,7 @@ pub enum LoopErrorCode {
     BadJson,
     /// A `type` we do not know.
     UnknownType,
-    /// A `detections` message with a missing or bad field.
+    /// A `detections` or `detecting` message with a missing or bad field.
     BadDetections,
     /// More than [`MAX_FACES`] faces.
     TooManyFaces,
@@ -247,6 +258,7 @@ pub fn parse(text: &str) -> Result<ClientMessage, LoopError> {
         None => return Err(LoopError::new(LoopErrorCode::BadJson, "missing `type`")),
     };
     match kind {
+        "detecting" => frame_code(&object).map(|frame| ClientMessage::Detecting { frame }),
         "detections" => parse_detections(&object).map(ClientMessage::Detections),
         other => Err(LoopError::new(
             LoopErrorCode::UnknownType,
@@ -275,11 +287,14 @@ fn parse_detections(object: &serde_json::Map<String, Value>) -> Result<PageDetec
         Some(Value::String(source)) if source == "page" => {}
         Some(_) => return Err(bad("`source` must be \"page\"")),
     }
-    let frame = object
-        .get("frame")
-        .and_then(Value::as_u64)
-        .and_then(|n| u16::try_from(n).ok())
-        .ok_or_else(|| bad("`frame` must be an integer frame code, 0 to 65535"))?;
+    let frame = frame_code(object)?;
+    let detector = match object.get("detector") {
+        None => None,
+        Some(Value::String(name)) => Some(PageDetector::from_name(name).ok_or_else(|| {
+            bad(format!("`detector` must be \"tiny\" or \"ssd\", not `{}`", name.chars().take(40).collect::<String>()))
+        })?),
+        Some(_) => return Err(bad("`detector` must be a string")),
+    };
     let dimension = |name: &str| {
         object
             .get(name)
@@ -300,7 +315,16 @@ fn parse_detections(object: &serde_json::Map<String, Value>) -> Result<PageDetec
         ));
     }
     let faces = list.iter().enumerate().map(|(i, face)| parse_face(i, face)).collect::<Result<_, _>>()?;
-    Ok(PageDetections { frame, width, height, faces })
+    Ok(PageDetections { frame, detector, width, height, faces })
+}
+
+/// The message's `frame`: a page frame code.
+fn frame_code(object: &serde_json::Map<String, Value>) -> Result<u16, LoopError> {
+    object
+        .get("frame")
+        .and_then(Value::as_u64)
+        .and_then(|n| u16::try_from(n).ok())
+        .ok_or_else(|| bad("`frame` must be an integer frame code, 0 to 65535"))
 }
 
 fn parse_face(index: usize, value: &Value) -> Result<WireFace, LoopError> {
@@ -343,8 +367,8 @@ mod tests {
     #[test]
     fn page_detections_parse() {
         let text = detections(json!([{"x": 10.5, "y": 20, "w": 100, "h": 120, "score": 0.93}]));
-        let ClientMessage::Detections(message) = parse(&text).unwrap();
-        assert_eq!((message.frame, message.width, message.height), (12, 640, 480));
+        let Ok(ClientMessage::Detections(message)) = parse(&text) else { panic!("{text}") };
+        assert_eq!((message.frame, message.width, message.height, message.detector), (12, 640, 480, None));
         assert_eq!(message.faces, vec![WireFace { x: 10.5, y: 20.0, w: 100.0, h: 120.0, score: 0.93 }]);
         assert_eq!(message.faces()[0].w, 100.0);
         // No faces, no `source`, extra fields, frame 65535: all fine.
@@ -354,6 +378,18 @@ mod tests {
         // Exactly 64 faces is allowed.
         let face = json!({"x": 1, "y": 1, "w": 1, "h": 1, "score": 1});
         assert!(parse(&detections(Value::Array(vec![face; MAX_FACES]))).is_ok());
+        // The page's detector, by name.
+        let text = r#"{"type":"detections","frame":3,"detector":"ssd","width":8,"height":8,"faces":[]}"#;
+        let Ok(ClientMessage::Detections(message)) = parse(text) else { panic!("{text}") };
+        assert_eq!(message.detector, Some(PageDetector::Ssd));
+    }
+
+    #[test]
+    fn detecting_names_a_frame() {
+        assert_eq!(parse(r#"{"type":"detecting","frame":65535}"#), Ok(ClientMessage::Detecting { frame: 65535 }));
+        for bad in [r#"{"type":"detecting"}"#, r#"{"type":"detecting","frame":65536}"#, r#"{"type":"detecting","frame":"1"}"#] {
+            assert_eq!(code(bad), LoopErrorCode::BadDetections, "{bad}");
+        }
     }
 
     #[test]
@@ -409,6 +445,8 @@ mod tests {
         assert_eq!(with("height", json!(MAX_DIMENSION + 1)), LoopErrorCode::BadDetections);
         assert_eq!(with("faces", json!({})), LoopErrorCode::BadDetections);
         assert_eq!(with("faces", json!([1])), LoopErrorCode::BadDetections);
+        assert_eq!(with("detector", json!("mtcnn")), LoopErrorCode::BadDetections);
+        assert_eq!(with("detector", json!(1)), LoopErrorCode::BadDetections);
     }
 
     #[test]
@@ -463,10 +501,9 @@ mod tests {
             detect: json!({"enabled": false}),
             agreement: crate::seeing::agreement::Agreement::new().to_json(),
         };
-        assert_eq!(
-            stats.to_json(),
-            r#"{"type":"stats","tap":{"fps":30},"detect":{"enabled":false},"agreement":{"frames":0,"matched":0,"mean_iou":null,"page_only":0,"server_only":0}}"#
-        );
+        let value: Value = serde_json::from_str(&stats.to_json()).unwrap();
+        assert_eq!((&value["type"], &value["tap"], &value["detect"]), (&json!("stats"), &json!({"fps": 30}), &json!({"enabled": false})));
+        assert_eq!((&value["agreement"]["frames"], &value["agreement"]["mean_iou"]), (&json!(0), &Value::Null));
         let error: ServerMessage = LoopError::new(LoopErrorCode::TooManyFaces, "65 faces").into();
         assert_eq!(error.to_json(), r#"{"type":"error","code":"too_many_faces","message":"65 faces"}"#);
         // as_str agrees with the serde names.

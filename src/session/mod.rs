@@ -40,6 +40,7 @@ use crate::media::feedback::nack::RetransmitStats;
 use crate::media::plane::{MediaPlane, PlaneStats, ReceiveLeg, SendLeg};
 use crate::metrics::Metrics;
 use crate::record::{self, RecordState, RecorderInput};
+use crate::seeing::detect::PageFrames;
 use crate::seeing::tap::{self, TapConfig, TapInput, TapState};
 use crate::session::signaling::{Candidate, ErrorCode, SignalError};
 use echo::{EchoPath, EchoStats};
@@ -275,6 +276,8 @@ impl Session {
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (detections_tx, detections) = mpsc::channel(results::QUEUED_DETECTIONS);
+        // The page names the frames it detects on; the server's detector takes them first.
+        let page_frames = Arc::new(PageFrames::default());
         let (tap_input, tap_state) = match tap_config {
             Some(config) => {
                 let (input, state, wishes) = tap::start(
@@ -282,6 +285,7 @@ impl Session {
                     config,
                     Arc::clone(&metrics),
                     Some(detections_tx.clone()),
+                    Arc::clone(&page_frames),
                 )
                 .map_err(|e| {
                     SignalError::new(ErrorCode::Internal, format!("could not start the decode tap: {e}"))
@@ -301,7 +305,7 @@ impl Session {
             }
         });
         let (recorder, record_state) = recording.unzip();
-        let results = Arc::new(results::Results::new(Arc::clone(&metrics), recorder.clone()));
+        let results = Arc::new(results::Results::new(Arc::clone(&metrics), recorder.clone(), page_frames));
         let info = Arc::new(SessionInfo::new(
             id,
             tap_state,

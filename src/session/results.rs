@@ -26,7 +26,7 @@ use crate::media::token_bucket::TokenBucket;
 use crate::metrics::Metrics;
 use crate::record::RecorderInput;
 use crate::seeing::agreement::{Agreement, FrameAgreement};
-use crate::seeing::detect::Detection;
+use crate::seeing::detect::{Detection, PageFrames};
 use crate::seeing::loop_messages::{self, ClientMessage, ServerDetections, ServerMessage};
 
 /// Detections waiting to be sent: a few frames' worth (newer ones matter more).
@@ -63,6 +63,8 @@ pub struct Results {
     /// its channels, so opening more channels buys no more messages.
     budgets: Mutex<HashMap<String, TokenBucket>>,
     agreement: Mutex<Agreement>,
+    /// Where the page's `detecting` messages go: the detector takes those frames first.
+    page_frames: Arc<PageFrames>,
     pub stats: LoopStats,
     metrics: Arc<Metrics>,
     /// Both sides' detections go to the recording too (`--record`).
@@ -76,9 +78,10 @@ impl std::fmt::Debug for Results {
 }
 
 impl Results {
-    pub fn new(metrics: Arc<Metrics>, recorder: Option<RecorderInput>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, recorder: Option<RecorderInput>, page_frames: Arc<PageFrames>) -> Self {
         Results {
             recorder,
+            page_frames,
             channels: Mutex::new(Vec::new()),
             budgets: Mutex::new(HashMap::new()),
             agreement: Mutex::new(Agreement::new()),
@@ -137,16 +140,22 @@ impl Results {
                         continue;
                     }
                     match loop_messages::parse_message(message.is_string, &message.data) {
+                        Ok(ClientMessage::Detecting { frame }) if reads_page => self.page_frames.announce(frame),
                         Ok(ClientMessage::Detections(page)) if reads_page => {
                             if let Some(recorder) = &self.recorder {
-                                recorder.page_detections(page.frame, page.width, page.height, &page.faces());
+                                recorder.page_detections(&page);
                             }
-                            let compared =
-                                self.agreement().page(page.frame, page.width, page.height, &page.faces());
+                            let compared = self.agreement().page(
+                                page.frame,
+                                page.width,
+                                page.height,
+                                &page.faces(),
+                                page.detector,
+                            );
                             self.count_agreement(compared);
                         }
-                        // A viewer's detections describe no frame of ours: dropped.
-                        Ok(ClientMessage::Detections(_)) | Err(_) => {
+                        // A viewer's messages describe no frame of ours: dropped.
+                        Ok(ClientMessage::Detecting { .. } | ClientMessage::Detections(_)) | Err(_) => {
                             self.stats.dropped_bad.fetch_add(1, Ordering::Relaxed);
                             self.metrics.loop_messages_dropped.inc();
                         }

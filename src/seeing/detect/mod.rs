@@ -1,12 +1,14 @@
 //! Server-side face detection on what the decode tap decoded (`--detect`).
 //!
 //! One ONNX Runtime session (BlazeFace) serves the whole server. Each session's
-//! tap thread offers a decoded frame at most `--detect-fps` times a second with
-//! a non-blocking `try_send` to a small shared queue; a few worker threads run
-//! the model. When they are busy the frame is skipped and counted: detection
-//! never holds up the tap, let alone the echo.
+//! tap thread offers a decoded frame at most `--detect-fps` times a second (the
+//! frames the page detects on first, [`choice`]) with a non-blocking `try_send` to
+//! a small shared queue; a few worker threads run the model. When they are busy
+//! the frame is skipped and counted: detection never holds up the tap, let alone
+//! the echo.
 
 pub mod blazeface;
+pub mod choice;
 pub mod letterbox;
 
 use std::collections::VecDeque;
@@ -27,6 +29,8 @@ use crate::metrics::Metrics;
 use crate::seeing::frame::{FrameInfo, I420Frame};
 use crate::seeing::stats::percentile;
 pub use blazeface::{Face, ModelKind, ModelSpec};
+use choice::{Chosen, FrameChoice};
+pub use choice::PageFrames;
 use letterbox::Letterbox;
 
 /// The BlazeFace models (`models/blazeface/`), carried in the binary.
@@ -192,10 +196,12 @@ impl Decoding {
 struct Job {
     frame: Arc<I420Frame>,
     info: FrameInfo,
+    chosen: Chosen,
 }
 
 /// A session's frame waiting for a worker: at most one, the newest (a newer frame
-/// replaces it rather than queueing behind it), and where its results go.
+/// replaces it rather than queueing behind it, unless it is one the page detects
+/// on and the newer is not), and where its results go.
 struct Pending {
     job: Mutex<Option<Job>>,
     state: Arc<DetectState>,
@@ -220,13 +226,14 @@ const QUEUED_SESSIONS: usize = 4096;
 pub struct Detector {
     queue: SyncSender<Arc<Pending>>,
     kind: ModelKind,
-    interval: Duration,
+    /// `--detect-fps`.
+    fps: f64,
     metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Detector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Detector").field("model", &self.kind).field("interval", &self.interval).finish()
+        f.debug_struct("Detector").field("model", &self.kind).field("fps", &self.fps).finish()
     }
 }
 
@@ -251,25 +258,29 @@ impl Detector {
         Ok(Arc::new(Detector {
             queue: sessions,
             kind: config.model,
-            interval: Duration::from_secs_f64(1.0 / config.fps),
+            fps: config.fps,
             metrics,
         }))
     }
 
     /// A session's handle: its tap thread offers frames through it; what is
     /// found goes to `results` (bounded: a full queue drops, the detector never waits).
+    /// `page_frames`: the frames the page says it detects on, taken first.
     pub fn for_session(
         self: &Arc<Self>,
         results: Option<tokio::sync::mpsc::Sender<Detection>>,
+        page_frames: Arc<PageFrames>,
     ) -> DetectHandle {
-        let state = Arc::new(DetectState::new(self.kind, Arc::clone(&self.metrics)));
+        let state = Arc::new(DetectState::new(self.kind, self.fps, Arc::clone(&self.metrics)));
         DetectHandle {
             detector: Arc::clone(self),
             pending: Arc::new(Pending { job: Mutex::new(None), state: Arc::clone(&state), results }),
             state,
-            next_at: Instant::now(),
+            choice: FrameChoice::new(self.fps, Instant::now()),
+            page_frames,
         }
     }
+
 }
 
 /// How many detection threads this machine gets: half the cores (at least one),
@@ -327,7 +338,8 @@ pub struct DetectHandle {
     detector: Arc<Detector>,
     pending: Arc<Pending>,
     state: Arc<DetectState>,
-    next_at: Instant,
+    choice: FrameChoice,
+    page_frames: Arc<PageFrames>,
 }
 
 impl DetectHandle {
@@ -335,19 +347,24 @@ impl DetectHandle {
         Arc::clone(&self.state)
     }
 
-    /// Offers a decoded frame, at most `--detect-fps` times a second. Newest wins:
-    /// a frame still waiting for a worker is replaced (counted as skipped), never
-    /// queued behind. Never waits.
+    /// Offers a decoded frame, at most `--detect-fps` times a second, the page's
+    /// frames first ([`choice`]). Newest wins among the rest: a frame still waiting
+    /// for a worker is replaced (counted as skipped), never queued behind, but a
+    /// page frame is not replaced by another. Never waits.
     pub fn offer(&mut self, frame: &Arc<I420Frame>, info: FrameInfo) {
-        let now = Instant::now();
-        if now < self.next_at {
+        let Some(chosen) = self.choice.choose(&self.page_frames, info.page_frame, Instant::now()) else {
             return;
-        }
-        self.next_at = now + self.detector.interval;
-        let job = Job { frame: Arc::clone(frame), info };
-        let replaced = self.pending.job.lock().unwrap_or_else(|e| e.into_inner()).replace(job);
+        };
+        let job = Job { frame: Arc::clone(frame), info, chosen };
+        let replaced = {
+            let mut waiting = self.pending.job.lock().unwrap_or_else(|e| e.into_inner());
+            match &*waiting {
+                Some(kept) if kept.chosen == Chosen::PageFrame && chosen == Chosen::Newest => Some(job),
+                _ => waiting.replace(job),
+            }
+        };
         let skipped = match replaced {
-            Some(_) => true, // already queued: the worker will take this newer frame
+            Some(_) => true, // a frame is queued already: the worker takes the one kept
             None => match self.detector.queue.try_send(Arc::clone(&self.pending)) {
                 Ok(()) => false,
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
@@ -366,6 +383,8 @@ impl DetectHandle {
 /// What a session's detector found, for `/api/sessions` and the snapshot.
 pub struct DetectState {
     kind: ModelKind,
+    /// `--detect-fps`: the page paces the frames it reports to it.
+    fps: f64,
     metrics: Arc<Metrics>,
     pub skipped: AtomicU64,
     inner: Mutex<DetectWindow>,
@@ -389,8 +408,8 @@ impl std::fmt::Debug for DetectState {
 }
 
 impl DetectState {
-    fn new(kind: ModelKind, metrics: Arc<Metrics>) -> Self {
-        DetectState { kind, metrics, skipped: AtomicU64::new(0), inner: Mutex::default() }
+    fn new(kind: ModelKind, fps: f64, metrics: Arc<Metrics>) -> Self {
+        DetectState { kind, fps, metrics, skipped: AtomicU64::new(0), inner: Mutex::default() }
     }
 
     fn window(&self) -> MutexGuard<'_, DetectWindow> {
@@ -430,6 +449,7 @@ impl DetectState {
         json!({
             "enabled": true,
             "model": self.kind.name(),
+            "fps": self.fps,
             "faces": faces,
             "inferences": window.inferences,
             "skipped": self.skipped.load(Ordering::Relaxed),

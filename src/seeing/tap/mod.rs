@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
-use crate::seeing::detect::{DetectHandle, DetectState, Detection, Detector};
+use crate::seeing::detect::{DetectHandle, DetectState, Detection, Detector, PageFrames};
 use crate::seeing::frame::{FrameInfo, I420Frame};
 use crate::seeing::framecode;
 use crate::seeing::stats::percentile;
@@ -163,16 +163,18 @@ impl TapState {
 }
 
 /// Starts a session's tap thread. Returns the echo path's input, the shared
-/// state, and a receiver of keyframe wishes.
+/// state, and a receiver of keyframe wishes. `page_frames`: the frames the page
+/// detects on, which the detector takes first.
 pub fn start(
     session_id: &str,
     config: &TapConfig,
     metrics: Arc<Metrics>,
     detections: Option<mpsc::Sender<Detection>>,
+    page_frames: Arc<PageFrames>,
 ) -> std::io::Result<(TapInput, Arc<TapState>, mpsc::Receiver<()>)> {
     let (packets_tx, packets_rx) = mpsc::channel(config.queue_packets.max(1));
     let (wishes_tx, wishes_rx) = mpsc::channel(1);
-    let detect = config.detector.as_ref().map(|detector| detector.for_session(detections));
+    let detect = config.detector.as_ref().map(|detector| detector.for_session(detections, page_frames));
     let state =
         Arc::new(TapState { detect: detect.as_ref().map(DetectHandle::state), ..TapState::default() });
     let worker = Worker {
