@@ -267,12 +267,12 @@ impl Metrics {
         );
         registry.register(
             "agreement_frames",
-            "Frames both detectors saw (page and server)",
+            "Frames both detectors (page and server) ran on, compared",
             agreement_frames.clone(),
         );
         registry.register(
             "agreement_matched",
-            "Faces both detectors found (IoU >= 0.5)",
+            "Faces both detectors found (centres within each other's box)",
             agreement_matched.clone(),
         );
         registry.register(

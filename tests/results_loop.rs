@@ -129,6 +129,41 @@ async fn detections_reach_publisher_and_viewer_per_frame_and_agreement_is_counte
     server.shutdown().await.expect("shutdown");
 }
 
+/// The page names every sixth frame it detects on (5 a second, the server's
+/// --detect-fps): the server's detector runs on those frames, not on the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_detects_on_the_frames_the_page_names() {
+    let mut config = server_config();
+    config.detect_fps = 5.0;
+    let server = start(config).await;
+    let mut publisher = ClientPeer::connect_options(&ws_url(server.addr), with_channel(), CONNECT_TIMEOUT)
+        .await
+        .expect("connects");
+    publisher.wait_channel_open(CONNECT_TIMEOUT).await.expect("channel opens");
+    let mut from_server = publisher.channel_messages().expect("messages");
+    let clip = stamped_face_clip(FRAMES);
+    let mut ticker = tokio::time::interval(Duration::from_millis(33));
+    let named: HashSet<u64> = (3..FRAMES as u64).step_by(6).collect();
+    for (index, frame) in clip.iter().enumerate() {
+        ticker.tick().await;
+        if named.contains(&(index as u64)) {
+            let detecting = json!({"type": "detecting", "frame": index});
+            publisher.send_on_channel(&detecting.to_string()).await.expect("detecting");
+        }
+        publisher.send_frame(&frame.data, 3000).await.expect("send");
+    }
+    let messages = drain(&mut from_server, Duration::from_millis(1500)).await;
+    let detected: Vec<u64> =
+        messages.iter().filter(|m| m["type"] == "detections").filter_map(|m| m["frame"].as_u64()).collect();
+    let on_named = detected.iter().filter(|frame| named.contains(frame)).count();
+    println!("named {} frames; detected on {detected:?}", named.len());
+    // Every named frame is taken (one may miss while the first keyframe arrives).
+    assert!(on_named + 1 >= named.len(), "{on_named} of {} named frames detected: {detected:?}", named.len());
+    assert!(detected.len() <= on_named + 3, "the named frames took the budget: {detected:?}");
+    publisher.close().await.expect("close");
+    server.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_channel_messages_are_counted_and_change_nothing_else() {
     let server = start(server_config()).await;

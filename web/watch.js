@@ -16,7 +16,7 @@ const state = window.faceEchoViewer = {
   serverDetections: 0,        // detections messages received
   serverFacesOnEcho: 0,       // server boxes drawn over the video now
   serverBoxesAgeMs: null,
-  agreement: { frames: 0, matched: 0, meanIou: null, pageOnly: 0, serverOnly: 0 },
+  agreement: { frames: 0, matched: 0, pageOnly: 0, serverOnly: 0, meanIou: null, meanIouCalibrated: null },
 };
 
 let pc = null;

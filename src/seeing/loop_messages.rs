@@ -106,7 +106,9 @@ impl PageDetections {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
     /// The page's detector started on its frame `frame`.
-    Detecting { frame: u16 },
+    Detecting {
+        frame: u16,
+    },
     Detections(PageDetections),
 }
 
@@ -291,7 +293,10 @@ fn parse_detections(object: &serde_json::Map<String, Value>) -> Result<PageDetec
     let detector = match object.get("detector") {
         None => None,
         Some(Value::String(name)) => Some(PageDetector::from_name(name).ok_or_else(|| {
-            bad(format!("`detector` must be \"tiny\" or \"ssd\", not `{}`", name.chars().take(40).collect::<String>()))
+            bad(format!(
+                "`detector` must be \"tiny\" or \"ssd\", not `{}`",
+                name.chars().take(40).collect::<String>()
+            ))
         })?),
         Some(_) => return Err(bad("`detector` must be a string")),
     };
@@ -386,8 +391,15 @@ mod tests {
 
     #[test]
     fn detecting_names_a_frame() {
-        assert_eq!(parse(r#"{"type":"detecting","frame":65535}"#), Ok(ClientMessage::Detecting { frame: 65535 }));
-        for bad in [r#"{"type":"detecting"}"#, r#"{"type":"detecting","frame":65536}"#, r#"{"type":"detecting","frame":"1"}"#] {
+        assert_eq!(
+            parse(r#"{"type":"detecting","frame":65535}"#),
+            Ok(ClientMessage::Detecting { frame: 65535 })
+        );
+        for bad in [
+            r#"{"type":"detecting"}"#,
+            r#"{"type":"detecting","frame":65536}"#,
+            r#"{"type":"detecting","frame":"1"}"#,
+        ] {
             assert_eq!(code(bad), LoopErrorCode::BadDetections, "{bad}");
         }
     }
@@ -502,8 +514,14 @@ mod tests {
             agreement: crate::seeing::agreement::Agreement::new().to_json(),
         };
         let value: Value = serde_json::from_str(&stats.to_json()).unwrap();
-        assert_eq!((&value["type"], &value["tap"], &value["detect"]), (&json!("stats"), &json!({"fps": 30}), &json!({"enabled": false})));
-        assert_eq!((&value["agreement"]["frames"], &value["agreement"]["mean_iou"]), (&json!(0), &Value::Null));
+        assert_eq!(
+            (&value["type"], &value["tap"], &value["detect"]),
+            (&json!("stats"), &json!({"fps": 30}), &json!({"enabled": false}))
+        );
+        assert_eq!(
+            (&value["agreement"]["frames"], &value["agreement"]["mean_iou"]),
+            (&json!(0), &Value::Null)
+        );
         let error: ServerMessage = LoopError::new(LoopErrorCode::TooManyFaces, "65 faces").into();
         assert_eq!(error.to_json(), r#"{"type":"error","code":"too_many_faces","message":"65 faces"}"#);
         // as_str agrees with the serde names.

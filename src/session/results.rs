@@ -140,7 +140,9 @@ impl Results {
                         continue;
                     }
                     match loop_messages::parse_message(message.is_string, &message.data) {
-                        Ok(ClientMessage::Detecting { frame }) if reads_page => self.page_frames.announce(frame),
+                        Ok(ClientMessage::Detecting { frame }) if reads_page => {
+                            self.page_frames.announce(frame)
+                        }
                         Ok(ClientMessage::Detections(page)) if reads_page => {
                             if let Some(recorder) = &self.recorder {
                                 recorder.page_detections(&page);

@@ -4,8 +4,8 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  DetectionRing, MAX_BUFFERED_BYTES, MAX_FACES, MAX_STALE_MS, canSend, pageDetections, parseServerMessage,
-  rtpDiff, scaleFaces,
+  DetectionRing, MAX_BUFFERED_BYTES, MAX_FACES, MAX_STALE_MS, ReportPacer, canSend, pageDetecting, pageDetections,
+  parseServerMessage, rtpDiff, scaleFaces,
 } from '../../web/detections.js';
 
 const detection = (rtpTs, faces = [{ x: 10, y: 20, w: 30, h: 40, score: 0.9 }], extra = {}) => ({
@@ -19,13 +19,23 @@ test('page detections: face-api boxes to the wire format, bounded and finite', (
     { x: 0, y: 0, width: -1, height: 1, score: 0.5 },
     { x: 1, y: 2, width: 3, height: 4, score: 7 },
   ];
-  assert.deepEqual(pageDetections(65535, 640, 480, boxes), {
-    type: 'detections', source: 'page', frame: 65535, width: 640, height: 480,
+  assert.deepEqual(pageDetections(65535, 640, 480, boxes, 'ssd'), {
+    type: 'detections', source: 'page', frame: 65535, detector: 'ssd', width: 640, height: 480,
     faces: [{ x: 10, y: 20.1, w: 30, h: 40, score: 0.912 }, { x: 1, y: 2, w: 3, h: 4, score: 1 }],
   });
   const many = Array.from({ length: 100 }, () => ({ x: 1, y: 1, width: 1, height: 1, score: 0.5 }));
   assert.equal(pageDetections(0, 10, 10, many).faces.length, MAX_FACES);
-  assert.ok(JSON.stringify(pageDetections(0, 640, 480, many)).length < 16 * 1024, 'under the server limit');
+  assert.ok(JSON.stringify(pageDetections(0, 640, 480, many, 'tiny')).length < 16 * 1024, 'under the server limit');
+  assert.deepEqual(pageDetecting(42), { type: 'detecting', frame: 42 });
+});
+
+test('reports are paced to the server detector rate, any pace while it is unknown', () => {
+  const pacer = new ReportPacer();
+  assert.ok(pacer.take(0, null) && pacer.take(10, null) && pacer.take(20, undefined), 'rate unknown');
+  // 5 a second: passes every 70 ms, one reported in each 200 ms.
+  const reported = Array.from({ length: 30 }, (_, i) => 1000 + i * 70).filter((t) => pacer.take(t, 5));
+  assert.deepEqual(reported.slice(0, 4), [1000, 1210, 1420, 1630]);
+  assert.ok(reported.length <= 11, `${reported.length}`);
 });
 
 test('server messages are checked, and anything odd is ignored', () => {
@@ -42,11 +52,12 @@ test('server messages are checked, and anything odd is ignored', () => {
   });
   const stats = parseServerMessage(JSON.stringify({
     type: 'stats', tap: { fps: 30 }, detect: {},
-    agreement: { frames: 10, matched: 9, mean_iou: 0.8, page_only: 1, server_only: 2 },
+    agreement: { frames: 10, matched: 9, mean_iou: 0.6, mean_iou_calibrated: 0.8, page_only: 1, server_only: 2 },
   }));
-  assert.deepEqual(stats.agreement, { frames: 10, matched: 9, meanIou: 0.8, pageOnly: 1, serverOnly: 2 });
+  assert.deepEqual(stats.agreement,
+    { frames: 10, matched: 9, meanIou: 0.6, meanIouCalibrated: 0.8, pageOnly: 1, serverOnly: 2 });
   assert.deepEqual(parseServerMessage('{"type":"stats"}').agreement,
-    { frames: 0, matched: 0, meanIou: null, pageOnly: 0, serverOnly: 0 });
+    { frames: 0, matched: 0, meanIou: null, meanIouCalibrated: null, pageOnly: 0, serverOnly: 0 });
   assert.equal(parseServerMessage('{"type":"error","code":"too_many_faces","message":"x"}').code, 'too_many_faces');
   for (const bad of ['', 'nope', '42', 'null', '[]', '{"type":"hello"}', '{"type":"detections"}',
     '{"type":"detections","rtp_ts":-1,"width":1,"height":1,"faces":[]}',

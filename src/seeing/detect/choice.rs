@@ -40,8 +40,8 @@ impl PageFrames {
         frames.push_back(frame);
     }
 
-    /// Whether the page announced `frame`; it is forgotten either way after a hit.
-    fn take(&self, frame: u16) -> bool {
+    /// Whether the page announced `frame`; it is forgotten after a hit.
+    pub fn take(&self, frame: u16) -> bool {
         let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
         match frames.iter().position(|&kept| kept == frame) {
             Some(at) => {
@@ -73,9 +73,9 @@ impl FrameChoice {
         FrameChoice { budget: TokenBucket::new(per_second, BURST, now) }
     }
 
-    /// Whether to detect on a decoded frame carrying `page_frame`, decoded at `now`.
-    pub fn choose(&mut self, page_frames: &PageFrames, page_frame: Option<u16>, now: Instant) -> Option<Chosen> {
-        if page_frame.is_some_and(|frame| page_frames.take(frame)) {
+    /// Whether to detect on a frame decoded at `now`; `named`: the page detects on it.
+    pub fn choose(&mut self, named: bool, now: Instant) -> Option<Chosen> {
+        if named {
             return self.budget.take(now).then_some(Chosen::PageFrame);
         }
         self.budget.take_leaving(now, BURST - 1.0).then_some(Chosen::Newest)
@@ -89,7 +89,12 @@ mod tests {
     use super::*;
 
     /// 30 frames a second for `seconds`; the page announces every `every`-th.
-    fn run(choice: &mut FrameChoice, page: &PageFrames, seconds: u64, every: Option<u64>) -> Vec<(u16, Chosen)> {
+    fn run(
+        choice: &mut FrameChoice,
+        page: &PageFrames,
+        seconds: u64,
+        every: Option<u64>,
+    ) -> Vec<(u16, Chosen)> {
         let start = Instant::now();
         let mut chosen = Vec::new();
         for n in 0..30 * seconds {
@@ -98,7 +103,7 @@ mod tests {
                 page.announce(frame);
             }
             let at = start + Duration::from_millis(n * 1000 / 30);
-            if let Some(why) = choice.choose(page, Some(frame), at) {
+            if let Some(why) = choice.choose(page.take(frame), at) {
                 chosen.push((frame, why));
             }
         }

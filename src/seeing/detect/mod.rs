@@ -29,8 +29,8 @@ use crate::metrics::Metrics;
 use crate::seeing::frame::{FrameInfo, I420Frame};
 use crate::seeing::stats::percentile;
 pub use blazeface::{Face, ModelKind, ModelSpec};
-use choice::{Chosen, FrameChoice};
 pub use choice::PageFrames;
+use choice::{Chosen, FrameChoice};
 use letterbox::Letterbox;
 
 /// The BlazeFace models (`models/blazeface/`), carried in the binary.
@@ -255,12 +255,7 @@ impl Detector {
                 .spawn(move || work(&queue, &model, &decoding, &metrics))
                 .context("cannot start a detection thread")?;
         }
-        Ok(Arc::new(Detector {
-            queue: sessions,
-            kind: config.model,
-            fps: config.fps,
-            metrics,
-        }))
+        Ok(Arc::new(Detector { queue: sessions, kind: config.model, fps: config.fps, metrics }))
     }
 
     /// A session's handle: its tap thread offers frames through it; what is
@@ -278,9 +273,9 @@ impl Detector {
             state,
             choice: FrameChoice::new(self.fps, Instant::now()),
             page_frames,
+            recent: VecDeque::with_capacity(RECENT_FRAMES + 1),
         }
     }
-
 }
 
 /// How many detection threads this machine gets: half the cores (at least one),
@@ -340,7 +335,13 @@ pub struct DetectHandle {
     state: Arc<DetectState>,
     choice: FrameChoice,
     page_frames: Arc<PageFrames>,
+    /// The last frames offered, this one included, newest last: the page's
+    /// `detecting` message may arrive a frame or two after the frame it names.
+    recent: VecDeque<(Arc<I420Frame>, FrameInfo)>,
 }
+
+/// Decoded frames a handle keeps for a late `detecting` message (this one and two before).
+const RECENT_FRAMES: usize = 3;
 
 impl DetectHandle {
     pub fn state(&self) -> Arc<DetectState> {
@@ -352,10 +353,23 @@ impl DetectHandle {
     /// for a worker is replaced (counted as skipped), never queued behind, but a
     /// page frame is not replaced by another. Never waits.
     pub fn offer(&mut self, frame: &Arc<I420Frame>, info: FrameInfo) {
-        let Some(chosen) = self.choice.choose(&self.page_frames, info.page_frame, Instant::now()) else {
+        self.recent.push_back((Arc::clone(frame), info));
+        if self.recent.len() > RECENT_FRAMES {
+            self.recent.pop_front();
+        }
+        // This frame, or one just before it, if the page named it.
+        let page_frames = &self.page_frames;
+        let named = self
+            .recent
+            .iter()
+            .rev()
+            .find(|(_, info)| info.page_frame.is_some_and(|code| page_frames.take(code)))
+            .cloned();
+        let Some(chosen) = self.choice.choose(named.is_some(), Instant::now()) else {
             return;
         };
-        let job = Job { frame: Arc::clone(frame), info, chosen };
+        let (frame, info) = named.unwrap_or_else(|| (Arc::clone(frame), info));
+        let job = Job { frame, info, chosen };
         let replaced = {
             let mut waiting = self.pending.job.lock().unwrap_or_else(|e| e.into_inner());
             match &*waiting {
