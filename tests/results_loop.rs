@@ -12,6 +12,7 @@ use common::*;
 use face_echo::loadgen::client::{ClientOptions, ClientPeer};
 use face_echo::seeing::detect::Face;
 use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 const WIDTH: u32 = 320;
 const HEIGHT: u32 = 240;
@@ -29,13 +30,22 @@ fn server_config() -> face_echo::control::config::Config {
 }
 
 /// Every message on a channel so far and for `more` (stats keep coming: no quiet).
-async fn drain(messages: &mut tokio::sync::mpsc::UnboundedReceiver<String>, more: Duration) -> Vec<Value> {
+async fn drain(messages: &mut UnboundedReceiver<String>, more: Duration) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + more;
     let mut out = Vec::new();
     while let Ok(Some(text)) = tokio::time::timeout_at(deadline, messages.recv()).await {
         out.push(serde_json::from_str(&text).expect("the server sends JSON"));
     }
     out
+}
+
+/// A publisher whose `face-echo` channel is open, and what the server says on it.
+async fn publisher_with_channel(addr: std::net::SocketAddr) -> (ClientPeer, UnboundedReceiver<String>) {
+    let mut publisher =
+        ClientPeer::connect_options(&ws_url(addr), with_channel(), CONNECT_TIMEOUT).await.expect("connects");
+    publisher.wait_channel_open(CONNECT_TIMEOUT).await.expect("channel opens");
+    let messages = publisher.channel_messages().expect("messages");
+    (publisher, messages)
 }
 
 fn face_of(value: &Value) -> Face {
@@ -46,15 +56,12 @@ fn face_of(value: &Value) -> Face {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detections_reach_publisher_and_viewer_per_frame_and_agreement_is_counted() {
     let server = start(server_config()).await;
+    let (mut publisher, mut from_server) = publisher_with_channel(server.addr).await;
     let url = ws_url(server.addr);
-    let mut publisher =
-        ClientPeer::connect_options(&url, with_channel(), CONNECT_TIMEOUT).await.expect("publisher connects");
-    publisher.wait_channel_open(CONNECT_TIMEOUT).await.expect("publisher channel opens");
     let mut viewer = ClientPeer::watch_options(&url, &publisher.watch_token, with_channel(), CONNECT_TIMEOUT)
         .await
         .expect("viewer connects");
     viewer.wait_channel_open(CONNECT_TIMEOUT).await.expect("viewer channel opens");
-    let mut from_server = publisher.channel_messages().expect("publisher messages");
     let mut to_viewer = viewer.channel_messages().expect("viewer messages");
 
     // Send the clip; as a page does, tell the server what we "drew" on each frame.
@@ -136,11 +143,7 @@ async fn the_server_detects_on_the_frames_the_page_names() {
     let mut config = server_config();
     config.detect_fps = 5.0;
     let server = start(config).await;
-    let mut publisher = ClientPeer::connect_options(&ws_url(server.addr), with_channel(), CONNECT_TIMEOUT)
-        .await
-        .expect("connects");
-    publisher.wait_channel_open(CONNECT_TIMEOUT).await.expect("channel opens");
-    let mut from_server = publisher.channel_messages().expect("messages");
+    let (mut publisher, mut from_server) = publisher_with_channel(server.addr).await;
     let clip = stamped_face_clip(FRAMES);
     let mut ticker = tokio::time::interval(Duration::from_millis(33));
     let named: HashSet<u64> = (3..FRAMES as u64).step_by(6).collect();
@@ -167,11 +170,7 @@ async fn the_server_detects_on_the_frames_the_page_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_channel_messages_are_counted_and_change_nothing_else() {
     let server = start(server_config()).await;
-    let mut publisher = ClientPeer::connect_options(&ws_url(server.addr), with_channel(), CONNECT_TIMEOUT)
-        .await
-        .expect("connects");
-    publisher.wait_channel_open(CONNECT_TIMEOUT).await.expect("channel opens");
-    let mut from_server = publisher.channel_messages().expect("messages");
+    let (mut publisher, mut from_server) = publisher_with_channel(server.addr).await;
 
     let clip = stamped_face_clip(FRAMES);
     let huge = format!(r#"{{"type":"detections","pad":"{}"}}"#, "x".repeat(20_000));

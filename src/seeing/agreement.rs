@@ -61,6 +61,11 @@ impl PageDetector {
         }
     }
 
+    /// Its place in [`PageDetector::ALL`] (and in [`AgreementStats::measured`]).
+    fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|detector| detector.name() == name)
     }
@@ -319,8 +324,7 @@ impl Agreement {
             stats.iou_sum += f64::from(raw);
             stats.calibrated_iou_sum += f64::from(calibrated);
             if let Some(detector) = page.detector {
-                let at = PageDetector::ALL.iter().position(|&d| d == detector).unwrap_or(0);
-                stats.measured[at].add(&page.boxes[i], &server.boxes[j]);
+                stats.measured[detector.index()].add(&page.boxes[i], &server.boxes[j]);
             }
             matched.push(Match { iou: raw, calibrated_iou: calibrated });
         }
@@ -610,8 +614,9 @@ mod tests {
 
     #[test]
     fn page_detectors_have_names() {
-        for detector in PageDetector::ALL {
+        for (at, detector) in PageDetector::ALL.into_iter().enumerate() {
             assert_eq!(PageDetector::from_name(detector.name()), Some(detector));
+            assert_eq!(detector.index(), at);
         }
         assert_eq!(PageDetector::from_name("mtcnn"), None);
     }

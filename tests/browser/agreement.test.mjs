@@ -7,9 +7,8 @@
 // against BlazeFace (the constants of `PageDetector::convention` come from here).
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { freePort, launchWithFakeCamera, tail, waitFor } from './harness.mjs';
-import { mkdirSync, mkdtempSync, rmSync, createWriteStream } from 'node:fs';
+import { fakeCamera, freePort, launchWithFakeCamera, startServer, tail, waitFor } from './harness.mjs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,23 +26,15 @@ const share = (a) => a.matched / Math.max(1, a.matched + a.pageOnly + a.serverOn
 test('both detectors find the same faces in the same frames (group photo, Tiny and SSD)', { timeout: 300_000 }, async () => {
   mkdirSync(outDir, { recursive: true });
   const work = mkdtempSync(join(tmpdir(), 'face-echo-agreement-'));
-  const y4m = join(work, 'camera.y4m');
-  execFileSync('python3', [join(here, 'make_y4m.py'), join(repo, 'tests/fixtures/group.jpg'), y4m, '640', '480', '30']);
+  const y4m = fakeCamera(work, 'group.jpg', 640, 480);
 
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const serverLog = join(outDir, 'agreement-server.log');
-  const server = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--decode-tap', '--detect'], {
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'face_echo=debug,info' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  server.stderr.pipe(createWriteStream(serverLog));
+  const server = await startServer(bin, ['--listen', `127.0.0.1:${port}`, '--decode-tap', '--detect'], base, serverLog);
   const consoleLines = [];
   let context;
   try {
-    await waitFor('the server', async () => {
-      try { return (await fetch(`${base}/healthz`)).ok; } catch { return false; }
-    }, 20_000, () => tail(serverLog));
     context = await launchWithFakeCamera(work, y4m);
     const page = context.pages()[0] ?? await context.newPage();
     page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));

@@ -4,12 +4,12 @@
 // skips with a message where redis-server is missing.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, launchWithFakeCamera } from './harness.mjs';
+import { fakeCamera, freePort, launchWithFakeCamera } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../..');
@@ -37,8 +37,7 @@ async function json(url) {
 
 test('a full node sends the page to a node with room, which plays the echo', { skip, timeout: 120_000 }, async () => {
   const work = mkdtempSync(join(tmpdir(), 'face-echo-cluster-'));
-  const y4m = join(work, 'camera.y4m');
-  execFileSync('python3', [join(here, 'make_y4m.py'), join(repo, 'tests/fixtures/astronaut.png'), y4m, '320', '240', '30']);
+  const y4m = fakeCamera(work, 'astronaut.png', 320, 240);
   const [redisPort, portA, portB] = [await freePort(), await freePort(), await freePort()];
   const [a, b] = [`http://127.0.0.1:${portA}`, `http://127.0.0.1:${portB}`];
   const children = [];

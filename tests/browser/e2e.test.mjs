@@ -5,9 +5,8 @@
 // the server's own detector found the face and the page shows its count.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { freePort, launchWithFakeCamera, tail, waitFor } from './harness.mjs';
-import { mkdirSync, mkdtempSync, rmSync, createWriteStream } from 'node:fs';
+import { fakeCamera, freePort, launchWithFakeCamera, startServer, tail, waitFor } from './harness.mjs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,24 +40,15 @@ function jpegSize(bytes) {
 test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: ${extraArgs.join(' ') || 'none'})`, { timeout: 180_000 }, async () => {
   mkdirSync(outDir, { recursive: true });
   const work = mkdtempSync(join(tmpdir(), 'face-echo-e2e-'));
-  const y4m = join(work, 'camera.y4m');
-  execFileSync('python3', [join(here, 'make_y4m.py'), join(repo, 'tests/fixtures/astronaut.png'), y4m, `${WIDTH}`, `${HEIGHT}`, '30']);
+  const y4m = fakeCamera(work, 'astronaut.png', WIDTH, HEIGHT);
 
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const serverLog = join(outDir, 'server.log');
-  const server = spawn(bin, ['--listen', `127.0.0.1:${port}`, ...extraArgs], {
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'face_echo=debug,info' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  server.stderr.pipe(createWriteStream(serverLog));
+  const server = await startServer(bin, ['--listen', `127.0.0.1:${port}`, ...extraArgs], base, serverLog);
   const consoleLines = [];
   let context;
   try {
-    await waitFor('the server', async () => {
-      try { return (await fetch(`${base}/healthz`)).ok; } catch { return false; }
-    }, 20_000, () => tail(serverLog));
-
     context = await launchWithFakeCamera(work, y4m);
     const page = context.pages()[0] ?? await context.newPage();
     page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));

@@ -11,8 +11,8 @@
 // window.faceEcho: echo p50/p95, floor p50/p95, echo − floor per frame p50/p95, and
 // each path's stages (PathStats). It prints each window and the median of each
 // number over the phase's windows.
-import { spawn, execFileSync } from 'node:child_process';
-import { freePort, launchWithFakeCamera } from './harness.mjs';
+import { spawn } from 'node:child_process';
+import { fakeCamera, freePort, launchWithFakeCamera, untilHealthy } from './harness.mjs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -66,18 +66,13 @@ async function phase(page, name) {
 }
 
 const work = mkdtempSync(join(tmpdir(), 'face-echo-floor-'));
-const y4m = join(work, 'camera.y4m');
-execFileSync('python3', [join(here, 'make_y4m.py'), join(repo, 'tests/fixtures/astronaut.png'), y4m, `${WIDTH}`, `${HEIGHT}`, '30']);
+const y4m = fakeCamera(work, 'astronaut.png', WIDTH, HEIGHT);
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
 const server = spawn(bin, ['--listen', `127.0.0.1:${port}`, ...extraArgs], { stdio: 'ignore' });
 let context;
 try {
-  for (let i = 0; ; i++) {
-    try { if ((await fetch(`${base}/healthz`)).ok) break; } catch { /* not yet */ }
-    if (i > 80) throw new Error('the server did not start');
-    await sleep(250);
-  }
+  await untilHealthy(base);
   context = await launchWithFakeCamera(work, y4m);
   const page = context.pages()[0] ?? await context.newPage();
   await page.goto(base);

@@ -1,11 +1,49 @@
-// What the browser test, the floor bench and the backend probe share: a free
-// loopback port, the flags headless Chromium needs on this kind of machine, and
-// Chromium with a fake camera playing a Y4M file.
+// What the browser tests, the benches and the backend probe share: a free
+// loopback port, the flags headless Chromium needs on this kind of machine,
+// Chromium with a fake camera playing a Y4M file made from a test photo, and the
+// server started with its log and waited for.
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { execFileSync, spawn } from 'node:child_process';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '../..');
+
+/** `work`/camera.y4m, 30 fps, made from `photo` of tests/fixtures/ at `width`×`height`
+ *  (make_y4m.py); its path. */
+export function fakeCamera(work, photo, width, height) {
+  const y4m = join(work, 'camera.y4m');
+  execFileSync('python3', [join(here, 'make_y4m.py'), join(repo, 'tests/fixtures', photo), y4m, `${width}`, `${height}`, '30']);
+  return y4m;
+}
+
+/** Waits up to 20 s for the server at `base` to answer /healthz; throws with `describe()`. */
+export function untilHealthy(base, describe = () => '') {
+  return waitFor('the server', async () => {
+    try { return (await fetch(`${base}/healthz`)).ok; } catch { return false; }
+  }, 20_000, describe);
+}
+
+/** Starts the server `bin` with `args`, its log (stderr, RUST_LOG face_echo=debug
+ *  unless set) in `log`; returns it once it answers at `base` (killed if it never does). */
+export async function startServer(bin, args, base, log) {
+  const server = spawn(bin, args, {
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'face_echo=debug,info' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  server.stderr.pipe(createWriteStream(log));
+  try {
+    await untilHealthy(base, () => tail(log));
+  } catch (err) {
+    server.kill('SIGTERM');
+    throw err;
+  }
+  return server;
+}
 
 /** Chromium flags for a headless run with no GPU, no network chatter, no first-run UI. */
 export const CHROMIUM_FLAGS = [

@@ -14,12 +14,12 @@
 // latency (from the frame codes) is read every 4 s; the medians of the windows'
 // p50 and p95 are printed with the echo's frame rate, and every frame's latency is
 // drawn as a distribution per case in target/bench/loss-latency.svg.
-import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { launchWithFakeCamera, waitFor } from './harness.mjs';
+import { fakeCamera, launchWithFakeCamera, untilHealthy, waitFor } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../..');
@@ -80,15 +80,12 @@ function distributionSvg(results) {
 /** One case, inside its namespace: the JSON line the outer run reads. */
 async function runCase(name) {
   const work = mkdtempSync(join(tmpdir(), 'face-echo-loss-'));
-  const y4m = join(work, 'camera.y4m');
-  execFileSync('python3', [join(here, 'make_y4m.py'), join(repo, 'tests/fixtures/astronaut.png'), y4m, `${WIDTH}`, `${HEIGHT}`, '30']);
+  const y4m = fakeCamera(work, 'astronaut.png', WIDTH, HEIGHT);
   const base = `http://${IP}:${PORT}`;
   const server = spawn(bin, ['--listen', `${IP}:${PORT}`, '--tcp-port', `${TCP_PORT}`], { stdio: 'ignore', env: { ...process.env, RUST_LOG: 'warn' } });
   let context;
   try {
-    await waitFor('the server', async () => {
-      try { return (await fetch(`${base}/healthz`)).ok; } catch { return false; }
-    }, 20_000, async () => '');
+    await untilHealthy(base);
     context = await launchWithFakeCamera(work, y4m, [`--unsafely-treat-insecure-origin-as-secure=${base}`]);
     const page = context.pages()[0] ?? await context.newPage();
     await page.goto(base);

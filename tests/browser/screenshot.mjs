@@ -2,27 +2,24 @@
 // photo of a face), after some seconds of echo, with the server's own view on.
 // Not a test. Run by hand: node tests/browser/screenshot.mjs
 //   env: FACE_ECHO_BIN (default target/release/face-echo)
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, launchWithFakeCamera, waitFor } from './harness.mjs';
+import { fakeCamera, freePort, launchWithFakeCamera, untilHealthy, waitFor } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../..');
 const bin = process.env.FACE_ECHO_BIN ?? join(repo, 'target/release/face-echo');
 const work = mkdtempSync(join(tmpdir(), 'face-echo-screenshot-'));
-const y4m = join(work, 'camera.y4m');
-execFileSync('python3', [join(here, 'make_y4m.py'), join(repo, 'tests/fixtures/astronaut.png'), y4m, '640', '480', '30']);
+const y4m = fakeCamera(work, 'astronaut.png', 640, 480);
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
 const server = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--decode-tap', '--detect'], { stdio: 'ignore' });
 let context;
 try {
-  await waitFor('the server', async () => {
-    try { return (await fetch(`${base}/healthz`)).ok; } catch { return false; }
-  }, 20_000, () => '');
+  await untilHealthy(base);
   context = await launchWithFakeCamera(work, y4m);
   const page = context.pages()[0] ?? await context.newPage();
   await page.setViewportSize({ width: 1280, height: 900 });

@@ -8,12 +8,12 @@
 // namespace set up; where neither is allowed it says so and skips.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, createWriteStream } from 'node:fs';
+import { spawnSync, execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, launchWithFakeCamera, tail, waitFor } from './harness.mjs';
+import { fakeCamera, freePort, launchWithFakeCamera, startServer, tail, waitFor } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../..');
@@ -58,22 +58,14 @@ if (process.env.FACE_ECHO_UDP_BLOCKED !== '1') {
   test('Chromium with no UDP connects over ICE-TCP and plays the echo, and a viewer too', { timeout: 180_000 }, async () => {
     mkdirSync(outDir, { recursive: true });
     const work = mkdtempSync(join(tmpdir(), 'face-echo-udp-blocked-'));
-    const y4m = join(work, 'camera.y4m');
-    execFileSync('python3', [join(here, 'make_y4m.py'), join(repo, 'tests/fixtures/astronaut.png'), y4m, '320', '240', '30']);
+    const y4m = fakeCamera(work, 'astronaut.png', 320, 240);
     const port = await freePort();
     const base = `http://${IP}:${port}`;
     const serverLog = join(outDir, 'server-udp-blocked.log');
-    const server = spawn(bin, ['--listen', `${IP}:${port}`], {
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'face_echo=debug,info' },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    server.stderr.pipe(createWriteStream(serverLog));
+    const server = await startServer(bin, ['--listen', `${IP}:${port}`], base, serverLog);
     const consoleLines = [];
     let context;
     try {
-      await waitFor('the server', async () => {
-        try { return (await fetch(`${base}/healthz`)).ok; } catch { return false; }
-      }, 20_000, () => tail(serverLog));
       assert.equal(udpDropped(), 0, 'nothing dropped before the page');
 
       // Not localhost: the camera needs the origin treated as secure.
