@@ -7,7 +7,9 @@
 // against BlazeFace (the constants of `PageDetector::convention` come from here).
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { fakeCamera, freePort, launchWithFakeCamera, startServer, tail, waitFor } from './harness.mjs';
+import {
+  fakeCamera, freePort, launchWithFakeCamera, pageState, recordPage, startPage, startServer, tail, waitFor,
+} from './harness.mjs';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -37,16 +39,13 @@ test('both detectors find the same faces in the same frames (group photo, Tiny a
   try {
     context = await launchWithFakeCamera(work, y4m);
     const page = context.pages()[0] ?? await context.newPage();
-    page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
-    page.on('pageerror', (e) => consoleLines.push(`[pageerror] ${e.message}`));
-    const snapshot = async () => JSON.parse(await page.evaluate(() => JSON.stringify(window.faceEcho)));
+    recordPage(page, consoleLines);
+    const snapshot = () => pageState(page);
     const describe = async () => `faceEcho=${JSON.stringify(await snapshot())}\nconsole:\n${consoleLines.join('\n')}\nserver log:\n${tail(serverLog)}`;
 
     for (const detector of ['tiny', 'ssd']) {
       // A fresh page and session per detector: its agreement holds that detector only.
-      await page.goto(base);
-      await page.selectOption('#detector', detector);
-      await page.click('#start');
+      await startPage(page, base, describe, (p) => p.selectOption('#detector', detector));
       const samples = [];
       let serverFaces = 0;
       const s = await waitFor(`${COMPARED_FRAMES} frames compared with ${detector}`, async () => {

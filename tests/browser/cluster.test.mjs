@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fakeCamera, freePort, launchWithFakeCamera } from './harness.mjs';
+import { fakeCamera, freePort, launchWithFakeCamera, startPage } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../..');
@@ -64,8 +64,7 @@ test('a full node sends the page to a node with room, which plays the echo', { s
 
     context = await launchWithFakeCamera(work, y4m);
     const page = context.pages()[0] ?? await context.newPage();
-    await page.goto(a);
-    await page.click('#start');
+    await startPage(page, a);
     await eventually('the page on B', async () => page.url().startsWith(`${b}/`), 20_000);
     assert.match(page.url(), /retried=1/);
     const rendered = await eventually('the echo on B', async () => {

@@ -5,7 +5,9 @@
 // the server's own detector found the face and the page shows its count.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { fakeCamera, freePort, launchWithFakeCamera, startServer, tail, waitFor } from './harness.mjs';
+import {
+  fakeCamera, freePort, launchWithFakeCamera, pageState, recordPage, startPage, startServer, tail, waitFor,
+} from './harness.mjs';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -51,15 +53,13 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
   try {
     context = await launchWithFakeCamera(work, y4m);
     const page = context.pages()[0] ?? await context.newPage();
-    page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
-    page.on('pageerror', (e) => consoleLines.push(`[pageerror] ${e.message}`));
-    await page.goto(base);
-    await page.click('#start');
+    recordPage(page, consoleLines);
+    const snapshot = () => pageState(page);
+    const describe = async () => `faceEcho=${JSON.stringify(await snapshot())}\nconsole:\n${consoleLines.join('\n')}\nserver log:\n${tail(serverLog)}`;
+    await startPage(page, base, describe);
 
-    const snapshot = () => page.evaluate(() => JSON.stringify(window.faceEcho));
-    const describe = async () => `faceEcho=${await snapshot()}\nconsole:\n${consoleLines.join('\n')}\nserver log:\n${tail(serverLog)}`;
     const fe = await waitFor('a face and 30 echoed frames', async () => {
-      const s = JSON.parse(await snapshot());
+      const s = await snapshot();
       return s.maxFaces >= 1 && s.echoFramesRendered >= 30 ? s : null;
     }, 120_000, describe);
     console.log(`faceEcho: ${JSON.stringify(fe)}`);
@@ -72,7 +72,7 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     assert.deepEqual(Object.keys(fe.agreement).sort(), ['frames', 'matched', 'meanIou', 'meanIouCalibrated', 'pageOnly', 'serverOnly']);
     if (fe.dc.state === 'open') {
       await waitFor('the page to report a detection pass on the open channel', async () => {
-        const s = JSON.parse(await snapshot());
+        const s = await snapshot();
         return s.dc.sent > 0 && s.reportedFrames > 0;
       }, 30_000, describe);
     }
@@ -101,7 +101,7 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     assert.ok(['wasm', 'webgl'].includes(fe.backend), `backend ${fe.backend}`);
     assert.ok(fe.backendProbeMs.wasm > 0, `probe ${JSON.stringify(fe.backendProbeMs)}`);
     const latency = await waitFor('latency from the frame codes', async () => {
-      const s = JSON.parse(await snapshot());
+      const s = await snapshot();
       return s.latencyMs.samples >= 30 ? s.latencyMs : null;
     }, 30_000, describe);
     console.log(`echo latency: ${JSON.stringify(latency)} backend ${fe.backend} probe ${JSON.stringify(fe.backendProbeMs)}`);
@@ -117,7 +117,7 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     assert.equal(await page.isHidden('#floor-view'), true);
     await page.check('#floor-on');
     const floored = await waitFor('the floor and 30 frames of echo − floor', async () => {
-      const s = JSON.parse(await snapshot());
+      const s = await snapshot();
       return s.floor.latencyMs.samples >= 60 && s.echoMinusFloorMs.frames >= 30 && s.paths.floor
         && s.plots['echo − floor p50'] !== null ? s : null;
     }, 60_000, describe);
@@ -139,23 +139,23 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
 
     // The floor switched off: its loopback closes, the echo goes on.
     await page.uncheck('#floor-on');
-    const off = JSON.parse(await snapshot());
+    const off = await snapshot();
     assert.deepEqual([off.floor.enabled, off.floor.state], [false, 'off']);
     assert.equal(await page.isHidden('#floor-view'), true);
     assert.equal(await page.textContent('#over-floor'), '–');
     const echoed = off.echoFramesRendered;
     await waitFor('the echo to go on without the floor', async () => {
-      const s = JSON.parse(await snapshot());
+      const s = await snapshot();
       return s.echoFramesRendered > echoed + 10 && s.state === 'connected';
     }, 30_000, describe);
     assert.equal(fe.facesByDetector.tiny >= 1, true);
     await page.selectOption('#detector', 'ssd');
     await waitFor('SSD MobileNet to find the face', async () => {
-      const s = JSON.parse(await snapshot());
+      const s = await snapshot();
       return s.detector === 'ssd' && s.facesByDetector.ssd >= 1;
     }, 60_000, describe);
     const plotted = await waitFor('every plot to have data', async () => {
-      const s = JSON.parse(await snapshot());
+      const s = await snapshot();
       const want = ['send fps', 'echo fps', 'detection', 'echo latency p50', 'outbound bitrate', 'ICE RTT'];
       return want.every((name) => s.plots[name] !== null) ? s.plots : null;
     }, 20_000, describe);
@@ -174,7 +174,7 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     });
     await page.evaluate((text) => window.faceEchoLoop.receive(text), serverDetection);
     const overlaid = await waitFor('the server\'s box over the echo', async () => {
-      const s = JSON.parse(await snapshot());
+      const s = await snapshot();
       return s.serverFacesOnEcho >= 1 ? s : null;
     }, 10_000, describe);
     console.log(`echo RTP timestamp ${rtp}; overlay: ${overlaid.serverFacesOnEcho} box, ${overlaid.serverBoxesAgeMs} ms old, aligned ${overlaid.serverBoxesAligned}`);
@@ -187,11 +187,11 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     assert.match(share, /^\/watch\/[0-9a-f]{32}$/, 'a share link with the watch secret');
     assert.ok(!share.includes(fe.session), 'the public session id is not the secret');
     const viewer = await context.newPage();
-    viewer.on('console', (m) => consoleLines.push(`[viewer ${m.type()}] ${m.text()}`));
+    recordPage(viewer, consoleLines, 'viewer');
     await viewer.goto(`${base}${share}`);
     const watched = await waitFor('the viewer to render 30 frames', async () => {
       const v = await viewer.evaluate(() => window.faceEchoViewer);
-      return v.frames >= 30 ? v : null;
+      return v?.frames >= 30 ? v : null;
     }, 60_000, describe);
     console.log(`viewer: ${JSON.stringify(watched)}`);
     assert.ok(watched.dc && typeof watched.dc.state === 'string', 'the viewer has its data channel state');
@@ -199,12 +199,12 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
       // The viewer's channel gets the publisher's detections too, drawn over what it plays.
       const seen = await waitFor('the viewer to get the server\'s detections', async () => {
         const v = await viewer.evaluate(() => window.faceEchoViewer);
-        return v.serverDetections >= 1 && v.serverFacesOnEcho >= 1 ? v : null;
+        return v?.serverDetections >= 1 && v.serverFacesOnEcho >= 1 ? v : null;
       }, 30_000, describe);
       console.log(`viewer loop: ${JSON.stringify({ dc: seen.dc, serverDetections: seen.serverDetections, serverFacesOnEcho: seen.serverFacesOnEcho })}`);
     }
     await waitFor('the publisher page to count its viewer', async () => {
-      const s = JSON.parse(await snapshot());
+      const s = await snapshot();
       return s.viewers === 1;
     }, 10_000, describe);
     await viewer.screenshot({ path: join(outDir, `viewer-${WIDTH}x${HEIGHT}.png`) });
@@ -241,9 +241,9 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
       // are drawn over the echo; both detectors are compared frame by frame.
       const agreed = async (detector) => {
         await page.selectOption('#detector', detector);
-        const before = JSON.parse(await snapshot()).agreement.matched;
+        const before = (await snapshot()).agreement.matched;
         return waitFor(`a matched face with ${detector}`, async () => {
-          const s = JSON.parse(await snapshot());
+          const s = await snapshot();
           return s.detector === detector && s.agreement.matched > before && s.serverDetections >= 3
             && s.serverFacesOnEcho >= 1 ? s : null;
         }, 60_000, describe);

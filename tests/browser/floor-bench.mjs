@@ -12,7 +12,7 @@
 // each path's stages (PathStats). It prints each window and the median of each
 // number over the phase's windows.
 import { spawn } from 'node:child_process';
-import { fakeCamera, freePort, launchWithFakeCamera, untilHealthy } from './harness.mjs';
+import { fakeCamera, freePort, launchWithFakeCamera, startPage, untilHealthy } from './harness.mjs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -75,8 +75,7 @@ try {
   await untilHealthy(base);
   context = await launchWithFakeCamera(work, y4m);
   const page = context.pages()[0] ?? await context.newPage();
-  await page.goto(base);
-  await page.click('#start');
+  await startPage(page, base);
   await page.waitForFunction(() => window.faceEcho.latencyMs.samples >= 120 && window.faceEcho.detections >= 1, null, { timeout: 120_000 });
   await sleep(WINDOW_MS);          // past the start-up (first keyframes, jitter buffer settling)
   const alone = await phase(page, 'echo alone');

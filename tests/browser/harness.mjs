@@ -66,6 +66,31 @@ export function launchWithFakeCamera(work, y4m, extraArgs = []) {
   });
 }
 
+/** Keeps what `page` logs, throws and fails to fetch in `lines` (tagged `label`), for
+ *  a failing test's message. */
+export function recordPage(page, lines, label = '') {
+  const tag = label ? `${label} ` : '';
+  page.on('console', (m) => lines.push(`[${tag}${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => lines.push(`[${tag}pageerror] ${e.message}`));
+  page.on('requestfailed', (r) => lines.push(`[${tag}request failed] ${r.url()}: ${r.failure()?.errorText}`));
+  page.on('response', (r) => { if (r.status() >= 400) lines.push(`[${tag}HTTP ${r.status()}] ${r.url()}`); });
+}
+
+/** Opens the page at `base` and presses Start once app.js runs (`window.faceEcho`);
+ *  `before(page)` may set controls first. Throws with `describe()` if app.js never runs. */
+export async function startPage(page, base, describe = async () => '', before = async () => {}) {
+  await page.goto(base);
+  await page.waitForFunction(() => window.faceEcho, null, { timeout: 20_000 })
+    .catch(async (err) => { throw new Error(`the page's script never ran (${err.message}): ${await describe()}`); });
+  await before(page);
+  await page.click('#start');
+}
+
+/** The page's state (`window.faceEcho`), or null while app.js has set none. */
+export async function pageState(page) {
+  return JSON.parse(await page.evaluate(() => JSON.stringify(window.faceEcho ?? null)));
+}
+
 /** A TCP port free on 127.0.0.1 right now. */
 function freeTcpPort() {
   return new Promise((ok, fail) => {

@@ -19,7 +19,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fakeCamera, launchWithFakeCamera, untilHealthy, waitFor } from './harness.mjs';
+import { fakeCamera, launchWithFakeCamera, pageState, startPage, untilHealthy, waitFor } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../..');
@@ -88,9 +88,8 @@ async function runCase(name) {
     await untilHealthy(base);
     context = await launchWithFakeCamera(work, y4m, [`--unsafely-treat-insecure-origin-as-secure=${base}`]);
     const page = context.pages()[0] ?? await context.newPage();
-    await page.goto(base);
-    await page.click('#start');
-    const snapshot = async () => JSON.parse(await page.evaluate(() => JSON.stringify(window.faceEcho)));
+    const snapshot = () => pageState(page);
+    await startPage(page, base);
     await waitFor('30 echoed frames', async () => (await snapshot()).echoFramesRendered >= 30, 60_000,
       async () => JSON.stringify(await snapshot()));
     const windows = [];

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fakeCamera, freePort, launchWithFakeCamera, untilHealthy, waitFor } from './harness.mjs';
+import { fakeCamera, freePort, launchWithFakeCamera, startPage, untilHealthy, waitFor } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../..');
@@ -23,8 +23,7 @@ try {
   context = await launchWithFakeCamera(work, y4m);
   const page = context.pages()[0] ?? await context.newPage();
   await page.setViewportSize({ width: 1280, height: 900 });
-  await page.goto(base);
-  await page.click('#start');
+  await startPage(page, base);
   await waitFor('30 echoed frames', () => page.evaluate(() => (window.faceEcho?.echoFramesRendered ?? 0) >= 30), 60_000, () => '');
   await waitFor("the page's own detections", () => page.evaluate(() => (window.faceEcho?.detections ?? 0) >= 20), 120_000, () => '');
   await page.waitForTimeout(3000);

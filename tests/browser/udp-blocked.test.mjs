@@ -13,7 +13,9 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fakeCamera, freePort, launchWithFakeCamera, startServer, tail, waitFor } from './harness.mjs';
+import {
+  fakeCamera, freePort, launchWithFakeCamera, pageState, recordPage, startPage, startServer, tail, waitFor,
+} from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../..');
@@ -71,14 +73,11 @@ if (process.env.FACE_ECHO_UDP_BLOCKED !== '1') {
       // Not localhost: the camera needs the origin treated as secure.
       context = await launchWithFakeCamera(work, y4m, [`--unsafely-treat-insecure-origin-as-secure=${base}`]);
       const page = context.pages()[0] ?? await context.newPage();
-      page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
-      page.on('pageerror', (e) => consoleLines.push(`[pageerror] ${e.message}`));
-      await page.goto(base);
-      await page.click('#start');
-      const snapshot = async () => JSON.parse(await page.evaluate(() => JSON.stringify(window.faceEcho)));
-      const describe = async () => `faceEcho=${JSON.stringify(await snapshot())}\nconsole:\n${consoleLines.join('\n')}\nserver log:\n${tail(serverLog)}`;
+      recordPage(page, consoleLines);
+      const describe = async () => `faceEcho=${JSON.stringify(await pageState(page))}\nconsole:\n${consoleLines.join('\n')}\nserver log:\n${tail(serverLog)}`;
+      await startPage(page, base, describe);
       const fe = await waitFor('30 echoed frames', async () => {
-        const s = await snapshot();
+        const s = await pageState(page);
         return s.echoFramesRendered >= 30 && s.latencyMs.samples >= 30 ? s : null;
       }, 60_000, describe);
       assert.equal(fe.state, 'connected');
@@ -101,10 +100,11 @@ if (process.env.FACE_ECHO_UDP_BLOCKED !== '1') {
       // A viewer from the same network: its own PeerConnection, over TCP too.
       const share = await page.getAttribute('#share', 'href');
       const viewer = await context.newPage();
+      recordPage(viewer, consoleLines, 'viewer');
       await viewer.goto(`${base}${share}`);
       await waitFor('the viewer to render 30 frames', async () => {
         const v = await viewer.evaluate(() => window.faceEchoViewer);
-        return v.frames >= 30 ? v : null;
+        return v?.frames >= 30 ? v : null;
       }, 60_000, describe);
       const listed = (await (await fetch(`${base}/api/sessions`)).json()).find((s) => s.id === fe.session);
       assert.deepEqual(listed.viewers.map((v) => v.transport), ['tcp'], JSON.stringify(listed.viewers));
