@@ -23,6 +23,7 @@ async fn loadgen_echoes_and_the_tap_decodes() {
         viewers_per_peer: 1,
         results: true,
         local_ip: None,
+        idle: false,
     })
     .await
     .expect("loadgen runs");

@@ -101,6 +101,7 @@ async fn thirty_two_tapped_sessions_hold() {
         viewers_per_peer: 0,
         results: false,
         local_ip: None,
+        idle: false,
     })
     .await
     .expect("load runs");

@@ -63,6 +63,10 @@ pub struct LoadgenArgs {
     /// route to the server leaves from (127.0.0.1 for a server on this host).
     #[arg(long, value_name = "IP")]
     pub local_ip: Option<IpAddr>,
+    /// Connect every publisher, then send nothing for --seconds: what connected,
+    /// silent sessions cost the server (its CPU in the summary).
+    #[arg(long)]
+    pub idle: bool,
 }
 
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
@@ -159,6 +163,8 @@ impl SendTimes {
 struct Load {
     clip: Arc<Vec<EncodedFrame>>,
     fps: u32,
+    /// `--idle`: connected, sending nothing until the deadline.
+    idle: bool,
     deadline: Instant,
     /// With `--results`: (age_ms, infer_ms) of each detection received.
     results: Arc<Mutex<Vec<(f64, f64)>>>,
@@ -219,6 +225,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Summary> {
     let load = Arc::new(Load {
         clip,
         fps: args.fps,
+        idle: args.idle,
         deadline: started + Duration::from_secs(args.seconds),
         results: Arc::default(),
     });
@@ -396,6 +403,10 @@ fn run_publisher(
         });
     }
     async move {
+        if load.idle {
+            tokio::time::sleep_until(load.deadline.into()).await;
+            return publisher;
+        }
         let mut ticker = tokio::time::interval_at(first_frame.into(), Duration::from_secs(1) / load.fps);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         for frame in load.clip.iter().cycle() {

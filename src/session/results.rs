@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
 use super::SessionInfo;
@@ -69,6 +69,9 @@ pub struct Results {
     metrics: Arc<Metrics>,
     /// Both sides' detections go to the recording too (`--record`).
     recorder: Option<RecorderInput>,
+    /// Told when a channel opens: until then `stats` has no one to go to, and the
+    /// session keeps no timer of its own.
+    opened: Notify,
 }
 
 impl std::fmt::Debug for Results {
@@ -87,6 +90,7 @@ impl Results {
             agreement: Mutex::new(Agreement::new()),
             stats: LoopStats::default(),
             metrics,
+            opened: Notify::new(),
         }
     }
 
@@ -130,6 +134,7 @@ impl Results {
                     }
                     channels.push(Channel { owner: owner.clone(), dc: Arc::clone(&dc) });
                     self.stats.channels.fetch_add(1, Ordering::Relaxed);
+                    self.opened.notify_one();
                 }
                 DataChannelEvent::OnMessage(message) => {
                     self.stats.received.fetch_add(1, Ordering::Relaxed);
@@ -253,21 +258,21 @@ impl Results {
     }
 }
 
-/// Sends the session's detections as they come and its `stats` once a second,
-/// until the detector's side of `detections` closes with the session.
+/// Sends the session's detections as they come and its `stats` once a second while
+/// a channel is open, until the detector's side of `detections` closes with the
+/// session. With no channel open it sleeps until one opens.
 pub async fn run(results: Arc<Results>, mut detections: mpsc::Receiver<Detection>, info: Arc<SessionInfo>) {
     let mut tick = tokio::time::interval(STATS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        let listened = !results.channels().is_empty();
         tokio::select! {
             detection = detections.recv() => match detection {
                 Some(detection) => results.send_detection(detection).await,
                 None => return,
             },
-            _ = tick.tick() => {
-                if results.channels().is_empty() {
-                    continue;
-                }
+            _ = results.opened.notified(), if !listened => tick.reset_immediately(),
+            _ = tick.tick(), if listened => {
                 let session = info.to_json();
                 let stats = ServerMessage::Stats {
                     tap: session["tap"].clone(),

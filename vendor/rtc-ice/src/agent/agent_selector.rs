@@ -558,8 +558,14 @@ impl ControlledSelector for Agent {
                     self.ping_candidate(now, local_index, remote_index);
                 }
             } else {
+                // face-echo patch 10 (vendor/PATCHES.md): a triggered check only for a
+                // pair that has not succeeded yet (RFC 8445 S7.3.1.4); on a succeeded
+                // pair, every consent check the peer sent drew one of ours.
+                let succeeded = p.state == CandidatePairState::Succeeded;
                 self.send_binding_success(now, m, local_index, remote_index);
-                self.ping_candidate(now, local_index, remote_index);
+                if !succeeded {
+                    self.ping_candidate(now, local_index, remote_index);
+                }
             }
         }
     }

@@ -3386,3 +3386,75 @@ fn test_stats_snapshot_reports_the_callers_instant_throughout() -> Result<()> {
 
     Ok(())
 }
+
+/// face-echo patch 10: a controlled agent answers a peer's check on a pair that has
+/// already succeeded without a triggered check of its own (RFC 8445 S7.3.1.4); on a
+/// pair that has not, it answers and checks back.
+#[test]
+fn test_controlled_agent_triggers_no_check_on_a_succeeded_pair() -> Result<()> {
+    let mut config = AgentConfig::default();
+    config.is_controlling = false;
+    let mut agent = Agent::new(Instant::now(), Arc::new(config), test_crypto_provider())?;
+    let host = |address: &str, port| {
+        CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: address.to_owned(),
+                port,
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+    };
+    agent.add_local_candidate(host("192.168.0.2", 7777)?)?;
+    agent.add_remote_candidate(host("172.17.0.3", 9999)?)?;
+    agent.ufrag_pwd.remote_credentials = Some(Credentials {
+        ufrag: "remote_ufrag".to_string(),
+        pwd: "remote_pwd".to_string(),
+    });
+    let remote_addr = SocketAddr::from_str("172.17.0.3:9999")?;
+    let username = agent.ufrag_pwd.local_credentials.ufrag.clone() + ":remote_ufrag";
+    let local_pwd = agent.ufrag_pwd.local_credentials.pwd.clone();
+    // What the agent sends for one consent check from the controlling peer: STUN
+    // message types, in order.
+    let sent_for_a_check = |agent: &mut Agent| -> Result<Vec<[u8; 2]>> {
+        let mut msg = Message::new();
+        msg.build(&[
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(ATTR_USERNAME, username.clone())),
+            Box::new(AttrControlling(100)),
+            Box::new(PriorityAttr(1000)),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                local_pwd.clone(),
+                test_crypto_provider().crypto(),
+            )),
+            Box::new(FINGERPRINT),
+        ])?;
+        agent.write_outs.clear();
+        agent.handle_inbound(Instant::now(), &mut msg, 0, remote_addr)?;
+        Ok(agent
+            .write_outs
+            .iter()
+            .map(|out| [out.message[0], out.message[1]])
+            .collect())
+    };
+    let (request, success) = ([0x00, 0x01], [0x01, 0x01]);
+
+    assert_eq!(
+        sent_for_a_check(&mut agent)?,
+        vec![success, request],
+        "a new pair is checked back"
+    );
+    let pair = agent.find_pair(0, 0).expect("the check made the pair");
+    agent.candidate_pairs[pair].state = CandidatePairState::Succeeded;
+    assert_eq!(
+        sent_for_a_check(&mut agent)?,
+        vec![success],
+        "a succeeded pair is only answered"
+    );
+    agent.close()?;
+    Ok(())
+}

@@ -1098,8 +1098,10 @@ impl Agent {
 
         let (out, result) = {
             let mut out = Message::new();
+            // face-echo patch 12 (vendor/PATCHES.md): the request's transaction id, not a
+            // copy of the whole request (its buffer, and a buffer per attribute).
             let result = out.build(&[
-                Box::new(m.clone()),
+                Box::new(m.transaction_id),
                 Box::new(BINDING_SUCCESS),
                 Box::new(XorMappedAddress { ip, port }),
                 Box::new(MessageIntegrity::new_short_term_integrity_with_provider(

@@ -416,6 +416,12 @@ impl RTCTurnRelayer {
     ///
     /// [webrtc#890]: https://github.com/webrtc-rs/webrtc/issues/890
     fn matching_client_key(&self, msg: &TaggedBytesMut) -> Option<FourTuple> {
+        // face-echo patch 11 (vendor/PATCHES.md): every answer below names a client, so with
+        // none there is nothing to match, and no STUN message to decode (a copy and an
+        // allocation per attribute, for every connectivity check the connection receives).
+        if self.clients.is_empty() {
+            return None;
+        }
         // ChannelData is not STUN-framed and carries no transaction id, so addresses are all there
         // is — and they suffice, because the gatherer neither sends nor receives it.
         if ChannelData::is_channel_data(&msg.message) {
