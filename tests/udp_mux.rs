@@ -2,7 +2,8 @@
 //! PORT`). The real binary serves several webrtc-rs publishers and a viewer through a
 //! single UDP socket, names that port in every session's candidates, drops what
 //! strangers send to it, and a range (`--udp-port MIN-MAX`) gives each session a port
-//! of its own. A taken port stops the server at start, naming the flag.
+//! of its own. A connected session's consent checks are answered on the port's
+//! reader. A taken port stops the server at start, naming the flag.
 
 mod common;
 
@@ -129,6 +130,27 @@ async fn every_session_and_viewer_echoes_through_one_udp_socket() {
     for publisher in publishers {
         publisher.close().await.expect("closes");
     }
+}
+
+/// Once a session is connected, its client's consent checks are answered by the mux
+/// on its reader (`udp_mux::consent`), not by the PeerConnection's driver: every
+/// check gets an answer the client's ICE agent accepts, for as long as it stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_sessions_consent_checks_are_answered_by_the_mux() {
+    let server = spawn_server(&[]).await;
+    let mut publisher = ClientPeer::connect(&ws_url(server.addr), CONNECT_TIMEOUT).await.expect("connects");
+    assert!(echoes(&mut publisher).await >= 0.95, "echoes");
+    let (sent_before, answered_before) = publisher.ice_checks().await;
+    // webrtc-rs checks consent every 2 s.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (sent, answered) = publisher.ice_checks().await;
+    assert!(sent >= sent_before + 3, "checks sent {sent_before} → {sent}");
+    // One may be on its way back.
+    assert!(answered + 1 >= sent && answered >= answered_before + 3, "{answered} of {sent} checks answered");
+    let mux = &sessions(server.addr).await[0]["media"]["mux"];
+    assert!(mux["consent_answered"].as_u64().unwrap_or(0) >= 3, "answered by the mux: {mux}");
+    assert!(echoes(&mut publisher).await >= 0.95, "still echoing");
+    publisher.close().await.expect("closes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

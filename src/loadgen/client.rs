@@ -1006,6 +1006,15 @@ impl ClientPeer {
     }
 
     /// The server's answer, as applied.
+    /// Connectivity and consent checks this peer sent, and the answers it got, over
+    /// all its candidate pairs (its ICE agent's counts).
+    pub async fn ice_checks(&self) -> (u64, u64) {
+        let report = self.pc.get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None).await;
+        report.candidate_pairs().fold((0, 0), |(sent, answered), pair| {
+            (sent + pair.requests_sent, answered + pair.responses_received)
+        })
+    }
+
     pub async fn remote_sdp(&self) -> Option<String> {
         self.pc.remote_description().await.map(|description| description.sdp)
     }

@@ -718,4 +718,10 @@ impl MediaHook for MediaPlane {
         self.run_timers(&mut state, now);
         state.next_report.is_some()
     }
+
+    fn in_use(&self, from: SocketAddr, via: &MuxSender) -> bool {
+        let state = lock(&self.state);
+        state.srtp.is_some()
+            && state.route.as_ref().is_some_and(|route| route.to == from && route.via.same_socket(via))
+    }
 }

@@ -95,6 +95,13 @@ test(`page detects a face and plays the echo (${WIDTH}x${HEIGHT}, server args: $
     // ICE-TCP is offered too (on the same port number), and UDP wins where it works.
     assert.equal(mine.media.tcp.port, port);
     assert.equal(mine.transport, 'udp', 'UDP where it works');
+    // Chromium's consent checks on the pair in use are answered on the port's reader,
+    // with no wake of the session's PeerConnection, and Chromium takes the answers.
+    const mux = await waitFor('a consent check answered by the mux', async () => {
+      const now = (await (await fetch(`${base}/api/sessions`)).json()).find((s) => s.id === fe.session);
+      return now.media.mux.consent_answered > 0 ? now.media.mux : null;
+    }, 20_000, describe);
+    assert.equal((await snapshot()).state, 'connected', JSON.stringify(mux));
 
     // The page as an instrument: backend chosen by the probe, glass-to-glass latency
     // from the frame codes, both detectors finding the face, plots with data.

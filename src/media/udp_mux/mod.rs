@@ -59,6 +59,7 @@ use webrtc::runtime::{
     TokioRuntime, Transmit, UdpSockRef, UdpSocketState,
 };
 
+mod consent;
 mod reader;
 pub mod tcp;
 pub use reader::ReaderGroup;
@@ -96,6 +97,13 @@ pub trait MediaHook: Send + Sync {
     /// False: this hook has no timers (while no hook has any, the reader sleeps
     /// up to [`IDLE_WAIT`]).
     fn on_tick(&self, _now: Instant) -> bool {
+        false
+    }
+
+    /// True once the session is connected (DTLS done) and its media goes to `from` on
+    /// `via`'s socket: the pair ICE selected, whose consent checks the mux answers
+    /// itself (`consent`) from then on; its driver gets none of them.
+    fn in_use(&self, _from: SocketAddr, _via: &MuxSender) -> bool {
         false
     }
 }
@@ -195,6 +203,8 @@ pub struct MuxStats {
     pub delivered: AtomicU64,
     /// Datagrams a media hook handled (the driver never saw them).
     pub hooked: AtomicU64,
+    /// Consent checks of connected sessions answered by the mux (`consent`).
+    pub consent_answered: AtomicU64,
     /// From an unknown address and not a STUN binding request naming a known ufrag.
     pub dropped_unknown: AtomicU64,
     /// STUN binding requests naming a known ufrag whose MESSAGE-INTEGRITY did not verify.
@@ -225,6 +235,7 @@ impl MuxStats {
         serde_json::json!({
             "delivered": get(&self.delivered),
             "hooked": get(&self.hooked),
+            "consent_answered": get(&self.consent_answered),
             "dropped_unknown": get(&self.dropped_unknown),
             "dropped_unauthenticated": get(&self.dropped_unauthenticated),
             "dropped_address_taken": get(&self.dropped_address_taken),
@@ -418,6 +429,7 @@ impl UdpMux {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             ufrag: credentials.ufrag.clone(),
             password: credentials.password.clone(),
+            consent: consent::ConsentKey::new(&credentials.password),
             addresses: Mutex::default(),
             queue: Mutex::new(Queue::default()),
             waker: AtomicWaker::new(),
@@ -639,6 +651,7 @@ impl Shared {
             None => known(&|_| true).ok_or(Refused::Unknown),
         };
         let inbox = match routed {
+            Ok(inbox) if self.answered_consent(&inbox, data, from, via) => return,
             Ok(inbox) => inbox,
             Err(refused) => {
                 let counter = match refused {
@@ -672,6 +685,19 @@ impl Shared {
         } else {
             self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Answers `data` here if it is a consent check on the pair `inbox`'s connected
+    /// session uses (`consent`); false when its driver is to get it.
+    fn answered_consent(&self, inbox: &Inbox, data: &[u8], from: SocketAddr, via: &MuxSender) -> bool {
+        if !is_binding_request(data) || !inbox.hook.as_ref().is_some_and(|hook| hook.in_use(from, via)) {
+            return false;
+        }
+        let mut answer = [0u8; consent::MAX_ANSWER];
+        let Some(len) = consent::answer(data, from, &inbox.consent, &mut answer) else { return false };
+        via.send(&answer[..len], from);
+        self.stats.consent_answered.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Notes `from` as `inbox`'s, which an authenticated binding request proved
@@ -1058,6 +1084,8 @@ struct Inbox {
     id: u64,
     ufrag: String,
     password: String,
+    /// The password as the key that signs and checks consent checks.
+    consent: consent::ConsentKey,
     /// Remote addresses learned for it (at most [`MAX_ADDRESSES`]).
     addresses: Mutex<Vec<SocketAddr>>,
     queue: Mutex<Queue>,
