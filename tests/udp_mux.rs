@@ -9,10 +9,13 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
-use face_echo::loadgen::client::ClientPeer;
+use face_echo::loadgen::client::{ClientOptions, ClientPeer};
+use face_echo::media::udp_mux::IceCredentials;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -150,6 +153,49 @@ async fn a_connected_sessions_consent_checks_are_answered_by_the_mux() {
     let mux = &sessions(server.addr).await[0]["media"]["mux"];
     assert!(mux["consent_answered"].as_u64().unwrap_or(0) >= 3, "answered by the mux: {mux}");
     assert!(echoes(&mut publisher).await >= 0.95, "still echoing");
+    publisher.close().await.expect("closes");
+}
+
+/// A client that floods consent checks on its pair gets a budget of them answered on
+/// the reader; the rest go to its PeerConnection, as every check once did (its
+/// bounded inbox, its own driver): the reader's work for one session stays bounded,
+/// and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_consent_checks_is_answered_on_the_reader_within_a_budget() {
+    let server = spawn_server(&[]).await;
+    let echoed = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&echoed);
+    let on_echo = Arc::new(move |_| {
+        count.fetch_add(1, Ordering::Relaxed);
+    });
+    let options = ClientOptions { on_echo: Some(on_echo), own_media: true, lean: true, ..Default::default() };
+    let mut publisher =
+        ClientPeer::connect_options(&ws_url(server.addr), options, CONNECT_TIMEOUT).await.expect("connects");
+    let echoes_of_30_frames = async |publisher: &mut ClientPeer| {
+        let before = echoed.load(Ordering::Relaxed);
+        let sent = publish(publisher, 30).await.len() as u64;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (echoed.load(Ordering::Relaxed) - before, sent)
+    };
+    let (got, sent) = echoes_of_30_frames(&mut publisher).await;
+    assert!(got * 20 >= sent * 19, "{got} of {sent} echoed");
+    let answer = publisher.remote_sdp().await.expect("the server's answer");
+    let attribute = |name: &str| {
+        answer.lines().find_map(|line| line.strip_prefix(name)).map(|value| value.trim().to_owned()).unwrap()
+    };
+    let server_credentials =
+        IceCredentials { ufrag: attribute("a=ice-ufrag:"), password: attribute("a=ice-pwd:") };
+    let answered =
+        |listed: &[serde_json::Value]| listed[0]["media"]["mux"]["consent_answered"].as_u64().unwrap();
+    let before = answered(&sessions(server.addr).await);
+    for _ in 0..500 {
+        publisher.send_datagram(&server_credentials.binding_request()).expect("sent");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let flood = answered(&sessions(server.addr).await) - before;
+    assert!((10..=30).contains(&flood), "{flood} of 500 answered on the reader");
+    let (got, sent) = echoes_of_30_frames(&mut publisher).await;
+    assert!(got * 20 >= sent * 19, "the session goes on: {got} of {sent} echoed");
     publisher.close().await.expect("closes");
 }
 

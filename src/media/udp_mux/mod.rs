@@ -49,6 +49,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
+
+use crate::media::token_bucket::TokenBucket;
 use rtc::stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_USERNAME};
 use rtc::stun::fingerprint::FINGERPRINT;
 use rtc::stun::integrity::MessageIntegrity;
@@ -81,6 +83,9 @@ const MAX_ADDRESSES: usize = 16;
 pub const ADDRESS_IDLE: Duration = Duration::from_secs(15);
 /// How often the reader looks for idle addresses.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
+/// Consent checks of one session answered on the reader per second, and in a burst.
+const CONSENT_PER_SECOND: f64 = 10.0;
+const CONSENT_BURST: f64 = 20.0;
 /// Bytes asked of the kernel for the shared socket's buffers: it carries every session.
 const SOCKET_BUFFER: usize = 4 << 20;
 
@@ -430,6 +435,7 @@ impl UdpMux {
             ufrag: credentials.ufrag.clone(),
             password: credentials.password.clone(),
             consent: consent::ConsentKey::new(&credentials.password),
+            consent_budget: Mutex::new(TokenBucket::new(CONSENT_PER_SECOND, CONSENT_BURST, Instant::now())),
             addresses: Mutex::default(),
             queue: Mutex::new(Queue::default()),
             waker: AtomicWaker::new(),
@@ -504,8 +510,9 @@ impl IceCredentials {
     }
 
     /// A binding request to the PeerConnection with these credentials, signed as a
-    /// remote agent signs one (USERNAME `ufrag:remote`): what the mux's tests, the
-    /// benchmarks, the fuzz targets and the hostile-client tests send.
+    /// remote controlling agent signs one (USERNAME `ufrag:remote`, ICE-CONTROLLING):
+    /// what the mux's tests, the benchmarks, the fuzz targets and the hostile-client
+    /// tests send.
     pub fn binding_request(&self) -> Vec<u8> {
         let Ok(provider) = rtc::crypto::default_provider() else { return Vec::new() };
         let mut message = Message::new();
@@ -513,6 +520,7 @@ impl IceCredentials {
             Box::new(BINDING_REQUEST),
             Box::new(rtc::stun::message::TransactionId::new()),
             Box::new(Username::new(ATTR_USERNAME, format!("{}:remote", self.ufrag))),
+            Box::new(rtc::ice::attributes::control::AttrControlling(1)),
             Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
                 self.password.clone(),
                 provider.crypto(),
@@ -691,6 +699,9 @@ impl Shared {
     /// session uses (`consent`); false when its driver is to get it.
     fn answered_consent(&self, inbox: &Inbox, data: &[u8], from: SocketAddr, via: &MuxSender) -> bool {
         if !is_binding_request(data) || !inbox.hook.as_ref().is_some_and(|hook| hook.in_use(from, via)) {
+            return false;
+        }
+        if !lock(&inbox.consent_budget).take(Instant::now()) {
             return false;
         }
         let mut answer = [0u8; consent::MAX_ANSWER];
@@ -1086,6 +1097,9 @@ struct Inbox {
     password: String,
     /// The password as the key that signs and checks consent checks.
     consent: consent::ConsentKey,
+    /// Consent checks answered here per second: a browser sends one every few
+    /// seconds; past this they go to the driver, as every check once did.
+    consent_budget: Mutex<TokenBucket>,
     /// Remote addresses learned for it (at most [`MAX_ADDRESSES`]).
     addresses: Mutex<Vec<SocketAddr>>,
     queue: Mutex<Queue>,
