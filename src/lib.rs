@@ -23,8 +23,10 @@
 //!   │                → libvpx → snapshot, frame code; detect: newest frame wins →
 //!   │                letterbox from I420 → BlazeFace (ort) → session::results:
 //!   │                `detections` on every `face-echo` data channel
-//!   └─ STUN, DTLS, SCTP (data channels) → the session's webrtc-rs driver, which reads
-//!        memory, not a socket
+//!   ├─ a connected session's consent checks on the pair in use → answered right
+//!   │    there (media::udp_mux::consent: verified, answered on the stack)
+//!   └─ other STUN, DTLS, SCTP (data channels) → the session's webrtc-rs driver, which
+//!        reads memory, not a socket
 //! ```
 //!
 //! PLI and FIR from the echo's receiver, the viewers and the tap become wishes for

@@ -22,7 +22,9 @@
 //!   the mux its source address. An address in use stays with its owner; one its
 //!   owner has not used for [`ADDRESS_IDLE`] moves to the PeerConnection that
 //!   authenticates from it (a NAT that gave the port to someone else), and is
-//!   forgotten after that long anyway (RFC 7675: consent lapses long before);
+//!   forgotten after that long anyway (RFC 7675: consent lapses long before). Once
+//!   its session is connected, a consent check on the pair in use is answered right
+//!   here ([`consent`]), and the PeerConnection never sees it;
 //! - any other datagram from a remote address we know goes to the PeerConnection
 //!   that address belongs to;
 //! - everything else is counted and dropped.
@@ -49,8 +51,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
-
-use crate::media::token_bucket::TokenBucket;
 use rtc::stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_USERNAME};
 use rtc::stun::fingerprint::FINGERPRINT;
 use rtc::stun::integrity::MessageIntegrity;
@@ -60,6 +60,8 @@ use webrtc::runtime::{
     AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
     TokioRuntime, Transmit, UdpSockRef, UdpSocketState,
 };
+
+use crate::media::token_bucket::TokenBucket;
 
 mod consent;
 mod reader;
