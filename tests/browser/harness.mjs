@@ -77,10 +77,17 @@ export function recordPage(page, lines, label = '') {
 }
 
 /** Opens the page at `base` and presses Start once app.js runs (`window.faceEcho`);
- *  `before(page)` may set controls first. Throws with `describe()` if app.js never runs. */
+ *  `before(page)` may set controls first. If app.js has not run within 20 s, says so
+ *  with `describe()` and reloads once; throws if it still does not. */
 export async function startPage(page, base, describe = async () => '', before = async () => {}) {
   await page.goto(base);
-  await page.waitForFunction(() => window.faceEcho, null, { timeout: 20_000 })
+  const scriptRuns = () => page.waitForFunction(() => window.faceEcho, null, { timeout: 20_000 });
+  await scriptRuns()
+    .catch(async (err) => {
+      console.warn(`the page's script did not run (${err.message}); reloading once: ${await describe()}`);
+      await page.reload();
+      await scriptRuns();
+    })
     .catch(async (err) => { throw new Error(`the page's script never ran (${err.message}): ${await describe()}`); });
   await before(page);
   await page.click('#start');
