@@ -18,9 +18,8 @@ deps-test:
 	@scripts/deps.sh test
 
 # Formatting and lints first: cheap, and a red here needs no test run to explain it.
-# rtc-ice keeps its published formatting, so that its patches stand out in a diff.
 test-lint:
-	$(CARGO) fmt --check -p face-echo -p rtc-srtp -p rtc-rtcp
+	$(CARGO) fmt --check
 	cd fuzz && $(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
