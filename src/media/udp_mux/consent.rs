@@ -16,8 +16,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use ring::hmac;
 
+use super::stun_attributes;
+
 const HEADER: usize = 20;
-const MAGIC_COOKIE: [u8; 4] = 0x2112_A442u32.to_be_bytes();
+const MAGIC_COOKIE: [u8; 4] = rtc::stun::message::MAGIC_COOKIE.to_be_bytes();
 const BINDING_REQUEST: u16 = 0x0001;
 const BINDING_SUCCESS: u16 = 0x0101;
 const USERNAME: u16 = 0x0006;
@@ -81,30 +83,30 @@ fn plain_check(request: &[u8]) -> Option<usize> {
         return None;
     }
     let (mut username, mut role, mut integrity) = (false, false, None);
-    let mut offset = HEADER;
-    while offset < request.len() {
-        let kind = u16::from_be_bytes([*request.get(offset)?, *request.get(offset + 1)?]);
-        let len = usize::from(u16::from_be_bytes([*request.get(offset + 2)?, *request.get(offset + 3)?]));
-        let value = request.get(offset + 4..offset + 4 + len)?;
-        let next = (offset + 4 + len).next_multiple_of(4);
+    // Where the attributes read so far end: all of them must be read.
+    let mut end = HEADER;
+    for (kind, offset, value) in stun_attributes(request) {
+        end = (offset + 4 + value.len()).next_multiple_of(4);
         if integrity.is_some() {
             // Only FINGERPRINT may follow MESSAGE-INTEGRITY, and only last.
             let crc = crc32fast::hash(&request[..offset]) ^ FINGERPRINT_XOR;
-            if kind != FINGERPRINT || next != request.len() || value != crc.to_be_bytes() {
+            if kind != FINGERPRINT || end != request.len() || value != crc.to_be_bytes() {
                 return None;
             }
         } else {
             match kind {
                 USERNAME => username = true,
                 ICE_CONTROLLING | ICE_CONTROLLED => role = true,
-                MESSAGE_INTEGRITY if len == INTEGRITY_LEN => integrity = Some(offset),
+                MESSAGE_INTEGRITY if value.len() == INTEGRITY_LEN => integrity = Some(offset),
                 PRIORITY | USE_CANDIDATE => {}
                 // Something else that must be understood: the agent's.
                 kind if kind < 0x8000 => return None,
                 _ => {}
             }
         }
-        offset = next;
+    }
+    if end < request.len() {
+        return None;
     }
     integrity.filter(|_| username && role)
 }

@@ -1001,18 +1001,30 @@ fn names(datagram: &[u8], inbox: &Inbox) -> bool {
 /// walking the attributes where they lie.
 fn stun_username(datagram: &[u8]) -> Option<&[u8]> {
     const USERNAME: u16 = 0x0006;
-    let length = usize::from(u16::from_be_bytes([*datagram.get(2)?, *datagram.get(3)?]));
-    let mut attributes = datagram.get(20..20 + length)?;
-    while attributes.len() >= 4 {
-        let kind = u16::from_be_bytes([attributes[0], attributes[1]]);
-        let len = usize::from(u16::from_be_bytes([attributes[2], attributes[3]]));
-        let value = attributes.get(4..4 + len)?;
-        if kind == USERNAME {
-            return Some(value);
-        }
-        attributes = attributes.get((4 + len).next_multiple_of(4)..)?;
-    }
-    None
+    stun_attributes(datagram).find(|(kind, _, _)| *kind == USERNAME).map(|(_, _, value)| value)
+}
+
+/// The attributes of the STUN message `datagram` where they lie (RFC 8489 §14): type,
+/// offset in `datagram` and value of each, in order, up to the first that does not
+/// fit the length its header gives (nothing when that length does not fit).
+fn stun_attributes(datagram: &[u8]) -> impl Iterator<Item = (u16, usize, &[u8])> {
+    const HEADER: usize = 20;
+    let attributes = datagram
+        .get(2..4)
+        .and_then(|length| {
+            datagram.get(HEADER..HEADER + usize::from(u16::from_be_bytes([length[0], length[1]])))
+        })
+        .unwrap_or_default();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let header = attributes.get(at..at + 4)?;
+        let kind = u16::from_be_bytes([header[0], header[1]]);
+        let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        let value = attributes.get(at + 4..at + 4 + len)?;
+        let offset = HEADER + at;
+        at = (at + 4 + len).next_multiple_of(4);
+        Some((kind, offset, value))
+    })
 }
 
 /// Whether `datagram` has a STUN binding request's header (RFC 8489 §5): the cheap
