@@ -213,11 +213,7 @@ async fn a_session_holds_at_most_four_connections_and_they_end_with_it() {
             break message["sdp"].as_str().unwrap().to_owned();
         }
     };
-    let attribute = |name: &str| {
-        answer.lines().find_map(|line| line.strip_prefix(name)).map(|value| value.trim().to_owned()).unwrap()
-    };
-    let server_credentials =
-        IceCredentials { ufrag: attribute("a=ice-ufrag:"), password: attribute("a=ice-pwd:") };
+    let server_credentials = answer_credentials(&answer);
 
     let mut streams = open(server.addr, 6, &framed(&server_credentials.binding_request())).await;
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use common::*;
 use face_echo::loadgen::client::{ClientOptions, ClientPeer};
-use face_echo::media::udp_mux::IceCredentials;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -179,12 +178,7 @@ async fn a_flood_of_consent_checks_is_answered_on_the_reader_within_a_budget() {
     };
     let (got, sent) = echoes_of_30_frames(&mut publisher).await;
     assert!(got * 20 >= sent * 19, "{got} of {sent} echoed");
-    let answer = publisher.remote_sdp().await.expect("the server's answer");
-    let attribute = |name: &str| {
-        answer.lines().find_map(|line| line.strip_prefix(name)).map(|value| value.trim().to_owned()).unwrap()
-    };
-    let server_credentials =
-        IceCredentials { ufrag: attribute("a=ice-ufrag:"), password: attribute("a=ice-pwd:") };
+    let server_credentials = answer_credentials(&publisher.remote_sdp().await.expect("the server's answer"));
     let answered =
         |listed: &[serde_json::Value]| listed[0]["media"]["mux"]["consent_answered"].as_u64().unwrap();
     let before = answered(&sessions(server.addr).await);

@@ -103,6 +103,18 @@ pub async fn real_offer() -> (std::sync::Arc<dyn webrtc::peer_connection::PeerCo
     (pc, sdp)
 }
 
+/// The server's ICE credentials, as its answer `sdp` gives them (`a=ice-ufrag`,
+/// `a=ice-pwd`): what a test signs its own binding requests with.
+pub fn answer_credentials(sdp: &str) -> face_echo::media::udp_mux::IceCredentials {
+    let attribute = |name: &str| {
+        sdp.lines().find_map(|line| line.strip_prefix(name)).map(|value| value.trim().to_owned()).expect(name)
+    };
+    face_echo::media::udp_mux::IceCredentials {
+        ufrag: attribute("a=ice-ufrag:"),
+        password: attribute("a=ice-pwd:"),
+    }
+}
+
 /// Polls `check` every 50 ms until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
